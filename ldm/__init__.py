@@ -1,0 +1,1 @@
+"""GLIGEN-sem latent diffusion stack used by DefFiller."""

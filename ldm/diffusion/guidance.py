@@ -1,0 +1,48 @@
+"""Classifier-free guidance as an ``eps_fn`` for the samplers.
+
+The unconditional branch, as in the original GLIGEN samplers, gets the empty-prompt context and the
+null grounding tokens but keeps the downsampler features (those are concatenated to the latent, and
+the original passes ``grounding_extra_input`` to both branches).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from .samplers import EpsFn
+
+
+@dataclass
+class Conditioning:
+    """Everything the UNet needs besides ``x`` and ``t``, computed once per batch."""
+
+    context: torch.Tensor                      # B x 77 x context_dim
+    grounding_tokens: torch.Tensor             # B x N x context_dim
+    extra: Optional[torch.Tensor] = None       # B x C x h x w, downsampler output (or None)
+
+    def cat(self, other: "Conditioning") -> "Conditioning":
+        extra = None if self.extra is None else torch.cat([self.extra, other.extra])
+        return Conditioning(torch.cat([self.context, other.context]),
+                            torch.cat([self.grounding_tokens, other.grounding_tokens]), extra)
+
+
+def guided_eps_fn(unet: torch.nn.Module, cond: Conditioning, uncond: Optional[Conditioning],
+                  guidance_scale: float, batched: bool = True) -> EpsFn:
+    """eps = eps_u + w (eps_c - eps_u). With ``batched`` both branches run as one forward."""
+    use_cfg = uncond is not None and guidance_scale != 1.0
+    both = cond.cat(uncond) if (use_cfg and batched) else None
+
+    def eps_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if not use_cfg:
+            return unet(x, t, cond.context, cond.grounding_tokens, cond.extra)
+        if batched:
+            out = unet(torch.cat([x, x]), torch.cat([t, t]), both.context, both.grounding_tokens, both.extra)
+            e_c, e_u = out.chunk(2)
+        else:
+            e_c = unet(x, t, cond.context, cond.grounding_tokens, cond.extra)
+            e_u = unet(x, t, uncond.context, uncond.grounding_tokens, uncond.extra)
+        return e_u + guidance_scale * (e_c - e_u)
+
+    return eps_fn

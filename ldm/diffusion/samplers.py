@@ -1,0 +1,146 @@
+"""Deterministic diffusion samplers as small pure functions.
+
+Every sampler takes ``eps_fn(x, t) -> eps`` (``t`` a LongTensor with one timestep per sample), the
+starting noise and the ``alphas_cumprod`` buffer, and returns the final sample. ``hook(i, x, t)``,
+when given, runs before each step's model evaluation and may return a modified ``x`` (used for
+latent blending in implant mode and for scheduled gate strengths). DDIM and PLMS reproduce the
+original GLIGEN samplers step by step; DPM-Solver++(2M) follows Lu et al. (2022).
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Hook = Callable[[int, torch.Tensor, int], torch.Tensor]
+
+
+def uniform_timesteps(num_steps: int, num_train_steps: int = 1000) -> np.ndarray:
+    """The original "uniform" DDIM discretisation: ``range(0, T, T // S) + 1``.
+
+    As in the original, ``T`` not divisible by ``S`` yields ``len(range(0, T, T // S))`` steps. The
+    original shifts by one "to get the final alpha right", which overflows when ``S == T``; in that
+    case only we use ``0 … T-1``.
+    """
+    if num_steps < 1 or num_steps > num_train_steps:
+        raise ValueError(f"steps must be in 1..{num_train_steps}, got {num_steps}")
+    steps = np.arange(0, num_train_steps, num_train_steps // num_steps)
+    return steps + 1 if steps[-1] + 1 < num_train_steps else steps
+
+
+def ddim_coefficients(alphas_cumprod: torch.Tensor, timesteps: np.ndarray, eta: float = 0.0):
+    """(alpha_t, alpha_prev, sigma_t) per DDIM step, float32 like the original."""
+    ac = alphas_cumprod.detach().float().cpu()
+    idx = torch.as_tensor(timesteps, dtype=torch.long)
+    a = ac[idx]
+    a_prev = torch.cat([ac[:1], ac[idx[:-1]]])
+    sigma = eta * torch.sqrt((1 - a_prev) / (1 - a) * (1 - a / a_prev))
+    return a, a_prev, sigma
+
+
+def _ddim_update(x, eps, a, a_prev, sigma, noise=None):
+    pred_x0 = (x - torch.sqrt(1 - a) * eps) / torch.sqrt(a)
+    x_prev = torch.sqrt(a_prev) * pred_x0 + torch.sqrt(1.0 - a_prev - sigma ** 2) * eps
+    if noise is not None:
+        x_prev = x_prev + sigma * noise
+    return x_prev, pred_x0
+
+
+def _tvec(x: torch.Tensor, t: int) -> torch.Tensor:
+    return torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
+
+
+def _steps(n: int, progress: bool, desc: str):
+    return tqdm(range(n), desc=desc, leave=False) if progress else range(n)
+
+
+@torch.no_grad()
+def sample_ddim(eps_fn: EpsFn, x: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int,
+                eta: float = 0.0, generator: Optional[torch.Generator] = None,
+                hook: Optional[Hook] = None, progress: bool = False) -> torch.Tensor:
+    """DDIM (Song et al. 2021); ``eta=0`` is the deterministic ODE solver."""
+    ts = uniform_timesteps(steps, alphas_cumprod.shape[0])
+    a, a_prev, sigma = ddim_coefficients(alphas_cumprod, ts, eta)
+    n = len(ts)
+    for i in _steps(n, progress, "DDIM"):
+        k = n - 1 - i
+        if hook is not None:
+            x = hook(i, x, int(ts[k]))
+        eps = eps_fn(x, _tvec(x, ts[k]))
+        noise = None
+        if eta > 0:
+            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        x, _ = _ddim_update(x, eps, a[k].item(), a_prev[k].item(), sigma[k].item(), noise)
+    return x
+
+
+@torch.no_grad()
+def sample_plms(eps_fn: EpsFn, x: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int,
+                hook: Optional[Hook] = None, progress: bool = False) -> torch.Tensor:
+    """PLMS (Liu et al. 2022) exactly as the original: a pseudo improved-Euler first step, then
+    Adams-Bashforth of order 2, 3 and 4 on the stored eps history."""
+    ts = uniform_timesteps(steps, alphas_cumprod.shape[0])
+    a, a_prev, sigma = ddim_coefficients(alphas_cumprod, ts, 0.0)
+    n = len(ts)
+    old_eps: list[torch.Tensor] = []
+    for i in _steps(n, progress, "PLMS"):
+        k = n - 1 - i
+        if hook is not None:
+            x = hook(i, x, int(ts[k]))
+        coef = (a[k].item(), a_prev[k].item(), sigma[k].item())
+        e_t = eps_fn(x, _tvec(x, ts[k]))
+        if not old_eps:
+            x_next, _ = _ddim_update(x, e_t, *coef)
+            t_next = ts[max(k - 1, 0)]
+            e_prime = (e_t + eps_fn(x_next, _tvec(x, t_next))) / 2
+        elif len(old_eps) == 1:
+            e_prime = (3 * e_t - old_eps[-1]) / 2
+        elif len(old_eps) == 2:
+            e_prime = (23 * e_t - 16 * old_eps[-1] + 5 * old_eps[-2]) / 12
+        else:
+            e_prime = (55 * e_t - 59 * old_eps[-1] + 37 * old_eps[-2] - 9 * old_eps[-3]) / 24
+        x, _ = _ddim_update(x, e_prime, *coef)
+        old_eps.append(e_t)
+        if len(old_eps) > 3:
+            old_eps.pop(0)
+    return x
+
+
+@torch.no_grad()
+def sample_dpmpp_2m(eps_fn: EpsFn, x: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int,
+                    hook: Optional[Hook] = None, progress: bool = False) -> torch.Tensor:
+    """DPM-Solver++(2M) in data-prediction form on the same timestep grid as DDIM.
+
+    Uses half log-SNR ``lambda = log(sqrt(a) / sqrt(1 - a))``; the last step goes to ``alpha_prev``
+    of the final grid point (``alphas_cumprod[0]``), the same end point as DDIM and PLMS.
+    """
+    ts = uniform_timesteps(steps, alphas_cumprod.shape[0])
+    a, a_prev, _ = ddim_coefficients(alphas_cumprod, ts, 0.0)
+    n = len(ts)
+    # alpha values at the grid from noisy to clean, plus the end point
+    alphas = torch.cat([a.flip(0), a_prev[:1]]).double()
+    lam = 0.5 * torch.log(alphas / (1 - alphas))
+    prev_x0: Optional[torch.Tensor] = None
+    for i in _steps(n, progress, "DPM++2M"):
+        k = n - 1 - i
+        if hook is not None:
+            x = hook(i, x, int(ts[k]))
+        eps = eps_fn(x, _tvec(x, ts[k]))
+        a_t, a_s = alphas[i], alphas[i + 1]
+        x0 = (x - torch.sqrt(1 - a_t).item() * eps) / torch.sqrt(a_t).item()
+        h = (lam[i + 1] - lam[i]).item()
+        if prev_x0 is None:
+            d = x0
+        else:
+            r = (lam[i] - lam[i - 1]).item() / h
+            d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * prev_x0
+        sigma_ratio = torch.sqrt((1 - a_s) / (1 - a_t)).item()
+        x = sigma_ratio * x - torch.sqrt(a_s).item() * float(np.expm1(-h)) * d
+        prev_x0 = x0
+    return x
+
+
+SAMPLERS = {"ddim": sample_ddim, "plms": sample_plms, "dpmsolver++": sample_dpmpp_2m}
