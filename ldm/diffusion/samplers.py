@@ -42,6 +42,7 @@ def ddim_coefficients(alphas_cumprod: torch.Tensor, timesteps: np.ndarray, eta: 
 
 
 def _ddim_update(x, eps, a, a_prev, sigma, noise=None):
+    a, a_prev, sigma = (v.to(device=x.device, dtype=x.dtype) for v in (a, a_prev, sigma))
     pred_x0 = (x - torch.sqrt(1 - a) * eps) / torch.sqrt(a)
     x_prev = torch.sqrt(a_prev) * pred_x0 + torch.sqrt(1.0 - a_prev - sigma ** 2) * eps
     if noise is not None:
@@ -73,7 +74,7 @@ def sample_ddim(eps_fn: EpsFn, x: torch.Tensor, alphas_cumprod: torch.Tensor, st
         noise = None
         if eta > 0:
             noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        x, _ = _ddim_update(x, eps, a[k].item(), a_prev[k].item(), sigma[k].item(), noise)
+        x, _ = _ddim_update(x, eps, a[k], a_prev[k], sigma[k], noise)
     return x
 
 
@@ -90,7 +91,7 @@ def sample_plms(eps_fn: EpsFn, x: torch.Tensor, alphas_cumprod: torch.Tensor, st
         k = n - 1 - i
         if hook is not None:
             x = hook(i, x, int(ts[k]))
-        coef = (a[k].item(), a_prev[k].item(), sigma[k].item())
+        coef = (a[k], a_prev[k], sigma[k])
         e_t = eps_fn(x, _tvec(x, ts[k]))
         if not old_eps:
             x_next, _ = _ddim_update(x, e_t, *coef)

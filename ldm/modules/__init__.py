@@ -1,0 +1,1 @@
+"""Network modules: UNet, attention, mask encoder and downsampler, autoencoder, text encoder."""
