@@ -110,36 +110,46 @@ def sample_plms(eps_fn: EpsFn, x: torch.Tensor, alphas_cumprod: torch.Tensor, st
     return x
 
 
+def logsnr_timesteps(alphas_cumprod: torch.Tensor, t_start: int, steps: int) -> list[int]:
+    """Integer timesteps from ``t_start`` down to 0, evenly spaced in log-SNR (DPM-Solver's
+    ``logSNR`` skip type), made strictly decreasing where rounding would repeat a timestep."""
+    ac = alphas_cumprod.detach().double().cpu()
+    lam = 0.5 * torch.log(ac / (1 - ac))
+    targets = torch.linspace(float(lam[t_start]), float(lam[0]), steps + 1, dtype=torch.float64)
+    grid = [int(torch.argmin((lam - v).abs())) for v in targets]
+    grid[0], grid[-1] = int(t_start), 0
+    for i in range(len(grid) - 2, -1, -1):
+        grid[i] = max(grid[i], grid[i + 1] + 1)
+    return grid
+
+
 @torch.no_grad()
 def sample_dpmpp_2m(eps_fn: EpsFn, x: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int,
                     hook: Optional[Hook] = None, progress: bool = False) -> torch.Tensor:
-    """DPM-Solver++(2M) in data-prediction form on the same timestep grid as DDIM.
+    """DPM-Solver++(2M) (Lu et al. 2022), data-prediction form, multistep second order.
 
-    Uses half log-SNR ``lambda = log(sqrt(a) / sqrt(1 - a))``; the last step goes to ``alpha_prev``
-    of the final grid point (``alphas_cumprod[0]``), the same end point as DDIM and PLMS.
+    Solves the same problem as DDIM/PLMS with ``steps``: it starts at DDIM's first timestep and ends
+    at ``alphas_cumprod[0]``, but places its steps evenly in log-SNR (half log-SNR
+    ``lambda = log(sqrt(a) / sqrt(1 - a))``), which suits the multistep extrapolation far better than
+    DDIM's uniform grid (whose last step spans a large log-SNR jump).
     """
-    ts = uniform_timesteps(steps, alphas_cumprod.shape[0])
-    a, a_prev, _ = ddim_coefficients(alphas_cumprod, ts, 0.0)
-    n = len(ts)
-    # alpha values at the grid from noisy to clean, plus the end point
-    alphas = torch.cat([a.flip(0), a_prev[:1]]).double()
+    t_start = int(uniform_timesteps(steps, alphas_cumprod.shape[0])[-1])
+    grid = logsnr_timesteps(alphas_cumprod, t_start, steps)
+    alphas = alphas_cumprod.detach().double().cpu()[torch.as_tensor(grid)]
     lam = 0.5 * torch.log(alphas / (1 - alphas))
     prev_x0: Optional[torch.Tensor] = None
-    for i in _steps(n, progress, "DPM++2M"):
-        k = n - 1 - i
+    for i in _steps(len(grid) - 1, progress, "DPM++2M"):
         if hook is not None:
-            x = hook(i, x, int(ts[k]))
-        eps = eps_fn(x, _tvec(x, ts[k]))
-        a_t, a_s = alphas[i], alphas[i + 1]
-        x0 = (x - torch.sqrt(1 - a_t).item() * eps) / torch.sqrt(a_t).item()
+            x = hook(i, x, grid[i])
+        eps = eps_fn(x, _tvec(x, grid[i]))
+        a_t, a_s = alphas[i].item(), alphas[i + 1].item()
+        x0 = (x - (1 - a_t) ** 0.5 * eps) / a_t ** 0.5
         h = (lam[i + 1] - lam[i]).item()
-        if prev_x0 is None:
-            d = x0
-        else:
+        d = x0
+        if prev_x0 is not None:
             r = (lam[i] - lam[i - 1]).item() / h
             d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * prev_x0
-        sigma_ratio = torch.sqrt((1 - a_s) / (1 - a_t)).item()
-        x = sigma_ratio * x - torch.sqrt(a_s).item() * float(np.expm1(-h)) * d
+        x = ((1 - a_s) / (1 - a_t)) ** 0.5 * x - a_s ** 0.5 * float(np.expm1(-h)) * d
         prev_x0 = x0
     return x
 

@@ -1,0 +1,307 @@
+"""Checkpoint I/O: every format DefFiller users meet, one module.
+
+Reads
+  (a) the official GLIGEN-sem release (``diffusion_pytorch_model.bin``: a torch pickle of ``model``,
+      ``autoencoder``, ``text_encoder``, ``diffusion`` and an OmegaConf ``config_dict``),
+  (b) DefFiller/GLIGEN training checkpoints (the same plus ``opt``, ``scheduler``, ``iters``),
+  (c) an original SD-1.x ``.ckpt`` (``state_dict`` with ``model.diffusion_model.`` /
+      ``first_stage_model.`` / ``cond_stage_model.`` prefixes; the first conv is widened with zero
+      weights for the downsampler channels and the new GLIGEN layers keep their fresh init),
+  (d) our own format: one ``.safetensors`` file (tensors named ``<part>.<param>``, the YAML config in
+      its metadata) plus a readable ``.yaml`` next to it.
+Writes (d), and exports back to the GLIGEN ``.pth`` layout. All writes are atomic.
+
+Pickles are untrusted: they are read with ``weights_only=True``, allowing only tensors, plain
+containers and the OmegaConf classes the official files need. Anything else is refused unless the
+caller explicitly opts in (``allow_unsafe_pickle``).
+"""
+from __future__ import annotations
+
+import collections
+import hashlib
+import io
+import os
+import pickle
+import re
+import tempfile
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping, Optional, Union
+
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import base as oc_base
+from omegaconf import nodes as oc_nodes
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as st_save_bytes
+
+from ldm.build import DefFillerModels, build_models
+from ldm.config import PARTS, to_original_targets
+from ldm.diffusion.schedule import BUFFER_NAMES
+from ldm.errors import UserError
+
+FORMAT_NAME = "deffiller"
+FORMAT_VERSION = "1"
+GROUNDING_ONLY = ("position_net.", "downsample_net.", ".fuser.")  # layers GLIGEN adds to SD
+FIRST_CONV = "input_blocks.0.0.weight"
+POSITION_IDS = "transformer.text_model.embeddings.position_ids"
+
+SAFE_GLOBALS = [
+    DictConfig, ListConfig, oc_base.ContainerMetadata, oc_base.Metadata,
+    oc_nodes.AnyNode, oc_nodes.StringNode, oc_nodes.IntegerNode, oc_nodes.FloatNode, oc_nodes.BooleanNode,
+    typing.Any, collections.defaultdict, collections.OrderedDict, dict, list, tuple, set, int, float, str, bool,
+]
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be read or does not fit the model."""
+
+
+@dataclass
+class Checkpoint:
+    """Tensors per part (original GLIGEN names), the config if the file carries one, and the rest."""
+
+    path: Path
+    kind: str                                   # "deffiller" | "gligen" | "sd"
+    sections: dict[str, dict[str, torch.Tensor]]
+    config: Optional[DictConfig] = None
+    training_state: dict = field(default_factory=dict)
+    metadata: dict = field(default_factory=dict)
+
+
+# -- reading ------------------------------------------------------------------------------------
+def _torch_load(path: Path, allow_unsafe_pickle: bool):
+    if allow_unsafe_pickle:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if not found:
+            raise CheckpointError(f"{path} is not a readable checkpoint ({str(exc).splitlines()[0][:200]})") from None
+        raise CheckpointError(
+            f"refusing to unpickle {path}: it needs `{found.group(1)}`, which could run code on load; "
+            "re-save it as safetensors, or pass --allow-unsafe-pickle only if you trust the file") from None
+
+
+def _config_from_pickle(config_dict) -> Optional[DictConfig]:
+    """``vars()`` of a DictConfig (as GLIGEN saves it) or a plain dict -> DictConfig."""
+    if config_dict is None:
+        return None
+    if isinstance(config_dict, DictConfig):
+        return config_dict
+    if isinstance(config_dict, dict) and "_content" in config_dict:
+        cfg = DictConfig(content={})
+        cfg.__dict__.update(config_dict)
+        return OmegaConf.create(OmegaConf.to_container(cfg))
+    if isinstance(config_dict, dict):
+        return OmegaConf.create(config_dict)
+    return None
+
+
+def _split_sd(state: Mapping[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    """SD-1.x ``state_dict`` -> our parts (EMA copies and training-only entries are dropped)."""
+    sections: dict[str, dict[str, torch.Tensor]] = {p: {} for p in PARTS}
+    prefixes = {"model.diffusion_model.": "model", "first_stage_model.": "autoencoder",
+                "cond_stage_model.": "text_encoder"}
+    for key, value in state.items():
+        for prefix, part in prefixes.items():
+            if key.startswith(prefix):
+                sections[part][key[len(prefix):]] = value
+                break
+        else:
+            if key in BUFFER_NAMES:
+                sections["diffusion"][key] = value
+    return {k: v for k, v in sections.items() if v}
+
+
+def read_checkpoint(path: Union[str, Path], allow_unsafe_pickle: bool = False) -> Checkpoint:
+    """Read any supported checkpoint format (see the module docstring)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found")
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
+    try:
+        obj = _torch_load(path, allow_unsafe_pickle)
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:200]})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a checkpoint dictionary")
+    if "model" in obj and isinstance(obj["model"], dict):
+        sections = {p: dict(obj[p]) for p in PARTS if isinstance(obj.get(p), dict)}
+        rest = {k: v for k, v in obj.items() if k not in PARTS and k != "config_dict"}
+        kind = "gligen"
+        return Checkpoint(path, kind, sections, _config_from_pickle(obj.get("config_dict")), rest)
+    state = obj.get("state_dict", obj)
+    if isinstance(state, dict) and any(k.startswith("model.diffusion_model.") for k in state):
+        return Checkpoint(path, "sd", _split_sd(state))
+    raise CheckpointError(f"{path} is neither a GLIGEN/DefFiller checkpoint (keys model, autoencoder, ...) "
+                          "nor an SD-1.x .ckpt (state_dict with model.diffusion_model.*)")
+
+
+def _read_safetensors(path: Path) -> Checkpoint:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from None
+    sections: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        part, _, name = key.partition(".")
+        sections.setdefault(part, {})[name] = value
+    config = OmegaConf.create(metadata.pop("config")) if "config" in metadata else None
+    sidecar = path.with_suffix(".yaml")
+    if config is None and sidecar.is_file():
+        config = OmegaConf.load(sidecar)
+    return Checkpoint(path, FORMAT_NAME, sections, config, metadata=metadata)
+
+
+# -- fitting a checkpoint to the models -----------------------------------------------------------
+def _normalise_text_names(section: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Current-transformers names (``transformer.embeddings…``) -> the legacy ones we store."""
+    out = {}
+    for key, value in section.items():
+        if key.startswith("transformer.") and not key.startswith("transformer.text_model."):
+            key = "transformer.text_model." + key[len("transformer."):]
+        out[key] = value
+    return out
+
+
+def _widen_first_conv(section: dict[str, torch.Tensor], expected: torch.Size) -> None:
+    """SD's 4-channel first conv -> ours with zero weights for the extra (downsampler) channels."""
+    w = section.get(FIRST_CONV)
+    if w is not None and w.dim() == 4 and w.shape[1] < expected[1] and w.shape[0] == expected[0]:
+        wide = torch.zeros(expected, dtype=w.dtype)
+        wide[:, : w.shape[1]] = w
+        section[FIRST_CONV] = wide
+
+
+def fit_sections(models: DefFillerModels, ckpt: Checkpoint) -> dict[str, dict[str, torch.Tensor]]:
+    """Check every tensor against the models; return per-part state dicts ready to load.
+
+    Raises :class:`CheckpointError` naming (up to 10) missing, unexpected and mis-shaped tensors.
+    An SD-1.x file may lack the GLIGEN layers (they keep their initialisation); nothing else may.
+    """
+    missing, unexpected, wrong = [], [], []
+    fitted = {}
+    for part, module in models.parts().items():
+        expected = module.state_dict()
+        given = dict(ckpt.sections.get(part, {}))
+        if part == "text_encoder":
+            given = _normalise_text_names(given)
+            if POSITION_IDS in expected and POSITION_IDS not in given:
+                given[POSITION_IDS] = expected[POSITION_IDS]
+        if part == "model" and ckpt.kind == "sd":
+            _widen_first_conv(given, expected[FIRST_CONV].shape)
+            for key in expected:
+                if key not in given and any(tag in key for tag in GROUNDING_ONLY):
+                    given[key] = expected[key]
+        if part == "diffusion" and not given:
+            given = dict(expected)  # schedule buffers are recomputed from the config
+        missing += [f"{part}.{k}" for k in expected if k not in given]
+        unexpected += [f"{part}.{k}" for k in given if k not in expected]
+        wrong += [f"{part}.{k} {list(given[k].shape)} vs model {list(v.shape)}"
+                  for k, v in expected.items() if k in given and given[k].shape != v.shape]
+        fitted[part] = given
+    problems = []
+    for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+        if names:
+            problems.append(f"{len(names)} {label}: " + ", ".join(names[:10]) + (" ..." if len(names) > 10 else ""))
+    if problems:
+        raise CheckpointError(f"{ckpt.path} does not fit the configured architecture: " + "; ".join(problems)
+                              + " — is it a checkpoint of another model, or is --config wrong?")
+    return fitted
+
+
+def load_into(models: DefFillerModels, ckpt: Checkpoint) -> DefFillerModels:
+    """Strictly load ``ckpt`` into ``models`` (in place)."""
+    for part, state in fit_sections(models, ckpt).items():
+        models.parts()[part].load_state_dict(state, strict=True)
+    models.extra.update(ckpt.training_state)
+    return models
+
+
+def load_models(path: Union[str, Path], config: Optional[Union[DictConfig, str, Path]] = None,
+                parts: Iterable[str] = PARTS, device: Union[str, torch.device] = "cpu",
+                allow_unsafe_pickle: bool = False) -> DefFillerModels:
+    """Read a checkpoint, build the models its config (or ``config``) describes, load strictly."""
+    from ldm.config import load_config
+
+    ckpt = read_checkpoint(path, allow_unsafe_pickle)
+    if config is not None and not isinstance(config, DictConfig):
+        config = load_config(config)
+    cfg = config if config is not None else ckpt.config
+    if cfg is None:
+        raise CheckpointError(f"{path} carries no config; pass one with --config (e.g. configs/sd_saliency_900.yaml)")
+    parts = [p for p in parts if p in PARTS and (p in ("model", "diffusion") or p in ckpt.sections)]
+    models = build_models(cfg, parts=parts)
+    load_into(models, ckpt)
+    models.extra["checkpoint_kind"] = ckpt.kind
+    models.extra["checkpoint_path"] = str(path)
+    return models.to(device).eval()
+
+
+# -- writing ------------------------------------------------------------------------------------
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def model_sections(models: DefFillerModels, parts: Iterable[str] = PARTS) -> dict[str, dict[str, torch.Tensor]]:
+    """State dicts of the parts (original names), for saving."""
+    available = models.parts()
+    return {p: available[p].state_dict() for p in parts if p in available}
+
+
+def save_checkpoint(path: Union[str, Path], sections: Mapping[str, Mapping[str, torch.Tensor]],
+                    config: Union[DictConfig, dict], metadata: Optional[Mapping[str, str]] = None) -> Path:
+    """Write our format: ``path`` (.safetensors, config in its metadata) and ``path.yaml``, atomically."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise UserError(f"{path}: our checkpoints are .safetensors files")
+    flat = {f"{part}.{k}": v.detach().contiguous().cpu() for part, sd in sections.items() for k, v in sd.items()}
+    yaml_text = OmegaConf.to_yaml(OmegaConf.create(config) if isinstance(config, dict) else config)
+    meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "config": yaml_text}
+    meta.update({k: str(v) for k, v in (metadata or {}).items()})
+    _atomic_write(path, st_save_bytes(flat, metadata=meta))
+    _atomic_write(path.with_suffix(".yaml"), yaml_text.encode())
+    return path
+
+
+def export_gligen(path: Union[str, Path], sections: Mapping[str, Mapping[str, torch.Tensor]],
+                  config: Union[DictConfig, dict]) -> Path:
+    """Write the GLIGEN ``.pth`` layout the original code loads (its class paths in ``config_dict``)."""
+    path = Path(path)
+    original_cfg = OmegaConf.create(to_original_targets(config))
+    payload = {part: {k: v.detach().cpu() for k, v in sections[part].items()} for part in PARTS if part in sections}
+    payload["config_dict"] = vars(original_cfg)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    _atomic_write(path, buffer.getvalue())
+    return path
+
+
+def file_sha256(path: Union[str, Path], chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file (recorded in generation.json)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,112 @@
+"""Train/test splits: protocols, determinism, stratification, persistence."""
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from dataset import (find_pairs, load_split, make_split, parse_ratio, save_split, subset_pairs,
+                     write_procedural_dataset)
+from ldm.errors import UserError
+
+STEMS = [f"{p}_{i}" for p in ("In", "Pa", "Sc") for i in range(1, 301)]
+
+
+def per_prefix(stems: list[str]) -> Counter:
+    return Counter(s.split("_")[0] for s in stems)
+
+
+def test_parse_ratio() -> None:
+    assert parse_ratio("9:1") == pytest.approx(0.1)
+    assert parse_ratio("1:5") == pytest.approx(5 / 6)
+    assert parse_ratio(" 0.25 ") == pytest.approx(0.25)
+    for bad in ("9-1", "a:b", "1:2:3", "-1:2", "0:0", "1.5", ""):
+        with pytest.raises(UserError) as exc:
+            parse_ratio(bad)
+        assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("ratio, n_train, n_test", [("9:1", 270, 30), ("1:5", 50, 250)])
+def test_protocol_sizes_stratified(ratio: str, n_train: int, n_test: int) -> None:
+    split = make_split(STEMS, parse_ratio(ratio), seed=0)
+    assert len(split["train"]) == 3 * n_train and len(split["test"]) == 3 * n_test
+    assert per_prefix(split["train"]) == {"In": n_train, "Pa": n_train, "Sc": n_train}
+    assert per_prefix(split["test"]) == {"In": n_test, "Pa": n_test, "Sc": n_test}
+    assert not set(split["train"]) & set(split["test"])
+    assert sorted(split["train"] + split["test"]) == sorted(STEMS)
+    assert split["seed"] == 0 and split["test_fraction"] == pytest.approx(parse_ratio(ratio))
+
+
+def test_deterministic_and_order_independent() -> None:
+    a = make_split(STEMS, 0.1, seed=3)
+    shuffled = STEMS[:]
+    random.Random(1).shuffle(shuffled)
+    assert make_split(shuffled, 0.1, seed=3) == a
+    b = make_split(STEMS, 0.1, seed=4)
+    assert a["test"] != b["test"]
+    assert len(set(a["test"]) & set(b["test"])) < len(a["test"])
+
+
+def test_unstratified_split_can_unbalance() -> None:
+    stems = [f"In_{i}" for i in range(1, 91)] + [f"Sc_{i}" for i in range(1, 11)]
+    strat = make_split(stems, 0.1, seed=0)
+    assert per_prefix(strat["test"]) == {"In": 9, "Sc": 1}
+    flat = make_split(stems, 0.1, seed=0, stratify_by_category=False)
+    assert len(flat["test"]) == 10 and flat["stratify_by_category"] is False
+
+
+def test_split_of_pairs_uses_categories(tmp_path: Path) -> None:
+    pairs = write_procedural_dataset(tmp_path / "d", n_per_category=6, size=12, seed=0)
+    split = make_split(pairs, parse_ratio("1:5"), seed=1)
+    assert per_prefix(split["train"]) == {"In": 1, "Pa": 1, "Sc": 1}
+    train = subset_pairs(pairs, split["train"])
+    assert [p.stem for p in train] == split["train"]
+
+
+def test_real_dataset_split(saliency_root: Path) -> None:
+    split = make_split(find_pairs(saliency_root, check_sizes=False), 0.1, seed=0)
+    assert per_prefix(split["test"]) == {"In": 30, "Pa": 30, "Sc": 30}
+
+
+def test_bad_split_inputs() -> None:
+    for args in ((STEMS, 1.5, 0), ([], 0.1, 0), (["In_1", "In_1"], 0.1, 0)):
+        with pytest.raises(UserError) as exc:
+            make_split(*args)
+        assert "\n" not in str(exc.value)
+
+
+def test_save_and_load(tmp_path: Path) -> None:
+    split = make_split(STEMS, 0.1, seed=0)
+    path = save_split(split, tmp_path / "split.json")
+    assert load_split(path) == split
+    assert [p.name for p in tmp_path.iterdir()] == ["split.json"]   # no temp files left
+
+
+@pytest.mark.parametrize("content, needle", [
+    ("{not json", "malformed"),
+    (json.dumps({"train": [], "test": []}), "missing"),
+    (json.dumps({"train": ["a"], "test": ["a"], "seed": 0, "test_fraction": 0.1}), "both"),
+    (json.dumps({"train": "a", "test": [], "seed": 0, "test_fraction": 0.1}), "list"),
+])
+def test_load_split_errors(tmp_path: Path, content: str, needle: str) -> None:
+    path = tmp_path / "split.json"
+    path.write_text(content)
+    with pytest.raises(UserError) as exc:
+        load_split(path)
+    msg = str(exc.value)
+    assert "\n" not in msg and "split.json" in msg and needle in msg
+    with pytest.raises(UserError):
+        load_split(tmp_path / "absent.json")
+
+
+def test_subset_pairs_errors(tmp_path: Path) -> None:
+    pairs = write_procedural_dataset(tmp_path / "d", n_per_category=2, size=12, seed=0)
+    with pytest.raises(UserError) as exc:
+        subset_pairs(pairs, ["In_1", "In_9", "Zz_3"])
+    msg = str(exc.value)
+    assert "\n" not in msg and "In_9" in msg and "Zz_3" in msg and "In_1," not in msg
+    with pytest.raises(UserError):
+        subset_pairs(pairs, ["In_1", "In_1"])
