@@ -82,3 +82,18 @@ def test_cli_exit_codes(root: Path, tmp_path: Path) -> None:
                           str(tmp_path / "missing")], capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode == 2
     assert bad.stderr.strip().startswith("error:") and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_project_config_categories(root: Path, tmp_path: Path) -> None:
+    yaml = tmp_path / "nested.yaml"
+    yaml.write_text("model: {x: 1}\ndata:\n  categories:\n"
+                    "    - {name: inclusion, prefix: In, index: 1, prompt: dark inclusion}\n"
+                    "    - {name: patches, prefix: Pa, index: 2}\n"
+                    "    - {name: scratches, prefix: Sc, index: 3}\n")
+    process_json.main(["--data_root", str(root), "--yaml_file", str(yaml)])
+    assert load_captions(root / "caption.json")["In_2.png"] == "A photo of dark inclusion"
+    shipped = REPO / "configs" / "sd_saliency_900.yaml"
+    if shipped.is_file():
+        from dataset import DEFAULT_CATEGORIES, load_categories_yaml
+
+        assert load_categories_yaml(shipped) == list(DEFAULT_CATEGORIES)

@@ -54,19 +54,21 @@ def _tvec(x: torch.Tensor, t: int) -> torch.Tensor:
     return torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
 
 
-def _steps(n: int, progress: bool, desc: str):
-    return tqdm(range(n), desc=desc, leave=False) if progress else range(n)
+def _steps(n: int, progress: bool, desc: str, start: int = 0):
+    if not 0 <= start < n:
+        raise ValueError(f"start_step must be in 0..{n - 1}, got {start}")
+    return tqdm(range(start, n), desc=desc, leave=False) if progress else range(start, n)
 
 
 @torch.no_grad()
 def sample_ddim(eps_fn: EpsFn, x: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int,
                 eta: float = 0.0, generator: Optional[torch.Generator] = None,
-                hook: Optional[Hook] = None, progress: bool = False) -> torch.Tensor:
+                hook: Optional[Hook] = None, progress: bool = False, start_step: int = 0) -> torch.Tensor:
     """DDIM (Song et al. 2021); ``eta=0`` is the deterministic ODE solver."""
     ts = uniform_timesteps(steps, alphas_cumprod.shape[0])
     a, a_prev, sigma = ddim_coefficients(alphas_cumprod, ts, eta)
     n = len(ts)
-    for i in _steps(n, progress, "DDIM"):
+    for i in _steps(n, progress, "DDIM", start_step):
         k = n - 1 - i
         if hook is not None:
             x = hook(i, x, int(ts[k]))
@@ -80,14 +82,14 @@ def sample_ddim(eps_fn: EpsFn, x: torch.Tensor, alphas_cumprod: torch.Tensor, st
 
 @torch.no_grad()
 def sample_plms(eps_fn: EpsFn, x: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int,
-                hook: Optional[Hook] = None, progress: bool = False) -> torch.Tensor:
+                hook: Optional[Hook] = None, progress: bool = False, start_step: int = 0) -> torch.Tensor:
     """PLMS (Liu et al. 2022) exactly as the original: a pseudo improved-Euler first step, then
     Adams-Bashforth of order 2, 3 and 4 on the stored eps history."""
     ts = uniform_timesteps(steps, alphas_cumprod.shape[0])
     a, a_prev, sigma = ddim_coefficients(alphas_cumprod, ts, 0.0)
     n = len(ts)
     old_eps: list[torch.Tensor] = []
-    for i in _steps(n, progress, "PLMS"):
+    for i in _steps(n, progress, "PLMS", start_step):
         k = n - 1 - i
         if hook is not None:
             x = hook(i, x, int(ts[k]))
@@ -125,7 +127,7 @@ def logsnr_timesteps(alphas_cumprod: torch.Tensor, t_start: int, steps: int) -> 
 
 @torch.no_grad()
 def sample_dpmpp_2m(eps_fn: EpsFn, x: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int,
-                    hook: Optional[Hook] = None, progress: bool = False) -> torch.Tensor:
+                    hook: Optional[Hook] = None, progress: bool = False, start_step: int = 0) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022), data-prediction form, multistep second order.
 
     Solves the same problem as DDIM/PLMS with ``steps``: it starts at DDIM's first timestep and ends
@@ -133,12 +135,11 @@ def sample_dpmpp_2m(eps_fn: EpsFn, x: torch.Tensor, alphas_cumprod: torch.Tensor
     ``lambda = log(sqrt(a) / sqrt(1 - a))``), which suits the multistep extrapolation far better than
     DDIM's uniform grid (whose last step spans a large log-SNR jump).
     """
-    t_start = int(uniform_timesteps(steps, alphas_cumprod.shape[0])[-1])
-    grid = logsnr_timesteps(alphas_cumprod, t_start, steps)
+    grid = dpm_timesteps(alphas_cumprod, steps)
     alphas = alphas_cumprod.detach().double().cpu()[torch.as_tensor(grid)]
     lam = 0.5 * torch.log(alphas / (1 - alphas))
     prev_x0: Optional[torch.Tensor] = None
-    for i in _steps(len(grid) - 1, progress, "DPM++2M"):
+    for i in _steps(len(grid) - 1, progress, "DPM++2M", start_step):
         if hook is not None:
             x = hook(i, x, grid[i])
         eps = eps_fn(x, _tvec(x, grid[i]))
@@ -146,12 +147,27 @@ def sample_dpmpp_2m(eps_fn: EpsFn, x: torch.Tensor, alphas_cumprod: torch.Tensor
         x0 = (x - (1 - a_t) ** 0.5 * eps) / a_t ** 0.5
         h = (lam[i + 1] - lam[i]).item()
         d = x0
-        if prev_x0 is not None:
+        if prev_x0 is not None and h > 0:
             r = (lam[i] - lam[i - 1]).item() / h
             d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * prev_x0
         x = ((1 - a_s) / (1 - a_t)) ** 0.5 * x - a_s ** 0.5 * float(np.expm1(-h)) * d
         prev_x0 = x0
     return x
+
+
+def dpm_timesteps(alphas_cumprod: torch.Tensor, steps: int) -> list[int]:
+    """DPM-Solver++'s grid (``steps + 1`` timesteps ending at 0)."""
+    t_start = int(uniform_timesteps(steps, alphas_cumprod.shape[0])[-1])
+    return logsnr_timesteps(alphas_cumprod, t_start, steps)
+
+
+def start_timestep(sampler: str, alphas_cumprod: torch.Tensor, steps: int, start_step: int = 0) -> int:
+    """The timestep whose noise level a sampler expects ``x`` at when it starts at ``start_step``
+    (SDEdit-style starts from a noised real image)."""
+    if sampler == "dpmsolver++":
+        return dpm_timesteps(alphas_cumprod, steps)[start_step]
+    ts = uniform_timesteps(steps, alphas_cumprod.shape[0])
+    return int(ts[len(ts) - 1 - start_step])
 
 
 SAMPLERS = {"ddim": sample_ddim, "plms": sample_plms, "dpmsolver++": sample_dpmpp_2m}

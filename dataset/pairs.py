@@ -1,0 +1,164 @@
+"""Finding image/mask pairs in the SD-Saliency-900 folder layout.
+
+::
+
+    root/
+      Source Images/  (or Source_Images/)   In_1.bmp ... Sc_300.bmp   (.bmp/.png/.jpg/.jpeg)
+      Ground truth/   (or Ground_truth/)    In_1.png ... Sc_300.png
+      caption.json                          optional: image filename -> caption
+
+Images and masks are matched by file stem. The category comes from ``caption.json`` when it is
+present, otherwise from the filename prefix.
+"""
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from PIL import Image, UnidentifiedImageError
+
+from ldm.errors import UserError
+
+from .categories import Category, categories_from_config, category_for_file
+from .io import read_json
+
+IMAGE_DIRS = ("Source Images", "Source_Images")
+MASK_DIRS = ("Ground truth", "Ground_truth")
+IMAGE_EXTS = (".bmp", ".png", ".jpg", ".jpeg")
+MASK_EXTS = (".png",)
+CAPTION_FILE = "caption.json"
+_SHOW = 5
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One training sample on disk."""
+
+    stem: str
+    image: Path
+    mask: Path
+    category: Category
+
+
+def natural_key(text: str) -> tuple:
+    """Sort key ordering embedded numbers numerically (``In_2`` before ``In_10``)."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part.lower())
+                 for part in re.split(r"(\d+)", text) if part)
+
+
+def _few(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:_SHOW])
+    return shown + (f" and {len(names) - _SHOW} more" if len(names) > _SHOW else "")
+
+
+def _find_dir(root: Path, options: Sequence[str], what: str) -> Path:
+    found = [root / name for name in options if (root / name).is_dir()]
+    if not found:
+        raise UserError(f"{root}: no {what} folder; expected one named "
+                        f"{' or '.join(repr(o) for o in options)}")
+    if len(found) > 1:
+        raise UserError(f"{root}: both {found[0].name!r} and {found[1].name!r} exist; keep only "
+                        f"one {what} folder")
+    return found[0]
+
+
+def _list_files(folder: Path, exts: Sequence[str], what: str) -> dict[str, Path]:
+    """Map stem -> file for files with an allowed extension; warn about the rest."""
+    files: dict[str, Path] = {}
+    skipped: list[str] = []
+    for path in folder.iterdir():
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        if path.suffix.lower() not in exts:
+            skipped.append(path.name)
+            continue
+        if path.stem in files:
+            raise UserError(f"{folder}: {files[path.stem].name} and {path.name} have the same "
+                            f"stem; keep one {what} per name")
+        files[path.stem] = path
+    if skipped:
+        skipped.sort(key=natural_key)
+        warnings.warn(f"{folder}: skipping {len(skipped)} file(s) that are not {what}s "
+                      f"({'/'.join(exts)}): {_few(skipped)}", stacklevel=3)
+    if not files:
+        raise UserError(f"{folder}: no {what} files ({'/'.join(exts)}); put the dataset there")
+    return files
+
+
+def image_dir(root: str | Path) -> Path:
+    """The image folder of a dataset root (``Source Images`` or ``Source_Images``)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"{root}: dataset folder not found; check --data_root / the config")
+    return _find_dir(root, IMAGE_DIRS, "image")
+
+
+def list_images(root: str | Path) -> list[Path]:
+    """Image files of a dataset root, naturally sorted by stem."""
+    files = _list_files(image_dir(root), IMAGE_EXTS, "image")
+    return [files[s] for s in sorted(files, key=natural_key)]
+
+
+def load_captions(path: str | Path) -> dict[str, str]:
+    """Read ``caption.json``: ``{filename: caption}`` or the original list of such mappings."""
+    path = Path(path)
+    data: Any = read_json(path, "caption file")
+    entries = data if isinstance(data, list) else [data]
+    captions: dict[str, str] = {}
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise UserError(f"{path}: expected an object mapping image filenames to captions "
+                            "(or a list of such objects); regenerate it with process_json.py")
+        for key, value in entry.items():
+            if not isinstance(value, str):
+                raise UserError(f"{path}: caption for {key!r} must be a string, got "
+                                f"{type(value).__name__}; regenerate it with process_json.py")
+            captions[str(key)] = value
+    return captions
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise UserError(f"{path}: cannot read image ({exc.__class__.__name__}); the file is "
+                        "corrupt or not an image, replace or remove it") from None
+
+
+def find_pairs(root: str | Path, categories: Sequence[Category] | Any = None,
+               check_sizes: bool = True) -> list[Pair]:
+    """All image/mask pairs under ``root``, naturally sorted by stem.
+
+    Raises :class:`UserError` for missing/empty folders, unmatched images or masks, a malformed
+    ``caption.json``, unknown categories and (with ``check_sizes``) image/mask size mismatches.
+    """
+    root = Path(root)
+    cats = categories_from_config(categories)
+    images = _list_files(image_dir(root), IMAGE_EXTS, "image")
+    masks = _list_files(_find_dir(root, MASK_DIRS, "mask"), MASK_EXTS, "mask")
+    lonely_images = sorted((images[s].name for s in images.keys() - masks.keys()), key=natural_key)
+    if lonely_images:
+        raise UserError(f"{root}: {len(lonely_images)} image(s) without a mask: "
+                        f"{_few(lonely_images)}; add the masks or remove the images")
+    lonely_masks = sorted((masks[s].name for s in masks.keys() - images.keys()), key=natural_key)
+    if lonely_masks:
+        raise UserError(f"{root}: {len(lonely_masks)} mask(s) without an image: "
+                        f"{_few(lonely_masks)}; add the images or remove the masks")
+    caption_path = root / CAPTION_FILE
+    captions = load_captions(caption_path) if caption_path.is_file() else None
+    pairs = []
+    for stem in sorted(images, key=natural_key):
+        cat = category_for_file(images[stem].name, cats, captions)
+        pairs.append(Pair(stem=stem, image=images[stem], mask=masks[stem], category=cat))
+    if check_sizes:
+        for pair in pairs:
+            isize, msize = _image_size(pair.image), _image_size(pair.mask)
+            if isize != msize:
+                raise UserError(f"{pair.image.name} / {pair.mask.name}: image is "
+                                f"{isize[0]}x{isize[1]} but mask is {msize[0]}x{msize[1]}; "
+                                "they must have the same size")
+    return pairs

@@ -1,0 +1,125 @@
+"""Train/test splits: deterministic by seed, stratified per category.
+
+The paper's protocols are written ``train:test``: ``9:1`` (``test_fraction`` 0.1) and ``1:5``
+(one part training, five parts test; ``test_fraction`` 5/6). Each category contributes
+``round(n_category * test_fraction)`` test samples.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ldm.errors import UserError
+
+from .io import read_json, write_json_atomic
+from .pairs import Pair, natural_key
+
+SPLIT_KEYS = ("train", "test", "seed", "test_fraction")
+
+
+def parse_ratio(text: str) -> float:
+    """``"train:test"`` (e.g. ``"9:1"``, ``"1:5"``) or a plain fraction -> test fraction."""
+    raw = str(text).strip()
+    try:
+        if ":" in raw:
+            train, test = (float(p) for p in raw.split(":"))
+            if train < 0 or test < 0 or train + test <= 0 or not math.isfinite(train + test):
+                raise ValueError
+            return test / (train + test)
+        value = float(raw)
+    except ValueError:
+        raise UserError(f"split ratio {text!r}: write it as train:test with non-negative numbers "
+                        "(e.g. 9:1 or 1:5) or as a test fraction in [0, 1]") from None
+    if not 0.0 <= value <= 1.0:
+        raise UserError(f"split ratio {text!r}: a test fraction must lie in [0, 1]")
+    return value
+
+
+def _stem_and_group(item: Pair | str) -> tuple[str, str]:
+    if isinstance(item, Pair):
+        return item.stem, item.category.name
+    if isinstance(item, str):
+        return item, item.split("_", 1)[0] if "_" in item else ""
+    raise TypeError(f"make_split takes Pair objects or stem strings, got {type(item).__name__}")
+
+
+def _n_test(n: int, test_fraction: float) -> int:
+    return min(n, int(math.floor(n * test_fraction + 0.5 + 1e-9)))
+
+
+def make_split(pairs_or_stems: Sequence[Pair | str], test_fraction: float, seed: int,
+               stratify_by_category: bool = True) -> dict[str, Any]:
+    """Split samples into ``{"train", "test", "seed", "test_fraction", "stratify_by_category"}``.
+
+    Strata are the pairs' categories (for plain stems: the filename prefix). The result depends
+    only on the set of stems, ``test_fraction``, ``seed`` and stratification, not on input order.
+    """
+    if isinstance(test_fraction, bool) or not 0.0 <= float(test_fraction) <= 1.0:
+        raise UserError(f"test_fraction {test_fraction!r} must lie in [0, 1]")
+    items = [_stem_and_group(x) for x in pairs_or_stems]
+    if not items:
+        raise UserError("cannot split an empty dataset; check the dataset folder")
+    stems = [s for s, _ in items]
+    if len(set(stems)) != len(stems):
+        dup = sorted({s for s in stems if stems.count(s) > 1}, key=natural_key)
+        raise UserError(f"duplicate sample name(s) {', '.join(dup[:5])}; every stem must be unique")
+    groups: dict[str, list[str]] = {}
+    for stem, group in items:
+        groups.setdefault(group if stratify_by_category else "", []).append(stem)
+    rng = np.random.default_rng(int(seed))
+    train: list[str] = []
+    test: list[str] = []
+    for group in sorted(groups):
+        members = sorted(groups[group], key=natural_key)
+        order = rng.permutation(len(members))
+        k = _n_test(len(members), float(test_fraction))
+        test.extend(members[i] for i in order[:k])
+        train.extend(members[i] for i in order[k:])
+    return {"train": sorted(train, key=natural_key), "test": sorted(test, key=natural_key),
+            "seed": int(seed), "test_fraction": float(test_fraction),
+            "stratify_by_category": bool(stratify_by_category)}
+
+
+def _check_split(split: Any, where: str) -> dict[str, Any]:
+    if not isinstance(split, dict):
+        raise UserError(f"{where}: a split must be a JSON object with keys {', '.join(SPLIT_KEYS)}")
+    missing = [k for k in SPLIT_KEYS if k not in split]
+    if missing:
+        raise UserError(f"{where}: split is missing {', '.join(missing)}; regenerate it")
+    for key in ("train", "test"):
+        if not isinstance(split[key], list) or not all(isinstance(s, str) for s in split[key]):
+            raise UserError(f"{where}: split '{key}' must be a list of sample names; regenerate it")
+    overlap = sorted(set(split["train"]) & set(split["test"]), key=natural_key)
+    if overlap:
+        raise UserError(f"{where}: {len(overlap)} sample(s) are in both train and test "
+                        f"({', '.join(overlap[:5])}); regenerate the split")
+    return split
+
+
+def save_split(split: dict[str, Any], path: str | Path) -> Path:
+    """Write a split as JSON atomically (validated first)."""
+    _check_split(split, str(path))
+    return write_json_atomic(split, path)
+
+
+def load_split(path: str | Path) -> dict[str, Any]:
+    """Read and validate a split written by :func:`save_split`."""
+    return _check_split(read_json(path, "split file"), str(path))
+
+
+def subset_pairs(pairs: Sequence[Pair], stems: Sequence[str]) -> list[Pair]:
+    """The pairs named by ``stems``, in the order given; unknown or repeated stems are errors."""
+    if isinstance(stems, str):
+        raise TypeError("subset_pairs takes a list of stems, not a single string")
+    by_stem = {p.stem: p for p in pairs}
+    unknown = [s for s in stems if s not in by_stem]
+    if unknown:
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise UserError(f"{len(unknown)} sample(s) of the split are not in the dataset: "
+                        f"{', '.join(map(str, unknown[:5]))}{more}; use a split made for this dataset")
+    if len(set(stems)) != len(stems):
+        raise UserError("the split lists a sample more than once; regenerate it")
+    return [by_stem[s] for s in stems]
