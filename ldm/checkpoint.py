@@ -241,6 +241,7 @@ def load_models(path: Union[str, Path], config: Optional[Union[DictConfig, str, 
     if cfg is None:
         raise CheckpointError(f"{path} carries no config; pass one with --config (e.g. configs/sd_saliency_900.yaml)")
     parts = [p for p in parts if p in PARTS and (p in ("model", "diffusion") or p in ckpt.sections)]
+    fit_sections(build_models(cfg, parts=parts, device="meta"), ckpt)  # refuse a mismatch before allocating
     models = build_models(cfg, parts=parts)
     load_into(models, ckpt)
     models.extra["checkpoint_kind"] = ckpt.kind

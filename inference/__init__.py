@@ -1,0 +1,1 @@
+"""Batch generation of paired defect datasets (used by ``infer.py``)."""

@@ -1,0 +1,105 @@
+"""What to generate: one job per (mask, sample index), each with its own seed."""
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from dataset.categories import Category, category_for_file
+from dataset.io import read_mask
+from dataset.pairs import load_captions, natural_key
+from ldm.errors import UserError
+
+MASK_EXTS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class Job:
+    mask_path: Path
+    name: str          # output file stem, e.g. "In_12" or "In_12_s1"
+    category: Category
+    prompt: str
+    seed: int
+
+
+def job_seed(base_seed: int, stem: str, k: int) -> int:
+    """A seed that depends only on (seed, mask, sample index): results do not change with batch size,
+    order or the number of ranks."""
+    digest = hashlib.sha256(f"{base_seed}:{stem}:{k}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def list_masks(mask_dir: Path) -> list[Path]:
+    """Mask files in ``mask_dir`` (natural order); other files are skipped with a warning."""
+    if not mask_dir.is_dir():
+        raise UserError(f"mask folder {mask_dir} not found; pass --mask_dir with your mask PNGs")
+    files, skipped = [], []
+    for path in sorted(mask_dir.iterdir(), key=lambda p: natural_key(p.name)):
+        if path.is_file() and path.suffix.lower() in MASK_EXTS:
+            files.append(path)
+        elif path.is_file() and path.name != "caption.json":
+            skipped.append(path.name)
+    if skipped:
+        warnings.warn(f"{mask_dir}: skipping {len(skipped)} non-image file(s): {', '.join(skipped[:5])}")
+    if not files:
+        raise UserError(f"mask folder {mask_dir} holds no mask images ({', '.join(MASK_EXTS)})")
+    return files
+
+
+def build_jobs(mask_dir: Path, categories: Sequence[Category], num_per_mask: int, seed: int,
+               prompt: Optional[str] = None, skip_empty: bool = False) -> list[Job]:
+    """Jobs for every mask: category from ``caption.json`` (next to or above the masks) or the
+    filename prefix, prompt = category prompt unless ``prompt`` forces one."""
+    if num_per_mask < 1:
+        raise UserError("--num_per_mask must be at least 1")
+    captions = {}
+    for candidate in (mask_dir / "caption.json", mask_dir.parent / "caption.json"):
+        if candidate.is_file():
+            captions = load_captions(candidate)
+            break
+    jobs, empty = [], []
+    for path in list_masks(mask_dir):
+        if not read_mask(path).any():
+            empty.append(path.name)
+            continue
+        category = category_for_file(path.name, categories, captions or None)
+        for k in range(num_per_mask):
+            name = path.stem if num_per_mask == 1 else f"{path.stem}_s{k}"
+            jobs.append(Job(path, name, category, prompt or category.prompt, job_seed(seed, path.stem, k)))
+    if empty and not skip_empty:
+        raise UserError(f"{len(empty)} mask(s) in {mask_dir} have no foreground ({', '.join(empty[:5])}); "
+                        "remove them or pass --skip_empty_masks")
+    if empty:
+        warnings.warn(f"skipping {len(empty)} mask(s) with no foreground: {', '.join(empty[:5])}")
+    if not jobs:
+        raise UserError(f"no usable masks in {mask_dir}")
+    return jobs
+
+
+def shard(jobs: Sequence[Job], rank: int, world: int) -> list[Job]:
+    """This rank's jobs: round-robin, so every job lands on exactly one rank."""
+    return list(jobs[rank::world])
+
+
+def job_noise(job: Job, shape: Sequence[int]) -> torch.Tensor:
+    """The starting noise of a job (CPU generator, identical on every device)."""
+    g = torch.Generator().manual_seed(job.seed)
+    return torch.randn(tuple(shape), generator=g)
+
+
+def mask_tensor(path: Path, size: int) -> torch.Tensor:
+    """Binary mask as a (size x size) bool tensor: center-crop to square, nearest resize."""
+    from PIL import Image
+
+    mask = read_mask(path)
+    h, w = mask.shape
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    mask = mask[top:top + side, left:left + side]
+    img = Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.NEAREST)
+    return torch.from_numpy(np.asarray(img) > 127)
