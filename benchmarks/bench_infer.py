@@ -1,0 +1,155 @@
+#!/usr/bin/env python
+"""Generation throughput: our infer path vs the original DefFiller way, measured in one run.
+
+    python benchmarks/bench_infer.py --ckpt OUTPUT/demo/checkpoints/latest.safetensors --masks 8
+    python benchmarks/bench_infer.py --ckpt model_sem/deffiller.bin --masks 2 --original-steps 50
+
+The original ``infer.py`` reloads the checkpoint for every mask, samples one image at a time with
+PLMS 50 and runs the conditional and unconditional branches as two forwards, each of which re-runs
+the mask encoder and downsampler inside the UNet. We load once, batch the masks, batch both guidance
+branches into one forward, compute the mask conditioning once per batch, and can use DPM-Solver++.
+
+Each mode runs in its own subprocess (so peak memory is its own). Accuracy is measured as the RMS
+distance of the final latents to a 1000-step DDIM solution of the same ODE (same noise, masks,
+prompts, guidance). Without --ckpt a tiny random-weight model is made (numbers then only show the
+pipeline overheads).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from dataset.sem_dataset import one_hot_sem  # noqa: E402
+from inference.jobs import build_jobs, job_noise, mask_tensor  # noqa: E402
+from ldm.checkpoint import load_models  # noqa: E402
+from ldm.diffusion.samplers import SAMPLERS  # noqa: E402
+from ldm.pipeline import DefFillerPipeline  # noqa: E402
+
+
+def batch_inputs(pipe: DefFillerPipeline, jobs):
+    masks = torch.stack([mask_tensor(j.mask_path, pipe.image_size) for j in jobs])
+    sem = one_hot_sem(masks, torch.tensor([j.category.index for j in jobs]), pipe.in_dim)
+    noise = torch.stack([job_noise(j, pipe.latent_shape(1)[1:]) for j in jobs])
+    return sem, noise, [j.prompt for j in jobs]
+
+
+def original_eps_fn(unet, sem, context, uc, scale):
+    """The original's per-step work: two forwards, mask encoder + downsampler inside each."""
+    def eps_fn(x, t):
+        b = x.shape[0]
+        extra = unet.downsample_grounding(sem)
+        e_c = unet(x, t, context, unet.encode_grounding(sem, torch.ones(b)), extra)
+        null = unet.encode_grounding(torch.zeros_like(sem), torch.zeros(b))
+        e_u = unet(x, t, uc, null, unet.downsample_grounding(sem))
+        return e_u + scale * (e_c - e_u)
+    return eps_fn
+
+
+def run_mode(args) -> dict:
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    models = load_models(args.ckpt, device="cpu")
+    cats = __import__("dataset.categories", fromlist=["x"]).categories_from_config(
+        models.config.get("data", {}).get("categories"))
+    jobs = build_jobs(Path(args.mask_dir), cats, 1, 0)[: args.masks]
+    start = time.perf_counter()
+    latents = []
+    if args.mode == "original":
+        for job in jobs:
+            models = load_models(args.ckpt, device="cpu")  # the original reloads per mask
+            pipe = DefFillerPipeline(models)
+            sem, noise, prompts = batch_inputs(pipe, [job])
+            with torch.no_grad():
+                ctx, uc = pipe.models.text_encoder.encode(prompts), pipe.models.text_encoder.encode([""])
+                eps_fn = original_eps_fn(pipe.unet, sem, ctx, uc, args.guidance)
+                latents.append(SAMPLERS["plms"](eps_fn, noise, models.diffusion.alphas_cumprod, args.original_steps))
+    else:
+        pipe = DefFillerPipeline(models)
+        for lo in range(0, len(jobs), args.batch_size):
+            sem, noise, prompts = batch_inputs(pipe, jobs[lo:lo + args.batch_size])
+            cond, uncond = pipe.conditioning(sem, prompts)
+            latents.append(pipe.sample(cond, uncond, noise, args.sampler, args.steps, args.guidance))
+    elapsed = time.perf_counter() - start
+    out = torch.cat(latents)
+    torch.save(out, args.out)
+    return {"seconds": elapsed, "images": len(jobs), "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
+
+
+def spawn(args, mode: str, out: Path, **over) -> dict:
+    cmd = [sys.executable, __file__, "--mode", mode, "--ckpt", str(args.ckpt), "--mask_dir", str(args.mask_dir),
+           "--masks", str(args.masks), "--out", str(out), "--guidance", str(args.guidance),
+           "--threads", str(args.threads), "--batch-size", str(args.batch_size),
+           "--original-steps", str(args.original_steps)]
+    for k, v in over.items():
+        cmd += [f"--{k}", str(v)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode:
+        raise SystemExit(res.stderr[-3000:])
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", type=Path, default=None)
+    p.add_argument("--mask_dir", type=Path, default=None, help="default: synthetic masks")
+    p.add_argument("--masks", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--guidance", type=float, default=3.0)
+    p.add_argument("--original-steps", type=int, default=50)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--reference-steps", type=int, default=1000)
+    p.add_argument("--mode", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--sampler", default="plms", help=argparse.SUPPRESS)
+    p.add_argument("--steps", type=int, default=50, help=argparse.SUPPRESS)
+    p.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.mode:
+        print(json.dumps(run_mode(args)))
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="bench_infer_"))
+    if args.ckpt is None:
+        from tiny_model import make_tiny_checkpoint
+        args.ckpt = make_tiny_checkpoint(tmp / "tiny.safetensors")
+    if args.mask_dir is None:
+        from tiny_model import write_masks
+        names = [f"{c}_{i}" for i in range(1, 1 + (args.masks + 2) // 3) for c in ("In", "Pa", "Sc")]
+        args.mask_dir = tmp / "masks"
+        write_masks(args.mask_dir, names[: args.masks], size=200)
+    runs = {
+        "reference DDIM": ("ours", dict(sampler="ddim", steps=args.reference_steps)),
+        f"original way (reload, batch 1, PLMS {args.original_steps}, 2 forwards)": ("original", {}),
+        "ours PLMS 50": ("ours", dict(sampler="plms", steps=50)),
+        "ours DPM-Solver++ 20": ("ours", dict(sampler="dpmsolver++", steps=20)),
+        "ours DDIM 20": ("ours", dict(sampler="ddim", steps=20)),
+    }
+    results = {}
+    for label, (mode, over) in runs.items():
+        out = tmp / f"{len(results)}.pt"
+        results[label] = spawn(args, mode, out, **over)
+        results[label]["latents"] = torch.load(out)
+        print(f"  done: {label} ({results[label]['seconds']:.1f} s)", file=sys.stderr)
+    ref = results.pop("reference DDIM")["latents"]
+    base = next(v for k, v in results.items() if k.startswith("original"))
+    print(f"checkpoint {args.ckpt}, {args.masks} masks, guidance {args.guidance}, {args.threads} threads")
+    print(f"{'mode':58s} {'img/s':>8s} {'speed-up':>9s} {'RMS to DDIM-1000':>17s} {'peak RSS':>9s}")
+    for label, r in results.items():
+        err = float((r["latents"] - ref).pow(2).mean().sqrt())
+        ips = r["images"] / r["seconds"]
+        print(f"{label:58s} {ips:8.3f} {ips / (base['images'] / base['seconds']):8.1f}x {err:17.5f} "
+              f"{r['peak_rss_gb']:7.2f} GB")
+
+
+if __name__ == "__main__":
+    main()
