@@ -1,0 +1,132 @@
+"""Run a trained detector on images and write saliency maps (grey PNG, same size and name stem).
+
+    python -m evaluation.detector.predict --ckpt OUTPUT/detector/detector.pt \
+        --images PATH/SD-saliency-900 [--split DATA/splits/x.json --subset test] --out OUTPUT/maps
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from PIL import Image
+from tqdm import tqdm
+
+from dataset.io import write_png_atomic
+from ldm.errors import UserError, run_cli
+
+from ..folders import IMAGE_EXTS, few, image_folder, list_by_stem
+from .data import load_image_array, to_tensor
+from .model import build_model
+from .train import pick_device
+
+
+class Detector:
+    """A loaded detector: ``detector(paths)`` yields float32 probability maps at each image's size."""
+
+    def __init__(self, ckpt: str | Path, device: str | None = None, batch_size: int | None = None,
+                 num_threads: int | None = None):
+        ckpt = Path(ckpt)
+        if not ckpt.is_file():
+            raise UserError(f"{ckpt}: detector checkpoint not found; train one with "
+                            "python -m evaluation.detector.train")
+        try:
+            state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        except Exception as exc:
+            raise UserError(f"{ckpt}: cannot read checkpoint ({type(exc).__name__}); retrain or "
+                            "point --ckpt at detector.pt") from None
+        if not isinstance(state, dict) or "model" not in state or "config" not in state:
+            raise UserError(f"{ckpt}: not a detector checkpoint (needs 'model' and 'config'); "
+                            "use the detector.pt written by evaluation.detector.train")
+        self.cfg = OmegaConf.create(state["config"])
+        model_cfg = OmegaConf.merge(self.cfg.model, {"pretrained": False})  # weights come from ckpt
+        self.model = build_model(model_cfg)
+        self.model.load_state_dict(state["model"])
+        self.device = pick_device(device or self.cfg.train.get("device", "auto"))
+        self.model.to(self.device).eval()
+        self.size = int(self.cfg.data.image_size)
+        self.in_chans = int(self.cfg.model.get("in_chans", 3))
+        self.batch_size = int(batch_size or self.cfg.get("predict", {}).get("batch_size", 32))
+        threads = num_threads or self.cfg.train.get("num_threads")
+        if threads:
+            torch.set_num_threads(int(threads))
+
+    @torch.no_grad()
+    def predict_paths(self, paths: Sequence[Path], progress: bool = True,
+                      desc: str = "predict") -> Iterator[tuple[Path, np.ndarray]]:
+        paths = list(paths)
+        bar = tqdm(total=len(paths), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+        for i in range(0, len(paths), self.batch_size):
+            chunk = paths[i:i + self.batch_size]
+            sizes = []
+            batch = []
+            for p in chunk:
+                with Image.open(p) as im:
+                    sizes.append(im.size[::-1])  # (H, W)
+                batch.append(to_tensor(load_image_array(p, self.size, self.in_chans)))
+            prob = torch.sigmoid(self.model(torch.stack(batch).to(self.device))).cpu()
+            for p, hw, pr in zip(chunk, sizes, prob):
+                full = F.interpolate(pr[None], size=hw, mode="bilinear", align_corners=False)[0, 0]
+                yield p, full.numpy().astype(np.float32)
+            bar.update(len(chunk))
+        bar.close()
+
+    def __call__(self, paths: Sequence[Path], progress: bool = False) -> Iterator[np.ndarray]:
+        for _, prob in self.predict_paths(paths, progress):
+            yield prob
+
+
+def to_png(prob: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.clip(np.rint(prob * 255.0), 0, 255).astype(np.uint8), "L")
+
+
+def write_maps(detector: Detector, paths: Sequence[Path], out_dir: str | Path, progress: bool = True,
+               log: Callable[[str], None] = print) -> Path:
+    """Predict every image in ``paths`` and write ``out_dir/<stem>.png``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n = 0
+    for path, prob in detector.predict_paths(paths, progress):
+        write_png_atomic(to_png(prob), out_dir / f"{Path(path).stem}.png")
+        n += 1
+    log(f"wrote {n} map(s) to {out_dir}")
+    return out_dir
+
+
+def select_images(images: str | Path, stems: Sequence[str] | None = None) -> list[Path]:
+    files = list_by_stem(image_folder(images), IMAGE_EXTS, "image")
+    if stems is None:
+        return list(files.values())
+    missing = [s for s in stems if s not in files]
+    if missing:
+        raise UserError(f"{image_folder(images)}: {len(missing)} split sample(s) have no image "
+                        f"({few(missing)}); use the split made for this dataset")
+    return [files[s] for s in stems]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m evaluation.detector.predict",
+                                     description="Write saliency maps of a trained detector.")
+    parser.add_argument("--ckpt", required=True, help="detector.pt written by evaluation.detector.train")
+    parser.add_argument("--images", required=True, help="image folder or paired dataset root")
+    parser.add_argument("--out", required=True, help="output folder for <stem>.png maps")
+    parser.add_argument("--split", default=None, help="split JSON: predict only its --subset stems")
+    parser.add_argument("--subset", default="test", choices=("train", "test"))
+    parser.add_argument("--batch_size", type=int, default=None)
+    parser.add_argument("--device", default=None, help="auto | cpu | cuda (default from the checkpoint)")
+    args = parser.parse_args(argv)
+    stems = None
+    if args.split:
+        from dataset.splits import load_split
+        stems = load_split(args.split)[args.subset]
+    detector = Detector(args.ckpt, args.device, args.batch_size)
+    write_maps(detector, select_images(args.images, stems), args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,183 @@
+"""Train the saliency detector on paired images/masks.
+
+    python -m evaluation.detector.train --data_root PATH/SD-saliency-900 --out OUTPUT/detector \
+        [--config configs/eval/detector.yaml] [--split DATA/splits/x.json | --ratio 9:1 --seed 0] \
+        [--set train.epochs=5 ...] [--resume]
+
+Writes ``OUT/last.pt`` after every epoch (model, optimiser, schedule, history: ``--resume``
+continues from it), ``OUT/detector.pt`` (weights + config, for prediction) and
+``OUT/train_log.json`` at the end. All writes are atomic.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from dataset.io import write_json_atomic
+from ldm.errors import UserError, run_cli
+
+from ..atomic import torch_save_atomic
+from ..config import CONFIG_DIR, load_config, to_plain
+from .data import SaliencyPairs
+from .model import build_model
+
+DEFAULT_CONFIG = CONFIG_DIR / "detector.yaml"
+
+
+def pick_device(name: str | None) -> torch.device:
+    name = (name or "auto").lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} requested but CUDA is not available; use --set train.device=cpu")
+    return torch.device(name)
+
+
+def saliency_loss(logits: torch.Tensor, target: torch.Tensor, bce_weight: float = 1.0,
+                  iou_weight: float = 1.0) -> torch.Tensor:
+    """Pixel BCE plus a soft-IoU term per image (the usual hybrid loss for saliency)."""
+    loss = bce_weight * F.binary_cross_entropy_with_logits(logits, target)
+    if iou_weight:
+        prob = torch.sigmoid(logits)
+        inter = (prob * target).sum(dim=(1, 2, 3))
+        union = (prob + target - prob * target).sum(dim=(1, 2, 3))
+        loss = loss + iou_weight * (1.0 - (inter + 1.0) / (union + 1.0)).mean()
+    return loss
+
+
+def _schedule(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def train_detector(cfg: DictConfig, train_pairs: Sequence, out_dir: str | Path, resume: bool = False,
+                   log: Callable[[str], None] = print, progress: bool = True) -> Path:
+    """Train on ``train_pairs`` and return the path of ``detector.pt``."""
+    if not train_pairs:
+        raise UserError("no training pairs; check the dataset folder and the split")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t = cfg.train
+    torch.manual_seed(int(t.seed))
+    np.random.seed(int(t.seed))
+    if t.get("num_threads"):
+        torch.set_num_threads(int(t.num_threads))
+    device = pick_device(t.get("device"))
+    size = int(cfg.data.image_size)
+    in_chans = int(cfg.model.get("in_chans", 3))
+
+    t0 = time.time()
+    data = SaliencyPairs(train_pairs, size, augment=bool(t.augment), in_chans=in_chans, seed=int(t.seed))
+    bs = min(int(t.batch_size), len(data))
+    loader = DataLoader(data, batch_size=bs, shuffle=True, drop_last=len(data) > bs,
+                        generator=torch.Generator().manual_seed(int(t.seed)))
+    log(f"data: {len(data)} training pairs at {size}x{size} (loaded in {time.time() - t0:.1f}s)")
+
+    model = build_model(cfg.model).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=float(t.lr), weight_decay=float(t.weight_decay))
+    epochs = int(t.epochs)
+    steps_per_epoch = len(loader)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, _schedule(epochs * steps_per_epoch, int(float(t.warmup_epochs) * steps_per_epoch)))
+    n_params = sum(p.numel() for p in model.parameters()) / 1e6
+    log(f"model: {cfg.model.encoder} U-Net, {n_params:.2f}M parameters, device {device}")
+
+    history: list[dict] = []
+    start_epoch = 0
+    last = out_dir / "last.pt"
+    if resume and last.is_file():
+        state = torch.load(last, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        history = list(state.get("history", []))
+        start_epoch = int(state["epoch"])
+        log(f"resume: {last} at epoch {start_epoch}")
+    elif resume:
+        log(f"resume: no {last} yet, starting from scratch")
+
+    plain_cfg = to_plain(cfg)
+    max_minutes = t.get("max_minutes")
+    train_t0 = time.time() - sum(h["seconds"] for h in history)
+    for epoch in range(start_epoch, epochs):
+        model.train()
+        e0, losses = time.time(), []
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not progress,
+                   dynamic_ncols=True)
+        for x, y in bar:
+            x, y = x.to(device), y.to(device)
+            loss = saliency_loss(model(x), y, float(t.bce_weight), float(t.iou_weight))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")
+        bar.close()
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": time.time() - e0})
+        log(f"epoch {epoch + 1}/{epochs}: loss {history[-1]['loss']:.4f}, "
+            f"{history[-1]['seconds']:.0f}s (total {(time.time() - train_t0) / 60:.1f} min)")
+        torch_save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                           "scheduler": sched.state_dict(), "epoch": epoch + 1,
+                           "history": history, "config": plain_cfg}, last)
+        if max_minutes and (time.time() - train_t0) / 60 >= float(max_minutes) and epoch + 1 < epochs:
+            log(f"stopping after epoch {epoch + 1}: train.max_minutes={max_minutes} reached")
+            break
+    final = out_dir / "detector.pt"
+    torch_save_atomic({"model": model.state_dict(), "config": plain_cfg,
+                       "epochs": history[-1]["epoch"] if history else 0,
+                       "n_train": len(data)}, final)
+    minutes = (time.time() - train_t0) / 60
+    write_json_atomic({"epochs": len(history), "minutes": minutes, "n_train": len(data),
+                       "image_size": size, "history": history, "config": plain_cfg},
+                      out_dir / "train_log.json")
+    log(f"saved {final} ({minutes:.1f} min of training)")
+    return final
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data_root", required=True,
+                        help="paired dataset folder (Source Images|Source_Images + Ground truth|Ground_truth)")
+    parser.add_argument("--split", default=None,
+                        help="split JSON (dataset.splits); made from --ratio/--seed when it does not exist "
+                             "(default DATA/splits/<folder>_<ratio>_seed<seed>.json)")
+    parser.add_argument("--ratio", default="9:1", help="train:test ratio for a new split (default 9:1)")
+    parser.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m evaluation.detector.train",
+        description="Train the saliency detector (U-Net on a timm encoder) on a split's training pairs.")
+    add_data_args(parser)
+    parser.add_argument("--out", required=True, help="output folder for last.pt / detector.pt / train_log.json")
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="detector YAML (default %(default)s)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides, e.g. train.epochs=5 data.image_size=160")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--no_progress", action="store_true", help="no tqdm bars")
+    args = parser.parse_args(argv)
+    from ..splitfile import split_pairs
+
+    cfg = load_config(args.config, DEFAULT_CONFIG, args.set)
+    train_pairs, _, _ = split_pairs(args.data_root, args.split, args.ratio, args.seed)
+    train_detector(cfg, train_pairs, args.out, resume=args.resume, progress=not args.no_progress)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

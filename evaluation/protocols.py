@@ -1,0 +1,257 @@
+"""The paper's detection protocols as one command each.
+
+* **data substitution** (Table 5): a 9:1 split of the real data; a detector trained on the real
+  training pairs vs one trained only on pairs *generated from the training masks*; both tested
+  on the real test pairs.
+* **data expansion** (Table 8): a 1:5 split simulates scarcity; a detector trained on the real
+  training pairs vs on the real pairs plus N generated pairs; tested on the real test pairs.
+
+Both are the same loop over ``detectors x settings`` described by a YAML config
+(``configs/eval/substitution.yaml``, ``configs/eval/expansion.yaml``): each setting names
+whether the real training split is used and which generated folders (and how many of their
+pairs) are added. Splits are read from (or made into) the same split files the detector training
+command uses. Outputs under ``out``: ``<detector>/<setting>/`` (checkpoint, maps, metrics),
+``results.md``/``results.csv`` (paper layout), ``results_per_category.csv``, ``results.png``
+(Fig. 7 style) and ``results.json``. Finished runs are reused when their inputs are unchanged.
+
+    python -m evaluation.protocols run --config configs/eval/substitution.yaml \
+        [--set data_root=PATH settings.1.generated.0.dir=PATH] [--force]
+    python -m evaluation.protocols export-masks --data_root PATH --out DATA/sd900_train_masks
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from dataset.categories import categories_from_config
+from dataset.io import write_json_atomic
+from dataset.pairs import Pair, find_pairs, natural_key
+from ldm.errors import UserError, run_cli
+
+from .config import load_config, to_plain
+from .detector.train import DEFAULT_CONFIG as DETECTOR_CONFIG
+from .detector.train import train_detector
+from .folders import few, mask_folder
+from .report import PAPER_METRICS, bar_chart, csv_text, write_tables
+from .atomic import write_text_atomic
+from .sod_metrics import METRICS
+from .splitfile import get_split
+
+PROTOCOLS = ("substitution", "expansion")
+_GEN_SUFFIX = re.compile(r"_s\d+$")
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", str(name)) or "run"
+
+
+def select_generated(pairs: Sequence[Pair], n: int | None, seed: int, where: str) -> list[Pair]:
+    """All pairs, or ``n`` of them drawn without replacement (deterministic by ``seed``)."""
+    if n is None:
+        return list(pairs)
+    n = int(n)
+    if n < 0 or n > len(pairs):
+        raise UserError(f"{where}: n = {n} but the folder holds {len(pairs)} generated pairs; "
+                        f"use n <= {len(pairs)} (or null for all)")
+    idx = np.sort(np.random.default_rng(int(seed)).choice(len(pairs), n, replace=False))
+    return [pairs[i] for i in idx]
+
+
+def training_set(setting: DictConfig, real_train: Sequence[Pair], categories, seed: int,
+                 test_stems: set[str], protocol: str, log: Callable[[str], None] = print) -> tuple[list[Pair], dict]:
+    """The training pairs of one setting and a description ``{n_real, n_generated, sources}``."""
+    name = setting.get("name")
+    pairs: list[Pair] = list(real_train) if setting.get("real", False) else []
+    sources = [f"real {len(pairs)}"] if pairs else []
+    n_gen = 0
+    for k, gen in enumerate(setting.get("generated") or []):
+        where = f"setting {name!r} generated #{k + 1}"
+        if not gen.get("dir"):
+            raise UserError(f"{where}: missing 'dir' (a folder of generated pairs from infer.py)")
+        found = find_pairs(gen.dir, categories)
+        chosen = select_generated(found, gen.get("n"), seed + k, where)
+        leaked = [p.stem for p in chosen if _GEN_SUFFIX.sub("", p.stem) in test_stems]
+        if leaked:
+            msg = (f"{where}: {len(leaked)} generated pair(s) are named like test samples "
+                   f"({few(leaked)}); generate from the training masks only")
+            if protocol == "substitution":
+                raise UserError(msg)
+            log(f"note: {msg}")
+        pairs.extend(chosen)
+        n_gen += len(chosen)
+        sources.append(f"{Path(gen.dir).name} {len(chosen)}")
+    if not pairs:
+        raise UserError(f"setting {name!r}: no training data; set real: true and/or list generated folders")
+    return pairs, {"n_real": len(real_train) if setting.get("real", False) else 0,
+                   "n_generated": n_gen, "sources": " + ".join(sources)}
+
+
+def _signature(det_cfg: DictConfig, pairs: Sequence[Pair]) -> str:
+    h = hashlib.sha256(json.dumps(to_plain(det_cfg), sort_keys=True).encode())
+    for p in pairs:
+        h.update(f"{p.image.resolve()}|{p.mask.resolve()}|{p.image.stat().st_size}|{p.image.stat().st_mtime_ns}\n".encode())
+    return h.hexdigest()[:20]
+
+
+def check_config(cfg: DictConfig) -> None:
+    protocol = cfg.get("protocol")
+    if protocol not in PROTOCOLS:
+        raise UserError(f"config: protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    for key in ("data_root", "ratio", "out"):
+        if cfg.get(key) in (None, ""):
+            raise UserError(f"config: missing '{key}'; add it or pass --set {key}=...")
+    if not cfg.get("settings"):
+        raise UserError("config: 'settings' is empty; list at least one training setting")
+    names = [s.get("name") for s in cfg.settings]
+    if any(not n for n in names) or len(set(names)) != len(names):
+        raise UserError(f"config: every setting needs a unique 'name' (got {names})")
+    dets = cfg.get("detectors") or [{"name": "detector"}]
+    dnames = [d.get("name") for d in dets]
+    if any(not n for n in dnames) or len(set(dnames)) != len(dnames):
+        raise UserError(f"config: every detector needs a unique 'name' (got {dnames})")
+
+
+def run_protocol(cfg: DictConfig, force: bool = False, progress: bool = True,
+                 log: Callable[[str], None] = print) -> list[dict]:
+    """Train/test every detector x setting and write the tables and the chart; returns the rows."""
+    from .detector.predict import Detector, write_maps
+    from .sod_eval import evaluate_folders
+
+    check_config(cfg)
+    t_start = time.time()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cats = categories_from_config(cfg.get("categories"))
+    seed = int(cfg.get("seed", 0))
+    pairs = find_pairs(cfg.data_root, cats)
+    split, split_path = get_split(pairs, cfg.get("split"), str(cfg.ratio), seed, cfg.data_root, log)
+    by_stem = {p.stem: p for p in pairs}
+    missing = [s for s in split["train"] + split["test"] if s not in by_stem]
+    if missing:
+        raise UserError(f"{split_path}: {len(missing)} sample(s) not in {cfg.data_root} ({few(missing)}); "
+                        "use the split made for this dataset")
+    real_train = [by_stem[s] for s in split["train"]]
+    test = [by_stem[s] for s in split["test"]]
+    test_stems = set(split["test"])
+    log(f"{cfg.protocol}: {len(real_train)} real training / {len(test)} test pairs ({cfg.ratio}, {split_path})")
+
+    rows, cat_rows = [], []
+    detectors = cfg.get("detectors") or [OmegaConf.create({"name": "detector"})]
+    global_over = list(cfg.get("detector_overrides") or [])
+    for det in detectors:
+        det_cfg = load_config(det.get("config") or DETECTOR_CONFIG, DETECTOR_CONFIG,
+                              list(det.get("overrides") or []) + global_over)
+        for setting in cfg.settings:
+            train_pairs, info = training_set(setting, real_train, cats, seed, test_stems, cfg.protocol, log)
+            run_dir = out / _safe(det.name) / _safe(setting.name)
+            sig = _signature(det_cfg, train_pairs)
+            meta_path = run_dir / "run.json"
+            ckpt = run_dir / "detector.pt"
+            meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+            log(f"[{det.name} / {setting.name}] training on {len(train_pairs)} pairs ({info['sources']})")
+            if ckpt.is_file() and meta.get("signature") == sig and not force:
+                log(f"[{det.name} / {setting.name}] reusing {ckpt} (same data and config; --force retrains)")
+                minutes = meta.get("train_minutes")
+            else:
+                t0 = time.time()
+                train_detector(det_cfg, train_pairs, run_dir, progress=progress, log=log)
+                minutes = (time.time() - t0) / 60
+                write_json_atomic({"signature": sig, "train_minutes": minutes, **info,
+                                   "setting": to_plain(setting), "detector": str(det.name)}, meta_path)
+            maps_dir = run_dir / "maps"
+            if maps_dir.is_dir():
+                shutil.rmtree(maps_dir)
+            write_maps(Detector(ckpt), [p.image for p in test], maps_dir, progress=progress, log=log)
+            results = evaluate_folders(maps_dir, mask_folder(cfg.data_root), cats,
+                                       stems=split["test"], log=log)
+            write_json_atomic(results, run_dir / "metrics.json")
+            overall = results["overall"]
+            row = {"detector": str(det.name), "setting": str(setting.name), "train_data": info["sources"],
+                   "n_train": len(train_pairs), "n_real": info["n_real"], "n_generated": info["n_generated"],
+                   "n_test": overall["n"], **{m: overall[m] for m in METRICS},
+                   "train_minutes": round(float(minutes), 2) if minutes is not None else None}
+            rows.append(row)
+            for group, res in results.items():
+                cat_rows.append({"detector": row["detector"], "setting": row["setting"], "category": group,
+                                 "n_test": res["n"], **{m: res[m] for m in METRICS}})
+            log(f"[{det.name} / {setting.name}] S {overall['S']:.4f}  MAE {overall['MAE']:.4f}  "
+                f"E-max {overall['E_max']:.4f}  F-max {overall['F_max']:.4f}")
+    write_results(cfg, rows, cat_rows, out, split_path)
+    log(f"{cfg.protocol}: done in {(time.time() - t_start) / 60:.1f} min -> {out / 'results.md'}")
+    return rows
+
+
+def write_results(cfg: DictConfig, rows: list[dict], cat_rows: list[dict], out: Path, split_path: Path) -> None:
+    table = 5 if cfg.protocol == "substitution" else 8
+    multi = len({r["detector"] for r in rows}) > 1
+    columns = (["detector"] if multi else []) + ["setting", "train_data", *PAPER_METRICS]
+    title = (f"Data {cfg.protocol} ({cfg.ratio} split; layout of the paper's Table {table}); "
+             f"detector{'s' if multi else ''}: {', '.join(dict.fromkeys(r['detector'] for r in rows))}")
+    note = (f"Test set: {rows[0]['n_test']} real pairs from `{split_path}`. S: S-measure (alpha 0.5), "
+            "E-max / F-max: maximum E-measure / F-measure (beta^2 0.3) over 256 thresholds (pysodmetrics).")
+    write_tables(rows, columns, out / "results", title=title, note=note)
+    all_cols = ["detector", "setting", "train_data", "n_train", "n_real", "n_generated", "n_test",
+                *METRICS, "train_minutes"]
+    write_text_atomic(csv_text(rows, all_cols), out / "results.csv")
+    write_text_atomic(csv_text(cat_rows, ["detector", "setting", "category", "n_test", *METRICS]),
+                      out / "results_per_category.csv")
+    write_json_atomic({"protocol": cfg.protocol, "config": to_plain(cfg), "split": str(split_path),
+                       "rows": rows, "per_category": cat_rows}, out / "results.json")
+    labels = [dict(r, label=(f"{r['detector']}\n{r['setting']}" if multi else r["setting"])) for r in rows]
+    bar_chart(labels, "label", out / "results.png", group_key="detector" if multi else None,
+              title=f"Data {cfg.protocol} ({cfg.ratio})")
+
+
+def export_masks(data_root: str | Path, out: str | Path, split: str | None, ratio: str, seed: int,
+                 subset: str = "train", log: Callable[[str], None] = print) -> Path:
+    """Copy the split's masks into ``out`` (a ``--mask_dir`` for infer.py)."""
+    pairs = find_pairs(data_root)
+    sp, path = get_split(pairs, split, ratio, seed, data_root, log)
+    by_stem = {p.stem: p for p in pairs}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if any(out.iterdir()):
+        raise UserError(f"{out}: not empty; choose a fresh folder for the exported masks")
+    for stem in sorted(sp[subset], key=natural_key):
+        shutil.copy2(by_stem[stem].mask, out / by_stem[stem].mask.name)
+    log(f"wrote {len(sp[subset])} {subset} masks of {path} to {out}; generate with: python infer.py "
+        f"--mask_dir {out} --save_folder_name <name> --ckpt <checkpoint>")
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m evaluation.protocols", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    run = sub.add_parser("run", help="run a protocol config (substitution or expansion)")
+    run.add_argument("--config", required=True, help="e.g. configs/eval/substitution.yaml")
+    run.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                     help="config overrides, e.g. data_root=PATH detector_overrides=[train.epochs=5]")
+    run.add_argument("--force", action="store_true", help="retrain even when a finished run matches")
+    run.add_argument("--no_progress", action="store_true")
+    exp = sub.add_parser("export-masks", help="copy a split's training masks into a folder for infer.py")
+    exp.add_argument("--data_root", required=True)
+    exp.add_argument("--out", required=True)
+    exp.add_argument("--split", default=None)
+    exp.add_argument("--ratio", default="9:1")
+    exp.add_argument("--seed", type=int, default=0)
+    exp.add_argument("--subset", default="train", choices=("train", "test"))
+    args = parser.parse_args(argv)
+    if args.cmd == "export-masks":
+        export_masks(args.data_root, args.out, args.split, args.ratio, args.seed, args.subset)
+        return 0
+    cfg = load_config(args.config, None, args.set)
+    run_protocol(cfg, force=args.force, progress=not args.no_progress)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,116 @@
+"""Sample filter (DefFiller README, guideline 3): keep generated pairs a trained detector agrees with.
+
+A saliency detector predicts a map for each generated image; the map is binarised (default 0.5)
+and compared with the mask the image was generated from. Pairs with IoU >= threshold (default
+0.6) are copied to the output folder in the same paired layout; ``filter_iou.csv`` lists every
+pair's IoU and verdict, ``filter.json`` the settings and counts.
+
+    python -m evaluation.sample_filter --ckpt OUTPUT/detector/detector.pt \
+        --generated generation_samples/sd900_gen --out generation_samples/sd900_gen_filtered
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from dataset.io import write_json_atomic
+from dataset.pairs import IMAGE_DIRS, MASK_DIRS, Pair, find_pairs
+from ldm.errors import UserError, run_cli
+
+from .atomic import write_text_atomic
+from .folders import MaskReader, resize_map
+from .report import csv_text
+from .sod_metrics import binary_iou
+
+#: predict(paths) -> probability maps in [0, 1], one per path, in order
+Predictor = Callable[[Sequence[Path]], Iterable[np.ndarray]]
+
+
+def score_pairs(pairs: Sequence[Pair], predict: Predictor, bin_threshold: float = 0.5,
+                log: Callable[[str], None] = print) -> list[dict]:
+    """``[{stem, category, iou, mask_area}]``: IoU of each binarised prediction with its mask."""
+    reader = MaskReader()
+    rows = []
+    maps: Iterator[np.ndarray] = iter(predict([p.image for p in pairs]))
+    for pair in pairs:
+        prob = np.asarray(next(maps), np.float32)
+        mask = reader(pair.mask)
+        if prob.shape != mask.shape:
+            prob = resize_map(np.clip(prob * 255 + 0.5, 0, 255).astype(np.uint8), mask.shape) / 255.0
+        iou = binary_iou(prob >= bin_threshold, mask)
+        rows.append({"stem": pair.stem, "category": pair.category.name, "iou": iou,
+                     "mask_area": float(mask.mean())})
+    reader.report(log, "conditioning mask")
+    return rows
+
+
+def filter_samples(generated: str | Path, out: str | Path, predict: Predictor, threshold: float = 0.6,
+                   bin_threshold: float = 0.5, categories=None, overwrite: bool = False,
+                   log: Callable[[str], None] = print) -> dict:
+    """Score every pair of ``generated``, copy those with IoU >= ``threshold`` into ``out``."""
+    if not 0.0 <= threshold <= 1.0:
+        raise UserError(f"--threshold {threshold} must lie in [0, 1]")
+    if not 0.0 < bin_threshold < 1.0:
+        raise UserError(f"--bin_threshold {bin_threshold} must lie in (0, 1)")
+    generated, out = Path(generated), Path(out)
+    if out.resolve() == generated.resolve():
+        raise UserError(f"{out}: the output folder must differ from the generated folder")
+    pairs = find_pairs(generated, categories)
+    img_out, mask_out = out / IMAGE_DIRS[1], out / MASK_DIRS[1]
+    for folder in (img_out, mask_out):
+        if folder.is_dir() and any(folder.iterdir()) and not overwrite:
+            raise UserError(f"{folder}: not empty; choose a fresh --out or pass --overwrite")
+    rows = score_pairs(pairs, predict, bin_threshold, log)
+    img_out.mkdir(parents=True, exist_ok=True)
+    mask_out.mkdir(parents=True, exist_ok=True)
+    kept = 0
+    for pair, row in zip(pairs, rows):
+        row["kept"] = row["iou"] >= threshold
+        if row["kept"]:
+            shutil.copy2(pair.image, img_out / pair.image.name)
+            shutil.copy2(pair.mask, mask_out / pair.mask.name)
+            kept += 1
+    for extra in ("generation.json", "caption.json"):
+        if (generated / extra).is_file():
+            shutil.copy2(generated / extra, out / extra)
+    write_text_atomic(csv_text(rows, ["stem", "category", "iou", "mask_area", "kept"]), out / "filter_iou.csv")
+    per_cat: dict[str, list[int]] = {}
+    for row in rows:
+        per_cat.setdefault(row["category"], [0, 0])
+        per_cat[row["category"]][0] += int(row["kept"])
+        per_cat[row["category"]][1] += 1
+    summary = {"generated": str(generated), "threshold": threshold, "bin_threshold": bin_threshold,
+               "total": len(rows), "kept": kept,
+               "per_category": {k: {"kept": v[0], "total": v[1]} for k, v in per_cat.items()},
+               "mean_iou": float(np.mean([r["iou"] for r in rows]))}
+    write_json_atomic(summary, out / "filter.json")
+    log(f"kept {kept}/{len(rows)} pairs with IoU >= {threshold} -> {out} "
+        + "(" + ", ".join(f"{k} {v[0]}/{v[1]}" for k, v in per_cat.items()) + ")")
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m evaluation.sample_filter",
+                                     description="Keep generated pairs whose detector prediction matches the mask (IoU >= threshold).")
+    parser.add_argument("--ckpt", required=True, help="detector.pt from evaluation.detector.train")
+    parser.add_argument("--generated", required=True, help="generated pairs (Source_Images/ + Ground_truth/)")
+    parser.add_argument("--out", required=True, help="output folder for the kept pairs")
+    parser.add_argument("--threshold", type=float, default=0.6, help="minimum IoU to keep (default 0.6)")
+    parser.add_argument("--bin_threshold", type=float, default=0.5, help="map binarisation level (default 0.5)")
+    parser.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")
+    parser.add_argument("--device", default=None)
+    args = parser.parse_args(argv)
+    from .detector.predict import Detector
+
+    detector = Detector(args.ckpt, args.device)
+    filter_samples(args.generated, args.out, lambda paths: detector(paths, progress=True),
+                   args.threshold, args.bin_threshold, overwrite=args.overwrite)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
