@@ -96,8 +96,10 @@ def pick_device(arg: Optional[str], local_rank: int, precision: str) -> torch.de
     return device
 
 
-def image_batch(paths: list[Path], size: int) -> torch.Tensor:
-    return torch.cat([load_background(p, size) for p in paths])
+def image_batch(paths: list[Path], size: int, channels: int) -> torch.Tensor:
+    """Real images in [-1, 1] with the model's channel count (grey = mean of RGB)."""
+    images = torch.cat([load_background(p, size) for p in paths])
+    return images.mean(1, keepdim=True) if channels == 1 else images
 
 
 def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -145,7 +147,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         hook, start_step, x = None, 0, noise
         picked = [extras[index[j.name] % len(extras)] for j in batch] if extras else []
         if mode != "generate":
-            real = image_batch(picked, size).to(device)
+            real = image_batch(picked, size, pipe.image_channels).to(device)
             z_real = pipe.encode_images(real)
         if mode == "implant":
             region = dilate(masks.unsqueeze(1).to(device), args.dilate)

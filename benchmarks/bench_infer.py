@@ -110,6 +110,7 @@ def main() -> None:
     p.add_argument("--original-steps", type=int, default=50)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--reference-steps", type=int, default=1000)
+    p.add_argument("--dpm-steps", type=int, nargs="+", default=[20], help="DPM-Solver++ step counts to try")
     p.add_argument("--mode", default=None, help=argparse.SUPPRESS)
     p.add_argument("--sampler", default="plms", help=argparse.SUPPRESS)
     p.add_argument("--steps", type=int, default=50, help=argparse.SUPPRESS)
@@ -131,7 +132,7 @@ def main() -> None:
         "reference DDIM": ("ours", dict(sampler="ddim", steps=args.reference_steps)),
         f"original way (reload, batch 1, PLMS {args.original_steps}, 2 forwards)": ("original", {}),
         "ours PLMS 50": ("ours", dict(sampler="plms", steps=50)),
-        "ours DPM-Solver++ 20": ("ours", dict(sampler="dpmsolver++", steps=20)),
+        **{f"ours DPM-Solver++ {k}": ("ours", dict(sampler="dpmsolver++", steps=k)) for k in args.dpm_steps},
         "ours DDIM 20": ("ours", dict(sampler="ddim", steps=20)),
     }
     results = {}

@@ -61,9 +61,10 @@ class PairedWriter:
                 and (self.masks / f"{name}.png").is_file())
 
     def write(self, name: str, image01: torch.Tensor, mask: torch.Tensor, record: dict, grayscale: bool) -> None:
-        """One pair: image (3 x H x W in [0, 1]) and its binary mask (H x W bool)."""
+        """One pair: image (C x H x W in [0, 1], C = 1 or 3) and its binary mask (H x W bool)."""
         arr = (image01.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
-        img = Image.fromarray(arr).convert("L") if grayscale else Image.fromarray(arr)
+        img = Image.fromarray(arr[..., 0]) if arr.shape[-1] == 1 else Image.fromarray(arr)
+        img = img.convert("L") if grayscale else img
         write_png_atomic(Image.fromarray(mask.cpu().numpy().astype(np.uint8) * 255), self.masks / f"{name}.png")
         write_png_atomic(img, self.images / f"{name}.png")
         self.records[name] = record

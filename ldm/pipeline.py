@@ -45,6 +45,11 @@ class DefFillerPipeline:
         return batch, self.unet.in_channels, s, s
 
     @property
+    def image_channels(self) -> int:
+        """Channels of decoded images (3 for SD's autoencoder, 1 for a grey pixel-space demo)."""
+        return int(getattr(self.models.autoencoder, "channels", 3))
+
+    @property
     def image_size(self) -> int:
         return self.unet.image_size * getattr(self.models.autoencoder, "downscale", 8)
 

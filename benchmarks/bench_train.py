@@ -1,0 +1,115 @@
+#!/usr/bin/env python
+"""Training speed and memory of a config: seconds per iteration and peak RSS, with and without
+gradient checkpointing, each setting in a fresh process (peak RSS is per process).
+
+    python benchmarks/bench_train.py                                   # full DefFiller config, batch 2
+    python benchmarks/bench_train.py --config configs/demo.yaml --batch_size 8 --iters 20
+    python benchmarks/bench_train.py --DATA_ROOT ../shared/data/SD-saliency-900 --threads 1
+
+Weights are random (timing does not depend on their values; the zero-initialised output layers are
+randomised so that every trained parameter gets a gradient, as from the GLIGEN-sem release). Data:
+--DATA_ROOT, else the config's procedural generator, else procedural defects at the config's size.
+Prints one JSON line per setting: wall and CPU seconds per iteration (median after --warmup
+iterations), peak RSS of the process, and the machine's load average.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def child(args: argparse.Namespace) -> None:
+    import torch
+    from omegaconf import OmegaConf
+
+    import trainer as trainer_module
+    from ldm.config import load_config
+    from training import distributed as D
+    from training.options import parse_args, resolve_options
+
+    def random_weights(models, ckpt):
+        torch.manual_seed(0)
+        with torch.no_grad():
+            for p in models.model.parameters():
+                if p.is_floating_point() and not p.any():
+                    p.normal_(0, 0.02)
+        return "random weights (benchmark)"
+
+    trainer_module.initial_weights = random_weights
+    cfg = load_config(args.config)
+    if args.DATA_ROOT is None and cfg.get("data", {}).get("procedural") is None:
+        cfg.data = OmegaConf.merge(cfg.get("data", {}), {"procedural": {"n_per_category": 20}})
+    with tempfile.TemporaryDirectory() as out:
+        argv = ["--yaml_file", args.config, "--OUTPUT_ROOT", out, "--name", "bench", "--ckpt", "random",
+                "--batch_size", str(args.batch_size), "--workers", "0", "--trainable", args.trainable,
+                "--total_iters", str(args.warmup + args.iters), "--save_every_iters", "1000000",
+                "--disable_inference_in_training", "--gradient_checkpointing", args.checkpointing,
+                "--precision", args.precision, "--device", "cpu"]
+        if args.DATA_ROOT:
+            argv += ["--DATA_ROOT", args.DATA_ROOT]
+        opts = resolve_options(parse_args(argv), cfg)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        tr = trainer_module.Trainer(opts, cfg, D.DistInfo())
+        tr.checkpoints.save = lambda *a, **k: None  # time the steps, not the final checkpoint write
+        tr._save = lambda: None
+        times = []
+        real = tr._optimizer_step
+
+        def timed_step():
+            value = real()
+            times.append((time.perf_counter(), time.process_time()))
+            return value
+
+        tr._optimizer_step = timed_step
+        start = (time.perf_counter(), time.process_time())
+        tr.train()
+    marks = [start] + times
+    wall = [b[0] - a[0] for a, b in zip(marks, marks[1:])][args.warmup:]
+    cpu = [b[1] - a[1] for a, b in zip(marks, marks[1:])][args.warmup:]
+    med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+    print(json.dumps({
+        "config": args.config, "batch_size": args.batch_size, "gradient_checkpointing": args.checkpointing,
+        "precision": args.precision, "trainable": args.trainable, "threads": torch.get_num_threads(),
+        "iters": len(wall), "wall_s_per_it_median": round(med(wall), 3), "wall_s_per_it": [round(w, 2) for w in wall],
+        "cpu_s_per_it_median": round(med(cpu), 3),
+        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2),
+        "loadavg_1m": os.getloadavg()[0]}), flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=str(ROOT / "configs" / "sd_saliency_900.yaml"))
+    p.add_argument("--DATA_ROOT", default=None)
+    p.add_argument("--batch_size", type=int, default=2)
+    p.add_argument("--iters", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--precision", default="fp32")
+    p.add_argument("--trainable", default="grounding")
+    p.add_argument("--checkpointing", default="both", choices=["both", "true", "false"])
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        child(args)
+        return
+    for setting in (["true", "false"] if args.checkpointing == "both" else [args.checkpointing]):
+        cmd = [sys.executable, __file__, "--child", "--checkpointing", setting, "--config", args.config,
+               "--batch_size", str(args.batch_size), "--iters", str(args.iters), "--warmup", str(args.warmup),
+               "--threads", str(args.threads), "--precision", args.precision, "--trainable", args.trainable]
+        if args.DATA_ROOT:
+            cmd += ["--DATA_ROOT", args.DATA_ROOT]
+        subprocess.run(cmd, check=True)
+
+if __name__ == "__main__":
+    main()
