@@ -46,6 +46,7 @@ FORMAT_VERSION = "1"
 GROUNDING_ONLY = ("position_net.", "downsample_net.", ".fuser.")  # layers GLIGEN adds to SD
 FIRST_CONV = "input_blocks.0.0.weight"
 POSITION_IDS = "transformer.text_model.embeddings.position_ids"
+WEIGHTLESS_TARGETS = ("ldm.modules.identity_autoencoder.IdentityAutoencoder",)
 
 SAFE_GLOBALS = [
     DictConfig, ListConfig, oc_base.ContainerMetadata, oc_base.Metadata,
@@ -240,7 +241,9 @@ def load_models(path: Union[str, Path], config: Optional[Union[DictConfig, str, 
     cfg = config if config is not None else ckpt.config
     if cfg is None:
         raise CheckpointError(f"{path} carries no config; pass one with --config (e.g. configs/sd_saliency_900.yaml)")
-    parts = [p for p in parts if p in PARTS and (p in ("model", "diffusion") or p in ckpt.sections)]
+    # parts without weights (the pixel-space IdentityAutoencoder) have no section but are still built
+    parts = [p for p in parts if p in PARTS and (p in ("model", "diffusion") or p in ckpt.sections
+                                                 or (p in cfg and cfg[p].get("target") in WEIGHTLESS_TARGETS))]
     fit_sections(build_models(cfg, parts=parts, device="meta"), ckpt)  # refuse a mismatch before allocating
     models = build_models(cfg, parts=parts)
     load_into(models, ckpt)

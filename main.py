@@ -1,0 +1,50 @@
+#!/usr/bin/env python
+"""Train DefFiller: ``python main.py --name exp`` (see ``python main.py --help``).
+
+    python main.py --name demo --yaml_file configs/demo.yaml          # tiny CPU demo, no downloads
+    python main.py --name exp --DATA_ROOT DATA/SD-saliency-900         # the paper's fine-tuning
+    torchrun --nproc_per_node=4 main.py --name exp --precision bf16    # DDP (NCCL on GPUs, gloo on CPUs)
+
+The run lives in OUTPUT_ROOT/name (checkpoints/, latest.json, samples/, tb/, metrics.jsonl,
+config.yaml) and resumes from its latest checkpoint when started again. Input problems (missing
+weights, dataset errors, a checkpoint of another architecture, a NaN loss) end with one line
+``error: ...`` and exit status 2.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from ldm.errors import UserError, run_cli  # noqa: E402
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from ldm.config import load_config
+    from training import distributed as D
+    from training.options import parse_args, resolve_options
+
+    cli = parse_args(argv)
+    cfg = load_config(cli.yaml_file)
+    opts = resolve_options(cli, cfg)
+    info = D.init_distributed(opts.device)
+    if opts.threads:
+        import torch
+        torch.set_num_threads(opts.threads)
+    try:
+        from trainer import Trainer
+
+        Trainer(opts, cfg, info).train()
+    except UserError as exc:
+        if not info.is_main:  # every rank hits the same error; let rank 0 report it
+            raise SystemExit(2) from exc
+        raise
+    finally:
+        D.cleanup(info)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

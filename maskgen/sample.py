@@ -1,0 +1,262 @@
+"""Draw new defect masks per category from a trained mask DDPM.
+
+    python -m maskgen.sample --ckpt OUTPUT/maskgen --n_per_category 300 --size 256 --out OUTPUT/maskgen/masks
+
+Writes ``<prefix>_gen_0001.png`` … (8-bit, exactly 0/255) so ``infer.py`` and the dataset loader
+read the category from the filename prefix, plus ``maskgen_manifest.json`` with the settings.
+Each mask's starting noise is seeded from (seed, category, mask number), so the same seed gives the
+same masks whatever the batch size, and a run with fewer masks is a prefix of a larger one.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from dataset.categories import Category
+from dataset.io import write_json_atomic, write_png_atomic
+from ldm.diffusion.samplers import SAMPLERS
+from ldm.errors import UserError, run_cli
+
+from .model import MaskDiffusion, load_checkpoint, model_from_checkpoint
+from .postprocess import nonempty_fallback, postprocess
+
+MANIFEST = "maskgen_manifest.json"
+
+
+@dataclass
+class SampleSettings:
+    sampler: str = "ddim"
+    steps: int = 50
+    eta: float = 0.0
+    guidance: float = 1.0
+    clip_x0: bool = True
+    threshold: float = 0.5
+    min_area: float = 5e-4
+    size: int = 256
+    batch_size: int = 64
+    max_retries: int = 20
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise UserError(f"--sampler {self.sampler!r} is not known; use one of {', '.join(SAMPLERS)}")
+        if self.sampler != "ddim" and self.eta:
+            raise UserError(f"--eta applies to the ddim sampler only (got sampler {self.sampler!r})")
+        if not 0.0 < self.threshold < 1.0:
+            raise UserError(f"--threshold must be between 0 and 1 (exclusive), got {self.threshold}")
+        if not 0.0 <= self.min_area < 1.0:
+            raise UserError(f"--min_area is a fraction of the image in [0, 1), got {self.min_area}")
+        if self.size < 8:
+            raise UserError(f"--size must be at least 8 pixels, got {self.size}")
+        if self.batch_size < 1 or self.steps < 1 or self.max_retries < 0:
+            raise UserError("--batch_size and --steps must be positive and --max_retries >= 0")
+
+
+@dataclass
+class CategoryResult:
+    category: Category
+    masks: list[np.ndarray]
+    redraws: int = 0                       # masks re-drawn because they came out empty
+    fallbacks: list[int] = field(default_factory=list)  # mask numbers that needed the last resort
+
+
+def select_categories(categories: Sequence[Category], wanted: Optional[Sequence[str]]) -> list[Category]:
+    """Categories named (by name or prefix, case-insensitive) in ``wanted``; all when empty."""
+    if not wanted:
+        return list(categories)
+    out = []
+    for item in wanted:
+        key = item.strip().lower()
+        match = [c for c in categories if key in (c.name.lower(), c.prefix.lower())]
+        if not match:
+            known = ", ".join(f"{c.name} ({c.prefix})" for c in categories)
+            raise UserError(f"unknown category {item!r}; this checkpoint knows: {known}")
+        if match[0] not in out:
+            out.append(match[0])
+    return out
+
+
+def _noise(seed: int, cat: Category, number: int, attempt: int, size: int) -> torch.Tensor:
+    state = np.random.SeedSequence([int(seed), int(cat.index), int(number), int(attempt)]).generate_state(2)
+    gen = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+    return torch.randn((1, size, size), generator=gen)
+
+
+@torch.no_grad()
+def _draw(model: MaskDiffusion, class_id: int, cat: Category, numbers: Sequence[int], attempt: int,
+          s: SampleSettings, image_size: int, device: str) -> np.ndarray:
+    """Run the sampler for the given mask numbers; returns their raw outputs (N×H×W, ~[-1, 1])."""
+    outs = []
+    sampler = SAMPLERS[s.sampler]
+    ac = model.schedule.alphas_cumprod
+    for start in range(0, len(numbers), s.batch_size):
+        chunk = numbers[start:start + s.batch_size]
+        x = torch.stack([_noise(s.seed, cat, i, attempt, image_size) for i in chunk]).to(device)
+        y = torch.full((len(chunk),), class_id, dtype=torch.long, device=device)
+        fn = model.eps_fn(y, guidance=s.guidance, clip_x0=s.clip_x0)
+        if s.sampler == "ddim":
+            gen = None
+            if s.eta:
+                gen = torch.Generator(device=device).manual_seed(
+                    int(np.random.SeedSequence([s.seed, cat.index, chunk[0], attempt, 7]).generate_state(1)[0]))
+            x = sampler(fn, x, ac, s.steps, eta=s.eta, generator=gen)
+        else:
+            x = sampler(fn, x, ac, s.steps)
+        outs.append(x[:, 0].float().cpu().numpy())
+    return np.concatenate(outs) if outs else np.zeros((0, image_size, image_size), np.float32)
+
+
+def sample_masks(model: MaskDiffusion, categories: Sequence[Category], selected: Sequence[Category],
+                 n_per_category: int, settings: SampleSettings, image_size: int, device: str = "cpu",
+                 progress: bool = True) -> list[CategoryResult]:
+    """``n_per_category`` non-empty binary masks at ``settings.size`` for each selected category."""
+    settings.check()
+    if n_per_category < 1:
+        raise UserError(f"--n_per_category must be at least 1, got {n_per_category}")
+    model = model.to(device).eval()
+    results = []
+    for cat in selected:
+        class_id = list(categories).index(cat)
+        masks: list[Optional[np.ndarray]] = [None] * n_per_category
+        last_soft: dict[int, np.ndarray] = {}
+        todo = list(range(n_per_category))
+        redraws = 0
+        bar = tqdm(total=n_per_category, desc=f"{cat.name}", disable=not progress, dynamic_ncols=True,
+                   mininterval=1.0 if sys.stderr.isatty() else 30.0)
+        for attempt in range(settings.max_retries + 1):
+            if not todo:
+                break
+            if attempt:
+                redraws += len(todo)
+            soft = _draw(model, class_id, cat, [i + 1 for i in todo], attempt, settings, image_size, device)
+            still = []
+            for i, out in zip(todo, soft):
+                m = postprocess(out, settings.size, settings.threshold, settings.min_area)
+                if m.any():
+                    masks[i] = m
+                    bar.update(1)
+                else:
+                    last_soft[i] = out
+                    still.append(i)
+            todo = still
+        fallbacks = []
+        for i in todo:
+            masks[i] = nonempty_fallback(last_soft[i], settings.size, settings.threshold)
+            fallbacks.append(i + 1)
+            bar.update(1)
+        bar.close()
+        if fallbacks:
+            print(f"warning: {len(fallbacks)} {cat.name} mask(s) stayed empty after {settings.max_retries} "
+                  f"re-draws; kept their largest blob instead (numbers {fallbacks[:10]})", file=sys.stderr)
+        results.append(CategoryResult(cat, [m for m in masks if m is not None], redraws, fallbacks))
+    return results
+
+
+def mask_name(cat: Category, number: int, total: int) -> str:
+    width = max(4, len(str(total)))
+    return f"{cat.prefix}_gen_{number:0{width}d}.png"
+
+
+def write_masks(results: Sequence[CategoryResult], out: str | Path, overwrite: bool = False) -> list[Path]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    old = [p for r in results for p in out.glob(f"{r.category.prefix}_gen_*.png")]
+    if old and not overwrite:
+        raise UserError(f"{out}: already holds {len(old)} generated mask(s) (e.g. {old[0].name}); "
+                        "pass --overwrite to replace them or choose another --out")
+    for p in old:
+        p.unlink()
+    written = []
+    for r in results:
+        for k, m in enumerate(r.masks, start=1):
+            path = out / mask_name(r.category, k, len(r.masks))
+            write_png_atomic(Image.fromarray(m.astype(np.uint8) * 255, "L"), path)
+            written.append(path)
+    return written
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m maskgen.sample",
+        description="Sample new binary defect masks per category from a maskgen checkpoint and write "
+                    "them as <prefix>_gen_0001.png ... (0/255 PNG). Unset options take the values "
+                    "stored in the checkpoint's config (its 'sample' section).",
+        epilog="example: python -m maskgen.sample --ckpt OUTPUT/maskgen --n_per_category 300 "
+               "--size 256 --out OUTPUT/maskgen/masks --seed 0")
+    p.add_argument("--ckpt", required=True, help="checkpoint file or maskgen.train run folder")
+    p.add_argument("--out", required=True, help="output folder for the mask PNGs")
+    p.add_argument("--n_per_category", type=int, default=300, help="masks per category (default: %(default)s)")
+    p.add_argument("--categories", help="comma-separated names or prefixes to sample (default: all)")
+    p.add_argument("--size", type=int, help="output size in pixels, square (paper: 256)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--sampler", choices=sorted(SAMPLERS), help="ldm.diffusion.samplers sampler")
+    p.add_argument("--steps", type=int, help="sampler steps")
+    p.add_argument("--eta", type=float, help="DDIM eta (0 = deterministic)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale on the class (1 = off)")
+    p.add_argument("--no_clip_x0", action="store_true", help="do not clip the predicted clean mask to [-1, 1]")
+    p.add_argument("--threshold", type=float, help="binarisation threshold on the [0, 1] scale")
+    p.add_argument("--min_area", type=float,
+                   help="drop connected components smaller than this fraction of the image")
+    p.add_argument("--batch_size", type=int, help="masks per sampler batch")
+    p.add_argument("--max_retries", type=int, help="re-draws of a mask that comes out empty")
+    p.add_argument("--weights", choices=("ema", "raw"), default="ema", help="EMA or raw weights (default: ema)")
+    p.add_argument("--overwrite", action="store_true", help="replace generated masks already in --out")
+    p.add_argument("--device", default="auto", help="cpu, cuda ... (default: cuda when available)")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--no_progress", action="store_true", help="no progress bars")
+    return p
+
+
+def settings_from(args: argparse.Namespace, stored: dict[str, Any]) -> SampleSettings:
+    s = SampleSettings(**{k: v for k, v in stored.items() if k in SampleSettings.__dataclass_fields__})
+    for key in ("sampler", "steps", "eta", "guidance", "threshold", "min_area", "size", "batch_size",
+                "max_retries", "seed"):
+        val = getattr(args, key, None)
+        if val is not None:
+            setattr(s, key, val)
+    if args.no_clip_x0:
+        s.clip_x0 = False
+    return s
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    ckpt = load_checkpoint(args.ckpt)
+    model, cats = model_from_checkpoint(ckpt, args.weights)
+    selected = select_categories(cats, args.categories.split(",") if args.categories else None)
+    settings = settings_from(args, dict(ckpt["config"].get("sample", {})))
+    settings.check()
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder; choose another --out")
+    results = sample_masks(model, cats, selected, args.n_per_category, settings,
+                           int(ckpt["config"]["data"]["image_size"]), device, progress=not args.no_progress)
+    written = write_masks(results, out, overwrite=args.overwrite)
+    manifest = {
+        "checkpoint": ckpt["path"], "weights": args.weights, "epoch": ckpt.get("epoch"),
+        "step": ckpt.get("step"), "settings": vars(settings),
+        "categories": {r.category.name: {"prefix": r.category.prefix, "count": len(r.masks),
+                                         "redraws": r.redraws, "fallbacks": r.fallbacks,
+                                         "mean_area": float(np.mean([m.mean() for m in r.masks]))}
+                       for r in results},
+    }
+    write_json_atomic(manifest, out / MANIFEST)
+    summary = ", ".join(f"{r.category.prefix} {len(r.masks)} (redrawn {r.redraws}, fallback {len(r.fallbacks)})"
+                        for r in results)
+    print(f"maskgen.sample: wrote {len(written)} masks to {out}: {summary}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,238 @@
+"""Train the class-conditional mask DDPM on ground-truth defect masks.
+
+    python -m maskgen.train --data_root DATA/SD-saliency-900 --out OUTPUT/maskgen
+
+Runs resume automatically: when ``OUT/checkpoints/last.pt`` exists, training continues from it
+(exactly, mid-epoch included). Checkpoints are written atomically at every ``ckpt_every_epochs``,
+at the end, when ``--max_minutes`` is reached and on Ctrl-C.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import torch
+from tqdm.auto import tqdm
+
+from dataset.categories import categories_from_config
+from evaluation.atomic import torch_save_atomic, write_text_atomic
+from ldm.errors import UserError, run_cli
+
+from .config import DEFAULT_CONFIG, check_config, load_config
+from .data import training_data
+from .model import CKPT_FORMAT, EMA, MaskDiffusion, build_model, categories_to_list, load_checkpoint
+
+# config entries a resumed run must share with its checkpoint
+_FROZEN = (("model",), ("diffusion",), ("data", "image_size"), ("categories",))
+
+
+def _get(cfg: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
+    for k in keys:
+        cfg = cfg[k]
+    return cfg
+
+
+def _augment(x: torch.Tensor, cfg: Mapping[str, Any], gen: torch.Generator) -> torch.Tensor:
+    b = x.shape[0]
+    flips_h = torch.rand(b, generator=gen) < 0.5
+    flips_v = torch.rand(b, generator=gen) < 0.5
+    if cfg["data"]["hflip"] and flips_h.any():
+        x = torch.where(flips_h.view(-1, 1, 1, 1).to(x.device), x.flip(-1), x)
+    if cfg["data"]["vflip"] and flips_v.any():
+        x = torch.where(flips_v.view(-1, 1, 1, 1).to(x.device), x.flip(-2), x)
+    return x
+
+
+def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(int(seed) * 100_003 + epoch)
+    return torch.randperm(n, generator=g)
+
+
+def _lr_at(step: int, cfg: Mapping[str, Any]) -> float:
+    warm = int(cfg["train"]["warmup_steps"])
+    lr = float(cfg["train"]["lr"])
+    return lr * min(1.0, (step + 1) / warm) if warm > 0 else lr
+
+
+def train(cfg: dict[str, Any], data_root: str | Path, out: str | Path, device: str = "cpu",
+          max_minutes: Optional[float] = None, progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) into ``out``; returns a summary (epochs, steps, minutes, losses)."""
+    check_config(cfg)
+    out = Path(out)
+    ckpt_dir = out / "checkpoints"
+    last = ckpt_dir / "last.pt"
+    cats = categories_from_config(cfg["categories"])
+    cfg["categories"] = categories_to_list(cats)
+    size = int(cfg["data"]["image_size"])
+    x_all, y_all, mask_set = training_data(data_root, cats, size)
+
+    tcfg = cfg["train"]
+    torch.manual_seed(int(tcfg["seed"]))
+    model: MaskDiffusion = build_model(cfg, len(cats)).to(device)
+    ema = EMA(model, tcfg["ema_decay"])
+    opt = torch.optim.AdamW(model.parameters(), lr=float(tcfg["lr"]), weight_decay=float(tcfg["weight_decay"]))
+    gen = torch.Generator().manual_seed(int(tcfg["seed"]) + 1)
+    epoch, batch_done, step, elapsed_before = 0, 0, 0, 0.0
+    history: list[dict[str, Any]] = []
+
+    if last.is_file():
+        ckpt = load_checkpoint(last)
+        for keys in _FROZEN:
+            if _get(ckpt["config"], keys) != _get(cfg, keys):
+                raise UserError(f"{last}: this run was trained with a different {'.'.join(keys)} "
+                                f"({_get(ckpt['config'], keys)!r}); use a new --out or the same config")
+        model.load_state_dict(ckpt["model"])
+        ema.shadow.load_state_dict(ckpt["ema"])
+        opt.load_state_dict(ckpt["opt"])
+        gen.set_state(ckpt["rng"])
+        epoch, batch_done, step = ckpt["epoch"], ckpt["batch"], ckpt["step"]
+        elapsed_before = float(ckpt.get("elapsed_s", 0.0))
+        history = list(ckpt.get("history", []))
+        print(f"resuming {last}: epoch {epoch + 1}, batch {batch_done}, step {step}", file=sys.stderr)
+
+    n = x_all.shape[0]
+    bs = int(tcfg["batch_size"])
+    per_epoch = math.ceil(n / bs)
+    epochs = int(tcfg["epochs"])
+    n_params = sum(p.numel() for p in model.parameters())
+    counts = ", ".join(f"{k} {v}" for k, v in mask_set.counts().items())
+    print(f"maskgen: {n} masks ({counts}) at {size}x{size}; UNet {n_params / 1e6:.2f}M parameters; "
+          f"{epochs} epochs x {per_epoch} steps of batch {bs} on {device}", file=sys.stderr)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(_yaml(cfg), out / "config.yaml")
+    log_path = out / "train_log.csv"
+
+    t_start = time.monotonic()
+
+    def elapsed() -> float:
+        return elapsed_before + time.monotonic() - t_start
+
+    def save() -> None:
+        torch_save_atomic({"format": CKPT_FORMAT, "config": cfg, "categories": cfg["categories"],
+                           "model": model.state_dict(), "ema": ema.shadow.state_dict(),
+                           "opt": opt.state_dict(), "rng": gen.get_state(), "epoch": epoch,
+                           "batch": batch_done, "step": step, "elapsed_s": elapsed(),
+                           "history": history, "num_params": n_params}, last)
+
+    stop_reason = "done"
+    limit_s = None if max_minutes is None else 60.0 * float(max_minutes) - (time.monotonic() - t_start)
+    session_start = time.monotonic()
+    model.train()
+    try:
+        while epoch < epochs:
+            order = _epoch_order(n, int(tcfg["seed"]), epoch)
+            losses: list[float] = []
+            bar = tqdm(range(batch_done, per_epoch), desc=f"epoch {epoch + 1}/{epochs}", leave=False,
+                       disable=not progress, dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0)
+            for b in bar:
+                idx = order[b * bs:(b + 1) * bs]
+                x0 = _augment(x_all[idx], cfg, gen).to(device)
+                y = y_all[idx].to(device)
+                for group in opt.param_groups:
+                    group["lr"] = _lr_at(step, cfg)
+                loss = model.loss(x0, y, float(tcfg["p_uncond"]), gen)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if tcfg["grad_clip"]:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), float(tcfg["grad_clip"]))
+                opt.step()
+                step += 1
+                ema.update(model, step)
+                batch_done = b + 1
+                losses.append(loss.item())
+                bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}", refresh=False)
+                if limit_s is not None and time.monotonic() - session_start > limit_s:
+                    stop_reason = "time limit"
+                    break
+            bar.close()
+            if losses:
+                mean = sum(losses) / len(losses)
+                history.append({"epoch": epoch + 1, "step": step, "loss": mean, "minutes": elapsed() / 60})
+                _append_log(log_path, history[-1])
+                print(f"epoch {epoch + 1}/{epochs}: loss {mean:.4f} (step {step}, "
+                      f"{elapsed() / 60:.1f} min)", file=sys.stderr)
+            if stop_reason != "done":
+                break
+            epoch, batch_done = epoch + 1, 0
+            if epoch % int(tcfg["ckpt_every_epochs"]) == 0 and epoch < epochs:
+                save()
+    except KeyboardInterrupt:
+        save()
+        print(f"interrupted: saved {last} (epoch {epoch + 1}, batch {batch_done}); run again to resume",
+              file=sys.stderr)
+        raise
+    save()
+    if stop_reason != "done":
+        print(f"stopped at the time limit: saved {last} (epoch {epoch + 1}, batch {batch_done}); "
+              "run again to resume", file=sys.stderr)
+    return {"epochs_done": epoch, "step": step, "minutes": elapsed() / 60, "history": history,
+            "stopped": stop_reason, "checkpoint": str(last)}
+
+
+def _append_log(path: Path, row: Mapping[str, Any]) -> None:
+    new = not path.is_file()
+    with open(path, "a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def _yaml(cfg: Mapping[str, Any]) -> str:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(OmegaConf.create(dict(cfg)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m maskgen.train",
+        description="Train the class-conditional mask DDPM (DefFiller §4.4.1) on ground-truth defect "
+                    "masks. Resumes automatically from OUT/checkpoints/last.pt.",
+        epilog="example: python -m maskgen.train --config configs/maskgen_cpu.yaml "
+               "--data_root DATA/SD-saliency-900 --out OUTPUT/maskgen --max_minutes 30")
+    p.add_argument("--data_root", required=True,
+                   help="folder of mask PNGs, or a dataset root with 'Ground truth'/'Ground_truth'; "
+                        "the category is the filename prefix (In_*, Pa_*, Sc_*)")
+    p.add_argument("--out", required=True, help="run folder (checkpoints/, config.yaml, train_log.csv)")
+    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: %(default)s)")
+    p.add_argument("--epochs", type=int, help="override train.epochs (raise it to extend a finished run)")
+    p.add_argument("--batch_size", type=int, help="override train.batch_size")
+    p.add_argument("--lr", type=float, help="override train.lr")
+    p.add_argument("--seed", type=int, help="override train.seed")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="further overrides, e.g. --set model.base_channels=32 train.ema_decay=0.995")
+    p.add_argument("--max_minutes", type=float,
+                   help="stop (and checkpoint) after this many minutes of this session; rerun to resume")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no_progress", action="store_true", help="no tqdm bars (epoch lines are still printed)")
+    return p
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = list(args.set)
+    for key, val in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr),
+                     ("seed", args.seed)):
+        if val is not None:
+            overrides.append(f"train.{key}={val}")
+    cfg = load_config(args.config, overrides)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    summary = train(cfg, args.data_root, args.out, device=device, max_minutes=args.max_minutes,
+                    progress=not args.no_progress)
+    last = summary["history"][-1]["loss"] if summary["history"] else float("nan")
+    print(f"maskgen.train: {summary['epochs_done']} epochs, {summary['step']} steps, "
+          f"{summary['minutes']:.1f} min, last epoch loss {last:.4f} -> {summary['checkpoint']}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,230 @@
+"""Mask DDPM (maskgen): training, resuming, sampling and bad input, on a tiny synthetic dataset."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dataset.categories import DEFAULT_CATEGORIES, category_for_file
+from ldm.errors import UserError, run_cli
+from maskgen import sample as sample_mod
+from maskgen.config import load_config
+from maskgen.model import build_model, load_checkpoint, model_from_checkpoint
+from maskgen.train import main as train_main, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "data": {"image_size": 16},
+    "model": {"patch_size": 1, "base_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1,
+              "attention_levels": [1], "num_heads": 2, "dropout": 0.0, "groups": 4},
+    "train": {"epochs": 2, "batch_size": 6, "lr": 2e-3, "warmup_steps": 0, "ema_decay": 0.9,
+              "ckpt_every_epochs": 1},
+    "sample": {"steps": 4, "size": 32, "batch_size": 4, "max_retries": 3},
+}
+
+
+def tiny_config(**train_overrides) -> dict:
+    cfg = load_config(REPO / "configs" / "maskgen.yaml")
+    for section, values in TINY.items():
+        cfg[section].update(copy.deepcopy(values))
+    cfg["train"].update(train_overrides)
+    return cfg
+
+
+def _save(mask: np.ndarray, path: Path) -> None:
+    Image.fromarray(mask.astype(np.uint8) * 255, "L").save(path)
+
+
+def make_masks(folder: Path, per_category: int = 6, size: int = 32) -> Path:
+    """Blobs for inclusion, big squares for patches, thin vertical lines for scratches."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(per_category):
+        m = np.zeros((size, size), bool)
+        y, x = rng.integers(4, size - 8, 2)
+        m[y:y + 4, x:x + 3] = True
+        _save(m, folder / f"In_{i + 1}.png")
+        m = np.zeros((size, size), bool)
+        y, x = rng.integers(0, size // 2, 2)
+        m[y:y + size // 2, x:x + size // 2] = True
+        _save(m, folder / f"Pa_{i + 1}.png")
+        m = np.zeros((size, size), bool)
+        m[2:size - 2, rng.integers(2, size - 4):][:, :2] = True
+        _save(m, folder / f"Sc_{i + 1}.png")
+    return folder
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # tiny models: one thread is faster, and much faster on a busy machine
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def trained(one_thread, tmp_path_factory):
+    root = tmp_path_factory.mktemp("maskgen")
+    data = make_masks(root / "data" / "Ground truth").parent
+    run = root / "run"
+    summary = train(tiny_config(), data, run, progress=False)
+    return {"data": data, "run": run, "summary": summary}
+
+
+def test_tiny_training_reduces_loss(tmp_path):
+    data = make_masks(tmp_path / "masks")
+    cfg = tiny_config(epochs=6)
+    torch.manual_seed(0)
+    from maskgen.data import training_data
+
+    x, y, _ = training_data(data, DEFAULT_CATEGORIES, 16)
+    g = torch.Generator().manual_seed(123)
+    t = torch.randint(0, 1000, (x.shape[0],), generator=g)
+    noise = torch.randn(x.shape, generator=g)
+    torch.manual_seed(cfg["train"]["seed"])
+    before_model = build_model(cfg, 3)
+    before = before_model.fixed_loss(x, y, t, noise).item()
+    summary = train(cfg, data, tmp_path / "run", progress=False)
+    model, _ = model_from_checkpoint(load_checkpoint(tmp_path / "run"), "raw")
+    with torch.no_grad():
+        after = model.fixed_loss(x, y, t, noise).item()
+    assert summary["epochs_done"] == 6
+    print(f"fixed-batch loss {before:.3f} -> {after:.3f}")
+    assert after < 0.8 * before, (before, after)
+    assert summary["history"][-1]["loss"] < summary["history"][0]["loss"]
+
+
+def test_resume_continues_exactly(tmp_path, trained):
+    # two epochs in one go (the fixture) == one epoch, then a resumed second epoch
+    run = tmp_path / "run"
+    first = train(tiny_config(epochs=1), trained["data"], run, progress=False)
+    assert first["epochs_done"] == 1
+    second = train(tiny_config(epochs=2), trained["data"], run, progress=False)
+    assert second["epochs_done"] == 2 and second["step"] == trained["summary"]["step"]
+    a = load_checkpoint(run)["model"]
+    b = load_checkpoint(trained["run"])["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    # a different model config in the same run folder is refused
+    cfg = tiny_config(epochs=3)
+    cfg["model"]["base_channels"] = 16
+    with pytest.raises(UserError, match="different model"):
+        train(cfg, trained["data"], run, progress=False)
+
+
+def test_time_limit_stops_and_resumes_mid_epoch(tmp_path, trained):
+    run = tmp_path / "run"
+    stopped = train(tiny_config(epochs=2), trained["data"], run, max_minutes=0.0, progress=False)
+    assert stopped["stopped"] == "time limit" and stopped["step"] == 1
+    ckpt = load_checkpoint(run)
+    assert (ckpt["epoch"], ckpt["batch"]) == (0, 1)
+    done = train(tiny_config(epochs=2), trained["data"], run, progress=False)
+    assert done["step"] == trained["summary"]["step"]
+    a, b = load_checkpoint(run)["ema"], load_checkpoint(trained["run"])["ema"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
+def _settings(**kw) -> sample_mod.SampleSettings:
+    base = dict(steps=4, size=32, batch_size=4, max_retries=3, seed=7)
+    base.update(kw)
+    return sample_mod.SampleSettings(**base)
+
+
+def test_sampling_is_reproducible(trained):
+    model, cats = model_from_checkpoint(load_checkpoint(trained["run"]))
+    a = sample_mod.sample_masks(model, cats, cats, 5, _settings(), 16, progress=False)
+    b = sample_mod.sample_masks(model, cats, cats, 5, _settings(), 16, progress=False)
+    c = sample_mod.sample_masks(model, cats, cats, 5, _settings(seed=8), 16, progress=False)
+    for ra, rb in zip(a, b):
+        assert all(np.array_equal(x, y) for x, y in zip(ra.masks, rb.masks))
+    assert any(not np.array_equal(x, y) for ra, rc in zip(a, c) for x, y in zip(ra.masks, rc.masks))
+    # the first masks do not depend on how many are drawn
+    d = sample_mod.sample_masks(model, cats, cats[:1], 2, _settings(), 16, progress=False)
+    assert all(np.array_equal(x, y) for x, y in zip(d[0].masks, a[0].masks[:2]))
+
+
+def test_sample_cli_writes_binary_named_masks(trained, tmp_path):
+    out = tmp_path / "masks"
+    rc = sample_mod.main(["--ckpt", str(trained["run"]), "--out", str(out), "--n_per_category", "3",
+                          "--size", "40", "--seed", "1", "--no_progress", "--categories", "inclusion,Sc"])
+    assert rc == 0
+    files = sorted(p.name for p in out.glob("*.png"))
+    assert files == [f"In_gen_000{i}.png" for i in (1, 2, 3)] + [f"Sc_gen_000{i}.png" for i in (1, 2, 3)]
+    for name in files:
+        arr = np.asarray(Image.open(out / name))
+        assert arr.shape == (40, 40) and arr.dtype == np.uint8
+        assert set(np.unique(arr).tolist()) <= {0, 255} and (arr == 255).any()
+        assert category_for_file(name).prefix == name[:2]
+    assert (out / sample_mod.MANIFEST).is_file()
+    # an existing output is not silently mixed with a new run
+    with pytest.raises(UserError, match="--overwrite"):
+        sample_mod.main(["--ckpt", str(trained["run"]), "--out", str(out), "--n_per_category", "2",
+                         "--no_progress", "--categories", "In"])
+    assert sample_mod.main(["--ckpt", str(trained["run"]), "--out", str(out), "--n_per_category", "2",
+                            "--no_progress", "--categories", "In", "--overwrite"]) == 0
+    assert sorted(p.name for p in out.glob("In_*.png")) == ["In_gen_0001.png", "In_gen_0002.png"]
+
+
+def test_never_empty_even_when_threshold_rejects_everything(trained):
+    model, cats = model_from_checkpoint(load_checkpoint(trained["run"]))
+    res = sample_mod.sample_masks(model, cats, cats[2:], 3, _settings(threshold=0.999, min_area=0.2,
+                                                                      max_retries=1), 16, progress=False)
+    assert len(res[0].masks) == 3
+    assert all(m.any() and m.shape == (32, 32) for m in res[0].masks)
+    assert res[0].redraws >= 1
+
+
+def test_unknown_category_is_one_line_error(trained):
+    _, cats = model_from_checkpoint(load_checkpoint(trained["run"]))
+    with pytest.raises(UserError, match="unknown category 'cracks'"):
+        sample_mod.select_categories(cats, ["cracks"])
+
+
+def test_bad_training_input(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UserError, match="no mask files"):
+        train(tiny_config(), empty, tmp_path / "r1", progress=False)
+
+    grey = make_masks(tmp_path / "grey")
+    arr = np.zeros((32, 32), np.uint8)
+    arr[4:10, 4:10] = 128
+    Image.fromarray(arr).save(grey / "In_99.png")
+    with pytest.raises(UserError, match="not binary"):
+        train(tiny_config(), grey, tmp_path / "r2", progress=False)
+
+    odd = make_masks(tmp_path / "odd")
+    _save(np.ones((32, 32), bool), odd / "Cr_1.png")
+    with pytest.raises(UserError, match="unknown category prefix 'Cr'"):
+        train(tiny_config(), odd, tmp_path / "r3", progress=False)
+
+    with pytest.raises(UserError, match="unknown option 'model.width'"):
+        load_config(REPO / "configs" / "maskgen.yaml", ["model.width=3"])
+
+
+def _cli_error(main, argv, capsys) -> str:
+    with pytest.raises(SystemExit) as exc:
+        run_cli(lambda: main(argv))
+    assert exc.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), lines
+    return lines[0]
+
+
+def test_cli_prints_one_line_error(tmp_path, trained, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    line = _cli_error(train_main, ["--data_root", str(empty), "--out", str(tmp_path / "run")], capsys)
+    assert "no mask files" in line
+    line = _cli_error(sample_mod.main, ["--ckpt", str(trained["run"]), "--out", str(tmp_path / "m"),
+                                        "--categories", "cracks", "--no_progress"], capsys)
+    assert "unknown category 'cracks'" in line
+    line = _cli_error(sample_mod.main, ["--ckpt", str(empty), "--out", str(tmp_path / "m")], capsys)
+    assert "checkpoints/last.pt" in line

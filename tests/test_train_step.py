@@ -1,0 +1,86 @@
+"""What one optimiser step touches, train/eval modes, precision and the learning-rate schedule."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from train_helpers import make_trainer, state_of, tiny_train_config
+from trainer import WarmupSchedule, trainable_names
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory):
+    return tiny_train_config(tmp_path_factory.mktemp("cfg"))
+
+
+def test_one_step_changes_trainable_and_leaves_frozen_bit_identical(config, tmp_path):
+    tr = make_trainer(config, tmp_path, "step", "--total_iters", "1")
+    names = {f"model.{n}" for n, _ in tr.named_params}
+    # the paper's trainable set: gated self-attention, mask encoder, downsampler, widened first conv
+    assert names and all(".fuser." in n or n.startswith(("model.position_net.", "model.downsample_net."))
+                         or n == "model.input_blocks.0.0.weight" for n in names)
+    assert "model.input_blocks.0.0.weight" in names and "model.input_blocks.0.0.bias" not in names
+    assert any(n.startswith("model.position_net.") for n in names)
+    assert any(n.startswith("model.downsample_net.") for n in names)
+    before = state_of(tr)
+    assert tr.train() == 1
+    after = state_of(tr)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    frozen_changed = changed - names
+    assert not frozen_changed, f"frozen tensors changed: {sorted(frozen_changed)[:5]}"
+    # every trained tensor moved (the null feature only gets a gradient from dropped samples)
+    unchanged = names - changed - {"model.position_net.null_feature"}
+    assert not unchanged, f"trainable tensors that did not change: {sorted(unchanged)[:5]}"
+    # frozen parts have no gradient; modes: frozen in eval, trained in train
+    for part, module in tr.models.parts().items():
+        for n, p in module.named_parameters():
+            assert p.requires_grad == (f"{part}.{n}" in names)
+    assert not tr.models.autoencoder.training and not tr.models.text_encoder.training
+    assert not tr.unet.training and not tr.unet.input_blocks.training
+    assert tr.unet.position_net.training and tr.unet.downsample_net.training
+    fusers = [m for n, m in tr.unet.named_modules() if n.endswith(".fuser")]
+    assert fusers and all(m.training for m in fusers)
+
+
+def test_trainable_all_trains_the_whole_unet_only(config, tmp_path):
+    tr = make_trainer(config, tmp_path, "all", "--trainable", "all", "--ckpt", "none", "--total_iters", "1")
+    assert [n for n, _ in tr.named_params] == [n for n, _ in tr.unet.named_parameters()]
+    assert tr.unet.training
+    assert not any(p.requires_grad for p in tr.models.autoencoder.parameters())
+    assert not any(p.requires_grad for p in tr.models.text_encoder.parameters())
+    before = state_of(tr)
+    tr.train()
+    after = state_of(tr)
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("model."))
+    assert not torch.equal(before["model.out.2.weight"], after["model.out.2.weight"])
+
+
+def test_no_first_conv_training_without_downsampler():
+    unet = torch.nn.Module()
+    unet.downsample_net = None
+    unet.input_blocks = torch.nn.ModuleList([torch.nn.ModuleList([torch.nn.Conv2d(4, 4, 3)])])
+    assert trainable_names(unet, "grounding") == []
+    unet.downsample_net = torch.nn.Conv2d(2, 2, 1)
+    assert trainable_names(unet, "grounding") == ["input_blocks.0.0.weight", "downsample_net.weight",
+                                                  "downsample_net.bias"]
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_autocast_step_on_cpu(config, tmp_path, precision):
+    tr = make_trainer(config, tmp_path, precision, "--precision", precision, "--total_iters", "1")
+    assert (tr.scaler is not None) == (precision == "fp16")
+    before = {n: p.detach().clone() for n, p in tr.named_params}
+    tr.train()
+    assert all(p.dtype == torch.float32 for _, p in tr.named_params)  # fp32 master weights
+    if precision == "bf16":  # fp16 may legitimately skip its first step while the scale settles
+        assert any(not torch.equal(before[n], p) for n, p in tr.named_params)
+    assert all(torch.isfinite(p).all() for _, p in tr.named_params)
+
+
+def test_warmup_then_constant_or_cosine():
+    const = WarmupSchedule("constant", 4, 10)
+    assert [const(s) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    cos = WarmupSchedule("cosine", 2, 10)
+    assert cos(0) == 0.5 and cos(2) == 1.0 and cos(10) == pytest.approx(0.0, abs=1e-12)
+    assert cos(6) == pytest.approx(0.5)
+    assert WarmupSchedule("constant", 0, 10)(0) == 1.0

@@ -1,0 +1,478 @@
+"""DefFiller fine-tuning (GLIGEN-sem on SD-1.x), read top to bottom:
+
+  run folder -> dataset -> models (initial weights, what trains) -> optimiser / schedule / EMA
+  -> resume -> loop [batch -> conditioning -> noise -> UNet -> MSE on eps -> step] -> logs, grids,
+  checkpoints.
+
+What trains (``train.trainable``):
+  * ``grounding`` (default, the paper): the gated self-attention layers (``*.fuser.*``), the mask
+    encoder (``position_net``), the downsampler (``downsample_net``) and, when the model has a
+    downsampler (its first conv is widened for the extra channels), the first conv's weight. Every
+    other UNet parameter, the autoencoder and the text encoder are frozen: ``requires_grad=False``
+    and eval mode.
+  * ``all``: the whole UNet (autoencoder and text encoder stay frozen), for from-scratch tiny models
+    such as ``configs/demo.yaml`` whose UNet body has no pretrained weights.
+
+Randomness is explicit: each iteration draws its timesteps, noise and null-grounding choices from a
+generator seeded by (seed, iteration, rank), and each sample's augmentation from a seed fixed by its
+position in the data stream (``training/data.py``). A resumed run therefore ends with the same
+weights as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import math
+import random
+import signal
+import sys
+import time
+import warnings
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm.auto import tqdm
+
+from ldm.build import DefFillerModels, build_models
+from ldm.checkpoint import load_into, model_sections, read_checkpoint
+from ldm.errors import UserError
+from training import distributed as D
+from training.checkpointing import RunCheckpoints, Saved, rng_state, set_rng_state, state_name, weights_name
+from training.data import mix_seed, build_dataset, grid_batch, make_loader
+from training.ema import EMA
+from training.metrics import MetricsLog, gate_stats
+from training.options import DEFAULT_CKPT, RELEASE_URL, TrainOptions
+from training.sample_grid import write_grid
+
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+GROUNDING_PREFIXES = ("position_net.", "downsample_net.")
+FIRST_CONV = "input_blocks.0.0.weight"
+
+
+class NonFiniteLoss(UserError):
+    """The loss became NaN or infinite; training stops before the weights are touched."""
+
+
+# -- what trains ----------------------------------------------------------------------------------
+def trainable_names(unet: nn.Module, mode: str) -> list[str]:
+    """Names of the UNet parameters that train (see the module docstring)."""
+    names = [n for n, _ in unet.named_parameters()]
+    if mode == "all":
+        return names
+    widened = getattr(unet, "downsample_net", None) is not None
+    return [n for n in names if ".fuser." in n or n.startswith(GROUNDING_PREFIXES)
+            or (widened and n == FIRST_CONV)]
+
+
+def freeze(models: DefFillerModels, names: list[str]) -> list[tuple[str, nn.Parameter]]:
+    """``requires_grad`` only for ``names`` (UNet parameters); returns them in a fixed order."""
+    for module in models.parts().values():
+        module.requires_grad_(False)
+    params = dict(models.model.named_parameters())
+    for name in names:
+        params[name].requires_grad_(True)
+    return [(n, params[n]) for n in names]
+
+
+def set_train_modes(models: DefFillerModels, mode: str) -> None:
+    """Frozen modules in eval mode; the trained ones in train mode."""
+    models.eval()
+    unet = models.model
+    if mode == "all":
+        unet.train()
+        return
+    for name, module in unet.named_modules():
+        if name.endswith(".fuser") or name.split(".")[0] in ("position_net", "downsample_net"):
+            module.train()
+
+
+class GroundedDenoiser(nn.Module):
+    """Mask encoder + downsampler + UNet as one forward, the module DDP wraps.
+
+    Running the grounding networks inside the wrapped forward keeps every trained parameter inside
+    DDP's view of the step (gradients of all of them are averaged across processes).
+    """
+
+    def __init__(self, unet: nn.Module) -> None:
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x_noisy: torch.Tensor, t: torch.Tensor, context: torch.Tensor, sem: torch.Tensor,
+                grounding_mask: torch.Tensor) -> torch.Tensor:
+        tokens = self.unet.encode_grounding(sem, grounding_mask)
+        extra = self.unet.downsample_grounding(sem)
+        return self.unet(x_noisy, t, context, tokens, extra)
+
+
+class WarmupSchedule:
+    """LR factor: linear warm-up to 1 (the first step already uses lr/warmup, where transformers'
+    schedule, used by the original, makes step 0 a no-op at lr 0), then constant or cosine to 0."""
+
+    def __init__(self, kind: str, warmup: int, total: int) -> None:
+        self.kind, self.warmup, self.total = kind, int(warmup), int(total)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        if self.kind == "constant":
+            return 1.0
+        progress = (step - self.warmup) / max(1, self.total - self.warmup)
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def seed_globals(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def make_optimizer(params: list[nn.Parameter], opts: TrainOptions, device: torch.device) -> torch.optim.AdamW:
+    """AdamW as in the original; the fused kernel where available (the per-tensor loop is slow on CPU)."""
+    kwargs = dict(lr=opts.base_learning_rate, weight_decay=opts.weight_decay)
+    if device.type in ("cuda", "cpu"):
+        try:
+            return torch.optim.AdamW(params, fused=True, **kwargs)
+        except (RuntimeError, TypeError, ValueError):
+            pass
+    return torch.optim.AdamW(params, **kwargs)
+
+
+def make_grad_scaler(device: torch.device):
+    """Loss scaling for fp16 autocast (torch >= 2.3 has one class for every device type)."""
+    if hasattr(torch, "amp") and hasattr(torch.amp, "GradScaler"):
+        return torch.amp.GradScaler(device.type)
+    if device.type != "cuda":
+        raise UserError("--precision fp16 off CUDA needs torch >= 2.3; use bf16 or fp32")
+    return torch.cuda.amp.GradScaler()
+
+
+def initial_weights(models: DefFillerModels, ckpt: Optional[str]) -> str:
+    """Load ``--ckpt`` strictly into ``models``; returns a description for the log."""
+    if ckpt is None:
+        return "random initialisation (--ckpt none)"
+    path = Path(ckpt)
+    if not path.is_file():
+        if ckpt == DEFAULT_CKPT:
+            raise UserError(
+                f"initial weights {DEFAULT_CKPT} not found: download diffusion_pytorch_model.bin from "
+                f"{RELEASE_URL} and save it as {Path(DEFAULT_CKPT).resolve()} (or pass --ckpt PATH to an "
+                "SD-1.x .ckpt, or --ckpt none to train a tiny config from scratch)")
+        raise UserError(f"--ckpt {ckpt}: file not found")
+    loaded = read_checkpoint(path)
+    load_into(models, loaded)  # strict: a checkpoint of another architecture raises CheckpointError
+    return f"{path} ({loaded.kind} checkpoint)"
+
+
+# -- the trainer ----------------------------------------------------------------------------------
+class Trainer:
+    def __init__(self, opts: TrainOptions, cfg: DictConfig, info: Optional[D.DistInfo] = None) -> None:
+        self.opts, self.info = opts, info or D.DistInfo()
+        self.device = self.info.device
+        self.main = self.info.is_main
+        self.run_dir = Path(opts.OUTPUT_ROOT) / opts.name
+        self.checkpoints = RunCheckpoints(self.run_dir, keep=opts.keep_checkpoints)
+        if opts.gradient_checkpointing is not None:
+            cfg.model.params.use_checkpoint = bool(opts.gradient_checkpointing)
+        cfg.train = OmegaConf.create({k: v for k, v in vars(opts).items() if k not in ("name", "yaml_file")})
+        self.cfg = cfg
+        if self.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.checkpoints.remove_stray_temporaries()
+        D.barrier(self.info)
+
+        # 1. dataset
+        self.dataset = build_dataset(opts.DATA_ROOT, cfg, opts.split)
+
+        # 2. models: build, initial weights (unless resuming), freeze all but the trained parameters
+        torch.manual_seed(opts.seed)  # from-scratch weights: identical on every rank
+        self.models = build_models(cfg)
+        resume = self.checkpoints.latest()
+        if resume is None:
+            if opts.ckpt is None and opts.trainable == "grounding":
+                raise UserError("--ckpt none with train.trainable grounding would train nothing (a fresh "
+                                "UNet's output layers are zero and frozen); pass --ckpt, or --trainable all "
+                                "for a from-scratch model")
+            self.init_source = initial_weights(self.models, opts.ckpt)
+        else:
+            load_into(self.models, resume[2])
+            self.init_source = f"{resume[0].weights} (resuming)"
+        self.models.to(self.device)
+        seed_globals(mix_seed(opts.seed, 6, self.info.rank))  # per-rank global RNGs (dropout, if any)
+        self.unet = self.models.model
+        self.named_params = freeze(self.models, trainable_names(self.unet, opts.trainable))
+        self.params = [p for _, p in self.named_params]
+        set_train_modes(self.models, opts.trainable)
+        self.denoiser: nn.Module = GroundedDenoiser(self.unet)
+        if self.info.distributed:
+            self.denoiser = DDP(self.denoiser, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                                broadcast_buffers=False)
+
+        # 3. optimiser, learning-rate schedule, gradient scaler (fp16), EMA
+        self.optimizer = make_optimizer(self.params, opts, self.device)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, WarmupSchedule(opts.scheduler_type, opts.warmup_steps, opts.total_iters))
+        self.autocast_dtype = AUTOCAST_DTYPES[opts.precision]
+        self.scaler = make_grad_scaler(self.device) if opts.precision == "fp16" else None
+        self.ema = EMA(self.named_params, opts.ema_rate) if opts.enable_ema else None
+
+        # 4. resume: optimiser, schedule, scaler, EMA, RNG states, iteration
+        self.iteration = 0
+        self.last_saved: Optional[Saved] = None
+        if resume is not None:
+            self._restore(*resume)
+
+        self.text_cache: dict[str, torch.Tensor] = {}
+        self.grid = (grid_batch(self.dataset, opts.num_samples, opts.seed)
+                     if self.main and not opts.disable_inference_in_training else None)
+        self.metrics = MetricsLog(self.run_dir) if self.main else None
+        if self.metrics is not None and resume is not None:
+            self.metrics.truncate_after(self.iteration)
+        if self.main:
+            OmegaConf.save(self.cfg, self.run_dir / "config.yaml")
+        self._stop_requested = False
+
+    # -- resume ---------------------------------------------------------------------------------
+    def _restore(self, saved: Saved, state: dict[str, Any], weights) -> None:
+        names = [n for n, _ in self.named_params]
+        if state.get("trainable") != names:
+            raise UserError(f"{saved.state}: the run trained a different set of parameters (train.trainable "
+                            "or the model changed); use a new --name")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        # the saved state carries the old schedule's settings; a longer --total_iters must win
+        self.scheduler.lr_lambdas[0] = WarmupSchedule(self.opts.scheduler_type, self.opts.warmup_steps,
+                                                      self.opts.total_iters)
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            if "ema" in weights.sections:
+                self.ema.load_state_dict(weights.sections["ema"])
+            else:
+                warnings.warn(f"{saved.weights} has no EMA weights; the EMA restarts from the current weights")
+        rng = state.get("rng") or []
+        if state.get("world_size") == self.info.world_size and len(rng) > self.info.rank:
+            set_rng_state(rng[self.info.rank], self.device)
+        elif self.main:
+            warnings.warn("the run is resumed with a different number of processes; per-process random "
+                          "states are re-seeded (results differ from an uninterrupted run)")
+        if state.get("batch_size") != self.opts.batch_size and self.main:
+            warnings.warn(f"batch size changed from {state.get('batch_size')} to {self.opts.batch_size} "
+                          "since the last checkpoint; the data order differs from an uninterrupted run")
+        self.iteration = int(state["iteration"])
+        self.last_saved = saved
+
+    # -- one batch -> loss ------------------------------------------------------------------------
+    def step_generator(self) -> torch.Generator:
+        """This iteration's random source (timesteps, noise, null grounding, latent sampling)."""
+        seed = mix_seed(self.opts.seed, 4, self.iteration, self.info.rank)
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    @torch.no_grad()
+    def text_context(self, captions: list[str]) -> torch.Tensor:
+        """Frozen text encoder output, computed once per distinct caption."""
+        todo = sorted({c for c in captions if c not in self.text_cache})
+        if todo:
+            for caption, ctx in zip(todo, self.models.text_encoder.encode(todo)):
+                self.text_cache[caption] = ctx
+        return torch.stack([self.text_cache[c] for c in captions])
+
+    def autocast(self):
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def compute_loss(self, batch: dict[str, Any], gen: torch.Generator) -> torch.Tensor:
+        """MSE between the UNet's noise prediction and the noise, t uniform over the schedule."""
+        image = batch["image"].to(self.device, non_blocking=True)
+        sem = batch["sem"].to(self.device, non_blocking=True)
+        b = image.shape[0]
+        with torch.no_grad(), (self.autocast() if self.opts.precision == "bf16" else nullcontext()):
+            x0 = self.models.autoencoder.encode(image, generator=gen).float()  # scaled latent (fp16: fp32 VAE)
+        context = self.text_context(list(batch["caption"]))
+        # Null grounding input for null_grounding_prob of the samples, drawn per sample. (The original
+        # GLIGEN/DefFiller UNet drops the grounding tokens of the whole batch with probability 0.1.)
+        # The downsampler features stay, as in the original and in classifier-free guidance.
+        grounding_mask = (torch.rand(b, generator=gen, device=self.device) >= self.opts.null_grounding_prob).float()
+        t = torch.randint(0, self.models.diffusion.num_timesteps, (b,), generator=gen, device=self.device)
+        noise = torch.randn(x0.shape, generator=gen, device=self.device)
+        x_noisy = self.models.diffusion.q_sample(x0, t, noise)
+        with self.autocast():
+            eps = self.denoiser(x_noisy, t, context, sem, grounding_mask)
+        return F.mse_loss(eps.float(), noise)
+
+    # -- the loop -------------------------------------------------------------------------------
+    def train(self) -> int:
+        """Train until ``total_iters``; returns the final iteration."""
+        opts = self.opts
+        if self.iteration >= opts.total_iters:
+            if self.main:
+                print(f"{self.run_dir}: already trained for {self.iteration} iterations (total_iters "
+                      f"{opts.total_iters}); nothing to do")
+            return self.iteration
+        self._print_summary()
+        loader = make_loader(self.dataset, opts.batch_size, opts.workers, opts.seed, self.info.rank,
+                             self.info.world_size, self.iteration, pin_memory=self.device.type == "cuda")
+        bar = tqdm(total=opts.total_iters, initial=self.iteration, desc="training", dynamic_ncols=True,
+                   disable=not self.main, smoothing=0.05)
+        window_loss, window_n, window_start = 0.0, 0, time.perf_counter()
+        previous = self._install_signal_handlers()
+        try:
+            while self.iteration < opts.total_iters:
+                if self._agree_to_stop():
+                    self._save()
+                    if self.main:
+                        bar.write(f"stopped at iteration {self.iteration}; checkpoint saved in {self.run_dir} — "
+                                  "rerun the same command to resume", file=sys.stderr)
+                    break
+                batch = next(loader)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss = self.compute_loss(batch, self.step_generator())
+                if self.scaler is not None:
+                    self.scaler.scale(loss).backward()
+                else:
+                    loss.backward()
+                mean_loss = float(D.all_reduce_mean(self.info, loss.detach().float()))
+                if not math.isfinite(mean_loss):
+                    raise self._non_finite(f"loss is {mean_loss}")
+                grad_norm = self._optimizer_step()
+                self.iteration += 1
+
+                window_loss, window_n = window_loss + mean_loss, window_n + 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}", refresh=False)
+                if self.iteration % opts.log_every == 0 or self.iteration == opts.total_iters:
+                    elapsed = time.perf_counter() - window_start
+                    self._log(window_loss / window_n, grad_norm, window_n / max(elapsed, 1e-9))
+                    window_loss, window_n, window_start = 0.0, 0, time.perf_counter()
+                done = self.iteration == opts.total_iters
+                sample_every = opts.sample_every_iters or opts.save_every_iters
+                if not opts.disable_inference_in_training and (self.iteration % sample_every == 0 or done):
+                    self._write_samples()
+                if self.iteration % opts.save_every_iters == 0 or done:
+                    self._save()
+        finally:
+            bar.close()
+            self._restore_signal_handlers(previous)
+            if self.metrics is not None:
+                self.metrics.close()
+        D.barrier(self.info)
+        return self.iteration
+
+    def _optimizer_step(self) -> float:
+        """Unscale (fp16), measure/clip the gradient norm, step; the weights never see a NaN."""
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        grads = [p.grad for p in self.params if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else torch.zeros(())
+        if self.opts.grad_clip > 0 and grads:
+            torch._foreach_mul_(grads, (self.opts.grad_clip / (norm + 1e-6)).clamp(max=1.0))
+        norm_value = float(norm)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)  # skips the step when fp16 gradients overflowed
+            self.scaler.update()
+        else:
+            if not math.isfinite(norm_value):
+                raise self._non_finite(f"gradient norm is {norm_value}")
+            self.optimizer.step()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update()
+        return norm_value
+
+    def _non_finite(self, what: str) -> NonFiniteLoss:
+        last = (f"last good checkpoint: {self.last_saved.weights} (iteration {self.last_saved.iteration})"
+                if self.last_saved is not None else "no checkpoint saved yet")
+        return NonFiniteLoss(f"{what} at iteration {self.iteration + 1}; stopped before updating the weights; "
+                             f"{last}; lower --base_learning_rate or use --precision fp32/bf16, then rerun to resume")
+
+    # -- logging, samples, checkpoints ----------------------------------------------------------
+    def _print_summary(self) -> None:
+        if not self.main:
+            return
+        n_train = sum(p.numel() for p in self.params)
+        n_all = sum(p.numel() for m in self.models.parts().values() for p in m.parameters())
+        print(f"run {self.run_dir} | device {self.device} x{self.info.world_size} | precision {self.opts.precision}"
+              f" | data {len(self.dataset)} samples | trainable {n_train / 1e6:.2f}M of {n_all / 1e6:.2f}M"
+              f" parameters ({self.opts.trainable}) | weights: {self.init_source}"
+              + (f" | resuming at iteration {self.iteration}" if self.iteration else ""), flush=True)
+
+    def _log(self, loss: float, grad_norm: float, it_per_s: float) -> None:
+        if self.metrics is None:
+            return
+        scalars = {"loss": loss, "lr": self.scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+                   "it_per_s": it_per_s, **gate_stats(self.unet)}
+        if self.device.type == "cuda":
+            scalars["memory/peak_gib"] = torch.cuda.max_memory_allocated(self.device) / 2 ** 30
+        self.metrics.log(self.iteration, scalars)
+
+    @torch.no_grad()
+    def _write_samples(self) -> None:
+        """Rank 0 samples the fixed grid batch (mask | real | generated) and writes a PNG."""
+        if self.main:
+            from ldm.pipeline import DefFillerPipeline
+
+            grid = self.grid
+            pipe = DefFillerPipeline(self.models, self.device, self.autocast_dtype or torch.float32)
+            cond, uncond = pipe.conditioning(grid["sem"], list(grid["caption"]))
+            noise = torch.randn(pipe.latent_shape(grid["sem"].shape[0]),
+                                generator=torch.Generator().manual_seed(mix_seed(self.opts.seed, 5)))
+            latents = pipe.sample(cond, uncond, noise, sampler=self.opts.sampler, steps=self.opts.sample_steps,
+                                  guidance_scale=self.opts.guidance_scale)
+            images = pipe.decode(latents)
+            write_grid(self.run_dir / "samples" / f"iter_{self.iteration:08d}.png", grid["sem"], grid["image"],
+                       images, list(grid["caption"]))
+            set_train_modes(self.models, self.opts.trainable)  # the pipeline put everything in eval mode
+        D.barrier(self.info)
+
+    def _save(self) -> None:
+        """Checkpoint at the current iteration (collective: every rank contributes its RNG state)."""
+        if self.last_saved is not None and self.last_saved.iteration == self.iteration:
+            return
+        rngs = D.gather_objects(self.info, rng_state(self.device))
+        if self.main:
+            sections = model_sections(self.models)
+            if self.ema is not None:
+                sections["ema"] = self.ema.state_dict()
+            state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                     "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                     "rng": rngs, "world_size": self.info.world_size, "batch_size": self.opts.batch_size,
+                     "seed": self.opts.seed, "trainable": [n for n, _ in self.named_params]}
+            self.last_saved = self.checkpoints.save(self.iteration, sections, self.cfg, state,
+                                                    {"run": self.opts.name, "init": self.init_source})
+        else:
+            self.last_saved = Saved(self.iteration, self.checkpoints.dir / weights_name(self.iteration),
+                                    self.checkpoints.dir / state_name(self.iteration))
+        D.barrier(self.info)
+
+    # -- graceful stop (Ctrl-C / SIGTERM): finish the step, save, exit --------------------------
+    def _install_signal_handlers(self) -> dict:
+        previous = {}
+
+        def request_stop(signum, frame):
+            if self._stop_requested:  # second signal: give up immediately
+                raise KeyboardInterrupt
+            self._stop_requested = True
+
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, request_stop)
+        except ValueError:  # not the main thread (e.g. called from a notebook worker): no handlers
+            pass
+        return previous
+
+    @staticmethod
+    def _restore_signal_handlers(previous: dict) -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    def _agree_to_stop(self) -> bool:
+        if not self.info.distributed:
+            return self._stop_requested
+        flag = torch.tensor([1.0 if self._stop_requested else 0.0], device=self.device)
+        return bool(D.all_reduce_mean(self.info, flag) > 0)
+

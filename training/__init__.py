@@ -1,0 +1,5 @@
+"""Helpers for ``trainer.py``: options, data streams, checkpoints, EMA, distributed set-up, grids.
+
+``trainer.py`` reads top to bottom (data -> conditioning -> model -> loss -> step -> logging and
+checkpoints); the pieces that would interrupt that reading live here.
+"""
