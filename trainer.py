@@ -43,7 +43,7 @@ from ldm.checkpoint import load_into, model_sections, read_checkpoint
 from ldm.errors import UserError
 from training import distributed as D
 from training.checkpointing import RunCheckpoints, Saved, rng_state, set_rng_state, state_name, weights_name
-from training.data import mix_seed, build_dataset, grid_batch, make_loader
+from training.data import build_dataset, grid_batch, make_loader, mix_seed, write_held_out_procedural
 from training.ema import EMA
 from training.metrics import MetricsLog, gate_stats
 from training.options import DEFAULT_CKPT, RELEASE_URL, TrainOptions
@@ -234,6 +234,7 @@ class Trainer:
             self.metrics.truncate_after(self.iteration)
         if self.main:
             OmegaConf.save(self.cfg, self.run_dir / "config.yaml")
+            write_held_out_procedural(self.dataset, self.run_dir / "procedural")  # masks for infer.py
         self._stop_requested = False
 
     # -- resume ---------------------------------------------------------------------------------

@@ -20,3 +20,6 @@ def test_demo_loss_falls_clearly_over_its_first_steps(tmp_path):
     first, last = losses[0], sum(losses[-2:]) / 2
     assert last < 0.5 * first, f"loss went from {first:.3f} to {last:.3f}"
     assert (tmp_path / "demo" / "checkpoints" / f"ckpt_{steps:08d}.safetensors").is_file()
+    # held-out procedural masks for the README's infer.py command
+    masks = sorted(p.name for p in (tmp_path / "demo" / "procedural" / "Ground_truth").iterdir())
+    assert len(masks) == 24 and masks[0] == "In_1.png"

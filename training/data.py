@@ -199,3 +199,25 @@ def grid_batch(dataset: Dataset, n: int, seed: int) -> dict[str, Any]:
     if ERROR_KEY in batch:
         raise UserError(batch[ERROR_KEY])
     return batch
+
+
+HELD_OUT_PER_CATEGORY = 8
+HELD_OUT_SEED_OFFSET = 1000
+
+
+def write_held_out_procedural(dataset: Dataset, root: Path) -> Optional[Path]:
+    """For procedural training data: write a few new image/mask pairs (other seeds than training) to
+    ``root`` in the SD-Saliency-900 layout, once, so ``infer.py --mask_dir root/Ground_truth`` has masks."""
+    from dataset import ProceduralDefectDataset, write_procedural_dataset
+
+    if not isinstance(dataset, ProceduralDefectDataset) or root.exists():
+        return None
+    tmp = root.with_name(f".{root.name}.tmp")
+    if tmp.exists():
+        import shutil
+        shutil.rmtree(tmp)
+    write_procedural_dataset(tmp, HELD_OUT_PER_CATEGORY, size=dataset.image_size,
+                             seed=dataset.seed + HELD_OUT_SEED_OFFSET, categories=dataset.categories,
+                             orientation=dataset.orientation)
+    tmp.rename(root)
+    return root
