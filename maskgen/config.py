@@ -12,13 +12,13 @@ DEFAULT_CONFIG = REPO / "configs" / "maskgen.yaml"
 
 DEFAULTS: dict[str, Any] = {
     "categories": None,
-    "data": {"image_size": 64, "hflip": True, "vflip": True},
+    "data": {"image_size": 64, "binarize": None, "hflip": True, "vflip": True},
     "model": {"patch_size": 1, "base_channels": 64, "channel_mult": [1, 2, 2, 4], "num_res_blocks": 2,
               "attention_levels": [2, 3], "num_heads": 4, "dropout": 0.1, "groups": 8},
     "diffusion": {"timesteps": 1000, "beta_schedule": "cosine", "linear_start": 1e-4, "linear_end": 0.02,
                   "parameterization": "v"},
     "train": {"epochs": 200, "batch_size": 32, "lr": 1e-4, "weight_decay": 0.0, "warmup_steps": 200,
-              "grad_clip": 1.0, "ema_decay": 0.999, "p_uncond": 0.1, "seed": 0,
+              "grad_clip": 1.0, "ema_decay": 0.999, "p_uncond": 0.1, "min_snr_gamma": None, "seed": 0,
               "ckpt_every_epochs": 5, "num_workers": 0},
     "sample": {"sampler": "ddim", "steps": 50, "eta": 0.0, "guidance": 1.0, "clip_x0": True,
                "threshold": 0.5, "min_area": 0.0005, "size": 256, "batch_size": 64, "max_retries": 20},
@@ -95,6 +95,9 @@ def check_config(cfg: Mapping[str, Any], where: str = "config") -> None:
     if cfg["diffusion"]["parameterization"] not in ("eps", "v", "x0"):
         raise UserError(f"{where}: diffusion.parameterization must be 'eps', 'v' or 'x0', got "
                         f"{cfg['diffusion']['parameterization']!r}")
+    binarize = cfg["data"]["binarize"]
+    if binarize is not None and not (isinstance(binarize, (int, float)) and 0 < binarize < 1):
+        raise UserError(f"{where}: data.binarize must be null or a threshold in (0, 1), got {binarize!r}")
     train = cfg["train"]
     for key in ("epochs", "batch_size"):
         if not isinstance(train[key], int) or train[key] < 1:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -78,22 +78,25 @@ def load_masks(path: str | Path, categories: Sequence[Category], binarize: str =
     return MaskSet(cats, masks, files)
 
 
-def to_training_tensor(masks: Sequence[np.ndarray], size: int) -> torch.Tensor:
-    """N×1×size×size float tensor in [-1, 1]: each mask area-averaged to ``size`` (soft edges,
-    so thin scratches stay visible at 64×64 as grey lines rather than vanishing or thickening)."""
+def to_training_tensor(masks: Sequence[np.ndarray], size: int, binarize: Optional[float] = None) -> torch.Tensor:
+    """N×1×size×size float tensor in [-1, 1]: each mask area-averaged to ``size``; with
+    ``binarize`` the averaged values are then thresholded (> binarize -> 1) to a binary mask."""
     out = []
     for m in masks:
         t = torch.from_numpy(np.ascontiguousarray(m, dtype=np.float32))[None, None]
         out.append(F.interpolate(t, size=(size, size), mode="area"))
-    return torch.cat(out) * 2.0 - 1.0
+    x = torch.cat(out)
+    if binarize is not None:
+        x = (x > float(binarize)).float()
+    return x * 2.0 - 1.0
 
 
-def training_data(path: str | Path, categories: Sequence[Category], size: int
-                  ) -> tuple[torch.Tensor, torch.Tensor, MaskSet]:
+def training_data(path: str | Path, categories: Sequence[Category], size: int,
+                  binarize: Optional[float] = None) -> tuple[torch.Tensor, torch.Tensor, MaskSet]:
     """All masks as a training tensor plus class ids (the position of the category in the list)."""
     mask_set = load_masks(path, categories, binarize="error", require_all=True)
     xs, ys = [], []
     for pos, cat in enumerate(mask_set.categories):
-        xs.append(to_training_tensor(mask_set.masks[cat.name], size))
+        xs.append(to_training_tensor(mask_set.masks[cat.name], size, binarize))
         ys.append(torch.full((len(mask_set.masks[cat.name]),), pos, dtype=torch.long))
     return torch.cat(xs), torch.cat(ys), mask_set

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from dataset.categories import Category, categories_from_config
@@ -54,15 +53,28 @@ class MaskDiffusion(nn.Module):
         return self.unet.null_class
 
     def loss(self, x0: torch.Tensor, y: torch.Tensor, p_uncond: float = 0.0,
-             generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """Mean squared error of the predicted noise at uniformly drawn timesteps."""
+             generator: Optional[torch.Generator] = None, min_snr_gamma: Optional[float] = None) -> torch.Tensor:
+        """Mean squared error of the prediction at uniformly drawn timesteps.
+
+        ``min_snr_gamma`` weights each sample as Min-SNR-gamma (Hang et al. 2023): the implied
+        clean-mask error is weighted by min(SNR, gamma), which stops the nearly noise-free steps
+        from dominating the gradient (they matter least for the shape of a mask).
+        """
         b = x0.shape[0]
         t = torch.randint(0, self.schedule.num_timesteps, (b,), generator=generator).to(x0.device)
         noise = torch.randn(x0.shape, generator=generator).to(x0.device)
         if p_uncond > 0:
             drop = torch.rand(b, generator=generator).to(x0.device) < p_uncond
             y = torch.where(drop, torch.full_like(y, self.null_class), y)
-        return self.fixed_loss(x0, y, t, noise)
+        per_sample = self.per_sample_loss(x0, y, t, noise)
+        if min_snr_gamma:
+            ac = self.schedule.alphas_cumprod.to(x0.device)[t]
+            snr = ac / (1 - ac)
+            clipped = snr.clamp(max=float(min_snr_gamma))
+            # the loss of each parameterisation is the x0 error times 1, SNR+1 or SNR respectively
+            scale = {"x0": torch.ones_like(snr), "v": snr + 1, "eps": snr}[self.parameterization]
+            per_sample = per_sample * clipped / scale
+        return per_sample.mean()
 
     def _coefs(self, t: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """sqrt(a_t) and sqrt(1 - a_t) shaped to broadcast over ``like``."""
@@ -71,7 +83,11 @@ class MaskDiffusion(nn.Module):
         return sa, sb
 
     def fixed_loss(self, x0: torch.Tensor, y: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """The same loss for given timesteps and noise (used to compare before/after training)."""
+        """Unweighted loss for given timesteps and noise (used to compare before/after training)."""
+        return self.per_sample_loss(x0, y, t, noise).mean()
+
+    def per_sample_loss(self, x0: torch.Tensor, y: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Mean squared error of the prediction, one value per sample."""
         xt = self.schedule.q_sample(x0, t, noise)
         if self.parameterization == "eps":
             target = noise
@@ -80,7 +96,7 @@ class MaskDiffusion(nn.Module):
             target = sa * noise - sb * x0
         else:
             target = x0
-        return F.mse_loss(self.unet(xt, t, y), target)
+        return (self.unet(xt, t, y) - target).pow(2).flatten(1).mean(1)
 
     def to_eps_x0(self, out: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The network output at ``(x, t)`` as (noise, clean mask)."""

@@ -28,12 +28,12 @@ from .data import training_data
 from .model import CKPT_FORMAT, EMA, MaskDiffusion, build_model, categories_to_list, load_checkpoint
 
 # config entries a resumed run must share with its checkpoint
-_FROZEN = (("model",), ("diffusion",), ("data", "image_size"), ("categories",))
+_FROZEN = (("model",), ("diffusion",), ("data", "image_size"), ("data", "binarize"), ("categories",))
 
 
 def _get(cfg: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
     for k in keys:
-        cfg = cfg[k]
+        cfg = cfg.get(k) if isinstance(cfg, Mapping) else None
     return cfg
 
 
@@ -69,7 +69,7 @@ def train(cfg: dict[str, Any], data_root: str | Path, out: str | Path, device: s
     cats = categories_from_config(cfg["categories"])
     cfg["categories"] = categories_to_list(cats)
     size = int(cfg["data"]["image_size"])
-    x_all, y_all, mask_set = training_data(data_root, cats, size)
+    x_all, y_all, mask_set = training_data(data_root, cats, size, cfg["data"]["binarize"])
 
     tcfg = cfg["train"]
     torch.manual_seed(int(tcfg["seed"]))
@@ -135,7 +135,7 @@ def train(cfg: dict[str, Any], data_root: str | Path, out: str | Path, device: s
                 y = y_all[idx].to(device)
                 for group in opt.param_groups:
                     group["lr"] = _lr_at(step, cfg)
-                loss = model.loss(x0, y, float(tcfg["p_uncond"]), gen)
+                loss = model.loss(x0, y, float(tcfg["p_uncond"]), gen, tcfg["min_snr_gamma"])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if tcfg["grad_clip"]:

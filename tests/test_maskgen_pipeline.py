@@ -228,3 +228,22 @@ def test_cli_prints_one_line_error(tmp_path, trained, capsys):
     assert "unknown category 'cracks'" in line
     line = _cli_error(sample_mod.main, ["--ckpt", str(empty), "--out", str(tmp_path / "m")], capsys)
     assert "checkpoints/last.pt" in line
+
+
+def test_binary_targets_and_min_snr_weighting():
+    from maskgen.data import to_training_tensor
+
+    m = np.zeros((32, 32), bool)
+    m[:, 10] = True                                   # 1-pixel line: grey after area-averaging
+    soft = to_training_tensor([m], 16)
+    hard = to_training_tensor([m], 16, binarize=0.4)
+    assert set(soft.unique().tolist()) == {-1.0, 0.0}      # half-covered pixels are grey
+    assert set(hard.unique().tolist()) == {-1.0, 1.0}
+    cfg = tiny_config()
+    torch.manual_seed(0)
+    model = build_model(cfg, 3)
+    x = hard.repeat(4, 1, 1, 1)
+    y = torch.zeros(4, dtype=torch.long)
+    plain = model.loss(x, y, generator=torch.Generator().manual_seed(1))
+    weighted = model.loss(x, y, generator=torch.Generator().manual_seed(1), min_snr_gamma=5.0)
+    assert torch.isfinite(weighted) and weighted < plain   # min(SNR, 5) / (SNR + 1) < 1
