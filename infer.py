@@ -59,6 +59,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--output_size", type=int, default=None, help="output side in pixels (e.g. 200)")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
     p.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32")
+    p.add_argument("--weights", choices=("auto", "ema", "raw"), default="auto",
+                   help="EMA or trained weights; auto: EMA when the checkpoint has them (default)")
     p.add_argument("--alpha_type", type=float, nargs=3, default=None, metavar=("FULL", "DECAY", "OFF"),
                    help="GLIGEN scheduled gates, e.g. 0.7 0 0.3 (default: gates always on, as the paper)")
     p.add_argument("--background", type=Path, default=None,
@@ -120,7 +122,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ckpt = args.ckpt or find_default_ckpt()
     if rank == 0:
         print(f"checkpoint {ckpt}")
-    models = load_models(ckpt, config=args.config, device=device)
+    models = load_models(ckpt, config=args.config, device=device, weights=args.weights)
+    if rank == 0 and models.extra["weights"] == "ema":
+        print("using the checkpoint's EMA weights (--weights raw for the trained ones)")
     pipe = DefFillerPipeline(models, device, PRECISIONS[args.precision])
     categories = categories_from_config(models.config.get("data", {}).get("categories"))
     jobs = build_jobs(Path(args.mask_dir), categories, args.num_per_mask, args.seed, args.prompt,
@@ -131,7 +135,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     settings = dict(checkpoint=str(ckpt), checkpoint_sha256=file_sha256(ckpt), sampler=sampler, steps=args.steps,
                     guidance_scale=args.guidance_scale, seed=args.seed, negative_prompt=args.negative_prompt,
                     alpha_type=args.alpha_type, output_size=out_size, mode=mode,
-                    strength=args.strength if mode == "sdedit" else None, precision=args.precision)
+                    strength=args.strength if mode == "sdedit" else None, precision=args.precision,
+                    weights=models.extra["weights"])
     writer = PairedWriter(Path(args.folder) / args.save_folder_name, settings, rank)
     index = {job.name: i for i, job in enumerate(jobs)}
     todo = [j for j in shard(jobs, rank, world) if not writer.done(j.name)]

@@ -91,6 +91,17 @@ def set_train_modes(models: DefFillerModels, mode: str) -> None:
             module.train()
 
 
+def checkpoint_names(unet: nn.Module) -> dict[str, str]:
+    """``named_parameters()`` name -> the name the state dict, and so a checkpoint, uses.
+
+    They differ where a state-dict hook renames (the mask encoder's ConvNeXt keeps the original
+    names in checkpoints); EMA sections are stored under checkpoint names so that
+    ``load_models(weights="ema")`` can overlay them on the UNet section.
+    """
+    by_id = {id(v): k for k, v in unet.state_dict(keep_vars=True).items()}
+    return {n: by_id[id(p)] for n, p in unet.named_parameters()}
+
+
 class GroundedDenoiser(nn.Module):
     """Mask encoder + downsampler + UNet as one forward, the module DDP wraps.
 
@@ -252,7 +263,8 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None:
             if "ema" in weights.sections:
-                self.ema.load_state_dict(weights.sections["ema"])
+                to_param = {v: k for k, v in checkpoint_names(self.unet).items()}
+                self.ema.load_state_dict({to_param.get(k, k): v for k, v in weights.sections["ema"].items()})
             else:
                 warnings.warn(f"{saved.weights} has no EMA weights; the EMA restarts from the current weights")
         rng = state.get("rng") or []
@@ -419,11 +431,12 @@ class Trainer:
 
             grid = self.grid
             pipe = DefFillerPipeline(self.models, self.device, self.autocast_dtype or torch.float32)
-            cond, uncond = pipe.conditioning(grid["sem"], list(grid["caption"]))
             noise = torch.randn(pipe.latent_shape(grid["sem"].shape[0]),
                                 generator=torch.Generator().manual_seed(mix_seed(self.opts.seed, 5)))
-            latents = pipe.sample(cond, uncond, noise, sampler=self.opts.sampler, steps=self.opts.sample_steps,
-                                  guidance_scale=self.opts.guidance_scale)
+            with self.ema.applied() if self.ema is not None else nullcontext():  # as infer.py samples
+                cond, uncond = pipe.conditioning(grid["sem"], list(grid["caption"]))
+                latents = pipe.sample(cond, uncond, noise, sampler=self.opts.sampler,
+                                      steps=self.opts.sample_steps, guidance_scale=self.opts.guidance_scale)
             images = pipe.decode(latents)
             write_grid(self.run_dir / "samples" / f"iter_{self.iteration:08d}.png", grid["sem"], grid["image"],
                        images, list(grid["caption"]))
@@ -438,7 +451,8 @@ class Trainer:
         if self.main:
             sections = model_sections(self.models)
             if self.ema is not None:
-                sections["ema"] = self.ema.state_dict()
+                names = checkpoint_names(self.unet)
+                sections["ema"] = {names[n]: v for n, v in self.ema.state_dict().items()}
             state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                      "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                      "rng": rngs, "world_size": self.info.world_size, "batch_size": self.opts.batch_size,

@@ -7,8 +7,10 @@ A full 50-step run of the original's way takes tens of minutes per image on a CP
 measures the pieces each way pays — checkpoint load, one sampler evaluation the original's way
 (batch 1, two forwards, mask encoder + downsampler inside each), one evaluation ours (all masks and
 both guidance branches in one forward, conditioning precomputed) — in the same run, and projects
-images/s for PLMS 50 (51 evaluations) and DPM-Solver++ 20 (20 evaluations). The projection is
-stated as such; ODE accuracy needs trained weights and is measured by bench_infer.py on the demo model.
+images/s for PLMS 50 (51 evaluations) and DPM-Solver++ 20 / 15 (20 / 15 evaluations), in fp32 and,
+with --bf16, under bf16 autocast (fast on CPUs with AVX-512 BF16 or AMX, and on GPUs). The projection
+is stated as such; ODE accuracy needs trained weights and is measured by bench_infer.py on the demo
+model (same start timestep, dense DDIM reference).
 """
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ def main() -> None:
     p.add_argument("--config", default=str(REPO / "configs" / "sd_saliency_900.yaml"))
     p.add_argument("--masks", type=int, default=2, help="masks per batch for our way")
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--bf16", action="store_true", help="also time our evaluation under bf16 autocast")
     args = p.parse_args()
     torch.manual_seed(0)
     tmp = Path(tempfile.mkdtemp(prefix="bench_full_"))
@@ -72,17 +75,24 @@ def main() -> None:
         cond, uncond = pipe.conditioning(sem, ["scratches"] * n)
         from ldm.diffusion.guidance import guided_eps_fn
         ours = guided_eps_fn(unet, cond, uncond, 3.0)
-        t_ours = median_time(lambda: ours(x, t), args.repeats)
+        t_ours = {"fp32": median_time(lambda: ours(x, t), args.repeats)}
+        if args.bf16:
+            def ours_bf16():
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    return ours(x, t).float()
+            ours_bf16()  # first bf16 call packs weights; not counted
+            t_ours["bf16"] = median_time(ours_bf16, args.repeats)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
     orig_img_s = 1 / (t_load + 51 * t_orig)
     print(f"full DefFiller config, random weights, {torch.get_num_threads()} threads, CPU")
-    print(f"checkpoint load {t_load:.1f} s | one evaluation: original way {t_orig:.2f} s/image, "
-          f"ours {t_ours:.2f} s per batch of {n} | conditioning once per batch {t_cond:.2f} s | peak RSS {peak:.1f} GB")
-    for label, evals in (("PLMS 50", 51), ("DPM-Solver++ 20", 20)):
-        ips = n / (t_cond + evals * t_ours)
-        print(f"projected: original way PLMS 50 {orig_img_s:.4f} img/s; ours {label} {ips:.4f} img/s "
-              f"= {ips / orig_img_s:.1f}x")
-
+    print(f"checkpoint load {t_load:.1f} s | one evaluation: original way {t_orig:.2f} s/image, ours "
+          + ", ".join(f"{v:.2f} s ({k})" for k, v in t_ours.items())
+          + f" per batch of {n} | conditioning once per batch {t_cond:.2f} s | peak RSS {peak:.1f} GB")
+    print(f"projected: original way (reload + PLMS 50, batch 1, fp32) {orig_img_s:.4f} img/s")
+    for precision, t_eval in t_ours.items():
+        for label, evals in (("PLMS 50", 51), ("DPM-Solver++ 20", 20), ("DPM-Solver++ 15", 15)):
+            ips = n / (t_cond + evals * t_eval)
+            print(f"projected: ours {label:16s} {precision}: {ips:.4f} img/s = {ips / orig_img_s:.1f}x")
 
 if __name__ == "__main__":
     main()

@@ -19,7 +19,7 @@ from ldm.errors import UserError
 
 IMAGES, MASKS, RECORD = "Source_Images", "Ground_truth", "generation.json"
 SETTING_KEYS = ("checkpoint_sha256", "sampler", "steps", "guidance_scale", "seed", "negative_prompt",
-                "alpha_type", "output_size", "mode", "strength", "precision")
+                "alpha_type", "output_size", "mode", "strength", "precision", "weights")
 
 
 class PairedWriter:

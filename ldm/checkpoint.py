@@ -229,13 +229,56 @@ def load_into(models: DefFillerModels, ckpt: Checkpoint) -> DefFillerModels:
     return models
 
 
+WEIGHT_CHOICES = ("auto", "ema", "raw")
+
+
+def ema_section(ckpt: Checkpoint) -> Optional[dict[str, torch.Tensor]]:
+    """EMA weights of the UNet a training checkpoint carries, or ``None``.
+
+    Ours hold the trained parameters' averages in section ``ema``; GLIGEN/DefFiller training
+    checkpoints hold a whole averaged UNet under the key ``ema``. Both use the UNet's names.
+    """
+    ema = ckpt.sections.get("ema")
+    if ema is None and isinstance(ckpt.training_state.get("ema"), dict):
+        ema = ckpt.training_state["ema"]
+    return dict(ema) if ema else None
+
+
+def apply_weights_choice(ckpt: Checkpoint, weights: str = "auto") -> str:
+    """Overlay the EMA weights on the UNet section when asked (``ema``) or present (``auto``).
+
+    Returns what was used, ``ema`` or ``raw``. ``ema`` on a checkpoint without EMA weights is an
+    error naming the file.
+    """
+    if weights not in WEIGHT_CHOICES:
+        raise CheckpointError(f"weights must be one of {', '.join(WEIGHT_CHOICES)}, got {weights!r}")
+    ema = ema_section(ckpt) if weights != "raw" else None
+    if ema is None:
+        if weights == "ema":
+            raise CheckpointError(f"{ckpt.path} has no EMA weights (train with --enable_ema true, "
+                                  "or use --weights raw)")
+        return "raw"
+    model = ckpt.sections.get("model", {})
+    unknown = [k for k in ema if k not in model]
+    if unknown:
+        raise CheckpointError(f"{ckpt.path}: {len(unknown)} EMA tensor(s) are not UNet parameters "
+                              f"(e.g. {unknown[0]}); use --weights raw")
+    ckpt.sections["model"] = {**model, **{k: v.to(model[k].dtype) for k, v in ema.items()}}
+    return "ema"
+
+
 def load_models(path: Union[str, Path], config: Optional[Union[DictConfig, str, Path]] = None,
                 parts: Iterable[str] = PARTS, device: Union[str, torch.device] = "cpu",
-                allow_unsafe_pickle: bool = False) -> DefFillerModels:
-    """Read a checkpoint, build the models its config (or ``config``) describes, load strictly."""
+                allow_unsafe_pickle: bool = False, weights: str = "raw") -> DefFillerModels:
+    """Read a checkpoint, build the models its config (or ``config``) describes, load strictly.
+
+    ``weights``: ``raw`` (the trained weights), ``ema`` (their moving average, which must be
+    present) or ``auto`` (EMA when the checkpoint has it); ``models.extra["weights"]`` says which.
+    """
     from ldm.config import load_config
 
     ckpt = read_checkpoint(path, allow_unsafe_pickle)
+    used = apply_weights_choice(ckpt, weights)
     if config is not None and not isinstance(config, DictConfig):
         config = load_config(config)
     cfg = config if config is not None else ckpt.config
@@ -248,6 +291,7 @@ def load_models(path: Union[str, Path], config: Optional[Union[DictConfig, str, 
     models = build_models(cfg, parts=parts)
     load_into(models, ckpt)
     models.extra["checkpoint_kind"] = ckpt.kind
+    models.extra["weights"] = used
     models.extra["checkpoint_path"] = str(path)
     return models.to(device).eval()
 

@@ -186,3 +186,23 @@ def test_corrupt_and_missing_files(tmp_path):
     bad_st.write_bytes(b"\x00" * 16)
     with pytest.raises(CheckpointError, match="safetensors"):
         read_checkpoint(bad_st)
+
+
+def test_ema_weights_are_used_when_present(tmp_path, tiny_cfg, tiny_sections):
+    name = next(k for k in tiny_sections["model"] if ".fuser." in k)
+    ema = {name: tiny_sections["model"][name] + 1.0}
+    ours = save_checkpoint(tmp_path / "ema.safetensors", {**tiny_sections, "ema": ema}, tiny_cfg)
+    official = write_official(tmp_path / "gligen.pth", tiny_sections, tiny_cfg)
+    payload = torch.load(official, weights_only=False)
+    payload["ema"] = {**tiny_sections["model"], **ema}  # GLIGEN keeps a whole averaged UNet
+    torch.save(payload, official)
+    for path in (ours, official):
+        auto = load_models(path, weights="auto")
+        raw = load_models(path, weights="raw")
+        assert auto.extra["weights"] == "ema" and raw.extra["weights"] == "raw"
+        torch.testing.assert_close(auto.model.state_dict()[name], ema[name])
+        torch.testing.assert_close(raw.model.state_dict()[name], tiny_sections["model"][name])
+    plain = save_checkpoint(tmp_path / "plain.safetensors", tiny_sections, tiny_cfg)
+    assert load_models(plain, weights="auto").extra["weights"] == "raw"
+    with pytest.raises(CheckpointError, match="no EMA weights"):
+        load_models(plain, weights="ema")

@@ -65,6 +65,17 @@ def test_resumed_run_matches_uninterrupted_run(config, tmp_path):
         assert torch.equal(value, resumed.ema.shadow[name]), name
     _assert_same_optimizer(resumed.optimizer.state_dict(), full.optimizer.state_dict())
 
+    # infer.py's loader overlays the saved EMA on the UNet (mask-encoder names differ from timm's)
+    from ldm.checkpoint import load_models
+    from trainer import checkpoint_names
+
+    ema_models = load_models(tmp_path / "full" / "checkpoints" / "latest.safetensors", weights="ema")
+    loaded = ema_models.model.state_dict()
+    names = checkpoint_names(full.unet)
+    assert any(names[n] != n for n in full.ema.shadow)  # the renaming is exercised
+    for name, value in full.ema.shadow.items():
+        assert torch.equal(loaded[names[name]], value), name
+
 
 def test_finished_run_is_not_trained_again(config, tmp_path, capsys):
     first = make_trainer(config, tmp_path, "done", "--total_iters", "1")

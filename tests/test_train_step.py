@@ -84,3 +84,18 @@ def test_warmup_then_constant_or_cosine():
     assert cos(0) == 0.5 and cos(2) == 1.0 and cos(10) == pytest.approx(0.0, abs=1e-12)
     assert cos(6) == pytest.approx(0.5)
     assert WarmupSchedule("constant", 0, 10)(0) == 1.0
+
+
+def test_ema_applied_swaps_in_and_restores():
+    from training.ema import EMA
+
+    layer = torch.nn.Linear(3, 2)
+    ema = EMA(layer.named_parameters(), 0.5)
+    trained = {n: p.detach().clone() for n, p in layer.named_parameters()}
+    for s in ema.shadow.values():
+        s.add_(1.0)
+    with ema.applied():
+        for n, p in layer.named_parameters():
+            torch.testing.assert_close(p.detach(), trained[n] + 1.0)
+    for n, p in layer.named_parameters():
+        assert torch.equal(p.detach(), trained[n])

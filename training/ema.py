@@ -1,7 +1,8 @@
 """Exponential moving average of the trained parameters (the frozen ones never change)."""
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from contextlib import contextmanager
+from typing import Iterable, Iterator, Mapping
 
 import torch
 
@@ -30,3 +31,17 @@ class EMA:
             raise KeyError(f"EMA state lacks {len(missing)} parameter(s), e.g. {missing[0]}")
         for name, value in self.shadow.items():
             value.copy_(state[name])
+
+    @contextmanager
+    def applied(self) -> Iterator[None]:
+        """The averaged weights in the model for the duration (sample grids); the trained ones after."""
+        backup = {n: p.detach().clone() for n, p in self.params.items()}
+        with torch.no_grad():
+            for n, p in self.params.items():
+                p.copy_(self.shadow[n].to(p.dtype))
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for n, p in self.params.items():
+                    p.copy_(backup[n])

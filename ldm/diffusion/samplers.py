@@ -81,6 +81,25 @@ def sample_ddim(eps_fn: EpsFn, x: torch.Tensor, alphas_cumprod: torch.Tensor, st
 
 
 @torch.no_grad()
+def sample_ddim_dense(eps_fn: EpsFn, x: torch.Tensor, alphas_cumprod: torch.Tensor, t_start: int,
+                      progress: bool = False) -> torch.Tensor:
+    """Deterministic DDIM through every integer timestep from ``t_start`` down to 0.
+
+    The fine reference solution of the ODE that a coarse sampler starting at ``t_start`` solves
+    (:func:`start_timestep`): a coarse sampler must be compared with the dense solve from *its own*
+    start. (The samplers' uniform grids start at 951 for 20 steps, 981 for 50 and 999 for 1000, so a
+    1000-step DDIM run from 999 is a different initial-value problem for the same noise.)
+    """
+    if not 1 <= t_start < alphas_cumprod.shape[0]:
+        raise ValueError(f"t_start must be in 1..{alphas_cumprod.shape[0] - 1}, got {t_start}")
+    ac = alphas_cumprod.detach().float().cpu()
+    zero = torch.zeros(())
+    for t in (tqdm(range(t_start, 0, -1), desc="DDIM dense", leave=False) if progress else range(t_start, 0, -1)):
+        x, _ = _ddim_update(x, eps_fn(x, _tvec(x, t)), ac[t], ac[t - 1], zero)
+    return x
+
+
+@torch.no_grad()
 def sample_plms(eps_fn: EpsFn, x: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int,
                 hook: Optional[Hook] = None, progress: bool = False, start_step: int = 0) -> torch.Tensor:
     """PLMS (Liu et al. 2022) exactly as the original: a pseudo improved-Euler first step, then
