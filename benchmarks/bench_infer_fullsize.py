@@ -7,7 +7,7 @@ A full 50-step run of the original's way takes tens of minutes per image on a CP
 measures the pieces each way pays — checkpoint load, one sampler evaluation the original's way
 (batch 1, two forwards, mask encoder + downsampler inside each), one evaluation ours (all masks and
 both guidance branches in one forward, conditioning precomputed) — in the same run, and projects
-images/s for PLMS 50 (51 evaluations) and DPM-Solver++ 20 / 15 (20 / 15 evaluations), in fp32 and,
+images/s for PLMS 50 (51 evaluations) and DPM-Solver++ 25 / 20 / 15, in fp32 and,
 with --bf16, under bf16 autocast (fast on CPUs with AVX-512 BF16 or AMX, and on GPUs). The projection
 is stated as such; ODE accuracy needs trained weights and is measured by bench_infer.py on the demo
 model (same start timestep, dense DDIM reference).
@@ -90,7 +90,8 @@ def main() -> None:
           + f" per batch of {n} | conditioning once per batch {t_cond:.2f} s | peak RSS {peak:.1f} GB")
     print(f"projected: original way (reload + PLMS 50, batch 1, fp32) {orig_img_s:.4f} img/s")
     for precision, t_eval in t_ours.items():
-        for label, evals in (("PLMS 50", 51), ("DPM-Solver++ 20", 20), ("DPM-Solver++ 15", 15)):
+        for label, evals in (("PLMS 50", 51), ("DPM-Solver++ 25", 25), ("DPM-Solver++ 20", 20),
+                             ("DPM-Solver++ 15", 15)):
             ips = n / (t_cond + evals * t_eval)
             print(f"projected: ours {label:16s} {precision}: {ips:.4f} img/s = {ips / orig_img_s:.1f}x")
 
