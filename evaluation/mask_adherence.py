@@ -36,14 +36,15 @@ class Contrast:
     cnr: float     # |delta| / std in the ring
 
 
-def defect_contrast(image: np.ndarray, mask: np.ndarray, ring: int = 6) -> Optional[Contrast]:
+def defect_contrast(image: np.ndarray, mask: np.ndarray, ring: int = 6, where: str = "image") -> Optional[Contrast]:
     """Contrast of the masked region against a ring around it; ``None`` for an empty/full mask.
 
     ``ring`` is in pixels of a 256-pixel image and scales with the image side.
     """
     mask = mask.astype(bool)
     if image.shape != mask.shape:
-        raise UserError(f"image {image.shape} and mask {mask.shape} differ in size")
+        raise UserError(f"{where}: image {image.shape[::-1]} and mask {mask.shape[::-1]} differ in size; "
+                        "write masks at the image size")
     width = max(1, round(ring * max(mask.shape) / REFERENCE_SIDE))
     outer = ndimage.binary_dilation(mask, iterations=width) & ~mask
     if not mask.any() or not outer.any():
@@ -61,7 +62,7 @@ def folder_contrasts(root: str | Path, categories, ring: int = 6) -> dict[str, t
     reader = MaskReader()
     out = {}
     for stem in matched.stems:
-        c = defect_contrast(read_gray(images[stem]), reader(masks[stem]), ring)
+        c = defect_contrast(read_gray(images[stem]), reader(masks[stem]), ring, where=str(images[stem]))
         if c is not None:
             out[stem] = (category_of(stem, categories), c)
     reader.report()
@@ -107,8 +108,8 @@ def format_report(report: dict[str, dict[str, float]]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m evaluation.mask_adherence",
-                                description=__doc__.split("\n\n")[0] + " See the module docstring.",
+    p = argparse.ArgumentParser(prog="python -m evaluation.mask_adherence", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="example: python -m evaluation.mask_adherence --generated "
                                        "generation_samples/demo --real OUTPUT/demo/procedural")
     p.add_argument("--generated", required=True, help="paired folder written by infer.py")

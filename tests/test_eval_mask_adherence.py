@@ -55,6 +55,12 @@ def test_cli_compares_generated_with_real(tmp_path, capsys):
     assert "scratches" in capsys.readouterr().out
 
 
+def test_size_mismatch_names_the_file(tmp_path):
+    write_pair(tmp_path, "Pa_1", np.full((16, 16), 100), blob(size=32, lo=4, hi=12))
+    with pytest.raises(UserError, match="Pa_1.png.*differ in size"):
+        ma.folder_contrasts(tmp_path, None)
+
+
 def test_folder_with_only_empty_masks_is_refused(tmp_path):
     write_pair(tmp_path, "In_1", np.full((16, 16), 100), np.zeros((16, 16), bool))
     with pytest.raises(UserError, match="no pair with a non-empty mask"):
