@@ -14,15 +14,14 @@ Mask policy (``read_mask``):
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Callable, IO
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ldm.atomic import write_atomic
 from ldm.errors import UserError
 
 BINARIZE_MODES = ("warn", "error", "silent")
@@ -96,36 +95,15 @@ def read_mask(path: str | Path, binarize: str = "warn") -> np.ndarray:
     return arr >= threshold
 
 
-def _write_atomic(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
-    """Call ``write`` on a temporary file next to ``path`` and move it into place."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise UserError(f"{path}: output folder {path.parent} does not exist; create it first")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
-
-
 def write_png_atomic(img: Image.Image, path: str | Path) -> Path:
     """Save ``img`` as PNG at ``path`` via a temporary file in the same folder + ``os.replace``."""
-    return _write_atomic(path, lambda fh: img.save(fh, format="PNG"))
+    return write_atomic(path, lambda fh: img.save(fh, format="PNG"), make_parents=False)
 
 
 def write_json_atomic(obj: Any, path: str | Path) -> Path:
     """Write ``obj`` as indented UTF-8 JSON at ``path`` atomically."""
     text = json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
-    return _write_atomic(path, lambda fh: fh.write(text.encode("utf-8")))
+    return write_atomic(path, lambda fh: fh.write(text.encode("utf-8")), make_parents=False)
 
 
 def read_json(path: str | Path, what: str = "JSON file") -> Any:

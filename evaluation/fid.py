@@ -29,7 +29,7 @@ from tqdm import tqdm
 from dataset.io import read_image
 from ldm.errors import UserError, run_cli
 
-from .atomic import write_atomic
+from ldm.atomic import write_atomic
 from .config import REPO
 from .folders import IMAGE_EXTS, category_of, few, image_folder, list_by_stem
 

@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from dataset.categories import categories_from_config
 from ldm.errors import UserError, run_cli
 
-from .atomic import savefig_atomic
+from ldm.atomic import savefig_atomic
 from .config import CONFIG_DIR, REPO, load_config
 from .fid import (FeatureExtractor, InceptionFeatures, folder_features, fid_from_features,
                   kid_from_features)

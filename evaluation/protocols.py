@@ -42,7 +42,7 @@ from .detector.train import DEFAULT_CONFIG as DETECTOR_CONFIG
 from .detector.train import train_detector
 from .folders import few, mask_folder
 from .report import PAPER_METRICS, bar_chart, csv_text, write_tables
-from .atomic import write_text_atomic
+from ldm.atomic import write_text_atomic
 from .sod_metrics import METRICS
 from .splitfile import get_split
 

@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from .atomic import savefig_atomic, write_text_atomic
+from ldm.atomic import savefig_atomic, write_text_atomic
 from .sod_metrics import HIGHER_IS_BETTER, TITLES
 
 PAPER_METRICS = ("S", "MAE", "E_max", "F_max")

@@ -21,7 +21,7 @@ from dataset.io import write_json_atomic
 from dataset.pairs import IMAGE_DIRS, MASK_DIRS, Pair, find_pairs
 from ldm.errors import UserError, run_cli
 
-from .atomic import write_text_atomic
+from ldm.atomic import write_text_atomic
 from .folders import MaskReader, resize_map
 from .report import csv_text
 from .sod_metrics import binary_iou

@@ -20,10 +20,8 @@ from __future__ import annotations
 import collections
 import hashlib
 import io
-import os
 import pickle
 import re
-import tempfile
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +34,7 @@ from omegaconf import nodes as oc_nodes
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save_bytes
 
+from ldm.atomic import write_bytes_atomic, write_text_atomic
 from ldm.build import DefFillerModels, build_models
 from ldm.config import PARTS, to_original_targets
 from ldm.diffusion.schedule import BUFFER_NAMES
@@ -297,21 +296,6 @@ def load_models(path: Union[str, Path], config: Optional[Union[DictConfig, str, 
 
 
 # -- writing ------------------------------------------------------------------------------------
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def model_sections(models: DefFillerModels, parts: Iterable[str] = PARTS) -> dict[str, dict[str, torch.Tensor]]:
     """State dicts of the parts (original names), for saving."""
     available = models.parts()
@@ -328,8 +312,8 @@ def save_checkpoint(path: Union[str, Path], sections: Mapping[str, Mapping[str, 
     yaml_text = OmegaConf.to_yaml(OmegaConf.create(config) if isinstance(config, dict) else config)
     meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "config": yaml_text}
     meta.update({k: str(v) for k, v in (metadata or {}).items()})
-    _atomic_write(path, st_save_bytes(flat, metadata=meta))
-    _atomic_write(path.with_suffix(".yaml"), yaml_text.encode())
+    write_bytes_atomic(st_save_bytes(flat, metadata=meta), path)
+    write_text_atomic(yaml_text, path.with_suffix(".yaml"))
     return path
 
 
@@ -342,7 +326,7 @@ def export_gligen(path: Union[str, Path], sections: Mapping[str, Mapping[str, to
     payload["config_dict"] = vars(original_cfg)
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    _atomic_write(path, buffer.getvalue())
+    write_bytes_atomic(buffer.getvalue(), path)
     return path
 
 

@@ -24,7 +24,7 @@ from scipy import ndimage, stats
 
 from dataset.categories import Category, categories_from_config, load_categories_yaml
 from dataset.io import write_json_atomic, write_png_atomic
-from evaluation.atomic import savefig_atomic, write_text_atomic
+from ldm.atomic import savefig_atomic, write_text_atomic
 from ldm.errors import UserError, run_cli
 
 from .data import MaskSet, load_masks, mask_dir
@@ -192,7 +192,7 @@ def _fmt(v: Any) -> str:
 
 
 def markdown(summary: Mapping[str, Any], fid: Mapping[str, Any], real: str, gen: str) -> str:
-    lines = [f"# Mask quality: generated vs real", "", f"- real: `{real}`", f"- generated: `{gen}`", "",
+    lines = ["# Mask quality: generated vs real", "", f"- real: `{real}`", f"- generated: `{gen}`", "",
              "| category | n real | n gen | empty gen | KS area | KS components | KS elongation | "
              "area mean real / gen | components mean real / gen | elongation median real / gen |",
              "|---|---|---|---|---|---|---|---|---|---|"]

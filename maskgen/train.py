@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dataset.categories import categories_from_config
-from evaluation.atomic import torch_save_atomic, write_text_atomic
+from ldm.atomic import torch_save_atomic, write_text_atomic
 from ldm.errors import UserError, run_cli
 
 from .config import DEFAULT_CONFIG, check_config, load_config

@@ -87,13 +87,14 @@ def test_output_size_and_num_per_mask(tiny, tmp_path):
     assert {r["prompt"] for r in record.values()} == {"scratches"}
 
 
-def test_implant_keeps_background_outside_mask(tiny, tmp_path):
+@pytest.mark.parametrize("sampler", ["plms", "unipc"])  # UniPC evaluates at predicted, not corrected, latents
+def test_implant_keeps_background_outside_mask(tiny, tmp_path, sampler):
     ckpt, masks = tiny
     rng = np.random.default_rng(0)
     bg = (rng.random((40, 40, 3)) * 255).astype(np.uint8)  # other size: resized with a warning
     Image.fromarray(bg).save(tmp_path / "bg.png")
     with pytest.warns(UserWarning, match="resized"):
-        out = run(ckpt, masks, tmp_path, "--background", tmp_path / "bg.png", "--dilate", 2)
+        out = run(ckpt, masks, tmp_path, "--background", tmp_path / "bg.png", "--dilate", 2, "--sampler", sampler)
     ref = np.asarray(Image.fromarray(bg).resize((32, 32), Image.BICUBIC)).astype(np.int16)
     for n in NAMES:
         mask = np.asarray(Image.open(masks / f"{n}.png")) > 0

@@ -30,7 +30,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 import torch
 
-from ldm.checkpoint import _atomic_write as atomic_write_bytes
+from ldm.atomic import write_bytes_atomic
 from ldm.checkpoint import read_checkpoint, save_checkpoint
 from ldm.errors import UserError
 
@@ -120,11 +120,11 @@ class RunCheckpoints:
                    "weights": weights.name, **state}
         buffer = io.BytesIO()
         torch.save(payload, buffer)
-        atomic_write_bytes(state_path, buffer.getvalue())
+        write_bytes_atomic(buffer.getvalue(), state_path)
         _fsync_dir(self.dir)
         pointer = {"iteration": iteration, "weights": f"checkpoints/{weights.name}",
                    "state": f"checkpoints/{state_path.name}", "saved_at": time.strftime("%Y-%m-%d %H:%M:%S")}
-        atomic_write_bytes(self.run_dir / POINTER, (json.dumps(pointer, indent=2) + "\n").encode())
+        write_bytes_atomic((json.dumps(pointer, indent=2) + "\n").encode(), self.run_dir / POINTER)
         _fsync_dir(self.run_dir)
         self._link_latest(weights)
         self._prune(iteration)

@@ -20,7 +20,7 @@ RELEASE_URL = "https://huggingface.co/gligen/gligen-generation-sem/blob/main/dif
 PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULERS = ("constant", "cosine")
 TRAINABLE = ("grounding", "all")
-SAMPLERS = ("plms", "ddim", "dpmsolver++")
+SAMPLERS = ("plms", "ddim", "dpmsolver++", "unipc")
 
 
 @dataclass

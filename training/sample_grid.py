@@ -53,10 +53,10 @@ def write_grid(path: Path, sem: torch.Tensor, real: torch.Tensor, generated: tor
                captions: Sequence[str]) -> Path:
     """PNG grid plus a caption list next to it, both written atomically."""
     from dataset import write_png_atomic
-    from ldm.checkpoint import _atomic_write
+    from ldm.atomic import write_text_atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_png_atomic(compose(sem, real, generated), path)
     text = "".join(f"row {i}: {c!r}\n" for i, c in enumerate(captions))
-    _atomic_write(path.with_suffix(".txt"), ("columns: mask | real | generated\n" + text).encode())
+    write_text_atomic("columns: mask | real | generated\n" + text, path.with_suffix(".txt"))
     return path

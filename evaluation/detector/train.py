@@ -26,7 +26,7 @@ from tqdm import tqdm
 from dataset.io import write_json_atomic
 from ldm.errors import UserError, run_cli
 
-from ..atomic import torch_save_atomic
+from ldm.atomic import torch_save_atomic
 from ..config import CONFIG_DIR, load_config, to_plain
 from .data import SaliencyPairs
 from .model import build_model

@@ -4,7 +4,8 @@ Every sampler takes ``eps_fn(x, t) -> eps`` (``t`` a LongTensor with one timeste
 starting noise and the ``alphas_cumprod`` buffer, and returns the final sample. ``hook(i, x, t)``,
 when given, runs before each step's model evaluation and may return a modified ``x`` (used for
 latent blending in implant mode and for scheduled gate strengths). DDIM and PLMS reproduce the
-original GLIGEN samplers step by step; DPM-Solver++(2M) follows Lu et al. (2022).
+original GLIGEN samplers step by step; DPM-Solver++(2M) follows Lu et al. (2022) and UniPC Zhao et al.
+(2023).
 """
 from __future__ import annotations
 
@@ -100,6 +101,23 @@ def sample_ddim_dense(eps_fn: EpsFn, x: torch.Tensor, alphas_cumprod: torch.Tens
 
 
 @torch.no_grad()
+def sample_reference(eps_fn: EpsFn, x: torch.Tensor, alphas_cumprod: torch.Tensor, t_start: int,
+                     progress: bool = False) -> torch.Tensor:
+    """Third-order UniPC through every integer timestep from ``t_start`` down to 0: the most
+    accurate solve of the ODE that a model defined at integer timesteps allows.
+
+    Use this, not :func:`sample_ddim_dense`, to measure a sampler's ODE error. Dense DDIM is first
+    order and its last steps are long in log-SNR (t=1 -> 0 alone spans 0.35), so its own error is of
+    the size of the errors being measured, and it shares that error with DDIM and PLMS, whose last
+    step is the same DDIM step: on Gaussian data (exact solution known) dense DDIM is off by 1.5e-3
+    RMS, and PLMS 50 looks 3.5x more accurate against it than it is; this reference is off by <1e-5.
+    """
+    if not 1 <= t_start < alphas_cumprod.shape[0]:
+        raise ValueError(f"t_start must be in 1..{alphas_cumprod.shape[0] - 1}, got {t_start}")
+    return _unipc(eps_fn, x, alphas_cumprod, list(range(t_start, -1, -1)), order=3, progress=progress)
+
+
+@torch.no_grad()
 def sample_plms(eps_fn: EpsFn, x: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int,
                 hook: Optional[Hook] = None, progress: bool = False, start_step: int = 0) -> torch.Tensor:
     """PLMS (Liu et al. 2022) exactly as the original: a pseudo improved-Euler first step, then
@@ -174,6 +192,82 @@ def sample_dpmpp_2m(eps_fn: EpsFn, x: torch.Tensor, alphas_cumprod: torch.Tensor
     return x
 
 
+def _unipc_coefficients(rks: list[float], hh: float, order: int) -> tuple[np.ndarray, np.ndarray]:
+    """UniPC's linear system (Zhao et al. 2023, B(h) = expm1(h), "bh2"): rows ``r_k ** (j - 1)`` and
+    right-hand side ``phi_j(h) * j! / B(h)``, ``phi`` the exponential-integrator functions."""
+    b_h = float(np.expm1(hh))
+    h_phi_k = b_h / hh - 1.0
+    factorial = 1.0
+    rows, rhs = [], []
+    r = np.asarray(rks, dtype=np.float64)
+    for j in range(1, order + 1):
+        rows.append(r ** (j - 1))
+        rhs.append(h_phi_k * factorial / b_h)
+        factorial *= j + 1
+        h_phi_k = h_phi_k / hh - 1.0 / factorial
+    return np.stack(rows), np.asarray(rhs)
+
+
+@torch.no_grad()
+def sample_unipc(eps_fn: EpsFn, x: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int,
+                 hook: Optional[Hook] = None, progress: bool = False, start_step: int = 0,
+                 order: int = 3) -> torch.Tensor:
+    """UniPC (Zhao et al. 2023), data prediction, B(h) = expm1(h): a multistep predictor of ``order``
+    plus a corrector one order higher that reuses the model evaluation the next step needs anyway,
+    so ``steps`` steps still cost ``steps`` evaluations (the last step is not corrected). Same grid
+    as DPM-Solver++ (even in log-SNR from DDIM's first timestep to 0).
+
+    ``hook`` sees the predicted latent before each evaluation; the corrector's change is added to
+    what the hook returns (for latent blending this keeps the blended region blended).
+    """
+    return _unipc(eps_fn, x, alphas_cumprod, dpm_timesteps(alphas_cumprod, steps), order, hook, progress,
+                  start_step)
+
+
+def _unipc(eps_fn: EpsFn, x: torch.Tensor, alphas_cumprod: torch.Tensor, grid: list[int], order: int,
+           hook: Optional[Hook] = None, progress: bool = False, start_step: int = 0) -> torch.Tensor:
+    """UniPC over the decreasing integer timesteps ``grid`` (see :func:`sample_unipc`)."""
+    if order not in (1, 2, 3):
+        raise ValueError(f"UniPC order must be 1, 2 or 3, got {order}")
+    alphas = alphas_cumprod.detach().double().cpu()[torch.as_tensor(grid)]
+    lam = (0.5 * torch.log(alphas / (1 - alphas))).tolist()
+    alpha, sigma = alphas.sqrt().tolist(), (1 - alphas).sqrt().tolist()
+
+    def data_pred(x_in: torch.Tensor, i: int) -> torch.Tensor:
+        return (x_in - sigma[i] * eps_fn(x_in, _tvec(x_in, grid[i]))) / alpha[i]
+
+    n = len(grid) - 1
+    if hook is not None:
+        x = hook(start_step, x, grid[start_step])
+    history = [(start_step, data_pred(x, start_step))]  # (grid index, x0 prediction there)
+    for i in _steps(n, progress, "UniPC", start_step):
+        s, t = i, i + 1
+        m0 = history[-1][1]
+        h = lam[t] - lam[s]
+        hh = -h
+        p = min(order, len(history))
+        rks = [(lam[k] - lam[s]) / h for k, _ in history[-2:-p - 1:-1]] if p > 1 else []
+        d1s = [(m - m0) / r for (_, m), r in zip(history[-2:-p - 1:-1], rks)]
+        rows, rhs = _unipc_coefficients(rks + [1.0], hh, p)
+        b_h = float(np.expm1(hh))
+        x_base = (sigma[t] / sigma[s]) * x - alpha[t] * b_h * m0
+        x_pred = x_base
+        if d1s:
+            rhos_p = [0.5] if p == 2 else np.linalg.solve(rows[:-1, :-1], rhs[:-1]).tolist()
+            x_pred = x_base - alpha[t] * b_h * sum(r * d for r, d in zip(rhos_p, d1s))
+        if t == n:
+            x = x_pred
+            break
+        x_eval = hook(t, x_pred, grid[t]) if hook is not None else x_pred
+        m_t = data_pred(x_eval, t)
+        rhos_c = [0.5] if p == 1 else np.linalg.solve(rows, rhs).tolist()
+        corr = sum(r * d for r, d in zip(rhos_c[:-1], d1s)) if d1s else torch.zeros_like(x)
+        x_corr = x_base - alpha[t] * b_h * (corr + rhos_c[-1] * (m_t - m0))
+        x = x_eval + (x_corr - x_pred)
+        history = (history + [(t, m_t)])[-order:]
+    return x
+
+
 def dpm_timesteps(alphas_cumprod: torch.Tensor, steps: int) -> list[int]:
     """DPM-Solver++'s grid (``steps + 1`` timesteps ending at 0)."""
     t_start = int(uniform_timesteps(steps, alphas_cumprod.shape[0])[-1])
@@ -183,10 +277,10 @@ def dpm_timesteps(alphas_cumprod: torch.Tensor, steps: int) -> list[int]:
 def start_timestep(sampler: str, alphas_cumprod: torch.Tensor, steps: int, start_step: int = 0) -> int:
     """The timestep whose noise level a sampler expects ``x`` at when it starts at ``start_step``
     (SDEdit-style starts from a noised real image)."""
-    if sampler == "dpmsolver++":
+    if sampler in ("dpmsolver++", "unipc"):
         return dpm_timesteps(alphas_cumprod, steps)[start_step]
     ts = uniform_timesteps(steps, alphas_cumprod.shape[0])
     return int(ts[len(ts) - 1 - start_step])
 
 
-SAMPLERS = {"ddim": sample_ddim, "plms": sample_plms, "dpmsolver++": sample_dpmpp_2m}
+SAMPLERS = {"ddim": sample_ddim, "plms": sample_plms, "dpmsolver++": sample_dpmpp_2m, "unipc": sample_unipc}

@@ -1,0 +1,56 @@
+"""Atomic file writes, the project's one implementation: write a temporary file beside the target,
+fsync it, then ``os.replace`` it into place, so an interrupted run never leaves a half-written
+checkpoint, image or result behind (the old file, if any, stays intact)."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, IO
+
+from ldm.errors import UserError
+
+
+def write_atomic(path: str | Path, write: Callable[[IO[bytes]], Any], make_parents: bool = True) -> Path:
+    """Call ``write`` on a temporary binary file next to ``path`` and move it into place.
+
+    With ``make_parents=False`` a missing output folder is a one-line :class:`UserError`.
+    """
+    path = Path(path)
+    if make_parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    elif not path.parent.is_dir():
+        raise UserError(f"{path}: output folder {path.parent} does not exist; create it first")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def write_bytes_atomic(data: bytes, path: str | Path) -> Path:
+    return write_atomic(path, lambda fh: fh.write(data))
+
+
+def write_text_atomic(text: str, path: str | Path) -> Path:
+    return write_bytes_atomic(text.encode("utf-8"), path)
+
+
+def torch_save_atomic(obj: Any, path: str | Path) -> Path:
+    import torch
+
+    return write_atomic(path, lambda fh: torch.save(obj, fh))
+
+
+def savefig_atomic(fig: Any, path: str | Path, **kwargs: Any) -> Path:
+    fmt = Path(path).suffix.lstrip(".") or "png"
+    return write_atomic(path, lambda fh: fig.savefig(fh, format=fmt, **kwargs))
