@@ -52,7 +52,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--ckpt", type=Path, default=None,
                    help="checkpoint to sample from (default: newest .safetensors under OUTPUT/)")
     p.add_argument("--config", type=Path, default=None, help="YAML config (default: the checkpoint's own)")
-    p.add_argument("--sampler", choices=sorted(SAMPLERS), default=None, help="default plms (the paper's)")
+    p.add_argument("--sampler", choices=sorted(SAMPLERS), default=None,
+                   help="default plms (the paper's, with --steps 50); for speed: unipc with --steps 20 or "
+                        "dpmsolver++ with --steps 25 (no larger ODE error than PLMS 50 on the demo model, "
+                        "see benchmarks/bench_infer.py)")
     p.add_argument("--steps", type=int, default=50, help="sampler steps")
     p.add_argument("--seed", type=int, default=0, help="base seed; each image's seed derives from it")
     p.add_argument("--num_per_mask", type=int, default=1, help="images per mask")

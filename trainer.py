@@ -102,6 +102,16 @@ def checkpoint_names(unet: nn.Module) -> dict[str, str]:
     return {n: by_id[id(p)] for n, p in unet.named_parameters()}
 
 
+def min_snr_weight(alphas_cumprod_t: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma loss weights for eps prediction (Hang et al. 2023): ``min(SNR, gamma) / SNR``.
+
+    1 where the noise dominates, less than 1 on the nearly clean timesteps, whose eps targets are
+    mostly unpredictable pixel noise yet dominate the gradient of the plain loss.
+    """
+    snr = alphas_cumprod_t.float() / (1 - alphas_cumprod_t.float())
+    return snr.clamp(max=gamma) / snr
+
+
 class GroundedDenoiser(nn.Module):
     """Mask encoder + downsampler + UNet as one forward, the module DDP wraps.
 
@@ -300,7 +310,8 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def compute_loss(self, batch: dict[str, Any], gen: torch.Generator) -> torch.Tensor:
-        """MSE between the UNet's noise prediction and the noise, t uniform over the schedule."""
+        """MSE between the UNet's noise prediction and the noise, t uniform over the schedule
+        (per-sample Min-SNR-gamma weights when ``min_snr_gamma`` > 0; off by default, as the paper)."""
         image = batch["image"].to(self.device, non_blocking=True)
         sem = batch["sem"].to(self.device, non_blocking=True)
         b = image.shape[0]
@@ -316,7 +327,10 @@ class Trainer:
         x_noisy = self.models.diffusion.q_sample(x0, t, noise)
         with self.autocast():
             eps = self.denoiser(x_noisy, t, context, sem, grounding_mask)
-        return F.mse_loss(eps.float(), noise)
+        if not self.opts.min_snr_gamma:
+            return F.mse_loss(eps.float(), noise)
+        per_sample = (eps.float() - noise).pow(2).flatten(1).mean(1)
+        return (per_sample * min_snr_weight(self.models.diffusion.alphas_cumprod[t], self.opts.min_snr_gamma)).mean()
 
     # -- the loop -------------------------------------------------------------------------------
     def train(self) -> int:

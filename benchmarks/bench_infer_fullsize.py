@@ -7,10 +7,10 @@ A full 50-step run of the original's way takes tens of minutes per image on a CP
 measures the pieces each way pays — checkpoint load, one sampler evaluation the original's way
 (batch 1, two forwards, mask encoder + downsampler inside each), one evaluation ours (all masks and
 both guidance branches in one forward, conditioning precomputed) — in the same run, and projects
-images/s for PLMS 50 (51 evaluations) and DPM-Solver++ 25 / 20 / 15, in fp32 and,
+images/s for PLMS 50 (51 evaluations) and the few-step samplers in --fast, in fp32 and,
 with --bf16, under bf16 autocast (fast on CPUs with AVX-512 BF16 or AMX, and on GPUs). The projection
 is stated as such; ODE accuracy needs trained weights and is measured by bench_infer.py on the demo
-model (same start timestep, dense DDIM reference).
+model (same start timestep, third-order dense reference solve).
 """
 from __future__ import annotations
 
@@ -50,6 +50,9 @@ def main() -> None:
     p.add_argument("--masks", type=int, default=2, help="masks per batch for our way")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--bf16", action="store_true", help="also time our evaluation under bf16 autocast")
+    p.add_argument("--fast", nargs="+", metavar="SAMPLER:STEPS",
+                   default=["unipc:10", "unipc:15", "unipc:20", "dpmsolver++:20", "dpmsolver++:25"],
+                   help="few-step samplers to project (one evaluation per step)")
     args = p.parse_args()
     torch.manual_seed(0)
     tmp = Path(tempfile.mkdtemp(prefix="bench_full_"))
@@ -90,10 +93,10 @@ def main() -> None:
           + f" per batch of {n} | conditioning once per batch {t_cond:.2f} s | peak RSS {peak:.1f} GB")
     print(f"projected: original way (reload + PLMS 50, batch 1, fp32) {orig_img_s:.4f} img/s")
     for precision, t_eval in t_ours.items():
-        for label, evals in (("PLMS 50", 51), ("DPM-Solver++ 25", 25), ("DPM-Solver++ 20", 20),
-                             ("DPM-Solver++ 15", 15)):
+        for label, evals in [("PLMS 50", 51)] + [(f.replace(":", " "), int(f.split(":")[1])) for f in args.fast]:
             ips = n / (t_cond + evals * t_eval)
             print(f"projected: ours {label:16s} {precision}: {ips:.4f} img/s = {ips / orig_img_s:.1f}x")
+
 
 if __name__ == "__main__":
     main()

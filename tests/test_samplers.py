@@ -68,7 +68,7 @@ def test_unipc_converges_with_its_order():
     assert err(10, order=1) / err(20, order=1) > 2.5  # first order: about 2x per halving, plus start effects
     assert err(10, order=3) / err(20, order=3) > 20
     dpm20 = float((sample_dpmpp_2m(eps_fn, x.clone(), ac, 20) - exact_solution(x, ac, 951, mu, s)).abs().max())
-    assert err(20) < 0.1 * dpm20
+    assert err(20) < 0.1 * dpm20  # the default order from 20 steps on is 3
 
 
 def test_unipc_hook_sees_every_evaluation_and_start_step_skips():

@@ -99,3 +99,26 @@ def test_ema_applied_swaps_in_and_restores():
             torch.testing.assert_close(p.detach(), trained[n] + 1.0)
     for n, p in layer.named_parameters():
         assert torch.equal(p.detach(), trained[n])
+
+
+def test_min_snr_weighting_downweights_only_the_nearly_clean_timesteps(tmp_path):
+    from trainer import min_snr_weight
+    from training.data import grid_batch
+
+    ac = torch.tensor([0.999, 0.9, 5 / 6, 0.5, 0.01])  # SNR 999, 9, 5, 1, 0.0101
+    torch.testing.assert_close(min_snr_weight(ac, 5.0), torch.tensor([5 / 999, 5 / 9, 1.0, 1.0, 1.0]))
+    config = tiny_train_config(tmp_path, min_snr_gamma=5.0)
+    tr = make_trainer(config, tmp_path, "snr", "--total_iters", "1", "--workers", "0")
+    batch = grid_batch(tr.dataset, 4, 0)
+    with torch.no_grad():
+        weighted = [tr.compute_loss(batch, torch.Generator().manual_seed(s)) for s in range(32)]
+        tr.opts.min_snr_gamma = 0.0
+        plain = [tr.compute_loss(batch, torch.Generator().manual_seed(s)) for s in range(32)]
+    # same draws per seed: never more than the plain loss, less where a nearly clean timestep was drawn
+    assert all(torch.isfinite(w) and w <= p + 1e-6 for w, p in zip(weighted, plain))
+    assert any(w < 0.8 * p for w, p in zip(weighted, plain)), (weighted, plain)
+    from ldm.errors import UserError
+
+    (tmp_path / "bad").mkdir()
+    with pytest.raises(UserError, match="min_snr_gamma must be >= 0"):
+        make_trainer(tiny_train_config(tmp_path / "bad", min_snr_gamma=-1.0), tmp_path, "bad")

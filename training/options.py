@@ -53,6 +53,7 @@ class TrainOptions:
     trainable: str = "grounding"
     null_grounding_prob: float = 0.1
     grad_clip: float = 0.0                   # 0: no clipping (the original does not clip)
+    min_snr_gamma: float = 0.0               # 0: plain MSE on eps (the original); >0: Min-SNR-gamma weights
     log_every: int = 10
     sample_every_iters: Optional[int] = None  # None: with every checkpoint, like the original
     num_samples: int = 4
@@ -167,6 +168,8 @@ def _check(opts: TrainOptions) -> None:
         raise UserError(f"null_grounding_prob must lie in [0, 1], got {opts.null_grounding_prob}")
     if opts.grad_clip < 0:
         raise UserError(f"grad_clip must be >= 0, got {opts.grad_clip}")
+    if not (math.isfinite(opts.min_snr_gamma) and opts.min_snr_gamma >= 0):
+        raise UserError(f"min_snr_gamma must be >= 0 (0: off), got {opts.min_snr_gamma}")
     for name, allowed in (("precision", PRECISIONS), ("scheduler_type", SCHEDULERS),
                           ("trainable", TRAINABLE), ("sampler", SAMPLERS)):
         if getattr(opts, name) not in allowed:
