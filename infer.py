@@ -39,6 +39,11 @@ from ldm.pipeline import DefFillerPipeline
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+# PLMS/DDIM: the paper's 50; the few-step solvers: the counts at which their ODE error was no larger
+# than PLMS 50's on the demo model (benchmarks/bench_infer.py)
+DEFAULT_STEPS = {"plms": 50, "ddim": 50, "dpmsolver++": 25, "unipc": 20}
+
+
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--folder", default="generation_samples", help="root folder for outputs")
@@ -56,7 +61,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                    help="default plms (the paper's, with --steps 50); for speed: unipc with --steps 20 or "
                         "dpmsolver++ with --steps 25 (no larger ODE error than PLMS 50 on the demo model, "
                         "see benchmarks/bench_infer.py)")
-    p.add_argument("--steps", type=int, default=50, help="sampler steps")
+    p.add_argument("--steps", type=int, default=None,
+                   help="sampler steps (default: " + ", ".join(f"{k} {v}" for k, v in DEFAULT_STEPS.items()) + ")")
     p.add_argument("--seed", type=int, default=0, help="base seed; each image's seed derives from it")
     p.add_argument("--num_per_mask", type=int, default=1, help="images per mask")
     p.add_argument("--output_size", type=int, default=None, help="output side in pixels (e.g. 200)")
@@ -116,6 +122,9 @@ def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     sampler = args.sampler or ("ddim" if args.no_plms else "plms")
+    args.steps = args.steps if args.steps is not None else DEFAULT_STEPS[sampler]
+    if args.steps < 1:
+        raise UserError(f"--steps must be >= 1, got {args.steps}")
     if not 0 < args.strength <= 1:
         raise UserError("--strength must be in (0, 1]")
     if args.background and args.init_image:

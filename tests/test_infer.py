@@ -157,3 +157,13 @@ def test_bad_inputs(tiny, tmp_path):
     with pytest.raises(UserError, match="does not fit"):
         infer.main(["--ckpt", str(ckpt), "--config", str(REPO / "configs" / "sd_saliency_900.yaml"),
                     "--mask_dir", str(masks), "--folder", str(tmp_path)])
+
+
+def test_steps_default_per_sampler(tiny, tmp_path):
+    ckpt, masks = tiny
+    args = ["--ckpt", str(ckpt), "--mask_dir", str(masks), "--folder", str(tmp_path), "--save_folder_name", "u",
+            "--batch_size", "8", "--device", "cpu", "--sampler", "unipc"]
+    assert infer.main(args) == 0
+    assert json.loads((tmp_path / "u" / "generation.json").read_text())["settings"]["steps"] == 20
+    with pytest.raises(UserError, match="--steps must be >= 1"):
+        infer.main(args[:-2] + ["--steps", "0"])

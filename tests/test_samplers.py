@@ -99,12 +99,14 @@ def mixture_eps_fn(ac, mus, s, weights):
 
 
 def distances_to_dense(eps_fn, x, ac):
-    """RMS of DDIM 20, PLMS 50 and DPM-Solver++ 20 to the dense DDIM solve from each one's start."""
-    out = {}
-    for name, steps in (("ddim", 20), ("plms", 50), ("dpmsolver++", 20)):
+    """RMS of DDIM 20, PLMS 50, DPM-Solver++ 20 and UniPC 20 to the dense DDIM solve from each one's start."""
+    out, dense = {}, {}
+    for name, steps in (("ddim", 20), ("plms", 50), ("dpmsolver++", 20), ("unipc", 20)):
         coarse = SAMPLERS[name](eps_fn, x.clone(), ac, steps)
-        dense = sample_ddim_dense(eps_fn, x.clone(), ac, start_timestep(name, ac, steps))
-        out[name] = float((coarse - dense).pow(2).mean().sqrt())
+        t0 = start_timestep(name, ac, steps)
+        if t0 not in dense:
+            dense[t0] = sample_ddim_dense(eps_fn, x.clone(), ac, t0)
+        out[name] = float((coarse - dense[t0]).pow(2).mean().sqrt())
     return out
 
 
@@ -118,13 +120,13 @@ def test_dense_ddim_is_ddim_with_every_timestep():
 
 
 def test_fewer_step_solvers_beat_ddim20_on_a_mixture_ode():
-    # measured: DDIM 20 0.067, PLMS 50 0.015, DPM-Solver++ 20 0.0058
+    # measured: DDIM 20 0.067, PLMS 50 0.015, DPM-Solver++ 20 0.0058, UniPC 20 0.0026
     ac = schedule_buffers()["alphas_cumprod"].double()
     eps_fn = mixture_eps_fn(ac, torch.tensor([-0.8, 0.1, 0.9], dtype=torch.float64), 0.08,
                             torch.tensor([0.3, 0.3, 0.4], dtype=torch.float64))
     x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     d = distances_to_dense(eps_fn, x, ac)
-    assert d["dpmsolver++"] < 0.5 * d["ddim"] and d["plms"] < 0.5 * d["ddim"], d
+    assert max(d["dpmsolver++"], d["plms"], d["unipc"]) < 0.5 * d["ddim"], d
 
 
 def test_fewer_step_solvers_beat_ddim20_on_the_tiny_guided_model(tmp_path):
@@ -141,9 +143,10 @@ def test_fewer_step_solvers_beat_ddim20_on_the_tiny_guided_model(tmp_path):
     cond, uncond = pipe.conditioning(sem, ["scratches"])
     eps_fn = guided_eps_fn(pipe.unet, cond, uncond, 3.0)
     x = torch.randn(pipe.latent_shape(1), generator=torch.Generator().manual_seed(0))
-    # measured (batch of 2): DDIM 20 0.381, PLMS 50 0.083, DPM-Solver++ 20 0.132 (latent RMS ~13)
+    # measured: DDIM 20 0.410, PLMS 50 0.078, DPM-Solver++ 20 0.153, UniPC 20 0.151 (latent RMS ~13)
     d = distances_to_dense(eps_fn, x, pipe.models.diffusion.alphas_cumprod)
-    assert d["dpmsolver++"] < 0.6 * d["ddim"] and d["plms"] < 0.6 * d["ddim"], d
+    print("RMS to dense DDIM-1000 from each start:", d)
+    assert max(d["dpmsolver++"], d["plms"], d["unipc"]) < 0.6 * d["ddim"], d
 
 
 class ToyUNet(torch.nn.Module):
