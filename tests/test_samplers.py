@@ -95,6 +95,25 @@ def test_unipc_matches_the_diffusers_implementation(order):
     assert float((ours - y).abs().max()) < 2e-5
 
 
+def test_dpmpp_2m_matches_the_diffusers_implementation():
+    from diffusers import DPMSolverMultistepScheduler
+
+    from ldm.diffusion.samplers import _dpmpp_2m
+
+    ac = schedule_buffers()["alphas_cumprod"].double()
+    eps_fn = gaussian_eps_fn(ac, 0.7, 0.3)
+    x = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    peer = DPMSolverMultistepScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       algorithm_type="dpmsolver++", solver_order=2, solver_type="midpoint",
+                                       lower_order_final=False, final_sigmas_type="sigma_min")
+    peer.set_timesteps(12)
+    grid = [int(t) for t in peer.timesteps]
+    y = x.clone()
+    for t in grid:
+        y = peer.step(eps_fn(y, torch.full((2,), t)), t, y).prev_sample
+    assert float((_dpmpp_2m(eps_fn, x.clone(), ac, grid + [0]) - y).abs().max()) < 2e-5
+
+
 def test_unipc_hook_sees_every_evaluation_and_start_step_skips():
     ac = schedule_buffers()["alphas_cumprod"]
     eps_fn = gaussian_eps_fn(ac, 0.2, 0.4)

@@ -172,7 +172,12 @@ def sample_dpmpp_2m(eps_fn: EpsFn, x: torch.Tensor, alphas_cumprod: torch.Tensor
     ``lambda = log(sqrt(a) / sqrt(1 - a))``), which suits the multistep extrapolation far better than
     DDIM's uniform grid (whose last step spans a large log-SNR jump).
     """
-    grid = dpm_timesteps(alphas_cumprod, steps)
+    return _dpmpp_2m(eps_fn, x, alphas_cumprod, dpm_timesteps(alphas_cumprod, steps), hook, progress, start_step)
+
+
+def _dpmpp_2m(eps_fn: EpsFn, x: torch.Tensor, alphas_cumprod: torch.Tensor, grid: list[int],
+              hook: Optional[Hook] = None, progress: bool = False, start_step: int = 0) -> torch.Tensor:
+    """DPM-Solver++(2M) over the decreasing integer timesteps ``grid`` (see :func:`sample_dpmpp_2m`)."""
     alphas = alphas_cumprod.detach().double().cpu()[torch.as_tensor(grid)]
     lam = 0.5 * torch.log(alphas / (1 - alphas))
     prev_x0: Optional[torch.Tensor] = None
