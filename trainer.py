@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from ldm.build import DefFillerModels, build_models
 from ldm.checkpoint import load_into, model_sections, read_checkpoint
+from ldm.diffusion.schedule import min_snr_weight
 from ldm.errors import UserError
 from training import distributed as D
 from training.checkpointing import RunCheckpoints, Saved, rng_state, set_rng_state, state_name, weights_name
@@ -100,16 +101,6 @@ def checkpoint_names(unet: nn.Module) -> dict[str, str]:
     """
     by_id = {id(v): k for k, v in unet.state_dict(keep_vars=True).items()}
     return {n: by_id[id(p)] for n, p in unet.named_parameters()}
-
-
-def min_snr_weight(alphas_cumprod_t: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Min-SNR-gamma loss weights for eps prediction (Hang et al. 2023): ``min(SNR, gamma) / SNR``.
-
-    1 where the noise dominates, less than 1 on the nearly clean timesteps, whose eps targets are
-    mostly unpredictable pixel noise yet dominate the gradient of the plain loss.
-    """
-    snr = alphas_cumprod_t.float() / (1 - alphas_cumprod_t.float())
-    return snr.clamp(max=gamma) / snr
 
 
 class GroundedDenoiser(nn.Module):

@@ -14,7 +14,7 @@ from torch import nn
 
 from dataset.categories import Category, categories_from_config
 from ldm.diffusion.samplers import EpsFn
-from ldm.diffusion.schedule import NoiseSchedule
+from ldm.diffusion.schedule import NoiseSchedule, min_snr_weight
 from ldm.errors import UserError
 
 from .unet import MaskUNet, build_unet
@@ -69,11 +69,7 @@ class MaskDiffusion(nn.Module):
         per_sample = self.per_sample_loss(x0, y, t, noise)
         if min_snr_gamma:
             ac = self.schedule.alphas_cumprod.to(x0.device)[t]
-            snr = ac / (1 - ac)
-            clipped = snr.clamp(max=float(min_snr_gamma))
-            # the loss of each parameterisation is the x0 error times 1, SNR+1 or SNR respectively
-            scale = {"x0": torch.ones_like(snr), "v": snr + 1, "eps": snr}[self.parameterization]
-            per_sample = per_sample * clipped / scale
+            per_sample = per_sample * min_snr_weight(ac, min_snr_gamma, self.parameterization)
         return per_sample.mean()
 
     def _coefs(self, t: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -102,7 +102,7 @@ def test_ema_applied_swaps_in_and_restores():
 
 
 def test_min_snr_weighting_downweights_only_the_nearly_clean_timesteps(tmp_path):
-    from trainer import min_snr_weight
+    from ldm.diffusion.schedule import min_snr_weight
     from training.data import grid_batch
 
     ac = torch.tensor([0.999, 0.9, 5 / 6, 0.5, 0.01])  # SNR 999, 9, 5, 1, 0.0101

@@ -110,7 +110,7 @@ def sample_reference(eps_fn: EpsFn, x: torch.Tensor, alphas_cumprod: torch.Tenso
     order and its last steps are long in log-SNR (t=1 -> 0 alone spans 0.35), so its own error is of
     the size of the errors being measured, and it shares that error with DDIM and PLMS, whose last
     step is the same DDIM step: on Gaussian data (exact solution known) dense DDIM is off by 1.5e-3
-    RMS, and PLMS 50 looks 3.5x more accurate against it than it is; this reference is off by <1e-5.
+    RMS, and PLMS 50 looks 3.5x more accurate against it than it is; this reference by 6.7e-5.
     """
     if not 1 <= t_start < alphas_cumprod.shape[0]:
         raise ValueError(f"t_start must be in 1..{alphas_cumprod.shape[0] - 1}, got {t_start}")
@@ -223,8 +223,9 @@ def sample_unipc(eps_fn: EpsFn, x: torch.Tensor, alphas_cumprod: torch.Tensor, s
     as DPM-Solver++ (even in log-SNR from DDIM's first timestep to 0).
 
     ``order`` defaults to 3 from 20 steps on and to 2 below (the authors' choice for guided
-    sampling): on the demo model at guidance 3, order 3 had the lower ODE error at 20 steps
-    (0.0058 vs 0.0069) and order 2 at 10 (0.022 vs 0.034); see benchmarks/bench_infer.py.
+    sampling): on the Haar demo model at guidance 3, order 3 had the lower ODE error at 20 steps
+    (0.0058 vs 0.0069) and order 2 at 10 (0.022 vs 0.034); on the pixel demo the two orders were
+    within 2 % at 20 steps (benchmarks/README.md).
 
     ``hook`` sees the predicted latent before each evaluation; the corrector's change is added to
     what the hook returns (for latent blending this keeps the blended region blended).

@@ -61,6 +61,17 @@ def schedule_buffers(timesteps: int = 1000, linear_start: float = 0.00085, linea
     return {k: torch.tensor(values[k], dtype=torch.float32) for k in BUFFER_NAMES}
 
 
+def min_snr_weight(alphas_cumprod_t: torch.Tensor, gamma: float, parameterization: str = "eps") -> torch.Tensor:
+    """Min-SNR-gamma loss weights (Hang et al. 2023): the implied clean-sample error is weighted by
+    ``min(SNR, gamma)``. The plain loss of an eps / v / x0 prediction is that error times SNR / SNR + 1 / 1,
+    so the weight on it is ``min(SNR, gamma)`` divided by that. For eps: 1 where the noise dominates,
+    less than 1 on the nearly clean timesteps, whose targets are mostly unpredictable pixel noise.
+    """
+    snr = alphas_cumprod_t.float() / (1 - alphas_cumprod_t.float())
+    scale = {"eps": snr, "v": snr + 1, "x0": torch.ones_like(snr)}[parameterization]
+    return snr.clamp(max=float(gamma)) / scale
+
+
 class NoiseSchedule(nn.Module):
     """Holds the schedule buffers (state-dict compatible with the original ``diffusion`` part)."""
 
