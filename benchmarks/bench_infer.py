@@ -56,8 +56,8 @@ def original_eps_fn(unet, sem, context, uc, scale):
     def eps_fn(x, t):
         b = x.shape[0]
         extra = unet.downsample_grounding(sem)
-        e_c = unet(x, t, context, unet.encode_grounding(sem, torch.ones(b)), extra)
-        null = unet.encode_grounding(torch.zeros_like(sem), torch.zeros(b))
+        e_c = unet(x, t, context, unet.encode_grounding(sem, torch.ones(b, device=x.device)), extra)
+        null = unet.encode_grounding(torch.zeros_like(sem), torch.zeros(b, device=x.device))
         e_u = unet(x, t, uc, null, unet.downsample_grounding(sem))
         return e_u + scale * (e_c - e_u)
     return eps_fn

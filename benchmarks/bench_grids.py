@@ -1,0 +1,106 @@
+#!/usr/bin/env python
+"""Which timestep grid suits the few-step solvers? ODE error per grid family, solver and step count.
+
+    python benchmarks/bench_grids.py --ckpt OUTPUT/demo/checkpoints/latest.safetensors \
+        --mask_dir OUTPUT/demo/procedural/Ground_truth --masks 8
+
+No timing (every run here costs exactly ``steps`` evaluations, or 51 for PLMS 50): all solvers start
+from the same noise at the same timestep (PLMS 50's first, 981), so one reference solve
+(``sample_reference``) serves every row, and each error is printed as a ratio to PLMS 50's, the
+paper's sampler. Grid families, all from ``--t-start`` down to 0:
+
+  logsnr  even in log-SNR (what ``--sampler unipc`` / ``dpmsolver++`` use)
+  time    even in t (DDIM's and PLMS's spacing)
+  quad    even in sqrt(t) (DPM-Solver's "time_quadratic")
+  karras  even in sigma^(1/7) (Karras et al. 2022, rho = 7)
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from bench_infer import batch_inputs  # noqa: E402
+from dataset.categories import categories_from_config  # noqa: E402
+from inference.jobs import build_jobs  # noqa: E402
+from ldm.checkpoint import load_models  # noqa: E402
+from ldm.diffusion.guidance import guided_eps_fn  # noqa: E402
+from ldm.diffusion.samplers import _dpmpp_2m, _unipc, logsnr_timesteps, sample_plms, sample_reference  # noqa: E402
+from ldm.pipeline import DefFillerPipeline  # noqa: E402
+
+
+def strictly_decreasing(ts, t_start: int) -> list[int]:
+    grid = [int(round(float(t))) for t in ts]
+    grid[0], grid[-1] = t_start, 0
+    for i in range(len(grid) - 2, -1, -1):
+        grid[i] = max(grid[i], grid[i + 1] + 1)
+    return grid
+
+
+def grid_families(ac: torch.Tensor, t_start: int, steps: int, rho: float = 7.0) -> dict[str, list[int]]:
+    """``steps + 1`` integer timesteps from ``t_start`` to 0 for each family (see the module doc)."""
+    sigma = ((1 - ac.double()) / ac.double()).sqrt()
+    s_hi, s_lo = float(sigma[t_start]) ** (1 / rho), float(sigma[0]) ** (1 / rho)
+    karras = (s_hi + np.linspace(0, 1, steps + 1) * (s_lo - s_hi)) ** rho
+    return {
+        "logsnr": logsnr_timesteps(ac, t_start, steps),
+        "time": strictly_decreasing(np.linspace(t_start, 0, steps + 1), t_start),
+        "quad": strictly_decreasing(np.linspace(t_start ** 0.5, 0, steps + 1) ** 2, t_start),
+        "karras": strictly_decreasing([int(torch.argmin((sigma - v).abs())) for v in karras], t_start),
+    }
+
+
+SOLVERS = {
+    "UniPC-2": lambda eps_fn, x, ac, grid: _unipc(eps_fn, x, ac, grid, 2),
+    "UniPC-3": lambda eps_fn, x, ac, grid: _unipc(eps_fn, x, ac, grid, 3),
+    "DPM++2M": _dpmpp_2m,
+}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", type=Path, required=True)
+    p.add_argument("--mask_dir", type=Path, required=True)
+    p.add_argument("--masks", type=int, default=8)
+    p.add_argument("--guidance", type=float, default=3.0)
+    p.add_argument("--t-start", type=int, default=981, help="start timestep of every solve (PLMS 50's)")
+    p.add_argument("--steps", type=int, nargs="+", default=[15, 20, 25])
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.set_grad_enabled(False)
+    models = load_models(args.ckpt, device="cpu")
+    cats = categories_from_config(models.config.get("data", {}).get("categories"))
+    pipe = DefFillerPipeline(models)
+    sem, noise, prompts = batch_inputs(pipe, build_jobs(args.mask_dir, cats, 1, 0)[: args.masks])
+    cond, uncond = pipe.conditioning(sem, prompts)
+    eps_fn = guided_eps_fn(pipe.unet, cond, uncond, args.guidance)
+    ac = models.diffusion.alphas_cumprod
+    ref = sample_reference(eps_fn, noise.clone(), ac, args.t_start, progress=True)
+
+    def error(x: torch.Tensor) -> float:
+        return float((x - ref).pow(2).mean().sqrt())
+
+    if args.t_start != 981:
+        print("note: PLMS 50 starts at 981, so its error below is for a different start")
+    plms = error(sample_plms(eps_fn, noise.clone(), ac, 50))
+    print(f"checkpoint {args.ckpt}, {len(prompts)} masks, guidance {args.guidance}, start t={args.t_start}")
+    print(f"PLMS 50: ODE error {plms:.5f}; below: error / PLMS 50's")
+    families = list(grid_families(ac, args.t_start, 2))
+    print(f"{'solver':10s} {'steps':>5s} " + " ".join(f"{f:>7s}" for f in families))
+    for steps in args.steps:
+        grids = grid_families(ac, args.t_start, steps)
+        for name, solve in SOLVERS.items():
+            ratios = [error(solve(eps_fn, noise.clone(), ac, grids[f])) / plms for f in families]
+            print(f"{name:10s} {steps:5d} " + " ".join(f"{r:7.2f}" for r in ratios), flush=True)
+
+
+if __name__ == "__main__":
+    main()
