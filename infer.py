@@ -39,8 +39,9 @@ from ldm.pipeline import DefFillerPipeline
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-# PLMS/DDIM: the paper's 50. UniPC 20 and DPM-Solver++ 25: 0.9-1.8x the ODE error of PLMS 50 on the demo
-# checkpoints measured, all well under one grey level of the output (benchmarks/README.md)
+# PLMS/DDIM: the paper's 50. UniPC 20 and DPM-Solver++ 25 solve the same ODE from the same start with
+# 0.2-1.2x and 0.5-1.9x PLMS 50's error on four demo checkpoints, far under one grey level of the
+# output (benchmarks/README.md)
 DEFAULT_STEPS = {"plms": 50, "ddim": 50, "dpmsolver++": 25, "unipc": 20}
 
 
@@ -58,9 +59,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                    help="checkpoint to sample from (default: newest .safetensors under OUTPUT/)")
     p.add_argument("--config", type=Path, default=None, help="YAML config (default: the checkpoint's own)")
     p.add_argument("--sampler", choices=sorted(SAMPLERS), default=None,
-                   help="default plms (the paper's, 50 steps); for speed: unipc (20 steps: 0.9-1.2x the ODE "
-                        "error of PLMS 50 on the demo checkpoints measured, well under one grey level; see "
-                        "benchmarks/README.md)")
+                   help="default plms (the paper's, 50 steps); for speed: unipc (20 steps, 2.5x fewer model "
+                        "evaluations, 0.2-1.2x PLMS 50's ODE error on the demo checkpoints measured, far "
+                        "under one grey level; see benchmarks/README.md)")
     p.add_argument("--steps", type=int, default=None,
                    help="sampler steps (default: " + ", ".join(f"{k} {v}" for k, v in DEFAULT_STEPS.items()) + ")")
     p.add_argument("--seed", type=int, default=0, help="base seed; each image's seed derives from it")
@@ -137,6 +138,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     models = load_models(ckpt, config=args.config, device=device, weights=args.weights)
     if rank == 0 and models.extra["weights"] == "ema":
         print("using the checkpoint's EMA weights (--weights raw for the trained ones)")
+    try:  # step counts the schedule cannot hold (e.g. UniPC beyond its 981 start)
+        start_timestep(sampler, models.diffusion.alphas_cumprod, args.steps)
+    except ValueError as err:
+        raise UserError(f"--steps {args.steps}: {err}") from None
     pipe = DefFillerPipeline(models, device, PRECISIONS[args.precision])
     categories = categories_from_config(models.config.get("data", {}).get("categories"))
     jobs = build_jobs(Path(args.mask_dir), categories, args.num_per_mask, args.seed, args.prompt,

@@ -11,9 +11,9 @@ branches into one forward, compute the mask conditioning once per batch, and can
 
 Each mode runs in its own subprocess (so peak memory is its own). Accuracy ("ODE error") is the RMS
 distance of the final latents to a reference solution of the *same* ODE: same noise, masks, prompts,
-guidance and start timestep. The start matters: the uniform grids start at t=951 for 20 steps, 981
-for 50 and 991 for 15, so comparing all of them with one run from t=999 measures mostly the
-different starts. The reference is third-order UniPC through every integer timestep
+guidance and start timestep. DDIM's and PLMS's uniform grids start at t=951 for 20 steps and 981 for
+50; UniPC and DPM-Solver++ start at 981 (PLMS 50's start) whatever their step count; each run is
+compared with the reference solve from its own start. The reference is third-order UniPC through every integer timestep
 (``sample_reference``); with --dense-ddim the distance to dense DDIM (one first-order step per
 timestep) is printed too, but dense DDIM's own error is of the size being measured and is shared with
 DDIM and PLMS (same last step), so it flatters them. Without --ckpt a tiny

@@ -167,3 +167,5 @@ def test_steps_default_per_sampler(tiny, tmp_path):
     assert json.loads((tmp_path / "u" / "generation.json").read_text())["settings"]["steps"] == 20
     with pytest.raises(UserError, match="--steps must be >= 1"):
         infer.main(args[:-2] + ["--steps", "0"])
+    with pytest.raises(UserError, match="--steps 990: steps must be in 1..981"):
+        infer.main(args + ["--steps", "990"])

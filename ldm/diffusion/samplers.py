@@ -167,8 +167,8 @@ def sample_dpmpp_2m(eps_fn: EpsFn, x: torch.Tensor, alphas_cumprod: torch.Tensor
                     hook: Optional[Hook] = None, progress: bool = False, start_step: int = 0) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022), data-prediction form, multistep second order.
 
-    Solves the same problem as DDIM/PLMS with ``steps``: it starts at DDIM's first timestep and ends
-    at ``alphas_cumprod[0]``, but places its steps evenly in log-SNR (half log-SNR
+    Solves the same problem as PLMS 50, the paper's sampler, with any ``steps`` (see
+    :func:`dpm_timesteps`), but places its steps evenly in log-SNR (half log-SNR
     ``lambda = log(sqrt(a) / sqrt(1 - a))``), which suits the multistep extrapolation far better than
     DDIM's uniform grid (whose last step spans a large log-SNR jump).
     """
@@ -220,17 +220,16 @@ def sample_unipc(eps_fn: EpsFn, x: torch.Tensor, alphas_cumprod: torch.Tensor, s
     """UniPC (Zhao et al. 2023), data prediction, B(h) = expm1(h): a multistep predictor of ``order``
     plus a corrector one order higher that reuses the model evaluation the next step needs anyway,
     so ``steps`` steps still cost ``steps`` evaluations (the last step is not corrected). Same grid
-    as DPM-Solver++ (even in log-SNR from DDIM's first timestep to 0).
+    as DPM-Solver++ (:func:`dpm_timesteps`).
 
-    ``order`` defaults to 3 from 20 steps on and to 2 below (the authors' choice for guided
-    sampling): on the Haar demo model at guidance 3, order 3 had the lower ODE error at 20 steps
-    (0.0058 vs 0.0069) and order 2 at 10 (0.022 vs 0.034); on the pixel demo the two orders were
-    within 2 % at 20 steps (benchmarks/README.md).
+    ``order`` defaults to 2, the authors' choice for guided sampling. On four demo checkpoints at
+    guidance 3 (``benchmarks/bench_grids.py``) order 2 had the lower ODE error on all four at 15
+    steps and on three of four at 20 (geometric-mean ratio to PLMS 50's error 0.68 vs 0.87).
 
     ``hook`` sees the predicted latent before each evaluation; the corrector's change is added to
     what the hook returns (for latent blending this keeps the blended region blended).
     """
-    order = order if order is not None else (3 if steps >= 20 else 2)
+    order = order if order is not None else 2
     return _unipc(eps_fn, x, alphas_cumprod, dpm_timesteps(alphas_cumprod, steps), order, hook, progress,
                   start_step)
 
@@ -280,8 +279,14 @@ def _unipc(eps_fn: EpsFn, x: torch.Tensor, alphas_cumprod: torch.Tensor, grid: l
 
 
 def dpm_timesteps(alphas_cumprod: torch.Tensor, steps: int) -> list[int]:
-    """DPM-Solver++'s grid (``steps + 1`` timesteps ending at 0)."""
-    t_start = int(uniform_timesteps(steps, alphas_cumprod.shape[0])[-1])
+    """The grid of DPM-Solver++ and UniPC: ``steps + 1`` timesteps even in log-SNR from PLMS 50's
+    first timestep (981 of 1000) down to 0, whatever ``steps``. Every step count thus solves the same
+    initial-value problem as the paper's sampler, so a seed gives nearly the same image with each, and
+    their ODE errors share one reference solve."""
+    num_train = alphas_cumprod.shape[0]
+    t_start = int(uniform_timesteps(min(50, num_train), num_train)[-1])
+    if not 1 <= steps <= t_start:
+        raise ValueError(f"steps must be in 1..{t_start} for DPM-Solver++/UniPC, got {steps}")
     return logsnr_timesteps(alphas_cumprod, t_start, steps)
 
 
