@@ -6,7 +6,8 @@
 
 writes ``<folder>/<save_folder_name>/Source_Images/*.png`` (generated images),
 ``Ground_truth/*.png`` (the conditioning masks, binary, same names) and ``generation.json``
-(checkpoint hash, prompt, seed, sampler, steps, guidance per image). The category of each mask comes
+(checkpoint hash, prompt, seed, sampler, steps, guidance per image), plus ``preview.png`` (the first
+24 pairs, masks outlined in red). The category of each mask comes
 from ``caption.json`` or its filename prefix (In/Pa/Sc) unless --prompt forces one. Re-running the
 same command resumes; other settings into the same folder are refused.
 
@@ -30,6 +31,7 @@ from dataset.categories import categories_from_config
 from dataset.sem_dataset import one_hot_sem
 from inference.implant import blend_hook, composite, dilate, latent_mask, list_backgrounds, load_background
 from inference.jobs import build_jobs, job_noise, mask_tensor, shard
+from inference.preview import write_preview
 from inference.writer import PairedWriter
 from ldm.checkpoint import file_sha256, load_models
 from ldm.diffusion.samplers import SAMPLERS, start_timestep
@@ -201,7 +203,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         torch.distributed.barrier()
     if rank == 0:
         path = writer.merge()
-        print(f"done: {len(jobs)} pairs in {writer.root} (records in {path.name})")
+        preview = write_preview(writer.root, [j.name for j in jobs])
+        print(f"done: {len(jobs)} pairs in {writer.root} (records in {path.name}"
+              + (f", first pairs with mask outlines in {preview.name})" if preview else ")"))
     if world > 1:
         torch.distributed.destroy_process_group()
     return 0

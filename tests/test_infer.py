@@ -10,7 +10,9 @@ import pytest
 from PIL import Image
 
 import infer
+from dataset.pairs import natural_key
 from inference.jobs import Job, job_seed, shard
+from inference.preview import write_preview
 from ldm.errors import UserError
 from tiny_model import make_tiny_checkpoint, write_masks
 
@@ -51,6 +53,16 @@ def test_paired_layout_and_masks(tiny, tmp_path):
     assert len(record["settings"]["checkpoint_sha256"]) == 64
     assert record["images"]["Pa_2"]["category"] == "patches" and record["images"]["Pa_2"]["prompt"] == "patches"
     assert not list(out.glob("generation.rank*.json"))
+
+    # preview.png: the 8 pairs as a 6 + 2 contact sheet, each mask outlined in red (outline only)
+    sheet = np.asarray(Image.open(out / "preview.png"))
+    assert sheet.shape == (4 + 2 * 164, 4 + 6 * 164, 3)
+    first = sorted(NAMES, key=natural_key)[0]
+    tile = sheet[4:164, 4:164]
+    inside = np.asarray(Image.open(masks / f"{first}.png").convert("L").resize((160, 160), Image.NEAREST)) > 127
+    red = (tile == [255, 40, 40]).all(-1)
+    assert red.any() and not (red & ~inside).any() and red.sum() < 0.8 * inside.sum()
+    assert write_preview(out, ["no_such_image"]) is None
 
 
 def test_seeds_reproduce_and_differ(tiny, tmp_path):
