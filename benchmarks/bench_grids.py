@@ -15,7 +15,8 @@ paper's sampler. Grid families, all from ``--t-start`` down to 0:
   karras  even in sigma^(1/7) (Karras et al. 2022, rho = 7)
 
 With ``--precision bf16`` the few-step solves run the network under bf16 autocast (the solver stays
-float32); the reference and PLMS 50 stay float32, as the original runs.
+float32), with ``--bf16-timesteps LO HI`` only for evaluations at LO <= t <= HI; the reference and
+PLMS 50 stay float32, as the original runs.
 """
 from __future__ import annotations
 
@@ -77,6 +78,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, nargs="+", default=[15, 20, 25])
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="of the few-step solves")
+    p.add_argument("--bf16-timesteps", type=int, nargs=2, default=(0, 999), metavar=("LO", "HI"),
+                   help="with --precision bf16: autocast only the evaluations at LO <= t <= HI")
     p.add_argument("--families", nargs="+", default=["logsnr", "time", "quad", "karras"])
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -89,7 +92,11 @@ def main() -> None:
     eps_fn = guided_eps_fn(pipe.unet, cond, uncond, args.guidance)
     fast_eps_fn = eps_fn
     if args.precision == "bf16":
+        lo, hi = args.bf16_timesteps
+
         def fast_eps_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            if not lo <= int(t[0]) <= hi:
+                return eps_fn(x, t)
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 return eps_fn(x, t).float()
     ac = models.diffusion.alphas_cumprod
