@@ -36,16 +36,10 @@ from dataset.categories import categories_from_config  # noqa: E402
 from inference.jobs import build_jobs  # noqa: E402
 from ldm.checkpoint import load_models  # noqa: E402
 from ldm.diffusion.guidance import guided_eps_fn  # noqa: E402
-from ldm.diffusion.samplers import _dpmpp_2m, _unipc, logsnr_timesteps, sample_plms, sample_reference  # noqa: E402
+from ldm.diffusion.samplers import (_dpmpp_2m, _unipc, logsnr_timesteps, sample_plms,  # noqa: E402
+                                   sample_reference, strictly_decreasing)
 from ldm.pipeline import DefFillerPipeline  # noqa: E402
-
-
-def strictly_decreasing(ts, t_start: int) -> list[int]:
-    grid = [int(round(float(t))) for t in ts]
-    grid[0], grid[-1] = t_start, 0
-    for i in range(len(grid) - 2, -1, -1):
-        grid[i] = max(grid[i], grid[i + 1] + 1)
-    return grid
+from ldm.errors import run_cli  # noqa: E402
 
 
 def grid_families(ac: torch.Tensor, t_start: int, steps: int, rho: float = 7.0) -> dict[str, list[int]]:
@@ -121,4 +115,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -37,6 +37,7 @@ from ldm.checkpoint import load_models, model_sections, save_checkpoint  # noqa:
 from ldm.config import load_config  # noqa: E402
 from ldm.diffusion.guidance import guided_eps_fn  # noqa: E402
 from ldm.pipeline import DefFillerPipeline  # noqa: E402
+from ldm.errors import run_cli  # noqa: E402
 
 
 def median_time(fn, repeats: int, device: torch.device) -> float:
@@ -126,4 +127,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from dataset.io import write_png_atomic
+from inference.writer import IMAGES, MASKS
 
 OUTLINE = np.array([255, 40, 40], dtype=np.uint8)
 
@@ -24,11 +25,11 @@ def outlined(image_path: Path, mask_path: Path, thumb: int) -> np.ndarray:
     return arr
 
 
-def write_preview(root: Path, names: Sequence[str], images: str = "Source_Images", masks: str = "Ground_truth",
-                  max_items: int = 24, cols: int = 6, thumb: int = 160, gap: int = 4) -> Path | None:
+def write_preview(root: Path, names: Sequence[str], max_items: int = 24, cols: int = 6, thumb: int = 160,
+                  gap: int = 4) -> Path | None:
     """Tile the first ``max_items`` of ``names`` that exist under ``root`` into ``root/preview.png``
     (written atomically); None when there is nothing to show."""
-    names = [n for n in names if (root / images / f"{n}.png").is_file() and (root / masks / f"{n}.png").is_file()]
+    names = [n for n in names if (root / IMAGES / f"{n}.png").is_file() and (root / MASKS / f"{n}.png").is_file()]
     names = names[:max_items]
     if not names:
         return None
@@ -37,5 +38,5 @@ def write_preview(root: Path, names: Sequence[str], images: str = "Source_Images
     sheet = np.full((rows * (thumb + gap) + gap, cols * (thumb + gap) + gap, 3), 255, np.uint8)
     for k, name in enumerate(names):
         y, x = gap + (k // cols) * (thumb + gap), gap + (k % cols) * (thumb + gap)
-        sheet[y:y + thumb, x:x + thumb] = outlined(root / images / f"{name}.png", root / masks / f"{name}.png", thumb)
+        sheet[y:y + thumb, x:x + thumb] = outlined(root / IMAGES / f"{name}.png", root / MASKS / f"{name}.png", thumb)
     return write_png_atomic(Image.fromarray(sheet), root / "preview.png")

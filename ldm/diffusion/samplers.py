@@ -9,7 +9,7 @@ original GLIGEN samplers step by step; DPM-Solver++(2M) follows Lu et al. (2022)
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -155,11 +155,17 @@ def logsnr_timesteps(alphas_cumprod: torch.Tensor, t_start: int, steps: int) -> 
     ac = alphas_cumprod.detach().double().cpu()
     lam = 0.5 * torch.log(ac / (1 - ac))
     targets = torch.linspace(float(lam[t_start]), float(lam[0]), steps + 1, dtype=torch.float64)
-    grid = [int(torch.argmin((lam - v).abs())) for v in targets]
-    grid[0], grid[-1] = int(t_start), 0
-    for i in range(len(grid) - 2, -1, -1):
-        grid[i] = max(grid[i], grid[i + 1] + 1)
-    return grid
+    return strictly_decreasing([int(torch.argmin((lam - v).abs())) for v in targets], t_start)
+
+
+def strictly_decreasing(grid: Sequence[float], t_start: int) -> list[int]:
+    """Round a decreasing timestep grid to integers from ``t_start`` to 0, bumping entries up where
+    rounding would repeat a timestep."""
+    out = [int(round(float(t))) for t in grid]
+    out[0], out[-1] = int(t_start), 0
+    for i in range(len(out) - 2, -1, -1):
+        out[i] = max(out[i], out[i + 1] + 1)
+    return out
 
 
 @torch.no_grad()
@@ -216,7 +222,7 @@ def _unipc_coefficients(rks: list[float], hh: float, order: int) -> tuple[np.nda
 @torch.no_grad()
 def sample_unipc(eps_fn: EpsFn, x: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int,
                  hook: Optional[Hook] = None, progress: bool = False, start_step: int = 0,
-                 order: Optional[int] = None) -> torch.Tensor:
+                 order: int = 2) -> torch.Tensor:
     """UniPC (Zhao et al. 2023), data prediction, B(h) = expm1(h): a multistep predictor of ``order``
     plus a corrector one order higher that reuses the model evaluation the next step needs anyway,
     so ``steps`` steps still cost ``steps`` evaluations (the last step is not corrected). Same grid
@@ -229,7 +235,6 @@ def sample_unipc(eps_fn: EpsFn, x: torch.Tensor, alphas_cumprod: torch.Tensor, s
     ``hook`` sees the predicted latent before each evaluation; the corrector's change is added to
     what the hook returns (for latent blending this keeps the blended region blended).
     """
-    order = order if order is not None else 2
     return _unipc(eps_fn, x, alphas_cumprod, dpm_timesteps(alphas_cumprod, steps), order, hook, progress,
                   start_step)
 
