@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Union
 
 import torch
 from omegaconf import DictConfig
@@ -28,7 +28,7 @@ class DefFillerModels:
         """Checkpoint section name -> module, for the parts that exist."""
         return {name: getattr(self, name) for name in PARTS if getattr(self, name) is not None}
 
-    def to(self, device=None, dtype=None) -> "DefFillerModels":
+    def to(self, device: Optional[Union[str, torch.device]] = None) -> "DefFillerModels":
         for module in self.parts().values():
             module.to(device=device)
         return self

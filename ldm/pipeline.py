@@ -127,11 +127,3 @@ class DefFillerPipeline:
     def encode_images(self, images: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Images in [-1, 1] -> latents (posterior mean: deterministic)."""
         return self.models.autoencoder.encode(images.to(self.device), generator=generator, sample=False)
-
-    def generate(self, sem: torch.Tensor, prompts: Sequence[str], noise: torch.Tensor,
-                 **kwargs) -> torch.Tensor:
-        """One call for simple uses: conditioning, sampling and decoding."""
-        negative = kwargs.pop("negative_prompt", "")
-        cond, uncond = self.conditioning(sem, prompts, negative)
-        return self.decode(self.sample(cond, uncond, noise, **kwargs))
-
