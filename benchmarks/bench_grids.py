@@ -7,7 +7,7 @@
 No timing (every run here costs exactly ``steps`` evaluations, or 51 for PLMS 50): all solvers start
 from the same noise at the same timestep (PLMS 50's first, 981), so one reference solve
 (``sample_reference``) serves every row, and each error is printed as a ratio to PLMS 50's, the
-paper's sampler. Grid families, all from ``--t-start`` down to 0:
+paper's sampler. Grid families, all from ``--t_start`` down to 0:
 
   logsnr  even in log-SNR (what ``--sampler unipc`` / ``dpmsolver++`` use)
   time    even in t (DDIM's and PLMS's spacing)
@@ -15,7 +15,7 @@ paper's sampler. Grid families, all from ``--t-start`` down to 0:
   karras  even in sigma^(1/7) (Karras et al. 2022, rho = 7)
 
 With ``--precision bf16`` the few-step solves run the network under bf16 autocast (the solver stays
-float32), with ``--bf16-timesteps LO HI`` only for evaluations at LO <= t <= HI; the reference and
+float32), with ``--bf16_timesteps LO HI`` only for evaluations at LO <= t <= HI; the reference and
 PLMS 50 stay float32, as the original runs.
 """
 from __future__ import annotations
@@ -35,6 +35,7 @@ from bench_infer import batch_inputs  # noqa: E402
 from dataset.categories import categories_from_config  # noqa: E402
 from inference.jobs import build_jobs  # noqa: E402
 from ldm.checkpoint import load_models  # noqa: E402
+from ldm.cli import add_guidance_scale, add_threads, positive_int  # noqa: E402
 from ldm.diffusion.guidance import guided_eps_fn  # noqa: E402
 from ldm.diffusion.samplers import (_dpmpp_2m, _unipc, logsnr_timesteps, sample_plms,  # noqa: E402
                                    sample_reference, strictly_decreasing)
@@ -64,17 +65,19 @@ SOLVERS = {
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", type=Path, required=True)
-    p.add_argument("--mask_dir", type=Path, required=True)
-    p.add_argument("--masks", type=int, default=8)
-    p.add_argument("--guidance", type=float, default=3.0)
-    p.add_argument("--t-start", type=int, default=981, help="start timestep of every solve (PLMS 50's)")
-    p.add_argument("--steps", type=int, nargs="+", default=[15, 20, 25])
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--ckpt", type=Path, required=True, help="checkpoint to measure")
+    p.add_argument("--mask_dir", type=Path, required=True, help="folder of mask images")
+    p.add_argument("--masks", type=positive_int, default=8, help="masks to solve for (default: 8)")
+    add_guidance_scale(p)
+    p.add_argument("--t_start", type=int, default=981,
+                   help="start timestep of every solve (default: 981, PLMS 50's)")
+    p.add_argument("--steps", type=positive_int, nargs="+", default=[15, 20, 25], help="step counts to try")
+    add_threads(p, torch.get_num_threads())
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="of the few-step solves")
-    p.add_argument("--bf16-timesteps", type=int, nargs=2, default=(0, 999), metavar=("LO", "HI"),
+    p.add_argument("--bf16_timesteps", type=int, nargs=2, default=(0, 999), metavar=("LO", "HI"),
                    help="with --precision bf16: autocast only the evaluations at LO <= t <= HI")
-    p.add_argument("--families", nargs="+", default=["logsnr", "time", "quad", "karras"])
+    p.add_argument("--families", nargs="+", default=["logsnr", "time", "quad", "karras"],
+                   help="grid families to compare (default: all four)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
@@ -83,7 +86,7 @@ def main() -> None:
     pipe = DefFillerPipeline(models)
     sem, noise, prompts = batch_inputs(pipe, build_jobs(args.mask_dir, cats, 1, 0)[: args.masks])
     cond, uncond = pipe.conditioning(sem, prompts)
-    eps_fn = guided_eps_fn(pipe.unet, cond, uncond, args.guidance)
+    eps_fn = guided_eps_fn(pipe.unet, cond, uncond, args.guidance_scale)
     fast_eps_fn = eps_fn
     if args.precision == "bf16":
         lo, hi = args.bf16_timesteps
@@ -102,7 +105,7 @@ def main() -> None:
     if args.t_start != 981:
         print("note: PLMS 50 starts at 981, so its error below is for a different start")
     plms = error(sample_plms(eps_fn, noise.clone(), ac, 50))
-    print(f"checkpoint {args.ckpt}, {len(prompts)} masks, guidance {args.guidance}, start t={args.t_start}, "
+    print(f"checkpoint {args.ckpt}, {len(prompts)} masks, guidance {args.guidance_scale}, start t={args.t_start}, "
           f"few-step solves in {args.precision}")
     print(f"PLMS 50: ODE error {plms:.5f}; below: error / PLMS 50's")
     families = args.families

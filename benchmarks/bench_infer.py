@@ -2,7 +2,7 @@
 """Generation throughput: our infer path vs the original DefFiller way, measured in one run.
 
     python benchmarks/bench_infer.py --ckpt OUTPUT/demo/checkpoints/latest.safetensors --masks 8
-    python benchmarks/bench_infer.py --ckpt model_sem/deffiller.bin --masks 2 --original-steps 50
+    python benchmarks/bench_infer.py --ckpt model_sem/deffiller.bin --masks 2 --original_steps 50
 
 The original ``infer.py`` reloads the checkpoint for every mask, samples one image at a time with
 PLMS 50 and runs the conditional and unconditional branches as two forwards, each of which re-runs
@@ -14,7 +14,7 @@ distance of the final latents to a reference solution of the *same* ODE: same no
 guidance and start timestep. DDIM's and PLMS's uniform grids start at t=951 for 20 steps and 981 for
 50; UniPC and DPM-Solver++ start at 981 (PLMS 50's start) whatever their step count; each run is
 compared with the reference solve from its own start. The reference is third-order UniPC through every integer timestep
-(``sample_reference``); with --dense-ddim the distance to dense DDIM (one first-order step per
+(``sample_reference``); with --dense_ddim the distance to dense DDIM (one first-order step per
 timestep) is printed too, but dense DDIM's own error is of the size being measured and is shared with
 DDIM and PLMS (same last step), so it flatters them. Without --ckpt a tiny
 random-weight model is made (numbers then only show the pipeline overheads).
@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from dataset.sem_dataset import one_hot_sem  # noqa: E402
 from inference.jobs import build_jobs, job_noise, mask_tensor  # noqa: E402
 from ldm.checkpoint import load_models  # noqa: E402
+from ldm.cli import add_guidance_scale, add_threads, positive_int  # noqa: E402
 from ldm.diffusion.guidance import guided_eps_fn  # noqa: E402
 from ldm.diffusion.samplers import SAMPLERS, sample_ddim_dense, sample_reference, start_timestep  # noqa: E402
 from ldm.pipeline import DefFillerPipeline  # noqa: E402
@@ -79,7 +80,7 @@ def run_mode(args) -> dict:
             sem, noise, prompts = batch_inputs(pipe, [job])
             with torch.no_grad():
                 ctx, uc = pipe.models.text_encoder.encode(prompts), pipe.models.text_encoder.encode([""])
-                eps_fn = original_eps_fn(pipe.unet, sem, ctx, uc, args.guidance)
+                eps_fn = original_eps_fn(pipe.unet, sem, ctx, uc, args.guidance_scale)
                 latents.append(SAMPLERS["plms"](eps_fn, noise, models.diffusion.alphas_cumprod, args.original_steps))
     else:
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.precision]
@@ -88,10 +89,10 @@ def run_mode(args) -> dict:
             sem, noise, prompts = batch_inputs(pipe, jobs[lo:lo + args.batch_size])
             cond, uncond = pipe.conditioning(sem, prompts)
             if args.mode in REFERENCES:
-                eps_fn = guided_eps_fn(pipe.unet, cond, uncond, args.guidance)
+                eps_fn = guided_eps_fn(pipe.unet, cond, uncond, args.guidance_scale)
                 latents.append(REFERENCES[args.mode](eps_fn, noise, models.diffusion.alphas_cumprod, args.start_t))
             else:
-                latents.append(pipe.sample(cond, uncond, noise, args.sampler, args.steps, args.guidance))
+                latents.append(pipe.sample(cond, uncond, noise, args.sampler, args.steps, args.guidance_scale))
     elapsed = time.perf_counter() - start
     out = torch.cat(latents)
     torch.save(out, args.out)
@@ -103,9 +104,9 @@ REFERENCES = {"dense": sample_ddim_dense, "reference": sample_reference}
 
 def spawn(args, mode: str, out: Path, **over) -> dict:
     cmd = [sys.executable, __file__, "--mode", mode, "--ckpt", str(args.ckpt), "--mask_dir", str(args.mask_dir),
-           "--masks", str(args.masks), "--out", str(out), "--guidance", str(args.guidance),
-           "--threads", str(args.threads), "--batch-size", str(args.batch_size),
-           "--original-steps", str(args.original_steps), "--precision", args.precision]
+           "--masks", str(args.masks), "--out", str(out), "--guidance_scale", str(args.guidance_scale),
+           "--threads", str(args.threads), "--batch_size", str(args.batch_size),
+           "--original_steps", str(args.original_steps), "--precision", args.precision]
     for k, v in over.items():
         cmd += [f"--{k}", str(v)]
     res = subprocess.run(cmd, capture_output=True, text=True)
@@ -116,24 +117,25 @@ def spawn(args, mode: str, out: Path, **over) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", type=Path, default=None)
-    p.add_argument("--mask_dir", type=Path, default=None, help="default: synthetic masks")
-    p.add_argument("--masks", type=int, default=8)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--guidance", type=float, default=3.0)
-    p.add_argument("--original-steps", type=int, default=50)
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--ckpt", type=Path, default=None, help="checkpoint to measure")
+    p.add_argument("--mask_dir", type=Path, default=None, help="folder of mask images (default: synthetic masks)")
+    p.add_argument("--masks", type=positive_int, default=8, help="masks to generate for (default: 8)")
+    p.add_argument("--batch_size", type=positive_int, default=8, help="masks per batch, our way (default: 8)")
+    add_guidance_scale(p)
+    p.add_argument("--original_steps", type=positive_int, default=50,
+                   help="PLMS steps of the original way (default: 50)")
+    add_threads(p, torch.get_num_threads())
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="autocast dtype of our runs (the original way and the references stay fp32)")
     p.add_argument("--fast", nargs="+", default=["unipc:10", "unipc:15", "unipc:20", "dpmsolver++:20",
                                                  "dpmsolver++:25", "ddim:20"],
                    metavar="SAMPLER:STEPS", help="our few-step runs to time (besides PLMS 50)")
-    p.add_argument("--dense-ddim", action="store_true", help="also report the distance to a dense DDIM solve")
+    p.add_argument("--dense_ddim", action="store_true", help="also report the distance to a dense DDIM solve")
     p.add_argument("--mode", default=None, help=argparse.SUPPRESS)
     p.add_argument("--sampler", default="plms", help=argparse.SUPPRESS)
     p.add_argument("--steps", type=int, default=50, help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--start-t", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--start_t", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.mode:
         print(json.dumps(run_mode(args)))
@@ -160,7 +162,7 @@ def main() -> None:
     for kind, by_start in refs.items():
         for t0 in sorted(set(starts.values())):
             out = tmp / f"{kind}_{t0}.pt"
-            spawn(args, kind, out, **{"start-t": t0, "precision": "fp32"})
+            spawn(args, kind, out, **{"start_t": t0, "precision": "fp32"})
             by_start[t0] = torch.load(out)
             print(f"  done: {kind} solve from t={t0}", file=sys.stderr)
     for label, (mode, over) in runs.items():
@@ -170,7 +172,7 @@ def main() -> None:
         results[label]["latents"] = torch.load(out)
         print(f"  done: {label} ({results[label]['seconds']:.1f} s)", file=sys.stderr)
     base = next(v for k, v in results.items() if k.startswith("original"))
-    print(f"checkpoint {args.ckpt}, {args.masks} masks, guidance {args.guidance}, {args.threads} threads, "
+    print(f"checkpoint {args.ckpt}, {args.masks} masks, guidance {args.guidance_scale}, {args.threads} threads, "
           f"ours in {args.precision}")
     print(f"{'mode':58s} {'img/s':>8s} {'speed-up':>9s} {'start t':>8s} {'ODE error':>10s} "
           + (f"{'(vs dense DDIM)':>16s} " if args.dense_ddim else "") + f"{'peak RSS':>9s}")

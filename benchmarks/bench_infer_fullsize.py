@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from bench_infer import original_eps_fn  # noqa: E402
 from ldm.build import build_models  # noqa: E402
 from ldm.checkpoint import load_models, model_sections, save_checkpoint  # noqa: E402
+from ldm.cli import add_config, add_device, positive_int  # noqa: E402
 from ldm.config import load_config  # noqa: E402
 from ldm.diffusion.guidance import guided_eps_fn  # noqa: E402
 from ldm.pipeline import DefFillerPipeline  # noqa: E402
@@ -62,10 +63,11 @@ def peak_memory_gb(device: torch.device) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=str(REPO / "configs" / "sd_saliency_900.yaml"))
-    p.add_argument("--masks", type=int, nargs="+", default=[2], help="masks per batch for our way (one row each)")
-    p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    add_config(p, str(REPO / "configs" / "sd_saliency_900.yaml"), help="full-size model config (random weights)")
+    p.add_argument("--masks", type=positive_int, nargs="+", default=[2],
+                   help="masks per batch for our way (one row each; default: 2)")
+    p.add_argument("--repeats", type=positive_int, default=2, help="timed repeats per row (default: 2)")
+    add_device(p)
     p.add_argument("--bf16", action="store_true", help="also time our evaluation under bf16 autocast")
     p.add_argument("--fp16", action="store_true", help="also time our evaluation under fp16 autocast (GPU)")
     p.add_argument("--fast", nargs="+", metavar="SAMPLER:STEPS",

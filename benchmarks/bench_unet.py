@@ -23,6 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ldm.build import build_models  # noqa: E402
+from ldm.cli import add_config, add_threads, positive_int  # noqa: E402
 from ldm.config import load_config  # noqa: E402
 
 
@@ -65,10 +66,11 @@ def timed(fn, n: int) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="configs/sd_saliency_900.yaml")
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    add_config(parser, "configs/sd_saliency_900.yaml", help="model config (random weights)")
+    parser.add_argument("--batch_size", "--batch", dest="batch", type=positive_int, default=2,
+                        help="batch size (default: 2)")
+    parser.add_argument("--repeats", type=positive_int, default=5, help="timed repeats (default: 5)")
+    add_threads(parser, torch.get_num_threads())
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -1,0 +1,91 @@
+"""One command-line vocabulary: the flags every tool shares, spelled and checked the same way.
+
+Each ``add_*`` adds one flag with its canonical snake_case name, the original DefFiller spelling as an
+alias where there is one, and a help text. The argparse types reject bad values with argparse's own
+one-line ``error:`` (exit code 2).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Optional
+
+
+# -- argparse types --------------------------------------------------------------------------------
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """A float that is neither NaN nor infinite."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite float > 0."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
+    return value
+
+
+# -- shared flags ----------------------------------------------------------------------------------
+def add_config(p: argparse.ArgumentParser, default: Optional[str] = None, help: str = "experiment YAML") -> None:
+    """``--config`` (alias ``--yaml_file``, the original DefFiller spelling)."""
+    p.add_argument("--config", "--yaml_file", dest="config", type=Path, default=default,
+                   help=help + (f" (default: {default})" if default else ""))
+
+
+def add_data_root(p: argparse.ArgumentParser, default: Optional[str] = None,
+                  help: str = "dataset folder with Source_Images/ and Ground_truth/") -> None:
+    """``--data_root`` (alias ``--DATA_ROOT``, the original DefFiller spelling)."""
+    p.add_argument("--data_root", "--DATA_ROOT", dest="data_root", type=Path, default=default,
+                   help=help + (f" (default: {default})" if default else ""))
+
+
+def add_device(p: argparse.ArgumentParser, default: str = "auto") -> None:
+    """``--device``: auto, cpu, cuda or cuda:N."""
+    p.add_argument("--device", default=default,
+                   help=f"auto (a CUDA GPU when there is one, else the CPU), cpu, cuda or cuda:N (default: {default})")
+
+
+def add_seed(p: argparse.ArgumentParser, default: int = 0, help: str = "random seed") -> None:
+    """``--seed``."""
+    p.add_argument("--seed", type=int, default=default, help=f"{help} (default: {default})")
+
+
+def add_guidance_scale(p: argparse.ArgumentParser, default: float = 3.0) -> None:
+    """``--guidance_scale`` (alias ``--guidance``): classifier-free guidance weight."""
+    p.add_argument("--guidance_scale", "--guidance", dest="guidance_scale", type=finite_float, default=default,
+                   help=f"classifier-free guidance scale; 1 = none (default: {default})")
+
+
+def add_threads(p: argparse.ArgumentParser, default: int = 0) -> None:
+    """``--threads``: CPU threads for torch (0 = torch's default)."""
+    p.add_argument("--threads", type=non_negative_int, default=default,
+                   help=f"CPU threads for torch; 0 = torch's default, all cores (default: {default})")
