@@ -24,10 +24,10 @@ from ldm.errors import UserError, run_cli  # noqa: E402
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from ldm.config import load_config
     from training import distributed as D
-    from training.options import parse_args, resolve_options
+    from training.options import apply_overrides, parse_args, resolve_options
 
     cli = parse_args(argv)
-    cfg = load_config(cli.yaml_file)
+    cfg = apply_overrides(load_config(cli.yaml_file), cli.set)
     opts = resolve_options(cli, cfg)
     info = D.init_distributed(opts.device)
     if opts.threads:

@@ -47,7 +47,7 @@ from training.checkpointing import RunCheckpoints, Saved, rng_state, set_rng_sta
 from training.data import build_dataset, grid_batch, make_loader, mix_seed, write_held_out_procedural
 from training.ema import EMA
 from training.metrics import MetricsLog, gate_stats
-from training.options import DEFAULT_CKPT, RELEASE_URL, TrainOptions
+from training.options import CLI_ONLY, DEFAULT_CKPT, RELEASE_URL, TrainOptions
 from training.sample_grid import write_grid
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -190,7 +190,7 @@ class Trainer:
         self.checkpoints = RunCheckpoints(self.run_dir, keep=opts.keep_checkpoints)
         if opts.gradient_checkpointing is not None:
             cfg.model.params.use_checkpoint = bool(opts.gradient_checkpointing)
-        cfg.train = OmegaConf.create({k: v for k, v in vars(opts).items() if k not in ("name", "yaml_file")})
+        cfg.train = OmegaConf.create({k: v for k, v in vars(opts).items() if k not in CLI_ONLY})
         self.cfg = cfg
         if self.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)

@@ -23,26 +23,33 @@ from tqdm.auto import tqdm
 from dataset.categories import Category
 from dataset.io import write_json_atomic, write_png_atomic
 from ldm.diffusion.samplers import SAMPLERS
+from ldm import options as O
 from ldm.errors import UserError, run_cli
 
+from .config import SCHEMA, checked
 from .model import MaskDiffusion, load_checkpoint, model_from_checkpoint
 from .postprocess import nonempty_fallback, postprocess
 
 MANIFEST = "maskgen_manifest.json"
 
 
+_DEFAULT = SCHEMA["sample"]
+
+
 @dataclass
 class SampleSettings:
-    sampler: str = "ddim"
-    steps: int = 50
-    eta: float = 0.0
-    guidance: float = 1.0
-    clip_x0: bool = True
-    threshold: float = 0.5
-    min_area: float = 5e-4
-    size: int = 256
-    batch_size: int = 64
-    max_retries: int = 20
+    """Sampling settings; defaults from :data:`maskgen.config.SCHEMA` (its ``sample`` section)."""
+
+    sampler: str = _DEFAULT["sampler"]
+    steps: int = _DEFAULT["steps"]
+    eta: float = _DEFAULT["eta"]
+    guidance: float = _DEFAULT["guidance"]
+    clip_x0: bool = _DEFAULT["clip_x0"]
+    threshold: float = _DEFAULT["threshold"]
+    min_area: float = _DEFAULT["min_area"]
+    size: int = _DEFAULT["size"]
+    batch_size: int = _DEFAULT["batch_size"]
+    max_retries: int = _DEFAULT["max_retries"]
     seed: int = 0
 
     def check(self) -> None:
@@ -197,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--categories", help="comma-separated names or prefixes to sample (default: all)")
     p.add_argument("--size", type=int, help="output size in pixels, square (paper: 256)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--config", default=None,
+                   help="YAML whose sample: section overrides the checkpoint's (same schema as "
+                        "maskgen.train's --config; default: none)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="sample-section overrides, e.g. --set sample.steps=25 sample.threshold=0.6; "
+                        "the flags below win over them")
     p.add_argument("--sampler", choices=sorted(SAMPLERS), help="ldm.diffusion.samplers sampler")
     p.add_argument("--steps", type=int, help="sampler steps")
     p.add_argument("--eta", type=float, help="DDIM eta (0 = deterministic)")
@@ -215,8 +228,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def settings_from(args: argparse.Namespace, stored: dict[str, Any]) -> SampleSettings:
-    s = SampleSettings(**{k: v for k, v in stored.items() if k in SampleSettings.__dataclass_fields__})
+def sample_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``sample`` keys given by ``--config`` (its ``sample:`` section) and ``--set`` (strict keys),
+    read before anything else so that a typo fails fast."""
+    given: dict[str, Any] = {}
+    if getattr(args, "config", None) is not None:
+        where = f"config {args.config}"
+        loaded = O.check(O.resolve(O.read_yaml(args.config) or {}, where), SCHEMA, where)
+        given.update(loaded.get("sample") or {})
+    schema = {"sample": SCHEMA["sample"]}
+    for key, value in O.parse_set(getattr(args, "set", None) or []):
+        given = O.set_value({"sample": given}, key, value, schema, f"--set {key}")["sample"]
+    return given
+
+
+def settings_from(args: argparse.Namespace, stored: dict[str, Any],
+                  overrides: Optional[dict[str, Any]] = None) -> SampleSettings:
+    """Defaults < the checkpoint's ``sample`` section < ``--config`` < ``--set`` < flags."""
+    sample = {**stored, **(overrides if overrides is not None else sample_overrides(args))}
+    s = SampleSettings(**{k: v for k, v in sample.items() if k in SampleSettings.__dataclass_fields__})
     for key in ("sampler", "steps", "eta", "guidance", "threshold", "min_area", "size", "batch_size",
                 "max_retries", "seed"):
         val = getattr(args, key, None)
@@ -229,13 +259,15 @@ def settings_from(args: argparse.Namespace, stored: dict[str, Any]) -> SampleSet
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    overrides = sample_overrides(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     ckpt = load_checkpoint(args.ckpt)
     model, cats = model_from_checkpoint(ckpt, args.weights)
     selected = select_categories(cats, args.categories.split(",") if args.categories else None)
-    settings = settings_from(args, dict(ckpt["config"].get("sample", {})))
+    stored = checked(ckpt["config"], f"{ckpt['path']} config")
+    settings = settings_from(args, stored["sample"], overrides)
     settings.check()
     out = Path(args.out)
     if out.exists() and not out.is_dir():

@@ -23,7 +23,7 @@ from dataset.categories import categories_from_config
 from ldm.atomic import torch_save_atomic, write_text_atomic
 from ldm.errors import UserError, run_cli
 
-from .config import DEFAULT_CONFIG, check_config, load_config
+from .config import check_config, load_config
 from .data import training_data
 from .model import CKPT_FORMAT, EMA, MaskDiffusion, build_model, categories_to_list, load_checkpoint
 
@@ -200,7 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of mask PNGs, or a dataset root with 'Ground truth'/'Ground_truth'; "
                         "the category is the filename prefix (In_*, Pa_*, Sc_*)")
     p.add_argument("--out", required=True, help="run folder (checkpoints/, config.yaml, train_log.csv)")
-    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: %(default)s)")
+    p.add_argument("--config", default=None,
+                   help="YAML config over the built-in defaults (the paper's settings, maskgen/config.py), "
+                        "e.g. configs/maskgen_cpu.yaml (default: none)")
     p.add_argument("--epochs", type=int, help="override train.epochs (raise it to extend a finished run)")
     p.add_argument("--batch_size", type=int, help="override train.batch_size")
     p.add_argument("--lr", type=float, help="override train.lr")

@@ -29,7 +29,7 @@ TINY = {
 
 
 def tiny_config(**train_overrides) -> dict:
-    cfg = load_config(REPO / "configs" / "maskgen.yaml")
+    cfg = load_config()
     for section, values in TINY.items():
         cfg[section].update(copy.deepcopy(values))
     cfg["train"].update(train_overrides)
@@ -205,8 +205,8 @@ def test_bad_training_input(tmp_path):
     with pytest.raises(UserError, match="unknown category prefix 'Cr'"):
         train(tiny_config(), odd, tmp_path / "r3", progress=False)
 
-    with pytest.raises(UserError, match="unknown option 'model.width'"):
-        load_config(REPO / "configs" / "maskgen.yaml", ["model.width=3"])
+    with pytest.raises(UserError, match="unknown key 'model.width'"):
+        load_config(None, ["model.width=3"])
 
 
 def _cli_error(main, argv, capsys) -> str:

@@ -131,7 +131,7 @@ def test_bad_options_are_user_errors(config, tmp_path):
         run_main(config, tmp_path / "out", "o", "--batch_size", "0")
     bad = tmp_path / "bad.yaml"
     bad.write_text(config.read_text().replace("trainable: grounding", "trainable: grounding\n  learning_rate: 1"))
-    with pytest.raises(UserError, match="unknown train option.*learning_rate"):
+    with pytest.raises(UserError, match="unknown key .train.learning_rate.; did you mean .train.base_learning_rate"):
         run_main(bad, tmp_path / "out", "o")
     with pytest.raises(UserError, match="would train nothing"):
         run_main(config, tmp_path / "out", "o", "--ckpt", "none")

@@ -1,8 +1,11 @@
 """Training options: the original DefFiller/GLIGEN flags plus precision, checkpointing and device.
 
-Every option has three sources, strongest first: the command line, the config's ``train:`` section,
-then :data:`DEFAULTS` (the original trainer's defaults where it had the option). ``--name`` and
-``--yaml_file`` only come from the command line.
+Every option has four sources, strongest first: the command line flags, ``--set key=value`` (any
+config key, e.g. ``train.sample_steps=25`` or ``data.image_size=64``), the config's ``train:``
+section, then :data:`DEFAULTS` (the original trainer's defaults where it had the option). Keys are
+strict (:mod:`ldm.options`): an unknown key in the YAML or in ``--set`` is an error naming the
+nearest valid one. ``--name``, ``--yaml_file`` and ``--allow_config_change`` only come from the
+command line.
 """
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ from typing import Any, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from ldm import options as O
+from ldm.config import check_config
 from ldm.errors import UserError
 
 DEFAULT_CKPT = "model_sem/sem_diffusion_pytorch_model.bin"
@@ -62,11 +67,21 @@ class TrainOptions:
     guidance_scale: float = 5.0
     keep_checkpoints: int = 0                # 0: keep all
     split: Optional[str] = None              # a split JSON (dataset/splits.py): train on its "train" list
+    allow_config_change: bool = False        # resume even though data root, seed or learning rate changed
 
 
 DEFAULTS = TrainOptions()
-CLI_ONLY = ("name", "yaml_file")
+CLI_ONLY = ("name", "yaml_file", "allow_config_change")
 FIELD_NAMES = [f.name for f in fields(TrainOptions)]
+
+# the config's data: section (training/data.py reads it)
+DATA_SCHEMA = {
+    "name": "SD-saliency-900", "root": None, "image_size": 256, "random_flip": True, "prob_use_caption": 1.0,
+    "categories": O.Open(None),
+    "procedural": {"n_per_category": 100, "seed": 0, "orientation": "horizontal"},
+}
+TRAIN_SCHEMA = {n: O.Open() for n in FIELD_NAMES if n not in CLI_ONLY}
+SECTIONS = {"data": DATA_SCHEMA, "train": TRAIN_SCHEMA}
 
 
 def parse_bool(text: Any) -> bool:
@@ -142,6 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="sample-grid interval (default: with every checkpoint)")
     add("--split", type=optional_path, default=None,
         help="split JSON (dataset/splits.py); training uses its 'train' list (default: all pairs)")
+    add("--set", nargs="*", default=[], metavar="KEY=VALUE",
+        help="config overrides applied over the YAML, e.g. --set train.sample_steps=25 data.image_size=64 "
+             "model.params.num_heads=4; an unknown key is an error naming the nearest valid one "
+             "(the flags above win over --set)")
+    add("--allow_config_change", action="store_true",
+        help="resume even though the data root, seed or learning rate differ from the run's; the change "
+             "is appended to OUTPUT_ROOT/name/config_changes.jsonl (default: refuse)")
     add("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # torch.distributed.launch
     return p
 
@@ -178,18 +200,27 @@ def _check(opts: TrainOptions) -> None:
         raise UserError(f"--name {opts.name!r}: give a plain folder name")
 
 
+def apply_overrides(cfg: DictConfig, items: Sequence[str], flag: str = "--set") -> DictConfig:
+    """``cfg`` with ``key=value`` overrides applied (strict keys, see :func:`ldm.config.check_config`)."""
+    if not items:
+        return cfg
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    from ldm.config import schema_for
+
+    for key, value in O.parse_set(items, flag):
+        plain = O.set_value(plain, key, value, schema_for(plain, SECTIONS), f"{flag} {key}")
+    return OmegaConf.create(plain)
+
+
 def resolve_options(cli: argparse.Namespace, cfg: DictConfig) -> TrainOptions:
     """Merge command line > config ``train:`` > defaults; validate; return the run's options."""
+    check_config(cfg, f"config {cli.yaml_file}", SECTIONS)
     section = cfg.get("train")
     from_yaml: dict[str, Any] = {}
     if section is not None:
         if not isinstance(section, DictConfig):
             raise UserError(f"{cli.yaml_file}: `train:` must be a mapping of option: value")
         from_yaml = OmegaConf.to_container(section, resolve=True)
-        unknown = sorted(set(from_yaml) - (set(FIELD_NAMES) - set(CLI_ONLY)))
-        if unknown:
-            raise UserError(f"{cli.yaml_file}: unknown train option(s) {', '.join(unknown)}; known: "
-                            f"{', '.join(n for n in FIELD_NAMES if n not in CLI_ONLY)}")
     values = {f.name: getattr(DEFAULTS, f.name) for f in fields(TrainOptions)}
     for key, value in from_yaml.items():
         if key in ("ckpt", "DATA_ROOT", "split"):
@@ -217,7 +248,23 @@ def resolve_options(cli: argparse.Namespace, cfg: DictConfig) -> TrainOptions:
                 raise UserError(f"{cli.yaml_file}: train.{key} must be a number, got {value!r}") from None
     opts = TrainOptions(**values)
     _check(opts)
+    _check_against_config(opts, cfg, str(cli.yaml_file))
     return opts
+
+
+def _check_against_config(opts: TrainOptions, cfg: DictConfig, where: str) -> None:
+    """Options that must fit the model config, checked before anything trains."""
+    params = (cfg.get("diffusion") or {}).get("params") or {}
+    timesteps = int(params.get("timesteps", 1000))
+    if opts.sample_steps > timesteps:
+        raise UserError(f"train.sample_steps {opts.sample_steps} exceeds the schedule's {timesteps} timesteps "
+                        f"({where} diffusion.params.timesteps); use at most {timesteps}")
+    if not math.isfinite(opts.guidance_scale):
+        raise UserError(f"train.guidance_scale must be a finite number, got {opts.guidance_scale}")
+    data = cfg.get("data") or {}
+    size = data.get("image_size", DATA_SCHEMA["image_size"])
+    if isinstance(size, bool) or not isinstance(size, int) or size < 8:
+        raise UserError(f"{where}: data.image_size must be an integer >= 8, got {size!r}")
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
