@@ -20,15 +20,16 @@ weights as an uninterrupted one.
 """
 from __future__ import annotations
 
+import errno
 import math
 import random
 import signal
 import sys
 import time
 import warnings
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 import numpy as np
 import torch
@@ -38,6 +39,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
+from ldm.atomic import write_text_atomic
 from ldm.build import DefFillerModels, build_models
 from ldm.checkpoint import load_into, model_sections, read_checkpoint
 from ldm.diffusion.schedule import min_snr_weight
@@ -180,10 +182,85 @@ def initial_weights(models: DefFillerModels, ckpt: Optional[str]) -> str:
     return f"{path} ({loaded.kind} checkpoint)"
 
 
+# -- run-folder and config checks ----------------------------------------------------------------
+# options a resumed run must keep (the data it sees, its random streams, its step size) unless
+# --allow_config_change is given
+GUARDED = ("train.DATA_ROOT", "data.root", "data.name", "data.procedural", "train.split", "train.seed",
+           "train.base_learning_rate")
+_WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST, errno.ENOSPC,
+                 errno.EDQUOT, errno.EISDIR}
+
+
+@contextmanager
+def output_errors(run_dir: Path) -> Iterator[None]:
+    """An unwritable, read-only or full output folder as one line (writes stay atomic)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _WRITE_ERRNOS:
+            raise
+        what = exc.filename or run_dir
+        hint = ("free disk space, then rerun to resume" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                else "choose a writable folder with --OUTPUT_ROOT / --name")
+        raise UserError(f"cannot write the run folder {run_dir} ({what}: {exc.strerror}); {hint}") from None
+
+
+def _flat(cfg: Any) -> dict[str, Any]:
+    plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else (cfg or {})
+    out: dict[str, Any] = {}
+    for section in ("data", "train"):
+        for key, value in (plain.get(section) or {}).items():
+            out[f"{section}.{key}"] = value
+    return out
+
+
+def check_config_changes(saved_cfg: Optional[DictConfig], cfg: DictConfig, saved: Saved,
+                         allow: bool) -> dict[str, list]:
+    """``{key: [before, now]}`` of the data/train settings that differ from the checkpoint's config.
+
+    A change of a :data:`GUARDED` key is refused (one line) unless ``allow``.
+    """
+    if saved_cfg is None:
+        return {}
+    before, now = _flat(saved_cfg), _flat(cfg)
+    changes = {k: [before.get(k), now.get(k)] for k in sorted(set(before) | set(now))
+               if before.get(k) != now.get(k) and k not in ("train.OUTPUT_ROOT", "train.allow_config_change")}
+    guarded = {k: v for k, v in changes.items() if k in GUARDED}
+    if guarded and not allow:
+        listed = ", ".join(f"{k} {v[0]!r} -> {v[1]!r}" for k, v in guarded.items())
+        raise UserError(f"{saved.weights.parent.parent}: resuming with a different {listed}; rerun with the "
+                        "run's settings, use a new --name, or pass --allow_config_change to resume anyway "
+                        "(the change is recorded in config_changes.jsonl)")
+    return changes
+
+
+def record_config_changes(run_dir: Path, iteration: int, changes: Mapping[str, list]) -> None:
+    """Append one JSON line to ``run_dir/config_changes.jsonl`` (rewritten atomically)."""
+    import json
+
+    path = run_dir / "config_changes.jsonl"
+    old = path.read_text() if path.is_file() else ""
+    line = json.dumps({"iteration": iteration, "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+                       "changes": {k: v for k, v in changes.items()}}, default=str)
+    write_text_atomic(old + line + "\n", path)
+
+
+def check_image_size(cfg: DictConfig, models: DefFillerModels) -> None:
+    """``data.image_size`` must be the size the model generates (UNet size x autoencoder downscale)."""
+    size = int((cfg.get("data") or {}).get("image_size", 256))
+    unet_size = int(models.model.image_size)
+    factor = int(getattr(models.autoencoder, "downscale", 8))
+    if size != unet_size * factor:
+        raise UserError(f"data.image_size {size} does not fit the model: model.params.image_size {unet_size} x "
+                        f"the autoencoder's downscale {factor} = {unet_size * factor}; set data.image_size: "
+                        f"{unet_size * factor} (or --set data.image_size={unet_size * factor})")
+
+
 # -- the trainer ----------------------------------------------------------------------------------
 class Trainer:
     def __init__(self, opts: TrainOptions, cfg: DictConfig, info: Optional[D.DistInfo] = None) -> None:
         self.opts, self.info = opts, info or D.DistInfo()
+        self.config_changes: dict[str, list] = {}
         self.device = self.info.device
         self.main = self.info.is_main
         self.run_dir = Path(opts.OUTPUT_ROOT) / opts.name
@@ -193,8 +270,9 @@ class Trainer:
         cfg.train = OmegaConf.create({k: v for k, v in vars(opts).items() if k not in CLI_ONLY})
         self.cfg = cfg
         if self.main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            self.checkpoints.remove_stray_temporaries()
+            with output_errors(self.run_dir):
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                self.checkpoints.remove_stray_temporaries()
         D.barrier(self.info)
 
         # 1. dataset
@@ -211,8 +289,10 @@ class Trainer:
                                 "for a from-scratch model")
             self.init_source = initial_weights(self.models, opts.ckpt)
         else:
+            self.config_changes = check_config_changes(resume[2].config, cfg, resume[0], opts.allow_config_change)
             load_into(self.models, resume[2])
             self.init_source = f"{resume[0].weights} (resuming)"
+        check_image_size(cfg, self.models)
         self.models.to(self.device)
         seed_globals(mix_seed(opts.seed, 6, self.info.rank))  # per-rank global RNGs (dropout, if any)
         self.unet = self.models.model
@@ -245,9 +325,14 @@ class Trainer:
         if self.metrics is not None and resume is not None:
             self.metrics.truncate_after(self.iteration)
         if self.main:
-            OmegaConf.save(self.cfg, self.run_dir / "config.yaml")
-            write_held_out_procedural(self.dataset, self.run_dir / "procedural")  # masks for infer.py
+            with output_errors(self.run_dir):
+                if resume is not None and self.config_changes:
+                    record_config_changes(self.run_dir, self.iteration, self.config_changes)
+                write_text_atomic(OmegaConf.to_yaml(self.cfg), self.run_dir / "config.yaml")
+                write_held_out_procedural(self.dataset, self.run_dir / "procedural")  # masks for infer.py
         self._stop_requested = False
+        self._signal_received: Optional[int] = None
+        self.stop_signal: Optional[int] = None  # the signal that stopped training early (main.py's exit code)
 
     # -- resume ---------------------------------------------------------------------------------
     def _restore(self, saved: Saved, state: dict[str, Any], weights) -> None:
@@ -342,7 +427,9 @@ class Trainer:
         try:
             while self.iteration < opts.total_iters:
                 if self._agree_to_stop():
-                    self._save()
+                    self.stop_signal = self._signal_received or signal.SIGTERM
+                    with output_errors(self.run_dir):
+                        self._save()
                     if self.main:
                         bar.write(f"stopped at iteration {self.iteration}; checkpoint saved in {self.run_dir} — "
                                   "rerun the same command to resume", file=sys.stderr)
@@ -372,7 +459,8 @@ class Trainer:
                 if not opts.disable_inference_in_training and (self.iteration % sample_every == 0 or done):
                     self._write_samples()
                 if self.iteration % opts.save_every_iters == 0 or done:
-                    self._save()
+                    with output_errors(self.run_dir):
+                        self._save()
         finally:
             bar.close()
             self._restore_signal_handlers(previous)
@@ -477,6 +565,7 @@ class Trainer:
             if self._stop_requested:  # second signal: give up immediately
                 raise KeyboardInterrupt
             self._stop_requested = True
+            self._signal_received = int(signum)
 
         try:
             for sig in (signal.SIGINT, signal.SIGTERM):

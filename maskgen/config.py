@@ -3,7 +3,7 @@ YAML file on top, ``--set key=value`` overrides last (strict: see :mod:`ldm.opti
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Sequence
 
 from ldm import options as O
 from ldm.errors import UserError

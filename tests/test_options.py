@@ -131,3 +131,14 @@ def test_maskgen_has_one_set_of_defaults():
     assert not (REPO / "configs" / "maskgen.yaml").exists()
     cpu = load_config(REPO / "configs" / "maskgen_cpu.yaml")
     assert cpu["model"]["patch_size"] == 2 and cpu["data"] == DEFAULTS["data"]
+
+
+@pytest.mark.parametrize("argv,expect", [
+    (["--lr", "nan"], "train.lr must be a finite number > 0"),
+    (["--lr", "inf"], "train.lr must be a finite number > 0"),
+    (["--set", "train.ema_decay=1.5"], "train.ema_decay must be in [0, 1)"),
+    (["--set", "train.epochs=two"], "'train.epochs' must be an integer"),
+])
+def test_maskgen_train_bad_values_are_one_line(argv, expect, tmp_path, capsys):
+    err = _one_line_error(_main("maskgen.train"), [*_argv("maskgen.train", tmp_path, None), *argv], capsys)
+    assert expect in err, err
