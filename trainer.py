@@ -44,16 +44,17 @@ from ldm.build import DefFillerModels, build_models
 from ldm.checkpoint import load_into, model_sections, read_checkpoint
 from ldm.diffusion.schedule import min_snr_weight
 from ldm.errors import UserError
+from ldm.modules.unet import is_gligen_layer
 from training import distributed as D
 from training.checkpointing import RunCheckpoints, Saved, rng_state, set_rng_state, state_name, weights_name
 from training.data import build_dataset, grid_batch, make_loader, mix_seed, write_held_out_procedural
 from training.ema import EMA
+from training.lr_schedule import WarmupSchedule
 from training.metrics import MetricsLog, gate_stats
 from training.options import CLI_ONLY, DEFAULT_CKPT, RELEASE_URL, TrainOptions
 from training.sample_grid import write_grid
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-GROUNDING_PREFIXES = ("position_net.", "downsample_net.")
 FIRST_CONV = "input_blocks.0.0.weight"
 
 
@@ -68,8 +69,7 @@ def trainable_names(unet: nn.Module, mode: str) -> list[str]:
     if mode == "all":
         return names
     widened = getattr(unet, "downsample_net", None) is not None
-    return [n for n in names if ".fuser." in n or n.startswith(GROUNDING_PREFIXES)
-            or (widened and n == FIRST_CONV)]
+    return [n for n in names if is_gligen_layer(n) or (widened and n == FIRST_CONV)]
 
 
 def freeze(models: DefFillerModels, names: list[str]) -> list[tuple[str, nn.Parameter]]:
@@ -90,7 +90,7 @@ def set_train_modes(models: DefFillerModels, mode: str) -> None:
         unet.train()
         return
     for name, module in unet.named_modules():
-        if name.endswith(".fuser") or name.split(".")[0] in ("position_net", "downsample_net"):
+        if is_gligen_layer(name):
             module.train()
 
 
@@ -123,20 +123,14 @@ class GroundedDenoiser(nn.Module):
         return self.unet(x_noisy, t, context, tokens, extra)
 
 
-class WarmupSchedule:
-    """LR factor: linear warm-up to 1 (the first step already uses lr/warmup, where transformers'
-    schedule, used by the original, makes step 0 a no-op at lr 0), then constant or cosine to 0."""
-
-    def __init__(self, kind: str, warmup: int, total: int) -> None:
-        self.kind, self.warmup, self.total = kind, int(warmup), int(total)
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return (step + 1) / self.warmup
-        if self.kind == "constant":
-            return 1.0
-        progress = (step - self.warmup) / max(1, self.total - self.warmup)
-        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
+def null_grounding_mask(batch: int, prob: float, per: str, gen: torch.Generator,
+                        device: torch.device) -> torch.Tensor:
+    """1 where a sample keeps its grounding input, 0 where the null input replaces it: with probability
+    ``prob`` for the whole batch (``per="batch"``) or for each sample on its own (``per="sample"``)."""
+    if per == "batch":
+        keep = torch.rand((), generator=gen, device=device) >= prob
+        return keep.float().expand(batch).clone()
+    return (torch.rand(batch, generator=gen, device=device) >= prob).float()
 
 
 def seed_globals(seed: int) -> None:
@@ -307,7 +301,8 @@ class Trainer:
         # 3. optimiser, learning-rate schedule, gradient scaler (fp16), EMA
         self.optimizer = make_optimizer(self.params, opts, self.device)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, WarmupSchedule(opts.scheduler_type, opts.warmup_steps, opts.total_iters))
+            self.optimizer, WarmupSchedule(opts.scheduler_type, opts.warmup_steps, opts.total_iters,
+                                           opts.warmup_from_zero))
         self.autocast_dtype = AUTOCAST_DTYPES[opts.precision]
         self.scaler = make_grad_scaler(self.device) if opts.precision == "fp16" else None
         self.ema = EMA(self.named_params, opts.ema_rate) if opts.enable_ema else None
@@ -344,7 +339,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         # the saved state carries the old schedule's settings; a longer --total_iters must win
         self.scheduler.lr_lambdas[0] = WarmupSchedule(self.opts.scheduler_type, self.opts.warmup_steps,
-                                                      self.opts.total_iters)
+                                                      self.opts.total_iters, self.opts.warmup_from_zero)
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None:
@@ -394,10 +389,11 @@ class Trainer:
         with torch.no_grad(), (self.autocast() if self.opts.precision == "bf16" else nullcontext()):
             x0 = self.models.autoencoder.encode(image, generator=gen).float()  # scaled latent (fp16: fp32 VAE)
         context = self.text_context(list(batch["caption"]))
-        # Null grounding input for null_grounding_prob of the samples, drawn per sample. (The original
-        # GLIGEN/DefFiller UNet drops the grounding tokens of the whole batch with probability 0.1.)
-        # The downsampler features stay, as in the original and in classifier-free guidance.
-        grounding_mask = (torch.rand(b, generator=gen, device=self.device) >= self.opts.null_grounding_prob).float()
+        # Null grounding input with probability null_grounding_prob: for the whole batch at once (the
+        # original GLIGEN/DefFiller) or per sample (train.null_grounding_per). The downsampler
+        # features stay, as in the original and in classifier-free guidance.
+        grounding_mask = null_grounding_mask(b, self.opts.null_grounding_prob, self.opts.null_grounding_per,
+                                             gen, self.device)
         t = torch.randint(0, self.models.diffusion.num_timesteps, (b,), generator=gen, device=self.device)
         noise = torch.randn(x0.shape, generator=gen, device=self.device)
         x_noisy = self.models.diffusion.q_sample(x0, t, noise)

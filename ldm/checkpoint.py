@@ -39,10 +39,10 @@ from ldm.build import DefFillerModels, build_models
 from ldm.config import PARTS, config_from_mapping, config_from_text, to_original_targets
 from ldm.diffusion.schedule import BUFFER_NAMES
 from ldm.errors import UserError
+from ldm.modules.unet import is_gligen_layer
 
 FORMAT_NAME = "deffiller"
 FORMAT_VERSION = "1"
-GROUNDING_ONLY = ("position_net.", "downsample_net.", ".fuser.")  # layers GLIGEN adds to SD
 FIRST_CONV = "input_blocks.0.0.weight"
 POSITION_IDS = "transformer.text_model.embeddings.position_ids"
 WEIGHTLESS_TARGETS = ("ldm.modules.identity_autoencoder.IdentityAutoencoder",)
@@ -204,7 +204,7 @@ def fit_sections(models: DefFillerModels, ckpt: Checkpoint) -> dict[str, dict[st
         if part == "model" and ckpt.kind == "sd":
             _widen_first_conv(given, expected[FIRST_CONV].shape)
             for key in expected:
-                if key not in given and any(tag in key for tag in GROUNDING_ONLY):
+                if key not in given and is_gligen_layer(key):
                     given[key] = expected[key]
         if part == "diffusion" and not given:
             given = dict(expected)  # schedule buffers are recomputed from the config

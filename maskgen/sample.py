@@ -22,9 +22,11 @@ from tqdm.auto import tqdm
 
 from dataset.categories import Category
 from dataset.io import write_json_atomic, write_png_atomic
-from ldm.diffusion.samplers import SAMPLERS
 from ldm import options as O
+from ldm.diffusion.samplers import SAMPLERS
+from ldm.device import pick_device
 from ldm.errors import UserError, run_cli
+from ldm.seeds import generator
 
 from .config import SCHEMA, checked
 from .model import MaskDiffusion, load_checkpoint, model_from_checkpoint
@@ -92,9 +94,7 @@ def select_categories(categories: Sequence[Category], wanted: Optional[Sequence[
 
 
 def _noise(seed: int, cat: Category, number: int, attempt: int, size: int) -> torch.Tensor:
-    state = np.random.SeedSequence([int(seed), int(cat.index), int(number), int(attempt)]).generate_state(2)
-    gen = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-    return torch.randn((1, size, size), generator=gen)
+    return torch.randn((1, size, size), generator=generator(seed, cat.index, number, attempt))
 
 
 @torch.no_grad()
@@ -112,8 +112,7 @@ def _draw(model: MaskDiffusion, class_id: int, cat: Category, numbers: Sequence[
         if s.sampler == "ddim":
             gen = None
             if s.eta:
-                gen = torch.Generator(device=device).manual_seed(
-                    int(np.random.SeedSequence([s.seed, cat.index, chunk[0], attempt, 7]).generate_state(1)[0]))
+                gen = generator(s.seed, cat.index, chunk[0], attempt, 7, device=device)
             x = sampler(fn, x, ac, s.steps, eta=s.eta, generator=gen)
         else:
             x = sampler(fn, x, ac, s.steps)
@@ -222,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_retries", type=int, help="re-draws of a mask that comes out empty")
     p.add_argument("--weights", choices=("ema", "raw"), default="ema", help="EMA or raw weights (default: ema)")
     p.add_argument("--overwrite", action="store_true", help="replace generated masks already in --out")
-    p.add_argument("--device", default="auto", help="cpu, cuda ... (default: cuda when available)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto: cuda when available)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--no_progress", action="store_true", help="no progress bars")
     return p
@@ -262,7 +261,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     overrides = sample_overrides(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = str(pick_device(args.device))
     ckpt = load_checkpoint(args.ckpt)
     model, cats = model_from_checkpoint(ckpt, args.weights)
     selected = select_categories(cats, args.categories.split(",") if args.categories else None)

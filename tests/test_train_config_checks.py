@@ -8,10 +8,10 @@ import shutil
 
 import pytest
 import torch
+from train_helpers import run_main, tiny_train_config
 
 import trainer as trainer_module
 from ldm.errors import UserError
-from train_helpers import run_main, tiny_train_config
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,13 @@ import signal
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data._utils.collate import default_collate
 
 from ldm.errors import UserError
+from ldm.seeds import mix_seed  # noqa: F401  (re-exported: trainer and tests import it from here)
 
 ERROR_KEY = "__error__"
 
@@ -87,11 +87,6 @@ def build_dataset(data_root: Optional[str], cfg: DictConfig, split: Optional[str
     return SemanticMaskDataset(folder, categories=categories, stems=stems, image_size=image_size,
                                in_dim=in_dim, random_flip=bool(data.get("random_flip", True)),
                                prob_use_caption=prob_use_caption)
-
-
-def mix_seed(*values: int) -> int:
-    """A 63-bit seed from integers (independent streams for different tuples)."""
-    return int(np.random.SeedSequence([int(v) for v in values]).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
 class SampleStream(Sampler):

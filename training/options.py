@@ -26,6 +26,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULERS = ("constant", "cosine")
 TRAINABLE = ("grounding", "all")
 SAMPLERS = ("plms", "ddim", "dpmsolver++", "unipc")
+NULL_GROUNDING = ("batch", "sample")
 
 
 @dataclass
@@ -57,6 +58,8 @@ class TrainOptions:
     threads: int = 0                         # CPU threads per process; 0: PyTorch's default
     trainable: str = "grounding"
     null_grounding_prob: float = 0.1
+    null_grounding_per: str = "batch"        # batch: the whole batch at once (the original); sample: each sample
+    warmup_from_zero: bool = True            # true: warm-up's first step uses lr 0 (the original); false: lr/warmup
     grad_clip: float = 0.0                   # 0: no clipping (the original does not clip)
     min_snr_gamma: float = 0.0               # 0: plain MSE on eps (the original); >0: Min-SNR-gamma weights
     log_every: int = 10
@@ -153,6 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("--trainable", choices=TRAINABLE, default=None,
         help="grounding: gated self-attention, mask encoder, downsampler (+ widened first conv), as "
              "in the paper; all: the whole UNet, for from-scratch tiny models (default: grounding)")
+    add("--null_grounding_per", choices=NULL_GROUNDING, default=None,
+        help="classifier-free guidance training: with probability null_grounding_prob (0.1) replace the "
+             "mask input by the null input for the whole batch (batch, the original) or for each sample "
+             "independently (sample) (default: batch)")
+    add("--warmup_from_zero", type=parse_bool, nargs="?", const=True, default=None,
+        help="true: the warm-up rises from lr 0 at the first step, as the original (transformers' "
+             "schedule), so the first step does not move the weights; false: from lr/warmup_steps "
+             "(default: true)")
     add("--sample_every_iters", type=int, default=None,
         help="sample-grid interval (default: with every checkpoint)")
     add("--split", type=optional_path, default=None,
@@ -193,6 +204,7 @@ def _check(opts: TrainOptions) -> None:
     if not (math.isfinite(opts.min_snr_gamma) and opts.min_snr_gamma >= 0):
         raise UserError(f"min_snr_gamma must be >= 0 (0: off), got {opts.min_snr_gamma}")
     for name, allowed in (("precision", PRECISIONS), ("scheduler_type", SCHEDULERS),
+                          ("null_grounding_per", NULL_GROUNDING),
                           ("trainable", TRAINABLE), ("sampler", SAMPLERS)):
         if getattr(opts, name) not in allowed:
             raise UserError(f"{name} must be one of {', '.join(allowed)}, got {getattr(opts, name)!r}")
@@ -225,7 +237,8 @@ def resolve_options(cli: argparse.Namespace, cfg: DictConfig) -> TrainOptions:
     for key, value in from_yaml.items():
         if key in ("ckpt", "DATA_ROOT", "split"):
             value = optional_path(value)
-        elif key in ("enable_ema", "disable_inference_in_training", "gradient_checkpointing") and value is not None:
+        elif key in ("enable_ema", "disable_inference_in_training", "gradient_checkpointing",
+                     "warmup_from_zero") and value is not None:
             try:
                 value = parse_bool(value)
             except argparse.ArgumentTypeError as exc:
