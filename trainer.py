@@ -44,10 +44,12 @@ from ldm.build import DefFillerModels, build_models
 from ldm.checkpoint import load_into, model_sections, read_checkpoint
 from ldm.diffusion.schedule import min_snr_weight
 from ldm.errors import UserError
+from ldm.seeds import mix_seed
 from ldm.modules.unet import is_gligen_layer
+from ldm.pipeline import DefFillerPipeline, grounding_inputs
 from training import distributed as D
 from training.checkpointing import RunCheckpoints, Saved, rng_state, set_rng_state, state_name, weights_name
-from training.data import build_dataset, grid_batch, make_loader, mix_seed, write_held_out_procedural
+from training.data import build_dataset, grid_batch, make_loader, write_held_out_procedural
 from training.ema import EMA
 from training.lr_schedule import WarmupSchedule
 from training.metrics import MetricsLog, gate_stats
@@ -118,8 +120,7 @@ class GroundedDenoiser(nn.Module):
 
     def forward(self, x_noisy: torch.Tensor, t: torch.Tensor, context: torch.Tensor, sem: torch.Tensor,
                 grounding_mask: torch.Tensor) -> torch.Tensor:
-        tokens = self.unet.encode_grounding(sem, grounding_mask)
-        extra = self.unet.downsample_grounding(sem)
+        tokens, extra = grounding_inputs(self.unet, sem, grounding_mask)
         return self.unet(x_noisy, t, context, tokens, extra)
 
 
@@ -254,6 +255,7 @@ def check_image_size(cfg: DictConfig, models: DefFillerModels) -> None:
 class Trainer:
     def __init__(self, opts: TrainOptions, cfg: DictConfig, info: Optional[D.DistInfo] = None) -> None:
         self.opts, self.info = opts, info or D.DistInfo()
+        self.autocast_dtype = AUTOCAST_DTYPES[opts.precision]
         self.config_changes: dict[str, list] = {}
         self.device = self.info.device
         self.main = self.info.is_main
@@ -287,7 +289,9 @@ class Trainer:
             load_into(self.models, resume[2])
             self.init_source = f"{resume[0].weights} (resuming)"
         check_image_size(cfg, self.models)
-        self.models.to(self.device)
+        # generation path (text cache, conditioning, samplers) shared with infer.py: the sample grids use
+        # it, and training reads its text cache
+        self.pipeline = DefFillerPipeline(self.models, self.device, self.autocast_dtype or torch.float32)
         seed_globals(mix_seed(opts.seed, 6, self.info.rank))  # per-rank global RNGs (dropout, if any)
         self.unet = self.models.model
         self.named_params = freeze(self.models, trainable_names(self.unet, opts.trainable))
@@ -303,7 +307,6 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, WarmupSchedule(opts.scheduler_type, opts.warmup_steps, opts.total_iters,
                                            opts.warmup_from_zero))
-        self.autocast_dtype = AUTOCAST_DTYPES[opts.precision]
         self.scaler = make_grad_scaler(self.device) if opts.precision == "fp16" else None
         self.ema = EMA(self.named_params, opts.ema_rate) if opts.enable_ema else None
 
@@ -313,7 +316,6 @@ class Trainer:
         if resume is not None:
             self._restore(*resume)
 
-        self.text_cache: dict[str, torch.Tensor] = {}
         self.grid = (grid_batch(self.dataset, opts.num_samples, opts.seed)
                      if self.main and not opts.disable_inference_in_training else None)
         self.metrics = MetricsLog(self.run_dir) if self.main else None
@@ -366,14 +368,9 @@ class Trainer:
         seed = mix_seed(self.opts.seed, 4, self.iteration, self.info.rank)
         return torch.Generator(device=self.device).manual_seed(seed)
 
-    @torch.no_grad()
     def text_context(self, captions: list[str]) -> torch.Tensor:
-        """Frozen text encoder output, computed once per distinct caption."""
-        todo = sorted({c for c in captions if c not in self.text_cache})
-        if todo:
-            for caption, ctx in zip(todo, self.models.text_encoder.encode(todo)):
-                self.text_cache[caption] = ctx
-        return torch.stack([self.text_cache[c] for c in captions])
+        """Frozen text encoder output, each distinct caption encoded once (the pipeline's cache)."""
+        return self.pipeline.encode_text(captions)
 
     def autocast(self):
         if self.autocast_dtype is None:
@@ -516,10 +513,8 @@ class Trainer:
     def _write_samples(self) -> None:
         """Rank 0 samples the fixed grid batch (mask | real | generated) and writes a PNG."""
         if self.main:
-            from ldm.pipeline import DefFillerPipeline
-
-            grid = self.grid
-            pipe = DefFillerPipeline(self.models, self.device, self.autocast_dtype or torch.float32)
+            grid, pipe = self.grid, self.pipeline
+            self.models.eval()
             noise = torch.randn(pipe.latent_shape(grid["sem"].shape[0]),
                                 generator=torch.Generator().manual_seed(mix_seed(self.opts.seed, 5)))
             with self.ema.applied() if self.ema is not None else nullcontext():  # as infer.py samples
@@ -529,7 +524,7 @@ class Trainer:
             images = pipe.decode(latents)
             write_grid(self.run_dir / "samples" / f"iter_{self.iteration:08d}.png", grid["sem"], grid["image"],
                        images, list(grid["caption"]))
-            set_train_modes(self.models, self.opts.trainable)  # the pipeline put everything in eval mode
+            set_train_modes(self.models, self.opts.trainable)
         D.barrier(self.info)
 
     def _save(self) -> None:

@@ -114,6 +114,25 @@ def test_original_training_semantics_are_the_default(config, tmp_path):
         assert any(not torch.equal(before[n], p) for n, p in tr.named_params) == moves
 
 
+def test_training_conditioning_is_the_pipelines(config, tmp_path):
+    """The trainer's text cache is the pipeline's and its denoiser sees the pipeline's conditioning."""
+    from training.data import grid_batch
+
+    tr = make_trainer(config, tmp_path, "cond", "--total_iters", "1", "--workers", "0")
+    batch = grid_batch(tr.dataset, 2, 0)
+    captions = list(batch["caption"])
+    context = tr.text_context(captions)
+    assert set(captions) <= set(tr.pipeline._text_cache)
+    tr.models.eval()
+    with torch.no_grad():
+        cond, _ = tr.pipeline.conditioning(batch["sem"], captions)
+        x = torch.randn(tr.pipeline.latent_shape(2), generator=torch.Generator().manual_seed(0))
+        t = torch.tensor([10, 500])
+        ours = tr.denoiser(x, t, context, batch["sem"], torch.ones(2))
+        theirs = tr.unet(x, t, cond.context, cond.grounding_tokens, cond.extra)
+    torch.testing.assert_close(ours, theirs)
+
+
 def test_ema_applied_swaps_in_and_restores():
     from training.ema import EMA
 
