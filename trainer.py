@@ -44,9 +44,9 @@ from ldm.build import DefFillerModels, build_models
 from ldm.checkpoint import load_into, model_sections, read_checkpoint
 from ldm.diffusion.schedule import min_snr_weight
 from ldm.errors import UserError
-from ldm.seeds import mix_seed
 from ldm.modules.unet import is_gligen_layer
 from ldm.pipeline import DefFillerPipeline, grounding_inputs
+from ldm.seeds import mix_seed
 from training import distributed as D
 from training.checkpointing import RunCheckpoints, Saved, rng_state, set_rng_state, state_name, weights_name
 from training.data import build_dataset, grid_batch, make_loader, write_held_out_procedural
