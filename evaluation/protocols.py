@@ -36,6 +36,7 @@ from dataset.categories import categories_from_config
 from dataset.io import write_json_atomic
 from dataset.pairs import Pair, find_pairs, natural_key
 from ldm import options as O
+from ldm.atomic import write_text_atomic
 from ldm.errors import UserError, run_cli
 
 from .config import load_config, to_plain
@@ -43,7 +44,6 @@ from .detector.train import DEFAULT_CONFIG as DETECTOR_CONFIG
 from .detector.train import train_detector
 from .folders import few, mask_folder
 from .report import PAPER_METRICS, bar_chart, csv_text, write_tables
-from ldm.atomic import write_text_atomic
 from .sod_metrics import METRICS
 from .splitfile import get_split
 

@@ -23,8 +23,8 @@ from tqdm.auto import tqdm
 from dataset.categories import Category
 from dataset.io import write_json_atomic, write_png_atomic
 from ldm import options as O
-from ldm.diffusion.samplers import SAMPLERS
 from ldm.device import pick_device
+from ldm.diffusion.samplers import SAMPLERS
 from ldm.errors import UserError, run_cli
 from ldm.seeds import generator
 
@@ -221,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_retries", type=int, help="re-draws of a mask that comes out empty")
     p.add_argument("--weights", choices=("ema", "raw"), default="ema", help="EMA or raw weights (default: ema)")
     p.add_argument("--overwrite", action="store_true", help="replace generated masks already in --out")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto: cuda when available)")
+    p.add_argument("--device", default="auto",
+                   help="auto, cpu, cuda, cuda:N or mps (default: auto: cuda when available)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--no_progress", action="store_true", help="no progress bars")
     return p

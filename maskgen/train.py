@@ -212,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="further overrides, e.g. --set model.base_channels=32 train.ema_decay=0.995")
     p.add_argument("--max_minutes", type=float,
                    help="stop (and checkpoint) after this many minutes of this session; rerun to resume")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto: cuda when available)")
+    p.add_argument("--device", default="auto",
+                   help="auto, cpu, cuda, cuda:N or mps (default: auto: cuda when available)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no_progress", action="store_true", help="no tqdm bars (epoch lines are still printed)")
     return p

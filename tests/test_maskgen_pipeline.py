@@ -14,7 +14,8 @@ from ldm.errors import UserError, run_cli
 from maskgen import sample as sample_mod
 from maskgen.config import load_config
 from maskgen.model import build_model, load_checkpoint, model_from_checkpoint
-from maskgen.train import main as train_main, train
+from maskgen.train import main as train_main
+from maskgen.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from train_helpers import REPO, run_main, tiny_train_config, write_release
 
 import trainer as trainer_module
 from ldm.checkpoint import CheckpointError
 from ldm.errors import UserError
-from train_helpers import REPO, run_main, tiny_train_config, write_release
 from training.options import RELEASE_URL
 
 
@@ -84,7 +84,8 @@ def _pairs(root: Path, n: int = 2, size: int = 32) -> Path:
     (root / "Ground truth").mkdir()
     rng = np.random.default_rng(0)
     for i in range(1, n + 1):
-        Image.fromarray(rng.integers(0, 255, (size, size), dtype=np.uint8), "L").save(root / "Source Images" / f"In_{i}.bmp")
+        image = Image.fromarray(rng.integers(0, 255, (size, size), dtype=np.uint8), "L")
+        image.save(root / "Source Images" / f"In_{i}.bmp")
         mask = np.zeros((size, size), np.uint8)
         mask[4:12, 4:12] = 255
         Image.fromarray(mask, "L").save(root / "Ground truth" / f"In_{i}.png")

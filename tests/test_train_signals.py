@@ -10,6 +10,7 @@ import sys
 import time
 
 from train_helpers import REPO, tiny_train_config
+
 from training.checkpointing import load_state
 
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from train_helpers import make_trainer, state_of, tiny_train_config
+
 from trainer import trainable_names
 from training.lr_schedule import WarmupSchedule
 
