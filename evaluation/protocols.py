@@ -269,6 +269,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cmd == "export-masks":
         export_masks(args.data_root, args.out, args.split, args.ratio, args.seed, args.subset)
         return 0
+    detector_sections = set(load_config(None, DETECTOR_CONFIG))
+    for key, _ in O.parse_set(args.set):
+        head = key.split(".")[0]
+        if head not in SCHEMA and head in detector_sections:
+            raise UserError(f"--set {key}: a protocol config has no '{head}'; detector settings go in "
+                            f"detector_overrides, e.g. --set 'detector_overrides=[{key}=...]'")
     cfg = load_config(args.config, None, args.set, schema=SCHEMA)
     run_protocol(cfg, force=args.force, progress=not args.no_progress)
     return 0
