@@ -49,7 +49,7 @@ from ldm.pipeline import DefFillerPipeline, grounding_inputs
 from ldm.seeds import mix_seed
 from training import distributed as D
 from training.checkpointing import RunCheckpoints, Saved, rng_state, set_rng_state, state_name, weights_name
-from training.data import build_dataset, grid_batch, make_loader, write_held_out_procedural
+from training.data import DATA_SCHEMA, build_dataset, grid_batch, make_loader, write_held_out_procedural
 from training.ema import EMA
 from training.lr_schedule import WarmupSchedule
 from training.metrics import MetricsLog, gate_stats
@@ -242,7 +242,7 @@ def record_config_changes(run_dir: Path, iteration: int, changes: Mapping[str, l
 
 def check_image_size(cfg: DictConfig, models: DefFillerModels) -> None:
     """``data.image_size`` must be the size the model generates (UNet size x autoencoder downscale)."""
-    size = int((cfg.get("data") or {}).get("image_size", 256))
+    size = int((cfg.get("data") or {}).get("image_size", DATA_SCHEMA["image_size"]))
     unet_size = int(models.model.image_size)
     factor = int(getattr(models.autoencoder, "downscale", 8))
     if size != unet_size * factor:

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from ldm import options as O
 from ldm.config import check_config
 from ldm.errors import UserError
+from training.data import DATA_SCHEMA
 
 DEFAULT_CKPT = "model_sem/sem_diffusion_pytorch_model.bin"
 RELEASE_URL = "https://huggingface.co/gligen/gligen-generation-sem/blob/main/diffusion_pytorch_model.bin"
@@ -77,12 +78,6 @@ DEFAULTS = TrainOptions()
 CLI_ONLY = ("name", "yaml_file", "allow_config_change")
 FIELD_NAMES = [f.name for f in fields(TrainOptions)]
 
-# the config's data: section (training/data.py reads it)
-DATA_SCHEMA = {
-    "name": "SD-saliency-900", "root": None, "image_size": 256, "random_flip": True, "prob_use_caption": 1.0,
-    "categories": O.Open(None),
-    "procedural": {"n_per_category": 100, "seed": 0, "orientation": "horizontal"},
-}
 TRAIN_SCHEMA = {n: O.Open() for n in FIELD_NAMES if n not in CLI_ONLY}
 SECTIONS = {"data": DATA_SCHEMA, "train": TRAIN_SCHEMA}
 
