@@ -124,7 +124,10 @@ def check(value: Any, schema: Any, where: str, dotted: str = "") -> Any:
 
 
 def merge(base: Any, update: Any, schema: Any) -> Any:
-    """``update`` (already checked) merged onto ``base``: sections key by key, everything else replaced."""
+    """``update`` (already checked) merged onto ``base``: sections key by key (an empty section, ``None``,
+    keeps the defaults), everything else replaced."""
+    if isinstance(schema, dict) and update is None and isinstance(base, dict):
+        return base
     if isinstance(schema, dict) and isinstance(base, dict) and isinstance(update, Mapping):
         out = dict(base)
         for key, value in update.items():

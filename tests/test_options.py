@@ -118,6 +118,8 @@ def test_layering_order_types_and_interpolation(tmp_path):
         O.layered(schema, None, ["a.b=five"])
     with pytest.raises(UserError, match="index below 2"):
         O.layered(schema, path, ["items.5.x=1"])
+    path.write_text("a:\n")                                 # an empty section keeps its defaults
+    assert O.layered(schema, path)["a"] == {"b": 1, "c": 0.5}
     path.write_text("a: {b: '${nope}'}\n")
     with pytest.raises(UserError, match="interpolation") as err:
         O.layered(schema, path)
