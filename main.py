@@ -7,8 +7,9 @@
 
 The run lives in OUTPUT_ROOT/name (checkpoints/, latest.json, samples/, tb/, metrics.jsonl,
 config.yaml) and resumes from its latest checkpoint when started again. Input problems (missing
-weights, dataset errors, a checkpoint of another architecture, a NaN loss) end with one line
-``error: ...`` and exit status 2.
+weights, dataset errors, a checkpoint of another architecture, a NaN loss, an unwritable or full
+output folder) end with one line ``error: ...`` and exit status 2. SIGTERM / Ctrl-C finish the step,
+save a checkpoint and exit with 128 + the signal number (143 / 130).
 """
 from __future__ import annotations
 
@@ -24,10 +25,10 @@ from ldm.errors import UserError, run_cli  # noqa: E402
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from ldm.config import load_config
     from training import distributed as D
-    from training.options import parse_args, resolve_options
+    from training.options import apply_overrides, parse_args, resolve_options
 
     cli = parse_args(argv)
-    cfg = load_config(cli.yaml_file)
+    cfg = apply_overrides(load_config(cli.yaml_file), cli.set)
     opts = resolve_options(cli, cfg)
     info = D.init_distributed(opts.device)
     if opts.threads:
@@ -36,14 +37,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         from trainer import Trainer
 
-        Trainer(opts, cfg, info).train()
+        trainer = Trainer(opts, cfg, info)
+        trainer.train()
     except UserError as exc:
         if not info.is_main:  # every rank hits the same error; let rank 0 report it
             raise SystemExit(2) from exc
         raise
     finally:
         D.cleanup(info)
-    return 0
+    # stopped by a signal after saving: 128 + signal (143 for SIGTERM), so a scheduler can tell a stop
+    # from a finish; rerunning the same command resumes
+    return 128 + trainer.stop_signal if trainer.stop_signal else 0
 
 
 if __name__ == "__main__":

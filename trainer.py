@@ -20,15 +20,16 @@ weights as an uninterrupted one.
 """
 from __future__ import annotations
 
+import errno
 import math
 import random
 import signal
 import sys
 import time
 import warnings
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 import numpy as np
 import torch
@@ -38,20 +39,24 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
+from ldm.atomic import write_text_atomic
 from ldm.build import DefFillerModels, build_models
 from ldm.checkpoint import load_into, model_sections, read_checkpoint
 from ldm.diffusion.schedule import min_snr_weight
 from ldm.errors import UserError
+from ldm.modules.unet import is_gligen_layer
+from ldm.pipeline import DefFillerPipeline, grounding_inputs
+from ldm.seeds import mix_seed
 from training import distributed as D
 from training.checkpointing import RunCheckpoints, Saved, rng_state, set_rng_state, state_name, weights_name
-from training.data import build_dataset, grid_batch, make_loader, mix_seed, write_held_out_procedural
+from training.data import DATA_SCHEMA, build_dataset, grid_batch, make_loader, write_held_out_procedural
 from training.ema import EMA
+from training.lr_schedule import WarmupSchedule
 from training.metrics import MetricsLog, gate_stats
-from training.options import DEFAULT_CKPT, RELEASE_URL, TrainOptions
+from training.options import CLI_ONLY, DEFAULT_CKPT, RELEASE_URL, TrainOptions
 from training.sample_grid import write_grid
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-GROUNDING_PREFIXES = ("position_net.", "downsample_net.")
 FIRST_CONV = "input_blocks.0.0.weight"
 
 
@@ -66,8 +71,7 @@ def trainable_names(unet: nn.Module, mode: str) -> list[str]:
     if mode == "all":
         return names
     widened = getattr(unet, "downsample_net", None) is not None
-    return [n for n in names if ".fuser." in n or n.startswith(GROUNDING_PREFIXES)
-            or (widened and n == FIRST_CONV)]
+    return [n for n in names if is_gligen_layer(n) or (widened and n == FIRST_CONV)]
 
 
 def freeze(models: DefFillerModels, names: list[str]) -> list[tuple[str, nn.Parameter]]:
@@ -88,7 +92,7 @@ def set_train_modes(models: DefFillerModels, mode: str) -> None:
         unet.train()
         return
     for name, module in unet.named_modules():
-        if name.endswith(".fuser") or name.split(".")[0] in ("position_net", "downsample_net"):
+        if is_gligen_layer(name):
             module.train()
 
 
@@ -116,25 +120,18 @@ class GroundedDenoiser(nn.Module):
 
     def forward(self, x_noisy: torch.Tensor, t: torch.Tensor, context: torch.Tensor, sem: torch.Tensor,
                 grounding_mask: torch.Tensor) -> torch.Tensor:
-        tokens = self.unet.encode_grounding(sem, grounding_mask)
-        extra = self.unet.downsample_grounding(sem)
+        tokens, extra = grounding_inputs(self.unet, sem, grounding_mask)
         return self.unet(x_noisy, t, context, tokens, extra)
 
 
-class WarmupSchedule:
-    """LR factor: linear warm-up to 1 (the first step already uses lr/warmup, where transformers'
-    schedule, used by the original, makes step 0 a no-op at lr 0), then constant or cosine to 0."""
-
-    def __init__(self, kind: str, warmup: int, total: int) -> None:
-        self.kind, self.warmup, self.total = kind, int(warmup), int(total)
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return (step + 1) / self.warmup
-        if self.kind == "constant":
-            return 1.0
-        progress = (step - self.warmup) / max(1, self.total - self.warmup)
-        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
+def null_grounding_mask(batch: int, prob: float, per: str, gen: torch.Generator,
+                        device: torch.device) -> torch.Tensor:
+    """1 where a sample keeps its grounding input, 0 where the null input replaces it: with probability
+    ``prob`` for the whole batch (``per="batch"``) or for each sample on its own (``per="sample"``)."""
+    if per == "batch":
+        keep = torch.rand((), generator=gen, device=device) >= prob
+        return keep.float().expand(batch).clone()
+    return (torch.rand(batch, generator=gen, device=device) >= prob).float()
 
 
 def seed_globals(seed: int) -> None:
@@ -180,21 +177,98 @@ def initial_weights(models: DefFillerModels, ckpt: Optional[str]) -> str:
     return f"{path} ({loaded.kind} checkpoint)"
 
 
+# -- run-folder and config checks ----------------------------------------------------------------
+# options a resumed run must keep (the data it sees, its random streams, its step size) unless
+# --allow_config_change is given
+GUARDED = ("train.DATA_ROOT", "data.root", "data.name", "data.procedural", "train.split", "train.seed",
+           "train.base_learning_rate")
+_WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST, errno.ENOSPC,
+                 errno.EDQUOT, errno.EISDIR}
+
+
+@contextmanager
+def output_errors(run_dir: Path) -> Iterator[None]:
+    """An unwritable, read-only or full output folder as one line (writes stay atomic)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _WRITE_ERRNOS:
+            raise
+        what = exc.filename or run_dir
+        hint = ("free disk space, then rerun to resume" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                else "choose a writable folder with --OUTPUT_ROOT / --name")
+        raise UserError(f"cannot write the run folder {run_dir} ({what}: {exc.strerror}); {hint}") from None
+
+
+def _flat(cfg: Any) -> dict[str, Any]:
+    plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else (cfg or {})
+    out: dict[str, Any] = {}
+    for section in ("data", "train"):
+        for key, value in (plain.get(section) or {}).items():
+            out[f"{section}.{key}"] = value
+    return out
+
+
+def check_config_changes(saved_cfg: Optional[DictConfig], cfg: DictConfig, saved: Saved,
+                         allow: bool) -> dict[str, list]:
+    """``{key: [before, now]}`` of the data/train settings that differ from the checkpoint's config.
+
+    A change of a :data:`GUARDED` key is refused (one line) unless ``allow``.
+    """
+    if saved_cfg is None:
+        return {}
+    before, now = _flat(saved_cfg), _flat(cfg)
+    changes = {k: [before.get(k), now.get(k)] for k in sorted(set(before) | set(now))
+               if before.get(k) != now.get(k) and k not in ("train.OUTPUT_ROOT", "train.allow_config_change")}
+    guarded = {k: v for k, v in changes.items() if k in GUARDED}
+    if guarded and not allow:
+        listed = ", ".join(f"{k} {v[0]!r} -> {v[1]!r}" for k, v in guarded.items())
+        raise UserError(f"{saved.weights.parent.parent}: resuming with a different {listed}; rerun with the "
+                        "run's settings, use a new --name, or pass --allow_config_change to resume anyway "
+                        "(the change is recorded in config_changes.jsonl)")
+    return changes
+
+
+def record_config_changes(run_dir: Path, iteration: int, changes: Mapping[str, list]) -> None:
+    """Append one JSON line to ``run_dir/config_changes.jsonl`` (rewritten atomically)."""
+    import json
+
+    path = run_dir / "config_changes.jsonl"
+    old = path.read_text() if path.is_file() else ""
+    line = json.dumps({"iteration": iteration, "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+                       "changes": {k: v for k, v in changes.items()}}, default=str)
+    write_text_atomic(old + line + "\n", path)
+
+
+def check_image_size(cfg: DictConfig, models: DefFillerModels) -> None:
+    """``data.image_size`` must be the size the model generates (UNet size x autoencoder downscale)."""
+    size = int((cfg.get("data") or {}).get("image_size", DATA_SCHEMA["image_size"]))
+    unet_size = int(models.model.image_size)
+    factor = int(getattr(models.autoencoder, "downscale", 8))
+    if size != unet_size * factor:
+        raise UserError(f"data.image_size {size} does not fit the model: model.params.image_size {unet_size} x "
+                        f"the autoencoder's downscale {factor} = {unet_size * factor}; set data.image_size: "
+                        f"{unet_size * factor} (or --set data.image_size={unet_size * factor})")
+
+
 # -- the trainer ----------------------------------------------------------------------------------
 class Trainer:
     def __init__(self, opts: TrainOptions, cfg: DictConfig, info: Optional[D.DistInfo] = None) -> None:
         self.opts, self.info = opts, info or D.DistInfo()
+        self.autocast_dtype = AUTOCAST_DTYPES[opts.precision]
+        self.config_changes: dict[str, list] = {}
         self.device = self.info.device
         self.main = self.info.is_main
         self.run_dir = Path(opts.OUTPUT_ROOT) / opts.name
         self.checkpoints = RunCheckpoints(self.run_dir, keep=opts.keep_checkpoints)
         if opts.gradient_checkpointing is not None:
             cfg.model.params.use_checkpoint = bool(opts.gradient_checkpointing)
-        cfg.train = OmegaConf.create({k: v for k, v in vars(opts).items() if k not in ("name", "yaml_file")})
+        cfg.train = OmegaConf.create({k: v for k, v in vars(opts).items() if k not in CLI_ONLY})
         self.cfg = cfg
         if self.main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            self.checkpoints.remove_stray_temporaries()
+            with output_errors(self.run_dir):
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                self.checkpoints.remove_stray_temporaries()
         D.barrier(self.info)
 
         # 1. dataset
@@ -211,9 +285,13 @@ class Trainer:
                                 "for a from-scratch model")
             self.init_source = initial_weights(self.models, opts.ckpt)
         else:
+            self.config_changes = check_config_changes(resume[2].config, cfg, resume[0], opts.allow_config_change)
             load_into(self.models, resume[2])
             self.init_source = f"{resume[0].weights} (resuming)"
-        self.models.to(self.device)
+        check_image_size(cfg, self.models)
+        # generation path (text cache, conditioning, samplers) shared with infer.py: the sample grids use
+        # it, and training reads its text cache
+        self.pipeline = DefFillerPipeline(self.models, self.device, self.autocast_dtype or torch.float32)
         seed_globals(mix_seed(opts.seed, 6, self.info.rank))  # per-rank global RNGs (dropout, if any)
         self.unet = self.models.model
         self.named_params = freeze(self.models, trainable_names(self.unet, opts.trainable))
@@ -227,8 +305,8 @@ class Trainer:
         # 3. optimiser, learning-rate schedule, gradient scaler (fp16), EMA
         self.optimizer = make_optimizer(self.params, opts, self.device)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, WarmupSchedule(opts.scheduler_type, opts.warmup_steps, opts.total_iters))
-        self.autocast_dtype = AUTOCAST_DTYPES[opts.precision]
+            self.optimizer, WarmupSchedule(opts.scheduler_type, opts.warmup_steps, opts.total_iters,
+                                           opts.warmup_from_zero))
         self.scaler = make_grad_scaler(self.device) if opts.precision == "fp16" else None
         self.ema = EMA(self.named_params, opts.ema_rate) if opts.enable_ema else None
 
@@ -238,16 +316,20 @@ class Trainer:
         if resume is not None:
             self._restore(*resume)
 
-        self.text_cache: dict[str, torch.Tensor] = {}
         self.grid = (grid_batch(self.dataset, opts.num_samples, opts.seed)
                      if self.main and not opts.disable_inference_in_training else None)
         self.metrics = MetricsLog(self.run_dir) if self.main else None
         if self.metrics is not None and resume is not None:
             self.metrics.truncate_after(self.iteration)
         if self.main:
-            OmegaConf.save(self.cfg, self.run_dir / "config.yaml")
-            write_held_out_procedural(self.dataset, self.run_dir / "procedural")  # masks for infer.py
+            with output_errors(self.run_dir):
+                if resume is not None and self.config_changes:
+                    record_config_changes(self.run_dir, self.iteration, self.config_changes)
+                write_text_atomic(OmegaConf.to_yaml(self.cfg), self.run_dir / "config.yaml")
+                write_held_out_procedural(self.dataset, self.run_dir / "procedural")  # masks for infer.py
         self._stop_requested = False
+        self._signal_received: Optional[int] = None
+        self.stop_signal: Optional[int] = None  # the signal that stopped training early (main.py's exit code)
 
     # -- resume ---------------------------------------------------------------------------------
     def _restore(self, saved: Saved, state: dict[str, Any], weights) -> None:
@@ -259,7 +341,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         # the saved state carries the old schedule's settings; a longer --total_iters must win
         self.scheduler.lr_lambdas[0] = WarmupSchedule(self.opts.scheduler_type, self.opts.warmup_steps,
-                                                      self.opts.total_iters)
+                                                      self.opts.total_iters, self.opts.warmup_from_zero)
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None:
@@ -286,14 +368,9 @@ class Trainer:
         seed = mix_seed(self.opts.seed, 4, self.iteration, self.info.rank)
         return torch.Generator(device=self.device).manual_seed(seed)
 
-    @torch.no_grad()
     def text_context(self, captions: list[str]) -> torch.Tensor:
-        """Frozen text encoder output, computed once per distinct caption."""
-        todo = sorted({c for c in captions if c not in self.text_cache})
-        if todo:
-            for caption, ctx in zip(todo, self.models.text_encoder.encode(todo)):
-                self.text_cache[caption] = ctx
-        return torch.stack([self.text_cache[c] for c in captions])
+        """Frozen text encoder output, each distinct caption encoded once (the pipeline's cache)."""
+        return self.pipeline.encode_text(captions)
 
     def autocast(self):
         if self.autocast_dtype is None:
@@ -309,10 +386,11 @@ class Trainer:
         with torch.no_grad(), (self.autocast() if self.opts.precision == "bf16" else nullcontext()):
             x0 = self.models.autoencoder.encode(image, generator=gen).float()  # scaled latent (fp16: fp32 VAE)
         context = self.text_context(list(batch["caption"]))
-        # Null grounding input for null_grounding_prob of the samples, drawn per sample. (The original
-        # GLIGEN/DefFiller UNet drops the grounding tokens of the whole batch with probability 0.1.)
-        # The downsampler features stay, as in the original and in classifier-free guidance.
-        grounding_mask = (torch.rand(b, generator=gen, device=self.device) >= self.opts.null_grounding_prob).float()
+        # Null grounding input with probability null_grounding_prob: for the whole batch at once (the
+        # original GLIGEN/DefFiller) or per sample (train.null_grounding_per). The downsampler
+        # features stay, as in the original and in classifier-free guidance.
+        grounding_mask = null_grounding_mask(b, self.opts.null_grounding_prob, self.opts.null_grounding_per,
+                                             gen, self.device)
         t = torch.randint(0, self.models.diffusion.num_timesteps, (b,), generator=gen, device=self.device)
         noise = torch.randn(x0.shape, generator=gen, device=self.device)
         x_noisy = self.models.diffusion.q_sample(x0, t, noise)
@@ -342,7 +420,9 @@ class Trainer:
         try:
             while self.iteration < opts.total_iters:
                 if self._agree_to_stop():
-                    self._save()
+                    self.stop_signal = self._signal_received or signal.SIGTERM
+                    with output_errors(self.run_dir):
+                        self._save()
                     if self.main:
                         bar.write(f"stopped at iteration {self.iteration}; checkpoint saved in {self.run_dir} — "
                                   "rerun the same command to resume", file=sys.stderr)
@@ -372,7 +452,8 @@ class Trainer:
                 if not opts.disable_inference_in_training and (self.iteration % sample_every == 0 or done):
                     self._write_samples()
                 if self.iteration % opts.save_every_iters == 0 or done:
-                    self._save()
+                    with output_errors(self.run_dir):
+                        self._save()
         finally:
             bar.close()
             self._restore_signal_handlers(previous)
@@ -432,10 +513,8 @@ class Trainer:
     def _write_samples(self) -> None:
         """Rank 0 samples the fixed grid batch (mask | real | generated) and writes a PNG."""
         if self.main:
-            from ldm.pipeline import DefFillerPipeline
-
-            grid = self.grid
-            pipe = DefFillerPipeline(self.models, self.device, self.autocast_dtype or torch.float32)
+            grid, pipe = self.grid, self.pipeline
+            self.models.eval()
             noise = torch.randn(pipe.latent_shape(grid["sem"].shape[0]),
                                 generator=torch.Generator().manual_seed(mix_seed(self.opts.seed, 5)))
             with self.ema.applied() if self.ema is not None else nullcontext():  # as infer.py samples
@@ -445,7 +524,7 @@ class Trainer:
             images = pipe.decode(latents)
             write_grid(self.run_dir / "samples" / f"iter_{self.iteration:08d}.png", grid["sem"], grid["image"],
                        images, list(grid["caption"]))
-            set_train_modes(self.models, self.opts.trainable)  # the pipeline put everything in eval mode
+            set_train_modes(self.models, self.opts.trainable)
         D.barrier(self.info)
 
     def _save(self) -> None:
@@ -477,6 +556,7 @@ class Trainer:
             if self._stop_requested:  # second signal: give up immediately
                 raise KeyboardInterrupt
             self._stop_requested = True
+            self._signal_received = int(signum)
 
         try:
             for sig in (signal.SIGINT, signal.SIGTERM):

@@ -38,6 +38,7 @@ from ldm.cli import add_config, add_device, positive_int  # noqa: E402
 from ldm.config import load_config  # noqa: E402
 from ldm.diffusion.guidance import guided_eps_fn  # noqa: E402
 from ldm.pipeline import DefFillerPipeline  # noqa: E402
+from ldm.device import pick_device  # noqa: E402
 from ldm.errors import run_cli  # noqa: E402
 
 
@@ -74,9 +75,7 @@ def main() -> None:
                    default=["unipc:15", "unipc:20", "unipc:25", "dpmsolver++:20", "dpmsolver++:25"],
                    help="few-step samplers to project (one evaluation per step)")
     args = p.parse_args()
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device visible to torch")
+    device = pick_device(args.device)
     if args.fp16 and device.type != "cuda":
         raise SystemExit("--fp16 needs --device cuda (CPU fp16 matmuls are slow and not what users run)")
     torch.manual_seed(0)

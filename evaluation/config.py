@@ -1,47 +1,39 @@
-"""YAML configs (OmegaConf) with defaults, ``--set key=value`` overrides and one-line errors."""
+"""YAML configs of the evaluation commands: defaults -> YAML -> ``--set key=value``, strict about keys
+(:mod:`ldm.options`); returned as OmegaConf for attribute access."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
-import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from ldm import options as O
 from ldm.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs" / "eval"
 
 
+def schema_of(defaults: str | Path) -> dict:
+    """The schema a defaults YAML describes (its keys and value types)."""
+    data = O.read_yaml(defaults, "defaults")
+    if not isinstance(data, dict):
+        raise UserError(f"defaults {defaults}: the config must be a YAML mapping")
+    return data
+
+
 def load_config(path: str | Path | None, defaults: str | Path | None = None,
-                overrides: Sequence[str] = ()) -> DictConfig:
-    """``defaults`` (a YAML path) merged with ``path`` and then with dotlist ``overrides``."""
-    parts = []
-    for p in (defaults, path):
-        if p is None:
-            continue
-        p = Path(p)
-        if not p.is_file():
-            raise UserError(f"{p}: config file not found; pass an existing YAML (see {CONFIG_DIR})")
-        try:
-            parts.append(OmegaConf.load(p))
-        except Exception as exc:  # yaml/omegaconf raise many types
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise UserError(f"{p}: cannot parse YAML ({first}); fix the syntax") from None
-    cfg = OmegaConf.merge(*parts) if parts else OmegaConf.create({})
-    for item in overrides:
-        key, sep, raw = str(item).partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"config override {item!r}: write it as key=value (e.g. train.epochs=5)")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-            OmegaConf.update(cfg, key.strip(), value, merge=True, force_add=True)
-        except Exception as exc:  # yaml / omegaconf errors
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise UserError(f"config override {item!r}: {first}; write it as key=value") from None
-    if not isinstance(cfg, DictConfig):
+                overrides: Sequence[str] = (), schema: Optional[Any] = None,
+                flag: str = "--set") -> DictConfig:
+    """``schema`` (or the YAML ``defaults``, whose keys are then the valid keys) merged with ``path``
+    and then with ``key=value`` ``overrides``; an unknown key anywhere is a one-line error naming the
+    nearest valid key."""
+    if schema is None:
+        schema = schema_of(defaults) if defaults is not None else O.Open({})
+    cfg = O.layered(schema, path, overrides, flag=flag)
+    if not isinstance(cfg, dict):
         raise UserError(f"{path}: the config must be a YAML mapping")
-    return cfg
+    return OmegaConf.create(cfg)
 
 
 def to_plain(cfg: Any) -> Any:

@@ -27,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 from dataset.io import read_image
+from ldm.device import pick_device
 from ldm.errors import UserError, run_cli
 
 from ldm.atomic import write_atomic
@@ -87,7 +88,7 @@ class InceptionFeatures:
         except Exception as exc:
             raise UserError(f"{path}: not the torch-fidelity Inception weights ({type(exc).__name__}); "
                             f"re-download {INCEPTION_FILE} from {INCEPTION_URL}") from None
-        self.device = torch.device(device)
+        self.device = pick_device(device)
         self.net.to(self.device).eval()
 
     @torch.no_grad()

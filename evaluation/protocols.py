@@ -35,6 +35,8 @@ from omegaconf import DictConfig, OmegaConf
 from dataset.categories import categories_from_config
 from dataset.io import write_json_atomic
 from dataset.pairs import Pair, find_pairs, natural_key
+from ldm import options as O
+from ldm.atomic import write_text_atomic
 from ldm.errors import UserError, run_cli
 
 from .config import load_config, to_plain
@@ -42,11 +44,19 @@ from .detector.train import DEFAULT_CONFIG as DETECTOR_CONFIG
 from .detector.train import train_detector
 from .folders import few, mask_folder
 from .report import PAPER_METRICS, bar_chart, csv_text, write_tables
-from ldm.atomic import write_text_atomic
 from .sod_metrics import METRICS
 from .splitfile import get_split
 
 PROTOCOLS = ("substitution", "expansion")
+
+# every key a protocol config may hold (configs/eval/substitution.yaml documents them)
+SCHEMA = {
+    "protocol": None, "data_root": None, "ratio": None, "seed": 0, "split": None, "out": None,
+    "categories": O.Open(None),
+    "detectors": O.ListOf({"name": None, "config": None, "overrides": O.ListOf(None)}),
+    "detector_overrides": O.ListOf(None),
+    "settings": O.ListOf({"name": None, "real": False, "generated": O.ListOf({"dir": None, "n": None})}),
+}
 _GEN_SUFFIX = re.compile(r"_s\d+$")
 
 
@@ -102,7 +112,17 @@ def _signature(det_cfg: DictConfig, pairs: Sequence[Pair]) -> str:
     return h.hexdigest()[:20]
 
 
+def detector_config(det: DictConfig, global_overrides: Sequence[str]) -> DictConfig:
+    """One detector's config: configs/eval/detector.yaml, its ``config`` file, its ``overrides``, then
+    the protocol's ``detector_overrides`` (every key checked against configs/eval/detector.yaml)."""
+    return load_config(det.get("config") or DETECTOR_CONFIG, DETECTOR_CONFIG,
+                       [*(det.get("overrides") or []), *global_overrides],
+                       flag=f"detector {det.get('name')!r} overrides / detector_overrides")
+
+
 def check_config(cfg: DictConfig) -> None:
+    """Strict keys (:data:`SCHEMA`, and every detector's config and overrides) and required values."""
+    O.check(to_plain(cfg), SCHEMA, "config")
     protocol = cfg.get("protocol")
     if protocol not in PROTOCOLS:
         raise UserError(f"config: protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
@@ -118,6 +138,8 @@ def check_config(cfg: DictConfig) -> None:
     dnames = [d.get("name") for d in dets]
     if any(not n for n in dnames) or len(set(dnames)) != len(dnames):
         raise UserError(f"config: every detector needs a unique 'name' (got {dnames})")
+    for det in dets:
+        detector_config(OmegaConf.create(to_plain(det)), list(cfg.get("detector_overrides") or []))
 
 
 def run_protocol(cfg: DictConfig, force: bool = False, progress: bool = True,
@@ -148,8 +170,7 @@ def run_protocol(cfg: DictConfig, force: bool = False, progress: bool = True,
     detectors = cfg.get("detectors") or [OmegaConf.create({"name": "detector"})]
     global_over = list(cfg.get("detector_overrides") or [])
     for det in detectors:
-        det_cfg = load_config(det.get("config") or DETECTOR_CONFIG, DETECTOR_CONFIG,
-                              list(det.get("overrides") or []) + global_over)
+        det_cfg = detector_config(det, global_over)
         for setting in cfg.settings:
             train_pairs, info = training_set(setting, real_train, cats, seed, test_stems, cfg.protocol, log)
             run_dir = out / _safe(det.name) / _safe(setting.name)
@@ -248,7 +269,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cmd == "export-masks":
         export_masks(args.data_root, args.out, args.split, args.ratio, args.seed, args.subset)
         return 0
-    cfg = load_config(args.config, None, args.set)
+    detector_sections = set(load_config(None, DETECTOR_CONFIG))
+    for key, _ in O.parse_set(args.set):
+        head = key.split(".")[0]
+        if head not in SCHEMA and head in detector_sections:
+            raise UserError(f"--set {key}: a protocol config has no '{head}'; detector settings go in "
+                            f"detector_overrides, e.g. --set 'detector_overrides=[{key}=...]'")
+    cfg = load_config(args.config, None, args.set, schema=SCHEMA)
     run_protocol(cfg, force=args.force, progress=not args.no_progress)
     return 0
 

@@ -36,13 +36,13 @@ from safetensors.torch import save as st_save_bytes
 
 from ldm.atomic import write_bytes_atomic, write_text_atomic
 from ldm.build import DefFillerModels, build_models
-from ldm.config import PARTS, to_original_targets
+from ldm.config import PARTS, config_from_mapping, config_from_text, to_original_targets
 from ldm.diffusion.schedule import BUFFER_NAMES
 from ldm.errors import UserError
+from ldm.modules.unet import is_gligen_layer
 
 FORMAT_NAME = "deffiller"
 FORMAT_VERSION = "1"
-GROUNDING_ONLY = ("position_net.", "downsample_net.", ".fuser.")  # layers GLIGEN adds to SD
 FIRST_CONV = "input_blocks.0.0.weight"
 POSITION_IDS = "transformer.text_model.embeddings.position_ids"
 WEIGHTLESS_TARGETS = ("ldm.modules.identity_autoencoder.IdentityAutoencoder",)
@@ -86,18 +86,21 @@ def _torch_load(path: Path, allow_unsafe_pickle: bool):
             "re-save it as safetensors, or pass --allow-unsafe-pickle only if you trust the file") from None
 
 
-def _config_from_pickle(config_dict) -> Optional[DictConfig]:
-    """``vars()`` of a DictConfig (as GLIGEN saves it) or a plain dict -> DictConfig."""
+def _config_from_pickle(config_dict, path: Path) -> Optional[DictConfig]:
+    """``vars()`` of a DictConfig (as GLIGEN saves it) or a plain dict -> DictConfig (one line if malformed)."""
     if config_dict is None:
         return None
-    if isinstance(config_dict, DictConfig):
-        return config_dict
+    where = f"{path} config_dict"
     if isinstance(config_dict, dict) and "_content" in config_dict:
-        cfg = DictConfig(content={})
-        cfg.__dict__.update(config_dict)
-        return OmegaConf.create(OmegaConf.to_container(cfg))
-    if isinstance(config_dict, dict):
-        return OmegaConf.create(config_dict)
+        try:
+            cfg = DictConfig(content={})
+            cfg.__dict__.update(config_dict)
+            config_dict = OmegaConf.to_container(cfg)
+        except Exception as exc:  # a malformed OmegaConf object can fail in many ways
+            raise CheckpointError(f"{where}: the embedded config is malformed ({type(exc).__name__}); "
+                                  "pass a config with --config") from None
+    if isinstance(config_dict, (dict, DictConfig)):
+        return config_from_mapping(config_dict, where)
     return None
 
 
@@ -137,7 +140,7 @@ def read_checkpoint(path: Union[str, Path], allow_unsafe_pickle: bool = False) -
         sections = {p: dict(obj[p]) for p in PARTS if isinstance(obj.get(p), dict)}
         rest = {k: v for k, v in obj.items() if k not in PARTS and k != "config_dict"}
         kind = "gligen"
-        return Checkpoint(path, kind, sections, _config_from_pickle(obj.get("config_dict")), rest)
+        return Checkpoint(path, kind, sections, _config_from_pickle(obj.get("config_dict"), path), rest)
     state = obj.get("state_dict", obj)
     if isinstance(state, dict) and any(k.startswith("model.diffusion_model.") for k in state):
         return Checkpoint(path, "sd", _split_sd(state))
@@ -156,10 +159,10 @@ def _read_safetensors(path: Path) -> Checkpoint:
     for key, value in tensors.items():
         part, _, name = key.partition(".")
         sections.setdefault(part, {})[name] = value
-    config = OmegaConf.create(metadata.pop("config")) if "config" in metadata else None
+    config = config_from_text(metadata.pop("config"), f"{path} metadata") if "config" in metadata else None
     sidecar = path.with_suffix(".yaml")
     if config is None and sidecar.is_file():
-        config = OmegaConf.load(sidecar)
+        config = config_from_text(sidecar.read_text(encoding="utf-8", errors="replace"), f"{sidecar}")
     return Checkpoint(path, FORMAT_NAME, sections, config, metadata=metadata)
 
 
@@ -201,7 +204,7 @@ def fit_sections(models: DefFillerModels, ckpt: Checkpoint) -> dict[str, dict[st
         if part == "model" and ckpt.kind == "sd":
             _widen_first_conv(given, expected[FIRST_CONV].shape)
             for key in expected:
-                if key not in given and any(tag in key for tag in GROUNDING_ONLY):
+                if key not in given and is_gligen_layer(key):
                     given[key] = expected[key]
         if part == "diffusion" and not given:
             given = dict(expected)  # schedule buffers are recomputed from the config

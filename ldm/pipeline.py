@@ -24,6 +24,13 @@ def gate_schedule(steps: int, alpha_type: Sequence[float]) -> list[float]:
     return [1.0] * full + ramp + [0.0] * (steps - full - decay)
 
 
+def grounding_inputs(unet: torch.nn.Module, sem: torch.Tensor,
+                     grounding_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch's grounding tokens (mask encoder; the null tokens where ``grounding_mask`` is 0) and its
+    downsampler features: the conditioning shared by generation and training."""
+    return unet.encode_grounding(sem, grounding_mask), unet.downsample_grounding(sem)
+
+
 class DefFillerPipeline:
     """Holds loaded models on one device; every method works on a whole batch."""
 
@@ -74,8 +81,7 @@ class DefFillerPipeline:
         sem = sem.to(self.device)
         gmask = torch.ones(b, device=self.device) if grounding_mask is None else grounding_mask.to(self.device)
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
-            tokens = self.unet.encode_grounding(sem, gmask)
-            extra = self.unet.downsample_grounding(sem)
+            tokens, extra = grounding_inputs(self.unet, sem, gmask)
             null = self.unet.null_grounding(b, device=self.device)
         context = self.encode_text(list(prompts))
         uncond_ctx = self.encode_text([negative_prompt] * b)

@@ -1,17 +1,18 @@
-"""Configuration of the mask DDPM: built-in defaults, a YAML file on top, command-line overrides last."""
+"""Configuration of the mask DDPM: :data:`SCHEMA` (the one set of defaults: the paper's settings), a
+YAML file on top, ``--set key=value`` overrides last (strict: see :mod:`ldm.options`)."""
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ldm import options as O
 from ldm.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = REPO / "configs" / "maskgen.yaml"
 
-DEFAULTS: dict[str, Any] = {
-    "categories": None,
+SCHEMA: dict[str, Any] = {
+    # null: the three SD-Saliency-900 categories; otherwise a list of {name, prefix, index, prompt}
+    "categories": O.Open(None),
     "data": {"image_size": 64, "binarize": None, "hflip": True, "vflip": True},
     "model": {"patch_size": 1, "base_channels": 64, "channel_mult": [1, 2, 2, 4], "num_res_blocks": 2,
               "attention_levels": [2, 3], "num_heads": 4, "dropout": 0.1, "groups": 8},
@@ -23,59 +24,18 @@ DEFAULTS: dict[str, Any] = {
     "sample": {"sampler": "ddim", "steps": 50, "eta": 0.0, "guidance": 1.0, "clip_x0": True,
                "threshold": 0.5, "min_area": 0.0005, "size": 256, "batch_size": 64, "max_retries": 20},
 }
-
-# sections whose keys are free-form (validated elsewhere) rather than checked against DEFAULTS
-_OPEN_SECTIONS = ("categories",)
-
-
-def _merge(base: dict[str, Any], update: Mapping[str, Any], where: str, path: str = "") -> None:
-    for key, value in update.items():
-        dotted = f"{path}{key}"
-        if key not in base:
-            allowed = ", ".join(sorted(base))
-            raise UserError(f"{where}: unknown option {dotted!r}; allowed here: {allowed}")
-        if isinstance(base[key], dict) and key not in _OPEN_SECTIONS:
-            if not isinstance(value, Mapping):
-                raise UserError(f"{where}: {dotted!r} must be a mapping, got {value!r}")
-            _merge(base[key], value, where, dotted + ".")
-        else:
-            base[key] = value
-
-
-def _plain(obj: Any) -> Any:
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    if isinstance(obj, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(obj, resolve=True)
-    return obj
+DEFAULTS: dict[str, Any] = O.defaults(SCHEMA)
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Defaults, then the YAML at ``path`` (``configs/maskgen.yaml`` when ``None``), then
-    ``key.sub=value`` overrides. Unknown keys and unreadable files raise :class:`UserError`."""
-    from omegaconf import OmegaConf
+    """Defaults, then the YAML at ``path`` (none: the defaults alone), then ``key.sub=value``
+    overrides. Unknown keys and unreadable files raise :class:`UserError`."""
+    return O.layered(SCHEMA, path, overrides)
 
-    cfg = copy.deepcopy(DEFAULTS)
-    path = Path(path) if path is not None else DEFAULT_CONFIG
-    if not path.is_file():
-        raise UserError(f"{path}: config file not found; pass --config with a YAML file")
-    try:
-        loaded = _plain(OmegaConf.load(path))
-    except Exception as exc:  # yaml/omegaconf raise many types
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        raise UserError(f"{path}: cannot parse YAML ({type(exc).__name__}: {first}); fix the syntax") from None
-    if loaded is None:
-        loaded = {}
-    if not isinstance(loaded, Mapping):
-        raise UserError(f"{path}: expected a mapping at the top level of the config")
-    _merge(cfg, loaded, str(path))
-    if overrides:
-        try:
-            dot = _plain(OmegaConf.from_dotlist(list(overrides)))
-        except Exception as exc:
-            raise UserError(f"--set {' '.join(overrides)}: cannot parse ({exc}); use key.sub=value") from None
-        _merge(cfg, dot, "--set")
-    return cfg
+
+def checked(stored: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """A config read back from a checkpoint: checked against the schema, missing keys defaulted."""
+    return O.merge(O.defaults(SCHEMA), O.check(dict(stored), SCHEMA, where), SCHEMA)
 
 
 def check_config(cfg: Mapping[str, Any], where: str = "config") -> None:
@@ -99,8 +59,19 @@ def check_config(cfg: Mapping[str, Any], where: str = "config") -> None:
     if binarize is not None and not (isinstance(binarize, (int, float)) and 0 < binarize < 1):
         raise UserError(f"{where}: data.binarize must be null or a threshold in (0, 1), got {binarize!r}")
     train = cfg["train"]
-    for key in ("epochs", "batch_size"):
+    for key in ("epochs", "batch_size", "ckpt_every_epochs"):
         if not isinstance(train[key], int) or train[key] < 1:
             raise UserError(f"{where}: train.{key} must be a positive integer, got {train[key]!r}")
-    if not 0.0 <= float(train["p_uncond"]) < 1.0:
+    for key in ("warmup_steps", "num_workers"):
+        if not isinstance(train[key], int) or train[key] < 0:
+            raise UserError(f"{where}: train.{key} must be an integer >= 0, got {train[key]!r}")
+    O.finite(train["lr"], f"{where}: train.lr", 0.0, low_inclusive=False)
+    O.finite(train["weight_decay"], f"{where}: train.weight_decay", 0.0)
+    O.finite(train["grad_clip"], f"{where}: train.grad_clip", 0.0)
+    if train["min_snr_gamma"] is not None:
+        O.finite(train["min_snr_gamma"], f"{where}: train.min_snr_gamma", 0.0, low_inclusive=False)
+    if not 0.0 <= O.finite(train["ema_decay"], f"{where}: train.ema_decay") < 1.0:
+        raise UserError(f"{where}: train.ema_decay must be in [0, 1), got {train['ema_decay']!r}")
+    if not 0.0 <= O.finite(train["p_uncond"], f"{where}: train.p_uncond") < 1.0:
         raise UserError(f"{where}: train.p_uncond must be in [0, 1), got {train['p_uncond']!r}")
+

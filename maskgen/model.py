@@ -5,7 +5,6 @@ The schedule is ``ldm.diffusion.schedule.NoiseSchedule`` and sampling goes throu
 """
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
@@ -126,25 +125,6 @@ class MaskDiffusion(nn.Module):
             return eps
 
         return fn
-
-
-class EMA:
-    """Exponential moving average of a module's parameters (buffers are copied)."""
-
-    def __init__(self, module: nn.Module, decay: float) -> None:
-        self.decay = float(decay)
-        self.shadow = copy.deepcopy(module).eval()
-        for p in self.shadow.parameters():
-            p.requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, module: nn.Module, step: int) -> None:
-        # warm-up: early averages forget the random initialisation quickly
-        d = min(self.decay, (1 + step) / (10 + step))
-        for s, p in zip(self.shadow.parameters(), module.parameters()):
-            s.mul_(d).add_(p.detach(), alpha=1 - d)
-        for s, b in zip(self.shadow.buffers(), module.buffers()):
-            s.copy_(b)
 
 
 def categories_to_list(categories: Sequence[Category]) -> list[dict[str, Any]]:

@@ -22,27 +22,36 @@ from tqdm.auto import tqdm
 
 from dataset.categories import Category
 from dataset.io import write_json_atomic, write_png_atomic
+from ldm import options as O
+from ldm.device import pick_device
 from ldm.diffusion.samplers import SAMPLERS
 from ldm.errors import UserError, run_cli
+from ldm.seeds import generator
 
+from .config import SCHEMA, checked
 from .model import MaskDiffusion, load_checkpoint, model_from_checkpoint
 from .postprocess import nonempty_fallback, postprocess
 
 MANIFEST = "maskgen_manifest.json"
 
 
+_DEFAULT = SCHEMA["sample"]
+
+
 @dataclass
 class SampleSettings:
-    sampler: str = "ddim"
-    steps: int = 50
-    eta: float = 0.0
-    guidance: float = 1.0
-    clip_x0: bool = True
-    threshold: float = 0.5
-    min_area: float = 5e-4
-    size: int = 256
-    batch_size: int = 64
-    max_retries: int = 20
+    """Sampling settings; defaults from :data:`maskgen.config.SCHEMA` (its ``sample`` section)."""
+
+    sampler: str = _DEFAULT["sampler"]
+    steps: int = _DEFAULT["steps"]
+    eta: float = _DEFAULT["eta"]
+    guidance: float = _DEFAULT["guidance"]
+    clip_x0: bool = _DEFAULT["clip_x0"]
+    threshold: float = _DEFAULT["threshold"]
+    min_area: float = _DEFAULT["min_area"]
+    size: int = _DEFAULT["size"]
+    batch_size: int = _DEFAULT["batch_size"]
+    max_retries: int = _DEFAULT["max_retries"]
     seed: int = 0
 
     def check(self) -> None:
@@ -85,9 +94,7 @@ def select_categories(categories: Sequence[Category], wanted: Optional[Sequence[
 
 
 def _noise(seed: int, cat: Category, number: int, attempt: int, size: int) -> torch.Tensor:
-    state = np.random.SeedSequence([int(seed), int(cat.index), int(number), int(attempt)]).generate_state(2)
-    gen = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-    return torch.randn((1, size, size), generator=gen)
+    return torch.randn((1, size, size), generator=generator(seed, cat.index, number, attempt))
 
 
 @torch.no_grad()
@@ -105,8 +112,7 @@ def _draw(model: MaskDiffusion, class_id: int, cat: Category, numbers: Sequence[
         if s.sampler == "ddim":
             gen = None
             if s.eta:
-                gen = torch.Generator(device=device).manual_seed(
-                    int(np.random.SeedSequence([s.seed, cat.index, chunk[0], attempt, 7]).generate_state(1)[0]))
+                gen = generator(s.seed, cat.index, chunk[0], attempt, 7, device=device)
             x = sampler(fn, x, ac, s.steps, eta=s.eta, generator=gen)
         else:
             x = sampler(fn, x, ac, s.steps)
@@ -197,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--categories", help="comma-separated names or prefixes to sample (default: all)")
     p.add_argument("--size", type=int, help="output size in pixels, square (paper: 256)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--config", default=None,
+                   help="YAML whose sample: section overrides the checkpoint's (same schema as "
+                        "maskgen.train's --config; default: none)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="sample-section overrides, e.g. --set sample.steps=25 sample.threshold=0.6; "
+                        "the flags below win over them")
     p.add_argument("--sampler", choices=sorted(SAMPLERS), help="ldm.diffusion.samplers sampler")
     p.add_argument("--steps", type=int, help="sampler steps")
     p.add_argument("--eta", type=float, help="DDIM eta (0 = deterministic)")
@@ -209,14 +221,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_retries", type=int, help="re-draws of a mask that comes out empty")
     p.add_argument("--weights", choices=("ema", "raw"), default="ema", help="EMA or raw weights (default: ema)")
     p.add_argument("--overwrite", action="store_true", help="replace generated masks already in --out")
-    p.add_argument("--device", default="auto", help="cpu, cuda ... (default: cuda when available)")
+    p.add_argument("--device", default="auto",
+                   help="auto, cpu, cuda, cuda:N or mps (default: auto: cuda when available)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--no_progress", action="store_true", help="no progress bars")
     return p
 
 
-def settings_from(args: argparse.Namespace, stored: dict[str, Any]) -> SampleSettings:
-    s = SampleSettings(**{k: v for k, v in stored.items() if k in SampleSettings.__dataclass_fields__})
+def sample_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``sample`` keys given by ``--config`` (its ``sample:`` section) and ``--set`` (strict keys),
+    read before anything else so that a typo fails fast."""
+    given: dict[str, Any] = {}
+    if getattr(args, "config", None) is not None:
+        where = f"config {args.config}"
+        loaded = O.check(O.resolve(O.read_yaml(args.config) or {}, where), SCHEMA, where)
+        given.update(loaded.get("sample") or {})
+    schema = {"sample": SCHEMA["sample"]}
+    for key, value in O.parse_set(getattr(args, "set", None) or []):
+        given = O.set_value({"sample": given}, key, value, schema, f"--set {key}")["sample"]
+    return given
+
+
+def settings_from(args: argparse.Namespace, stored: dict[str, Any],
+                  overrides: Optional[dict[str, Any]] = None) -> SampleSettings:
+    """Defaults < the checkpoint's ``sample`` section < ``--config`` < ``--set`` < flags."""
+    sample = {**stored, **(overrides if overrides is not None else sample_overrides(args))}
+    s = SampleSettings(**{k: v for k, v in sample.items() if k in SampleSettings.__dataclass_fields__})
     for key in ("sampler", "steps", "eta", "guidance", "threshold", "min_area", "size", "batch_size",
                 "max_retries", "seed"):
         val = getattr(args, key, None)
@@ -229,13 +259,15 @@ def settings_from(args: argparse.Namespace, stored: dict[str, Any]) -> SampleSet
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    overrides = sample_overrides(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = str(pick_device(args.device))
     ckpt = load_checkpoint(args.ckpt)
     model, cats = model_from_checkpoint(ckpt, args.weights)
     selected = select_categories(cats, args.categories.split(",") if args.categories else None)
-    settings = settings_from(args, dict(ckpt["config"].get("sample", {})))
+    stored = checked(ckpt["config"], f"{ckpt['path']} config")
+    settings = settings_from(args, stored["sample"], overrides)
     settings.check()
     out = Path(args.out)
     if out.exists() and not out.is_dir():

@@ -21,11 +21,15 @@ from tqdm.auto import tqdm
 
 from dataset.categories import categories_from_config
 from ldm.atomic import torch_save_atomic, write_text_atomic
+from ldm.device import pick_device
 from ldm.errors import UserError, run_cli
+from ldm.seeds import generator
+from training.ema import EMA
+from training.lr_schedule import lr_factor
 
-from .config import DEFAULT_CONFIG, check_config, load_config
+from .config import check_config, load_config
 from .data import training_data
-from .model import CKPT_FORMAT, EMA, MaskDiffusion, build_model, categories_to_list, load_checkpoint
+from .model import CKPT_FORMAT, MaskDiffusion, build_model, categories_to_list, load_checkpoint
 
 # config entries a resumed run must share with its checkpoint
 _FROZEN = (("model",), ("diffusion",), ("data", "image_size"), ("data", "binarize"), ("categories",))
@@ -49,14 +53,11 @@ def _augment(x: torch.Tensor, cfg: Mapping[str, Any], gen: torch.Generator) -> t
 
 
 def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(int(seed) * 100_003 + epoch)
-    return torch.randperm(n, generator=g)
+    return torch.randperm(n, generator=generator(seed, 1, epoch))
 
 
 def _lr_at(step: int, cfg: Mapping[str, Any]) -> float:
-    warm = int(cfg["train"]["warmup_steps"])
-    lr = float(cfg["train"]["lr"])
-    return lr * min(1.0, (step + 1) / warm) if warm > 0 else lr
+    return float(cfg["train"]["lr"]) * lr_factor(step, int(cfg["train"]["warmup_steps"]), warmup_from_zero=False)
 
 
 def train(cfg: dict[str, Any], data_root: str | Path, out: str | Path, device: str = "cpu",
@@ -74,9 +75,9 @@ def train(cfg: dict[str, Any], data_root: str | Path, out: str | Path, device: s
     tcfg = cfg["train"]
     torch.manual_seed(int(tcfg["seed"]))
     model: MaskDiffusion = build_model(cfg, len(cats)).to(device)
-    ema = EMA(model, tcfg["ema_decay"])
+    ema = EMA(model.named_parameters(), tcfg["ema_decay"], warmup=True)
     opt = torch.optim.AdamW(model.parameters(), lr=float(tcfg["lr"]), weight_decay=float(tcfg["weight_decay"]))
-    gen = torch.Generator().manual_seed(int(tcfg["seed"]) + 1)
+    gen = generator(tcfg["seed"], 2)
     epoch, batch_done, step, elapsed_before = 0, 0, 0, 0.0
     history: list[dict[str, Any]] = []
 
@@ -87,7 +88,7 @@ def train(cfg: dict[str, Any], data_root: str | Path, out: str | Path, device: s
                 raise UserError(f"{last}: this run was trained with a different {'.'.join(keys)} "
                                 f"({_get(ckpt['config'], keys)!r}); use a new --out or the same config")
         model.load_state_dict(ckpt["model"])
-        ema.shadow.load_state_dict(ckpt["ema"])
+        ema.load_state_dict(ckpt["ema"])
         opt.load_state_dict(ckpt["opt"])
         gen.set_state(ckpt["rng"])
         epoch, batch_done, step = ckpt["epoch"], ckpt["batch"], ckpt["step"]
@@ -114,7 +115,7 @@ def train(cfg: dict[str, Any], data_root: str | Path, out: str | Path, device: s
 
     def save() -> None:
         torch_save_atomic({"format": CKPT_FORMAT, "config": cfg, "categories": cfg["categories"],
-                           "model": model.state_dict(), "ema": ema.shadow.state_dict(),
+                           "model": model.state_dict(), "ema": ema.module_state_dict(model),
                            "opt": opt.state_dict(), "rng": gen.get_state(), "epoch": epoch,
                            "batch": batch_done, "step": step, "elapsed_s": elapsed(),
                            "history": history, "num_params": n_params}, last)
@@ -142,7 +143,7 @@ def train(cfg: dict[str, Any], data_root: str | Path, out: str | Path, device: s
                     torch.nn.utils.clip_grad_norm_(model.parameters(), float(tcfg["grad_clip"]))
                 opt.step()
                 step += 1
-                ema.update(model, step)
+                ema.update(step)
                 batch_done = b + 1
                 losses.append(loss.item())
                 bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}", refresh=False)
@@ -200,7 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of mask PNGs, or a dataset root with 'Ground truth'/'Ground_truth'; "
                         "the category is the filename prefix (In_*, Pa_*, Sc_*)")
     p.add_argument("--out", required=True, help="run folder (checkpoints/, config.yaml, train_log.csv)")
-    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: %(default)s)")
+    p.add_argument("--config", default=None,
+                   help="YAML config over the built-in defaults (the paper's settings, maskgen/config.py), "
+                        "e.g. configs/maskgen_cpu.yaml (default: none)")
     p.add_argument("--epochs", type=int, help="override train.epochs (raise it to extend a finished run)")
     p.add_argument("--batch_size", type=int, help="override train.batch_size")
     p.add_argument("--lr", type=float, help="override train.lr")
@@ -209,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="further overrides, e.g. --set model.base_channels=32 train.ema_decay=0.995")
     p.add_argument("--max_minutes", type=float,
                    help="stop (and checkpoint) after this many minutes of this session; rerun to resume")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--device", default="auto",
+                   help="auto, cpu, cuda, cuda:N or mps (default: auto: cuda when available)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no_progress", action="store_true", help="no tqdm bars (epoch lines are still printed)")
     return p
@@ -223,7 +227,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if val is not None:
             overrides.append(f"train.{key}={val}")
     cfg = load_config(args.config, overrides)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = str(pick_device(args.device))
     if args.threads:
         torch.set_num_threads(args.threads)
     summary = train(cfg, args.data_root, args.out, device=device, max_minutes=args.max_minutes,

@@ -6,13 +6,14 @@ small probability, sampling mixes the conditional and null predictions.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ldm.modules.unet import timestep_embedding
 
 
 @dataclass
@@ -46,17 +47,6 @@ class UNetConfig:
         out["channel_mult"] = list(self.channel_mult)
         out["attention_levels"] = list(self.attention_levels)
         return out
-
-
-def timestep_features(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal features of integer timesteps, ``cos`` half first."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-    angles = t.float()[:, None] * freqs[None]
-    feats = torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
-    if dim % 2:
-        feats = F.pad(feats, (0, 1))
-    return feats
 
 
 class ResBlock(nn.Module):
@@ -163,7 +153,7 @@ class MaskUNet(nn.Module):
         return self.patch * 2 ** (len(self.cfg.channel_mult) - 1)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        emb = self.time_mlp(timestep_features(t, self.time_dim)) + self.class_emb(y)
+        emb = self.time_mlp(timestep_embedding(t, self.time_dim)) + self.class_emb(y)
         h = self.conv_in(F.pixel_unshuffle(x, self.patch) if self.patch > 1 else x)
         hs = [h]
         for blocks in self.down:

@@ -14,7 +14,8 @@ from ldm.errors import UserError, run_cli
 from maskgen import sample as sample_mod
 from maskgen.config import load_config
 from maskgen.model import build_model, load_checkpoint, model_from_checkpoint
-from maskgen.train import main as train_main, train
+from maskgen.train import main as train_main
+from maskgen.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,7 +30,7 @@ TINY = {
 
 
 def tiny_config(**train_overrides) -> dict:
-    cfg = load_config(REPO / "configs" / "maskgen.yaml")
+    cfg = load_config()
     for section, values in TINY.items():
         cfg[section].update(copy.deepcopy(values))
     cfg["train"].update(train_overrides)
@@ -205,8 +206,8 @@ def test_bad_training_input(tmp_path):
     with pytest.raises(UserError, match="unknown category prefix 'Cr'"):
         train(tiny_config(), odd, tmp_path / "r3", progress=False)
 
-    with pytest.raises(UserError, match="unknown option 'model.width'"):
-        load_config(REPO / "configs" / "maskgen.yaml", ["model.width=3"])
+    with pytest.raises(UserError, match="unknown key 'model.width'"):
+        load_config(None, ["model.width=3"])
 
 
 def _cli_error(main, argv, capsys) -> str:

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from train_helpers import REPO, run_main, tiny_train_config, write_release
 
 import trainer as trainer_module
 from ldm.checkpoint import CheckpointError
 from ldm.errors import UserError
-from train_helpers import REPO, run_main, tiny_train_config, write_release
 from training.options import RELEASE_URL
 
 
@@ -84,7 +84,8 @@ def _pairs(root: Path, n: int = 2, size: int = 32) -> Path:
     (root / "Ground truth").mkdir()
     rng = np.random.default_rng(0)
     for i in range(1, n + 1):
-        Image.fromarray(rng.integers(0, 255, (size, size), dtype=np.uint8), "L").save(root / "Source Images" / f"In_{i}.bmp")
+        image = Image.fromarray(rng.integers(0, 255, (size, size), dtype=np.uint8), "L")
+        image.save(root / "Source Images" / f"In_{i}.bmp")
         mask = np.zeros((size, size), np.uint8)
         mask[4:12, 4:12] = 255
         Image.fromarray(mask, "L").save(root / "Ground truth" / f"In_{i}.png")
@@ -131,7 +132,7 @@ def test_bad_options_are_user_errors(config, tmp_path):
         run_main(config, tmp_path / "out", "o", "--batch_size", "0")
     bad = tmp_path / "bad.yaml"
     bad.write_text(config.read_text().replace("trainable: grounding", "trainable: grounding\n  learning_rate: 1"))
-    with pytest.raises(UserError, match="unknown train option.*learning_rate"):
+    with pytest.raises(UserError, match="unknown key .train.learning_rate.; did you mean .train.base_learning_rate"):
         run_main(bad, tmp_path / "out", "o")
     with pytest.raises(UserError, match="would train nothing"):
         run_main(config, tmp_path / "out", "o", "--ckpt", "none")

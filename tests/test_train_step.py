@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from train_helpers import make_trainer, state_of, tiny_train_config
-from trainer import WarmupSchedule, trainable_names
+
+from trainer import trainable_names
+from training.lr_schedule import WarmupSchedule
 
 
 @pytest.fixture(scope="module")
@@ -14,7 +15,7 @@ def config(tmp_path_factory):
 
 
 def test_one_step_changes_trainable_and_leaves_frozen_bit_identical(config, tmp_path):
-    tr = make_trainer(config, tmp_path, "step", "--total_iters", "1")
+    tr = make_trainer(config, tmp_path, "step", "--total_iters", "1", "--warmup_steps", "0")
     names = {f"model.{n}" for n, _ in tr.named_params}
     # the paper's trainable set: gated self-attention, mask encoder, downsampler, widened first conv
     assert names and all(".fuser." in n or n.startswith(("model.position_net.", "model.downsample_net."))
@@ -43,7 +44,8 @@ def test_one_step_changes_trainable_and_leaves_frozen_bit_identical(config, tmp_
 
 
 def test_trainable_all_trains_the_whole_unet_only(config, tmp_path):
-    tr = make_trainer(config, tmp_path, "all", "--trainable", "all", "--ckpt", "none", "--total_iters", "1")
+    tr = make_trainer(config, tmp_path, "all", "--trainable", "all", "--ckpt", "none", "--total_iters", "1",
+                      "--warmup_steps", "0")
     assert [n for n, _ in tr.named_params] == [n for n, _ in tr.unet.named_parameters()]
     assert tr.unet.training
     assert not any(p.requires_grad for p in tr.models.autoencoder.parameters())
@@ -67,7 +69,8 @@ def test_no_first_conv_training_without_downsampler():
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_autocast_step_on_cpu(config, tmp_path, precision):
-    tr = make_trainer(config, tmp_path, precision, "--precision", precision, "--total_iters", "1")
+    tr = make_trainer(config, tmp_path, precision, "--precision", precision, "--total_iters", "1",
+                      "--warmup_steps", "0")
     assert (tr.scaler is not None) == (precision == "fp16")
     before = {n: p.detach().clone() for n, p in tr.named_params}
     tr.train()
@@ -78,12 +81,56 @@ def test_autocast_step_on_cpu(config, tmp_path, precision):
 
 
 def test_warmup_then_constant_or_cosine():
-    const = WarmupSchedule("constant", 4, 10)
+    original = WarmupSchedule("constant", 4, 10)  # the default: the original's first step uses lr 0
+    assert [original(s) for s in range(6)] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+    const = WarmupSchedule("constant", 4, 10, warmup_from_zero=False)
     assert [const(s) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
-    cos = WarmupSchedule("cosine", 2, 10)
+    cos = WarmupSchedule("cosine", 2, 10, warmup_from_zero=False)
     assert cos(0) == 0.5 and cos(2) == 1.0 and cos(10) == pytest.approx(0.0, abs=1e-12)
     assert cos(6) == pytest.approx(0.5)
     assert WarmupSchedule("constant", 0, 10)(0) == 1.0
+
+
+def test_original_training_semantics_are_the_default(config, tmp_path):
+    """The original drops the grounding of a whole batch with probability 0.1 and its warm-up's first
+    step uses lr 0; per-sample dropping and a first step at lr/warmup are options."""
+    from trainer import null_grounding_mask
+    from training.options import DEFAULTS
+
+    assert DEFAULTS.null_grounding_per == "batch" and DEFAULTS.warmup_from_zero is True
+    gen = torch.Generator().manual_seed(0)
+    batch = torch.stack([null_grounding_mask(4, 0.3, "batch", gen, torch.device("cpu")) for _ in range(400)])
+    assert set(batch.sum(1).tolist()) == {0.0, 4.0}                   # all or nothing per batch
+    assert 0.2 < (batch[:, 0] == 0).float().mean() < 0.4
+    sample = torch.stack([null_grounding_mask(4, 0.3, "sample", gen, torch.device("cpu")) for _ in range(400)])
+    assert {1.0, 2.0, 3.0} & set(sample.sum(1).tolist())               # mixed batches
+    assert 0.25 < (sample == 0).float().mean() < 0.35
+
+    for flag, moves in (("true", False), ("false", True)):             # warm-up of 2 steps, one step
+        tr = make_trainer(config, tmp_path, f"w{flag}", "--total_iters", "1", "--warmup_steps", "2",
+                          "--warmup_from_zero", flag)
+        before = {n: p.detach().clone() for n, p in tr.named_params}
+        tr.train()
+        assert any(not torch.equal(before[n], p) for n, p in tr.named_params) == moves
+
+
+def test_training_conditioning_is_the_pipelines(config, tmp_path):
+    """The trainer's text cache is the pipeline's and its denoiser sees the pipeline's conditioning."""
+    from training.data import grid_batch
+
+    tr = make_trainer(config, tmp_path, "cond", "--total_iters", "1", "--workers", "0")
+    batch = grid_batch(tr.dataset, 2, 0)
+    captions = list(batch["caption"])
+    context = tr.text_context(captions)
+    assert set(captions) <= set(tr.pipeline._text_cache)
+    tr.models.eval()
+    with torch.no_grad():
+        cond, _ = tr.pipeline.conditioning(batch["sem"], captions)
+        x = torch.randn(tr.pipeline.latent_shape(2), generator=torch.Generator().manual_seed(0))
+        t = torch.tensor([10, 500])
+        ours = tr.denoiser(x, t, context, batch["sem"], torch.ones(2))
+        theirs = tr.unet(x, t, cond.context, cond.grounding_tokens, cond.extra)
+    torch.testing.assert_close(ours, theirs)
 
 
 def test_ema_applied_swaps_in_and_restores():

@@ -17,13 +17,14 @@ import signal
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data._utils.collate import default_collate
 
+from ldm import options as O
 from ldm.errors import UserError
+from ldm.seeds import mix_seed  # noqa: F401  (re-exported: trainer and tests import it from here)
 
 ERROR_KEY = "__error__"
 
@@ -41,10 +42,19 @@ def in_dim_of(cfg: DictConfig) -> int:
                         "DefFiller needs the mask encoder's input width") from None
 
 
+# the config's data: section, with its defaults (training/options.py checks configs against it)
+DATA_SCHEMA = {
+    "name": "SD-saliency-900", "root": None, "image_size": 256, "random_flip": True, "prob_use_caption": 1.0,
+    "categories": O.Open(None),
+    "procedural": {"n_per_category": 100, "seed": 0, "orientation": "horizontal"},
+}
+_D = O.defaults(DATA_SCHEMA)
+
+
 def dataset_folder(data_root: Optional[str], cfg: DictConfig) -> Optional[Path]:
     """The folder to read pairs from, or None for the procedural generator."""
     data = cfg.get("data") or {}
-    name = str(data.get("name", "SD-saliency-900"))
+    name = str(data.get("name", _D["name"]))
     if data_root is None:
         if data.get("procedural") is not None:
             return None
@@ -67,31 +77,23 @@ def build_dataset(data_root: Optional[str], cfg: DictConfig, split: Optional[str
 
     data = cfg.get("data") or {}
     in_dim = in_dim_of(cfg)
-    image_size = int(data.get("image_size", 256))
+    image_size = int(data.get("image_size", _D["image_size"]))
     categories = _plain(data.get("categories"))
-    prob_use_caption = float(data.get("prob_use_caption", 1.0))
+    prob_use_caption = float(data.get("prob_use_caption", _D["prob_use_caption"]))
     folder = dataset_folder(data_root, cfg)
     if folder is None:
         proc = _plain(data.get("procedural")) or {}
-        unknown = set(proc) - {"n_per_category", "seed", "orientation"}
-        if unknown:
-            raise UserError(f"data.procedural: unknown key(s) {', '.join(sorted(unknown))}; "
-                            "known: n_per_category, seed, orientation")
+        proc = {**_D["procedural"], **O.check(proc, DATA_SCHEMA["procedural"], "config", "data.procedural")}
         if split is not None:
             raise UserError("--split applies to a dataset folder, not to procedural data; pass --DATA_ROOT")
-        return ProceduralDefectDataset(int(proc.get("n_per_category", 100)), image_size=image_size,
-                                       seed=int(proc.get("seed", 0)), categories=categories, in_dim=in_dim,
+        return ProceduralDefectDataset(int(proc["n_per_category"]), image_size=image_size,
+                                       seed=int(proc["seed"]), categories=categories, in_dim=in_dim,
                                        prob_use_caption=prob_use_caption,
-                                       orientation=str(proc.get("orientation", "horizontal")))
+                                       orientation=str(proc["orientation"]))
     stems = load_split(split)["train"] if split is not None else None
     return SemanticMaskDataset(folder, categories=categories, stems=stems, image_size=image_size,
-                               in_dim=in_dim, random_flip=bool(data.get("random_flip", True)),
+                               in_dim=in_dim, random_flip=bool(data.get("random_flip", _D["random_flip"])),
                                prob_use_caption=prob_use_caption)
-
-
-def mix_seed(*values: int) -> int:
-    """A 63-bit seed from integers (independent streams for different tuples)."""
-    return int(np.random.SeedSequence([int(v) for v in values]).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
 class SampleStream(Sampler):

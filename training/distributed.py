@@ -12,7 +12,7 @@ from typing import Any, Optional
 import torch
 import torch.distributed as dist
 
-from ldm.errors import UserError
+from ldm.device import pick_device
 
 
 @dataclass
@@ -32,32 +32,12 @@ class DistInfo:
         return self.world_size > 1
 
 
-def resolve_device(choice: str, local_rank: int) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU. Under torchrun each process takes its local GPU."""
-    choice = (choice or "auto").lower()
-    if choice == "auto":
-        choice = "cuda" if torch.cuda.is_available() else "cpu"
-    if choice.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {choice}: CUDA is not available here; use --device cpu")
-        if ":" in choice and int(os.environ.get("WORLD_SIZE", "1")) == 1:
-            return torch.device(choice)
-        return torch.device("cuda", local_rank)
-    if choice == "mps":
-        if not torch.backends.mps.is_available():
-            raise UserError("--device mps: MPS is not available here; use --device cpu")
-        return torch.device("mps")
-    if choice != "cpu":
-        raise UserError(f"--device {choice!r}: choose auto, cpu, cuda, cuda:N or mps")
-    return torch.device("cpu")
-
-
 def init_distributed(device_choice: str) -> DistInfo:
     """Read torchrun's environment; start the process group when WORLD_SIZE > 1."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_choice, local_rank)
+    device = pick_device(device_choice, local_rank)
     if world <= 1:
         return DistInfo(0, 0, 1, device, None)
     if device.type == "cuda":

@@ -1,8 +1,11 @@
 """Training options: the original DefFiller/GLIGEN flags plus precision, checkpointing and device.
 
-Every option has three sources, strongest first: the command line, the config's ``train:`` section,
-then :data:`DEFAULTS` (the original trainer's defaults where it had the option). ``--name`` and
-``--yaml_file`` only come from the command line.
+Every option has four sources, strongest first: the command line flags, ``--set key=value`` (any
+config key, e.g. ``train.sample_steps=25`` or ``data.image_size=64``), the config's ``train:``
+section, then :data:`DEFAULTS` (the original trainer's defaults where it had the option). Keys are
+strict (:mod:`ldm.options`): an unknown key in the YAML or in ``--set`` is an error naming the
+nearest valid one. ``--name``, ``--yaml_file`` and ``--allow_config_change`` only come from the
+command line.
 """
 from __future__ import annotations
 
@@ -13,7 +16,10 @@ from typing import Any, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from ldm import options as O
+from ldm.config import check_config
 from ldm.errors import UserError
+from training.data import DATA_SCHEMA
 
 DEFAULT_CKPT = "model_sem/sem_diffusion_pytorch_model.bin"
 RELEASE_URL = "https://huggingface.co/gligen/gligen-generation-sem/blob/main/diffusion_pytorch_model.bin"
@@ -21,6 +27,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULERS = ("constant", "cosine")
 TRAINABLE = ("grounding", "all")
 SAMPLERS = ("plms", "ddim", "dpmsolver++", "unipc")
+NULL_GROUNDING = ("batch", "sample")
 
 
 @dataclass
@@ -52,6 +59,8 @@ class TrainOptions:
     threads: int = 0                         # CPU threads per process; 0: PyTorch's default
     trainable: str = "grounding"
     null_grounding_prob: float = 0.1
+    null_grounding_per: str = "batch"        # batch: the whole batch at once (the original); sample: each sample
+    warmup_from_zero: bool = True            # true: warm-up's first step uses lr 0 (the original); false: lr/warmup
     grad_clip: float = 0.0                   # 0: no clipping (the original does not clip)
     min_snr_gamma: float = 0.0               # 0: plain MSE on eps (the original); >0: Min-SNR-gamma weights
     log_every: int = 10
@@ -62,11 +71,15 @@ class TrainOptions:
     guidance_scale: float = 5.0
     keep_checkpoints: int = 0                # 0: keep all
     split: Optional[str] = None              # a split JSON (dataset/splits.py): train on its "train" list
+    allow_config_change: bool = False        # resume even though data root, seed or learning rate changed
 
 
 DEFAULTS = TrainOptions()
-CLI_ONLY = ("name", "yaml_file")
+CLI_ONLY = ("name", "yaml_file", "allow_config_change")
 FIELD_NAMES = [f.name for f in fields(TrainOptions)]
+
+TRAIN_SCHEMA = {n: O.Open() for n in FIELD_NAMES if n not in CLI_ONLY}
+SECTIONS = {"data": DATA_SCHEMA, "train": TRAIN_SCHEMA}
 
 
 def parse_bool(text: Any) -> bool:
@@ -138,10 +151,25 @@ def build_parser() -> argparse.ArgumentParser:
     add("--trainable", choices=TRAINABLE, default=None,
         help="grounding: gated self-attention, mask encoder, downsampler (+ widened first conv), as "
              "in the paper; all: the whole UNet, for from-scratch tiny models (default: grounding)")
+    add("--null_grounding_per", choices=NULL_GROUNDING, default=None,
+        help="classifier-free guidance training: with probability null_grounding_prob (0.1) replace the "
+             "mask input by the null input for the whole batch (batch, the original) or for each sample "
+             "independently (sample) (default: batch)")
+    add("--warmup_from_zero", type=parse_bool, nargs="?", const=True, default=None,
+        help="true: the warm-up rises from lr 0 at the first step, as the original (transformers' "
+             "schedule), so the first step does not move the weights; false: from lr/warmup_steps "
+             "(default: true)")
     add("--sample_every_iters", type=int, default=None,
         help="sample-grid interval (default: with every checkpoint)")
     add("--split", type=optional_path, default=None,
         help="split JSON (dataset/splits.py); training uses its 'train' list (default: all pairs)")
+    add("--set", nargs="*", default=[], metavar="KEY=VALUE",
+        help="config overrides applied over the YAML, e.g. --set train.sample_steps=25 data.image_size=64 "
+             "model.params.num_heads=4; an unknown key is an error naming the nearest valid one "
+             "(the flags above win over --set)")
+    add("--allow_config_change", action="store_true",
+        help="resume even though the data root, seed or learning rate differ from the run's; the change "
+             "is appended to OUTPUT_ROOT/name/config_changes.jsonl (default: refuse)")
     add("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # torch.distributed.launch
     return p
 
@@ -171,6 +199,7 @@ def _check(opts: TrainOptions) -> None:
     if not (math.isfinite(opts.min_snr_gamma) and opts.min_snr_gamma >= 0):
         raise UserError(f"min_snr_gamma must be >= 0 (0: off), got {opts.min_snr_gamma}")
     for name, allowed in (("precision", PRECISIONS), ("scheduler_type", SCHEDULERS),
+                          ("null_grounding_per", NULL_GROUNDING),
                           ("trainable", TRAINABLE), ("sampler", SAMPLERS)):
         if getattr(opts, name) not in allowed:
             raise UserError(f"{name} must be one of {', '.join(allowed)}, got {getattr(opts, name)!r}")
@@ -178,23 +207,33 @@ def _check(opts: TrainOptions) -> None:
         raise UserError(f"--name {opts.name!r}: give a plain folder name")
 
 
+def apply_overrides(cfg: DictConfig, items: Sequence[str], flag: str = "--set") -> DictConfig:
+    """``cfg`` with ``key=value`` overrides applied (strict keys, see :func:`ldm.config.check_config`)."""
+    if not items:
+        return cfg
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    from ldm.config import schema_for
+
+    for key, value in O.parse_set(items, flag):
+        plain = O.set_value(plain, key, value, schema_for(plain, SECTIONS), f"{flag} {key}")
+    return OmegaConf.create(plain)
+
+
 def resolve_options(cli: argparse.Namespace, cfg: DictConfig) -> TrainOptions:
     """Merge command line > config ``train:`` > defaults; validate; return the run's options."""
+    check_config(cfg, f"config {cli.yaml_file}", SECTIONS)
     section = cfg.get("train")
     from_yaml: dict[str, Any] = {}
     if section is not None:
         if not isinstance(section, DictConfig):
             raise UserError(f"{cli.yaml_file}: `train:` must be a mapping of option: value")
         from_yaml = OmegaConf.to_container(section, resolve=True)
-        unknown = sorted(set(from_yaml) - (set(FIELD_NAMES) - set(CLI_ONLY)))
-        if unknown:
-            raise UserError(f"{cli.yaml_file}: unknown train option(s) {', '.join(unknown)}; known: "
-                            f"{', '.join(n for n in FIELD_NAMES if n not in CLI_ONLY)}")
     values = {f.name: getattr(DEFAULTS, f.name) for f in fields(TrainOptions)}
     for key, value in from_yaml.items():
         if key in ("ckpt", "DATA_ROOT", "split"):
             value = optional_path(value)
-        elif key in ("enable_ema", "disable_inference_in_training", "gradient_checkpointing") and value is not None:
+        elif key in ("enable_ema", "disable_inference_in_training", "gradient_checkpointing",
+                     "warmup_from_zero") and value is not None:
             try:
                 value = parse_bool(value)
             except argparse.ArgumentTypeError as exc:
@@ -217,7 +256,23 @@ def resolve_options(cli: argparse.Namespace, cfg: DictConfig) -> TrainOptions:
                 raise UserError(f"{cli.yaml_file}: train.{key} must be a number, got {value!r}") from None
     opts = TrainOptions(**values)
     _check(opts)
+    _check_against_config(opts, cfg, str(cli.yaml_file))
     return opts
+
+
+def _check_against_config(opts: TrainOptions, cfg: DictConfig, where: str) -> None:
+    """Options that must fit the model config, checked before anything trains."""
+    params = (cfg.get("diffusion") or {}).get("params") or {}
+    timesteps = int(params.get("timesteps", 1000))
+    if opts.sample_steps > timesteps:
+        raise UserError(f"train.sample_steps {opts.sample_steps} exceeds the schedule's {timesteps} timesteps "
+                        f"({where} diffusion.params.timesteps); use at most {timesteps}")
+    if not math.isfinite(opts.guidance_scale):
+        raise UserError(f"train.guidance_scale must be a finite number, got {opts.guidance_scale}")
+    data = cfg.get("data") or {}
+    size = data.get("image_size", DATA_SCHEMA["image_size"])
+    if isinstance(size, bool) or not isinstance(size, int) or size < 8:
+        raise UserError(f"{where}: data.image_size must be an integer >= 8, got {size!r}")
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

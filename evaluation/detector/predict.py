@@ -22,7 +22,7 @@ from ldm.errors import UserError, run_cli
 from ..folders import IMAGE_EXTS, few, image_folder, list_by_stem
 from .data import load_image_array, to_tensor
 from .model import build_model
-from .train import pick_device
+from ldm.device import pick_device
 
 
 class Detector:

@@ -11,7 +11,6 @@ continues from it), ``OUT/detector.pt`` (weights + config, for prediction) and
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -24,6 +23,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from dataset.io import write_json_atomic
+from ldm.device import pick_device
+from training.lr_schedule import WarmupSchedule
 from ldm.errors import UserError, run_cli
 
 from ldm.atomic import torch_save_atomic
@@ -32,15 +33,6 @@ from .data import SaliencyPairs
 from .model import build_model
 
 DEFAULT_CONFIG = CONFIG_DIR / "detector.yaml"
-
-
-def pick_device(name: str | None) -> torch.device:
-    name = (name or "auto").lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} requested but CUDA is not available; use --set train.device=cpu")
-    return torch.device(name)
 
 
 def saliency_loss(logits: torch.Tensor, target: torch.Tensor, bce_weight: float = 1.0,
@@ -53,15 +45,6 @@ def saliency_loss(logits: torch.Tensor, target: torch.Tensor, bce_weight: float 
         union = (prob + target - prob * target).sum(dim=(1, 2, 3))
         loss = loss + iou_weight * (1.0 - (inter + 1.0) / (union + 1.0)).mean()
     return loss
-
-
-def _schedule(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / max(1, warmup_steps)
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-    return factor
 
 
 def train_detector(cfg: DictConfig, train_pairs: Sequence, out_dir: str | Path, resume: bool = False,
@@ -92,7 +75,8 @@ def train_detector(cfg: DictConfig, train_pairs: Sequence, out_dir: str | Path, 
     epochs = int(t.epochs)
     steps_per_epoch = len(loader)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, _schedule(epochs * steps_per_epoch, int(float(t.warmup_epochs) * steps_per_epoch)))
+        opt, WarmupSchedule("cosine", int(float(t.warmup_epochs) * steps_per_epoch), epochs * steps_per_epoch,
+                            warmup_from_zero=False))
     n_params = sum(p.numel() for p in model.parameters()) / 1e6
     log(f"model: {cfg.model.encoder} U-Net, {n_params:.2f}M parameters, device {device}")
 

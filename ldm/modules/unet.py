@@ -26,6 +26,15 @@ def normalization(channels: int) -> nn.Module:
     return GroupNorm32(32, channels)
 
 
+GLIGEN_LAYERS = ("position_net", "downsample_net", "fuser")  # the modules GLIGEN adds to SD's UNet
+
+
+def is_gligen_layer(name: str) -> bool:
+    """Whether a UNet parameter, module or checkpoint key belongs to a layer GLIGEN adds to SD
+    (the mask encoder ``position_net``, the ``downsample_net`` and the gated self-attention ``fuser``s)."""
+    return any(part in GLIGEN_LAYERS for part in name.split("."))
+
+
 def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding, ``[cos, sin]`` order as in the original."""
     half = dim // 2
