@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from dataset.categories import categories_from_config
 from ldm.atomic import torch_save_atomic, write_text_atomic
+from ldm.safe_load import first_line
 from ldm.errors import UserError, run_cli
 
 from .config import DEFAULT_CONFIG, check_config, load_config
@@ -86,13 +87,17 @@ def train(cfg: dict[str, Any], data_root: str | Path, out: str | Path, device: s
             if _get(ckpt["config"], keys) != _get(cfg, keys):
                 raise UserError(f"{last}: this run was trained with a different {'.'.join(keys)} "
                                 f"({_get(ckpt['config'], keys)!r}); use a new --out or the same config")
-        model.load_state_dict(ckpt["model"])
-        ema.shadow.load_state_dict(ckpt["ema"])
-        opt.load_state_dict(ckpt["opt"])
-        gen.set_state(ckpt["rng"])
-        epoch, batch_done, step = ckpt["epoch"], ckpt["batch"], ckpt["step"]
-        elapsed_before = float(ckpt.get("elapsed_s", 0.0))
-        history = list(ckpt.get("history", []))
+        try:
+            model.load_state_dict(ckpt["model"])
+            ema.shadow.load_state_dict(ckpt["ema"])
+            opt.load_state_dict(ckpt["opt"])
+            gen.set_state(ckpt["rng"])
+            epoch, batch_done, step = int(ckpt["epoch"]), int(ckpt["batch"]), int(ckpt["step"])
+            elapsed_before = float(ckpt.get("elapsed_s", 0.0))
+            history = list(ckpt.get("history", []))
+        except Exception as exc:  # a damaged or foreign training state fails in many ways
+            raise UserError(f"{last}: cannot resume from it ({type(exc).__name__}: {first_line(exc)}); "
+                            "use a new --out, or delete it to start from scratch") from None
         print(f"resuming {last}: epoch {epoch + 1}, batch {batch_done}, step {step}", file=sys.stderr)
 
     n = x_all.shape[0]

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from dataset.io import write_png_atomic
 from ldm.errors import UserError, run_cli
+from ldm.safe_load import first_line, safe_torch_load
 
 from ..folders import IMAGE_EXTS, few, image_folder, list_by_stem
 from .data import load_image_array, to_tensor
@@ -31,21 +32,23 @@ class Detector:
     def __init__(self, ckpt: str | Path, device: str | None = None, batch_size: int | None = None,
                  num_threads: int | None = None):
         ckpt = Path(ckpt)
-        if not ckpt.is_file():
-            raise UserError(f"{ckpt}: detector checkpoint not found; train one with "
-                            "python -m evaluation.detector.train")
-        try:
-            state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        except Exception as exc:
-            raise UserError(f"{ckpt}: cannot read checkpoint ({type(exc).__name__}); retrain or "
-                            "point --ckpt at detector.pt") from None
+        if batch_size is not None and batch_size < 1:
+            raise UserError(f"--batch_size must be at least 1, got {batch_size}")
+        state = safe_torch_load(ckpt, "detector checkpoint", "point --ckpt at the detector.pt written by "
+                                "python -m evaluation.detector.train, or train one")
         if not isinstance(state, dict) or "model" not in state or "config" not in state:
             raise UserError(f"{ckpt}: not a detector checkpoint (needs 'model' and 'config'); "
                             "use the detector.pt written by evaluation.detector.train")
-        self.cfg = OmegaConf.create(state["config"])
-        model_cfg = OmegaConf.merge(self.cfg.model, {"pretrained": False})  # weights come from ckpt
-        self.model = build_model(model_cfg)
-        self.model.load_state_dict(state["model"])
+        try:
+            self.cfg = OmegaConf.create(state["config"])
+            model_cfg = OmegaConf.merge(self.cfg.model, {"pretrained": False})  # weights come from ckpt
+            self.model = build_model(model_cfg)
+            self.model.load_state_dict(state["model"])
+        except UserError:
+            raise
+        except Exception as exc:  # a foreign config or mismatched weights fail in many ways
+            raise UserError(f"{ckpt}: detector weights do not fit its config ({first_line(exc)}); "
+                            "retrain with python -m evaluation.detector.train") from None
         self.device = pick_device(device or self.cfg.train.get("device", "auto"))
         self.model.to(self.device).eval()
         self.size = int(self.cfg.data.image_size)
