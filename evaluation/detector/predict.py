@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 from tqdm import tqdm
 
-from dataset.io import write_png_atomic
+from dataset.io import image_size, write_png_atomic
 from ldm.errors import UserError, run_cli
 from ldm.safe_load import first_line, safe_torch_load
 
@@ -68,8 +68,7 @@ class Detector:
             sizes = []
             batch = []
             for p in chunk:
-                with Image.open(p) as im:
-                    sizes.append(im.size[::-1])  # (H, W)
+                sizes.append(image_size(p)[::-1])  # (H, W)
                 batch.append(to_tensor(load_image_array(p, self.size, self.in_chans)))
             prob = torch.sigmoid(self.model(torch.stack(batch).to(self.device))).cpu()
             for p, hw, pr in zip(chunk, sizes, prob):
