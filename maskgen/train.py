@@ -60,10 +60,27 @@ def _lr_at(step: int, cfg: Mapping[str, Any]) -> float:
     return lr * min(1.0, (step + 1) / warm) if warm > 0 else lr
 
 
+def _check_train_numbers(tcfg: Mapping[str, Any]) -> None:
+    """Learning rate, weight decay and EMA decay must be finite and in range (NaN would train garbage)."""
+    limits = {"lr": (0.0, False), "weight_decay": (0.0, True), "ema_decay": (0.0, True)}
+    for key, (low, low_ok) in limits.items():
+        name = "--lr (train.lr)" if key == "lr" else f"train.{key}"
+        try:
+            value = float(tcfg[key])
+        except (TypeError, ValueError):
+            raise UserError(f"{name} must be a number, got {tcfg[key]!r}") from None
+        if not math.isfinite(value) or value < low or (value == low and not low_ok):
+            rule = f">= {low}" if low_ok else f"> {low}"
+            raise UserError(f"{name} must be a finite number {rule}, got {tcfg[key]!r}")
+    if float(tcfg["ema_decay"]) > 1.0:
+        raise UserError(f"train.ema_decay must be at most 1, got {tcfg['ema_decay']!r}")
+
+
 def train(cfg: dict[str, Any], data_root: str | Path, out: str | Path, device: str = "cpu",
           max_minutes: Optional[float] = None, progress: bool = True) -> dict[str, Any]:
     """Train (or resume) into ``out``; returns a summary (epochs, steps, minutes, losses)."""
     check_config(cfg)
+    _check_train_numbers(cfg["train"])
     out = Path(out)
     ckpt_dir = out / "checkpoints"
     last = ckpt_dir / "last.pt"
