@@ -62,20 +62,19 @@ class Detector:
     def predict_paths(self, paths: Sequence[Path], progress: bool = True,
                       desc: str = "predict") -> Iterator[tuple[Path, np.ndarray]]:
         paths = list(paths)
-        bar = tqdm(total=len(paths), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
-        for i in range(0, len(paths), self.batch_size):
-            chunk = paths[i:i + self.batch_size]
-            sizes = []
-            batch = []
-            for p in chunk:
-                sizes.append(image_size(p)[::-1])  # (H, W)
-                batch.append(to_tensor(load_image_array(p, self.size, self.in_chans)))
-            prob = torch.sigmoid(self.model(torch.stack(batch).to(self.device))).cpu()
-            for p, hw, pr in zip(chunk, sizes, prob):
-                full = F.interpolate(pr[None], size=hw, mode="bilinear", align_corners=False)[0, 0]
-                yield p, full.numpy().astype(np.float32)
-            bar.update(len(chunk))
-        bar.close()
+        with tqdm(total=len(paths), desc=desc, disable=not progress, leave=False, dynamic_ncols=True) as bar:
+            for i in range(0, len(paths), self.batch_size):
+                chunk = paths[i:i + self.batch_size]
+                sizes = []
+                batch = []
+                for p in chunk:
+                    sizes.append(image_size(p)[::-1])  # (H, W)
+                    batch.append(to_tensor(load_image_array(p, self.size, self.in_chans)))
+                prob = torch.sigmoid(self.model(torch.stack(batch).to(self.device))).cpu()
+                for p, hw, pr in zip(chunk, sizes, prob):
+                    full = F.interpolate(pr[None], size=hw, mode="bilinear", align_corners=False)[0, 0]
+                    yield p, full.numpy().astype(np.float32)
+                bar.update(len(chunk))
 
     def __call__(self, paths: Sequence[Path], progress: bool = False) -> Iterator[np.ndarray]:
         for _, prob in self.predict_paths(paths, progress):
@@ -90,12 +89,23 @@ def write_maps(detector: Detector, paths: Sequence[Path], out_dir: str | Path, p
                log: Callable[[str], None] = print) -> Path:
     """Predict every image in ``paths`` and write ``out_dir/<stem>.png``."""
     out_dir = Path(out_dir)
+    made = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
-    n = 0
-    for path, prob in detector.predict_paths(paths, progress):
-        write_png_atomic(to_png(prob), out_dir / f"{Path(path).stem}.png")
-        n += 1
-    log(f"wrote {n} map(s) to {out_dir}")
+    written: list[Path] = []
+    try:
+        for path, prob in detector.predict_paths(paths, progress):
+            target = out_dir / f"{Path(path).stem}.png"
+            existed = target.exists()
+            write_png_atomic(to_png(prob), target)
+            if not existed:
+                written.append(target)
+    except BaseException:  # a bad image half-way: leave no partial set of new maps behind
+        for target in written:
+            target.unlink(missing_ok=True)
+        if made and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
+    log(f"wrote {len(paths)} map(s) to {out_dir}")
     return out_dir
 
 
