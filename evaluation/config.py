@@ -7,6 +7,7 @@ from typing import Any, Sequence
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from dataset.io import load_yaml_mapping
 from ldm.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,14 +21,7 @@ def load_config(path: str | Path | None, defaults: str | Path | None = None,
     for p in (defaults, path):
         if p is None:
             continue
-        p = Path(p)
-        if not p.is_file():
-            raise UserError(f"{p}: config file not found; pass an existing YAML (see {CONFIG_DIR})")
-        try:
-            parts.append(OmegaConf.load(p))
-        except Exception as exc:  # yaml/omegaconf raise many types
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise UserError(f"{p}: cannot parse YAML ({first}); fix the syntax") from None
+        parts.append(load_yaml_mapping(p, "config", f"pass a YAML mapping (see {CONFIG_DIR})"))
     cfg = OmegaConf.merge(*parts) if parts else OmegaConf.create({})
     for item in overrides:
         key, sep, raw = str(item).partition("=")

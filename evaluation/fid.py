@@ -156,17 +156,17 @@ def extract_features(files: Sequence[Path], extractor: FeatureExtractor, batch_s
     for i, path in enumerate(files):
         by_size.setdefault(image_size(path), []).append(i)
     out: list[np.ndarray] = [np.empty(0)] * len(files)
-    bar = tqdm(total=len(files), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
-    for idx in by_size.values():
-        for start in range(0, len(idx), batch_size):
-            take = idx[start:start + batch_size]
-            batch = torch.from_numpy(np.stack([_load_uint8(files[i]) for i in take])).permute(0, 3, 1, 2)
-            feats = extractor(batch.contiguous())
-            feats = feats.detach().cpu().double().numpy() if torch.is_tensor(feats) else np.asarray(feats, np.float64)
-            for i, f in zip(take, feats):
-                out[i] = f.reshape(-1)
-            bar.update(len(take))
-    bar.close()
+    with tqdm(total=len(files), desc=desc, disable=not progress, leave=False, dynamic_ncols=True) as bar:
+        for idx in by_size.values():
+            for start in range(0, len(idx), batch_size):
+                take = idx[start:start + batch_size]
+                batch = torch.from_numpy(np.stack([_load_uint8(files[i]) for i in take])).permute(0, 3, 1, 2)
+                feats = extractor(batch.contiguous())
+                feats = (feats.detach().cpu().double().numpy() if torch.is_tensor(feats)
+                         else np.asarray(feats, np.float64))
+                for i, f in zip(take, feats):
+                    out[i] = f.reshape(-1)
+                bar.update(len(take))
     return np.stack(out)
 
 

@@ -72,6 +72,8 @@ def safe_torch_load(path: str | Path, what: str = "checkpoint", fix: str = "",
         if path.is_dir():
             raise UnreadableFileError(f"{path}: is a folder, not a {what} file{suffix}")
         if not path.is_file():
+            if path.is_symlink():
+                raise UnreadableFileError(f"{path}: broken or looping symbolic link, not a {what}{suffix}")
             raise UnreadableFileError(f"{path}: {what} not found{suffix}")
     except OSError as exc:  # symlink loops, permission problems on the path
         raise UnreadableFileError(f"{path}: cannot open {what} ({exc.strerror or type(exc).__name__}){suffix}") from None

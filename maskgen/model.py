@@ -170,7 +170,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
             raise UserError(f"{path}: no checkpoints/last.pt in this folder; pass a maskgen "
                             "checkpoint file or a maskgen.train run folder")
         return cand
-    if not path.is_file():
+    if not path.is_file() and not path.is_symlink():  # a broken link is reported by the loader
         raise UserError(f"{path}: checkpoint not found; pass a maskgen checkpoint file or run folder")
     return path
 

@@ -98,7 +98,7 @@ def train(cfg: dict[str, Any], data_root: str | Path, out: str | Path, device: s
     epoch, batch_done, step, elapsed_before = 0, 0, 0, 0.0
     history: list[dict[str, Any]] = []
 
-    if last.is_file():
+    if last.is_file() or last.is_symlink():  # a broken link is an error, not a fresh start
         ckpt = load_checkpoint(last)
         for keys in _FROZEN:
             if _get(ckpt["config"], keys) != _get(cfg, keys):

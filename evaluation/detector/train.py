@@ -100,7 +100,7 @@ def train_detector(cfg: DictConfig, train_pairs: Sequence, out_dir: str | Path, 
     history: list[dict] = []
     start_epoch = 0
     last = out_dir / "last.pt"
-    if resume and last.is_file():
+    if resume and (last.is_file() or last.is_symlink()):  # a broken link is an error, not a fresh start
         state = safe_torch_load(last, "detector training state", "use a new --out, or delete it to start "
                                 "from scratch", map_location=device)
         try:
