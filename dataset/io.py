@@ -155,7 +155,7 @@ def load_yaml_mapping(path: str | Path, what: str = "config", fix: str = "pass a
     if not path.is_file():
         if path.is_symlink():
             raise UserError(f"{path}: broken or looping symbolic link, not a {what}; {fix}")
-        raise UserError(f"{path}: {what} not found; check the path")
+        raise UserError(f"{path}: {what} file not found; check the path")
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))  # the document's own type
         cfg = OmegaConf.load(path)  # OmegaConf's number and interpolation rules
