@@ -317,3 +317,27 @@ def test_bad_checkpoint(cli, kind, good, tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("cli,kind", _params(CONFIG_CLIS, KNOWN_CONFIG, CONFIG_KINDS))
 def test_bad_config(cli, kind, good, tmp_path, monkeypatch, capsys):
     _run(config_case, cli, good, tmp_path, kind, monkeypatch, capsys)
+
+
+@pytest.mark.parametrize("side", [(12000, 10000), (20000, 20000)], ids=["warning-size", "error-size"])
+@pytest.mark.parametrize("reader", ["read_image", "read_mask", "image_size", "find_pairs", "list_by_stem+fid"])
+def test_every_image_reader_refuses_a_decompression_bomb(tmp_path, side, reader):
+    """Above Pillow's MAX_IMAGE_PIXELS it warns, above twice that it raises: both are one line."""
+    from dataset import io
+    from ldm.errors import UserError
+
+    bomb = tmp_path / "Source_Images" / "In_1.png"
+    bomb.parent.mkdir()
+    bomb.write_bytes(_png_header(*side))
+    (tmp_path / "Ground_truth").mkdir()
+    (tmp_path / "Ground_truth" / "In_1.png").write_bytes(_noise_png())
+    with pytest.raises(UserError, match=r"In_1.png: image too large \([\d,]+ pixels, above Pillow's "
+                                        r"decompression-bomb limit"):
+        if reader == "find_pairs":
+            from dataset.pairs import find_pairs
+            find_pairs(tmp_path)
+        elif reader == "list_by_stem+fid":
+            from evaluation import fid
+            fid.folder_features(tmp_path, TinyExtractor(), None, progress=False, log=lambda m: None)
+        else:
+            getattr(io, reader)(bomb)
