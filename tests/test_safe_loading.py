@@ -3,6 +3,7 @@ command that loads torch files, is refused with one ``error:`` line (exit 2) and
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,11 @@ def test_safe_loader_refuses_code_and_reads_plain_state(tmp_path):
              "config": {"a": [1, "b", None, (2.0, True)]}}
     torch.save(plain, tmp_path / "ok.pt")
     assert safe_torch_load(tmp_path / "ok.pt")["config"] == plain["config"]
+    with open(tmp_path / "raw.pkl", "wb") as fh:  # a bare pickle (not torch's zip): still never executed
+        pickle.dump({"config": Payload(marker)}, fh, protocol=4)
+    with pytest.raises(UserError) as err:
+        safe_torch_load(tmp_path / "raw.pkl")
+    assert "weights_only" not in str(err.value) and "\n" not in str(err.value) and not marker.exists()
     (tmp_path / "trunc.pt").write_bytes((tmp_path / "ok.pt").read_bytes()[:50])
     (tmp_path / "empty.pt").write_bytes(b"")
     for bad in ("trunc.pt", "empty.pt", "missing.pt"):
@@ -172,3 +178,33 @@ def test_inception_weights_found_implicitly_are_read_safely(tmp_path, capsys, mo
     with pytest.raises(UserError, match="refusing to unpickle"):
         fid.InceptionFeatures()  # what guidance_sweep builds
     assert not marker.exists()
+
+
+def test_model_checkpoint_refusal_names_the_unsafe_flag_only_where_it_exists(tmp_path, capsys, monkeypatch):
+    """infer.py and main.py have no --allow-unsafe-pickle; tools/check_checkpoint.py has."""
+    import sys
+
+    import infer
+    import main as train_main
+    from tiny_model import write_masks
+    from tools import check_checkpoint
+
+    marker = tmp_path / "marker"
+    evil = tmp_path / "release.bin"
+    torch.save({"model": {"w": torch.zeros(1)}, "config_dict": Payload(marker)}, evil)
+    masks = tmp_path / "masks"
+    write_masks(masks, ["In_1"])
+    line = _one_error_line(infer.main, ["--ckpt", str(evil), "--mask_dir", str(masks), "--folder",
+                                        str(tmp_path / "out"), "--device", "cpu"], capsys)
+    _refused(line, marker)
+    from omegaconf import OmegaConf
+    from train_helpers import TINY, TRAIN_TINY
+
+    cfg = tmp_path / "train.yaml"  # procedural data: no dataset needed
+    OmegaConf.save(OmegaConf.merge(OmegaConf.load(TINY), TRAIN_TINY), cfg)
+    line = _one_error_line(train_main.main, ["--yaml_file", str(cfg), "--OUTPUT_ROOT", str(tmp_path / "runs"),
+                                             "--ckpt", str(evil)], capsys)
+    _refused(line, marker)
+    monkeypatch.setattr(sys, "argv", ["check_checkpoint.py", str(evil)])
+    line = _one_error_line(lambda argv: check_checkpoint.main(), [], capsys)
+    assert "refusing to unpickle" in line and "--allow-unsafe-pickle" in line and not marker.exists()
