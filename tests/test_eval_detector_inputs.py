@@ -60,3 +60,18 @@ def test_predicts_maps_and_refuses_a_non_image_file(tmp_path, capsys, detector_c
     line = _error(["--ckpt", str(detector_ckpt), "--images", str(images), "--out", str(tmp_path / "bad"),
                    "--device", "cpu"], capsys)
     assert "In_3.png: cannot read image" in line and not (tmp_path / "bad").exists()
+
+
+def test_training_state_written_by_train_is_read_back_by_the_safe_loader(tmp_path):
+    from dataset.procedural import write_procedural_dataset
+    from evaluation.detector.train import train_detector
+
+    pairs = write_procedural_dataset(tmp_path / "pairs", 1, size=32)
+    over = ["data.image_size=32", "train.device=cpu", "train.batch_size=3", "train.augment=false"]
+    logs: list[str] = []
+    train_detector(load_config(DEFAULT_CONFIG, DEFAULT_CONFIG, over + ["train.epochs=1"]), pairs, tmp_path / "d",
+                   log=logs.append, progress=False)
+    final = train_detector(load_config(DEFAULT_CONFIG, DEFAULT_CONFIG, over + ["train.epochs=2"]), pairs,
+                           tmp_path / "d", resume=True, log=logs.append, progress=False)
+    assert any(line.startswith("resume:") and "at epoch 1" in line for line in logs)
+    assert predict.Detector(final, "cpu").cfg.train.epochs == 2
