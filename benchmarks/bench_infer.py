@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -95,7 +96,7 @@ def run_mode(args) -> dict:
                 latents.append(pipe.sample(cond, uncond, noise, args.sampler, args.steps, args.guidance_scale))
     elapsed = time.perf_counter() - start
     out = torch.cat(latents)
-    torch.save(out, args.out)
+    save_file({"latents": out.contiguous()}, args.out)
     return {"seconds": elapsed, "images": len(jobs), "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
 
 
@@ -161,15 +162,15 @@ def main() -> None:
     results, refs = {}, {"reference": {}, **({"dense": {}} if args.dense_ddim else {})}
     for kind, by_start in refs.items():
         for t0 in sorted(set(starts.values())):
-            out = tmp / f"{kind}_{t0}.pt"
+            out = tmp / f"{kind}_{t0}.safetensors"
             spawn(args, kind, out, **{"start_t": t0, "precision": "fp32"})
-            by_start[t0] = torch.load(out)
+            by_start[t0] = load_file(out)["latents"]
             print(f"  done: {kind} solve from t={t0}", file=sys.stderr)
     for label, (mode, over) in runs.items():
-        out = tmp / f"{len(results)}.pt"
+        out = tmp / f"{len(results)}.safetensors"
         extra = {} if mode == "ours" else {"precision": "fp32"}
         results[label] = spawn(args, mode, out, **over, **extra)
-        results[label]["latents"] = torch.load(out)
+        results[label]["latents"] = load_file(out)["latents"]
         print(f"  done: {label} ({results[label]['seconds']:.1f} s)", file=sys.stderr)
     base = next(v for k, v in results.items() if k.startswith("original"))
     print(f"checkpoint {args.ckpt}, {args.masks} masks, guidance {args.guidance_scale}, {args.threads} threads, "

@@ -114,19 +114,11 @@ def categories_from_config(cfg: Any = None, where: str = "categories") -> list[C
 
 def load_categories_yaml(path: str | Path) -> list[Category] | None:
     """Read the ``categories:`` list of a YAML file (top level or under ``data:``), else ``None``."""
-    from omegaconf import DictConfig, OmegaConf
+    from omegaconf import DictConfig
 
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: YAML file not found; check the path")
-    try:
-        cfg = OmegaConf.load(path)
-    except Exception as exc:  # omegaconf/yaml raise many types
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        raise UserError(f"{path}: cannot parse YAML ({type(exc).__name__}: {first}); "
-                        "fix the syntax") from None
-    if not isinstance(cfg, DictConfig):
-        return None
+    from .io import load_yaml_mapping
+
+    cfg = load_yaml_mapping(path, "categories YAML", "pass a YAML with a categories: list (see configs/)")
     for section in (cfg, cfg.get("data")):
         if isinstance(section, DictConfig) and section.get("categories") is not None:
             return categories_from_config(section.get("categories"), where=str(path))

@@ -14,6 +14,7 @@ Mask policy (``read_mask``):
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -27,17 +28,55 @@ from ldm.errors import UserError
 BINARIZE_MODES = ("warn", "error", "silent")
 
 
-def _open_loaded(path: str | Path) -> Image.Image:
-    path = Path(path)
+_UNREADABLE = (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+
+
+def _unreadable(path: Path, exc: BaseException) -> UserError:
+    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(pixels.group(1)):,} pixels" if pixels else "too many pixels"
+        return UserError(f"{path}: image too large ({size}, above Pillow's decompression-bomb limit of "
+                         f"{Image.MAX_IMAGE_PIXELS:,}); downscale or remove it")
+    return UserError(f"{path}: cannot read image ({exc.__class__.__name__}); the file is "
+                     "corrupt or not an image, replace or remove it")
+
+
+def _check_file(path: Path) -> None:
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not an image file; check the dataset folder")
     if not path.is_file():
+        if path.is_symlink():
+            raise UserError(f"{path}: broken or looping symbolic link; fix or remove it")
         raise UserError(f"{path}: file not found; check the dataset folder")
+
+
+def open_image(path: str | Path, load: bool = True) -> Image.Image:
+    """Open an image with Pillow; a missing, corrupt or oversized file raises a one-line :class:`UserError`.
+
+    Pillow's decompression-bomb warning (more than ``Image.MAX_IMAGE_PIXELS`` pixels) is treated as
+    an error, like its hard limit at twice that size. ``load=False`` reads only the header.
+    """
+    path = Path(path)
+    _check_file(path)
     try:
-        img = Image.open(path)
-        img.load()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise UserError(f"{path}: cannot read image ({exc.__class__.__name__}); the file is "
-                        "corrupt or not an image, replace or remove it") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+            if load:
+                img.load()
+    except (*_UNREADABLE, Image.DecompressionBombWarning) as exc:
+        raise _unreadable(path, exc) from None
     return img
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(width, height)`` from the image header (same checks as :func:`open_image`)."""
+    with open_image(path, load=False) as img:
+        return img.size
+
+
+def _open_loaded(path: str | Path) -> Image.Image:
+    return open_image(path, load=True)
 
 
 def read_image(path: str | Path) -> Image.Image:
@@ -104,6 +143,31 @@ def write_json_atomic(obj: Any, path: str | Path) -> Path:
     """Write ``obj`` as indented UTF-8 JSON at ``path`` atomically."""
     text = json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
     return write_atomic(path, lambda fh: fh.write(text.encode("utf-8")), make_parents=False)
+
+
+def load_yaml_mapping(path: str | Path, what: str = "config", fix: str = "pass a YAML mapping") -> Any:
+    """An OmegaConf ``DictConfig`` from a YAML file holding a non-empty mapping; anything else
+    (missing, unreadable, malformed, empty, a list or prose) raises a one-line :class:`UserError`."""
+    import yaml
+    from omegaconf import DictConfig, OmegaConf
+
+    path = Path(path)
+    if not path.is_file():
+        if path.is_symlink():
+            raise UserError(f"{path}: broken or looping symbolic link, not a {what}; {fix}")
+        raise UserError(f"{path}: {what} file not found; check the path")
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))  # the document's own type
+        cfg = OmegaConf.load(path)  # OmegaConf's number and interpolation rules
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: {what} is not UTF-8 text; {fix}") from None
+    except Exception as exc:  # yaml/omegaconf raise many types
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"{path}: cannot parse the {what} as YAML ({first}); fix the syntax") from None
+    if not isinstance(doc, dict) or not isinstance(cfg, DictConfig) or not doc:
+        found = "is empty" if not doc else f"holds a {type(doc).__name__}, not a mapping of keys to values"
+        raise UserError(f"{path}: the {what} {found}; {fix}")
+    return cfg
 
 
 def read_json(path: str | Path, what: str = "JSON file") -> Any:

@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from PIL import Image, UnidentifiedImageError
 
 from ldm.errors import UserError
 
 from .categories import Category, categories_from_config, category_for_file
-from .io import read_json
+from .io import image_size, read_json
 
 IMAGE_DIRS = ("Source Images", "Source_Images")
 MASK_DIRS = ("Ground truth", "Ground_truth")
@@ -121,12 +120,7 @@ def load_captions(path: str | Path) -> dict[str, str]:
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    try:
-        with Image.open(path) as img:
-            return img.size
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise UserError(f"{path}: cannot read image ({exc.__class__.__name__}); the file is "
-                        "corrupt or not an image, replace or remove it") from None
+    return image_size(path)
 
 
 def find_pairs(root: str | Path, categories: Sequence[Category] | Any = None,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+from unittest import mock
 from pathlib import Path
 from typing import Callable, Mapping, Protocol, Sequence
 
@@ -26,9 +27,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dataset.io import read_image
+from dataset.io import image_size, read_image
 from ldm.device import pick_device
 from ldm.errors import UserError, run_cli
+from ldm.safe_load import safe_torch_load
 
 from ldm.atomic import write_atomic
 from .config import REPO
@@ -46,6 +48,13 @@ class FeatureExtractor(Protocol):
     name: str
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor: ...
+
+
+def check_positive(**values: int) -> None:
+    """Each ``--name value`` must be a whole number of at least 1."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise UserError(f"--{name} must be a whole number of at least 1, got {value!r}")
 
 
 def inception_search_paths(explicit: str | Path | None = None) -> list[Path]:
@@ -73,22 +82,34 @@ def find_inception_weights(explicit: str | Path | None = None) -> Path:
                     f"and put it in {REPO / 'model_sem'}/ (or set {INCEPTION_ENV} / pass --inception)")
 
 
+def build_inception(path: Path):
+    """torch-fidelity's Inception-v3 with the weights of ``path``, read by our safe loader.
+
+    The library's constructor always loads weights itself (unpickling a local file, or fetching
+    its release URL); it is handed the state dict we read instead, so no file is unpickled by it.
+    """
+    from torch_fidelity import feature_extractor_inceptionv3 as tf_inception
+
+    fix = f"re-download {INCEPTION_FILE} from {INCEPTION_URL}"
+    state = safe_torch_load(path, "Inception weights file", fix)
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise UserError(f"{path}: not the torch-fidelity Inception weights (not a state dict); {fix}")
+    with mock.patch.object(tf_inception, "load_state_dict_from_url", lambda *a, **k: state):
+        try:
+            return tf_inception.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+            raise UserError(f"{path}: not the torch-fidelity Inception weights ({type(exc).__name__}); "
+                            f"{fix}") from None
+
+
 class InceptionFeatures:
     """torch-fidelity's Inception-v3 pool3 features (2048-d) from a local weights file."""
 
     name = "inception-v3-compat-2048"
 
     def __init__(self, weights: str | Path | None = None, device: str = "cpu"):
-        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
-        path = find_inception_weights(weights)
-        try:
-            self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
-                                                   feature_extractor_weights_path=str(path))
-        except Exception as exc:
-            raise UserError(f"{path}: not the torch-fidelity Inception weights ({type(exc).__name__}); "
-                            f"re-download {INCEPTION_FILE} from {INCEPTION_URL}") from None
         self.device = pick_device(device)
+        self.net = build_inception(find_inception_weights(weights))
         self.net.to(self.device).eval()
 
     @torch.no_grad()
@@ -117,26 +138,39 @@ def _load_uint8(path: Path) -> np.ndarray:
 def extract_features(files: Sequence[Path], extractor: FeatureExtractor, batch_size: int = 32,
                      progress: bool = True, desc: str = "features") -> np.ndarray:
     """``(N, D)`` float64 features in file order; images of different sizes go in separate batches."""
-    from PIL import Image
-
+    check_positive(batch_size=batch_size)
     files = list(files)
     by_size: dict[tuple[int, int], list[int]] = {}
     for i, path in enumerate(files):
-        with Image.open(path) as im:
-            by_size.setdefault(im.size, []).append(i)
+        by_size.setdefault(image_size(path), []).append(i)
     out: list[np.ndarray] = [np.empty(0)] * len(files)
-    bar = tqdm(total=len(files), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
-    for idx in by_size.values():
-        for start in range(0, len(idx), batch_size):
-            take = idx[start:start + batch_size]
-            batch = torch.from_numpy(np.stack([_load_uint8(files[i]) for i in take])).permute(0, 3, 1, 2)
-            feats = extractor(batch.contiguous())
-            feats = feats.detach().cpu().double().numpy() if torch.is_tensor(feats) else np.asarray(feats, np.float64)
-            for i, f in zip(take, feats):
-                out[i] = f.reshape(-1)
-            bar.update(len(take))
-    bar.close()
+    with tqdm(total=len(files), desc=desc, disable=not progress, leave=False, dynamic_ncols=True) as bar:
+        for idx in by_size.values():
+            for start in range(0, len(idx), batch_size):
+                take = idx[start:start + batch_size]
+                batch = torch.from_numpy(np.stack([_load_uint8(files[i]) for i in take])).permute(0, 3, 1, 2)
+                feats = extractor(batch.contiguous())
+                feats = (feats.detach().cpu().double().numpy() if torch.is_tensor(feats)
+                         else np.asarray(feats, np.float64))
+                for i, f in zip(take, feats):
+                    out[i] = f.reshape(-1)
+                bar.update(len(take))
     return np.stack(out)
+
+
+def _read_cache(cache_file: Path, stems: list[str], log: Callable[[str], None]) -> np.ndarray | None:
+    """Cached features if the file is intact and lists exactly ``stems``; else ``None`` with a note."""
+    try:
+        with np.load(cache_file, allow_pickle=False) as data:
+            cached_stems = [str(s) for s in data["stems"]]
+            feats = np.asarray(data["features"], np.float64)
+        if cached_stems != stems or feats.ndim != 2 or len(feats) != len(stems) or not np.isfinite(feats).all():
+            raise ValueError("it does not match the folder")
+    except Exception as exc:  # a damaged .npz raises zip, pickle-refusal, key and value errors
+        log(f"warning: feature cache {cache_file} is unreadable ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:120] if str(exc) else 'damaged'}); recomputing it")
+        return None
+    return feats
 
 
 def folder_features(folder: str | Path, extractor: FeatureExtractor, cache_dir: str | Path | None = DEFAULT_CACHE,
@@ -149,10 +183,10 @@ def folder_features(folder: str | Path, extractor: FeatureExtractor, cache_dir: 
     if cache_dir is not None:
         key = folder_digest(paths, extractor.name)
         cache_file = Path(cache_dir) / f"{Path(folder).resolve().name}-{key}.npz"
-        if cache_file.is_file():
-            data = np.load(cache_file, allow_pickle=False)
+        cached = _read_cache(cache_file, list(files), log) if cache_file.is_file() else None
+        if cached is not None:
             log(f"features: {len(paths)} images of {folder} from cache {cache_file.name}")
-            return [str(s) for s in data["stems"]], data["features"]
+            return list(files), cached
     feats = extract_features(paths, extractor, batch_size, progress, desc=f"features {Path(folder).name}")
     if cache_file is not None:
         stems = np.array(list(files), dtype=str)
@@ -193,6 +227,9 @@ def kid_from_features(real: np.ndarray, fake: np.ndarray, subsets: int = 100,
     is capped at the smaller set (KID stays unbiased at a few hundred images)."""
     from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
 
+    check_positive(kid_subsets=subsets)
+    if subset_size is not None:
+        check_positive(kid_subset_size=subset_size)
     size = min(int(subset_size or 1000), len(real), len(fake))
     if size < 2:
         raise UserError(f"KID needs at least 2 images per side (got {len(real)} real, {len(fake)} generated)")
@@ -283,7 +320,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.categories:
         from dataset.categories import load_categories_yaml
         cats = load_categories_yaml(args.categories)
-    # check the folders before loading Inception, so a typo fails fast
+    # check the values and folders before loading Inception, so a typo fails fast
+    check_positive(batch_size=args.batch_size, kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size)
+    pick_device(args.device)
     list_by_stem(image_folder(args.real), IMAGE_EXTS, "image")
     list_by_stem(image_folder(args.fake), IMAGE_EXTS, "image")
     extractor = InceptionFeatures(args.inception, args.device)

@@ -57,7 +57,11 @@ def list_by_stem(folder: str | Path, exts: Sequence[str] = IMAGE_EXTS, what: str
         raise UserError(f"{folder}: {what} folder not found; check the path")
     files: dict[str, Path] = {}
     for path in folder.iterdir():
-        if path.name.startswith(".") or not path.is_file() or path.suffix.lower() not in exts:
+        if path.name.startswith(".") or path.suffix.lower() not in exts:
+            continue
+        if not path.is_file():
+            if path.is_symlink():
+                raise UserError(f"{path}: broken or looping symbolic link; fix or remove it")
             continue
         if path.stem in files:
             raise UserError(f"{folder}: {files[path.stem].name} and {path.name} share the name "

@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+from PIL import Image
 from scipy import ndimage
 
 from dataset.categories import categories_from_config
 from dataset.io import write_json_atomic
-from evaluation.folders import (MASK_EXTS, MaskReader, category_of, image_folder, list_by_stem, mask_folder,
+from evaluation.folders import (MASK_EXTS, MaskReader, category_of, few, image_folder, list_by_stem, mask_folder,
                                 match_by_stem, read_gray)
 from ldm.errors import UserError, run_cli
 
@@ -69,6 +71,46 @@ def folder_contrasts(root: str | Path, categories, ring: int = 6) -> dict[str, t
     if not out:
         raise UserError(f"{root}: no pair with a non-empty mask to measure")
     return out
+
+
+def differing_masks(generated_root: str | Path, real_root: str | Path, stems: Sequence[str],
+                    min_iou: float = 0.9) -> list[str]:
+    """Stems whose generated and real masks are not the same mask (IoU below ``min_iou``).
+
+    A generated mask written at another size is resized (nearest) to the real one first.
+    """
+    gen = list_by_stem(mask_folder(generated_root), MASK_EXTS, what="mask")
+    real = list_by_stem(mask_folder(real_root), MASK_EXTS, what="mask")
+    reader = MaskReader()
+    bad = []
+    for stem in stems:
+        g, r = reader(gen[stem]), reader(real[stem])
+        if g.shape != r.shape:
+            g = np.asarray(Image.fromarray(g.astype(np.uint8) * 255).resize(r.shape[::-1], Image.NEAREST)) > 0
+        union = np.logical_or(g, r).sum()
+        if union and np.logical_and(g, r).sum() / union < min_iou:
+            bad.append(stem)
+    return bad
+
+
+def drop_unrelated(generated_root: str | Path, real_root: str | Path,
+                   generated: dict[str, tuple[str, Contrast]],
+                   real: dict[str, tuple[str, Contrast]]) -> dict[str, tuple[str, Contrast]]:
+    """``real`` without the pairs whose mask differs from the generated one of the same name.
+
+    Refuses when no shared name has the same mask (``--real`` is not the dataset the masks came
+    from); otherwise names the dropped pairs in a warning.
+    """
+    shared = [s for s in generated if s in real]
+    bad = differing_masks(generated_root, real_root, shared)
+    if shared and len(bad) == len(shared):
+        raise UserError(f"{real_root}: none of the {len(shared)} real masks that share a name with a generated "
+                        f"mask is the same mask (e.g. {bad[0]}); pass as --real the dataset whose masks "
+                        "the generated images were made from")
+    if bad:
+        print(f"warning: {len(bad)} of {len(shared)} real masks differ from the generated masks of the same "
+              f"name ({few(bad)}); those pairs are left out of the real comparison", file=sys.stderr)
+    return {k: v for k, v in real.items() if k not in bad}
 
 
 def _corr(a: Sequence[float], b: Sequence[float]) -> float:
@@ -124,6 +166,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     cats = categories_from_config(None)
     gen = folder_contrasts(args.generated, cats, args.ring)
     real = folder_contrasts(args.real, cats, args.ring) if args.real else None
+    if real is not None:
+        real = drop_unrelated(args.generated, args.real, gen, real)
     report = summarize(gen, real)
     print(format_report(report))
     if args.out:

@@ -33,7 +33,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from dataset.categories import categories_from_config
-from dataset.io import write_json_atomic
+from dataset.io import open_image, write_json_atomic
 from dataset.pairs import Pair, find_pairs, natural_key
 from ldm import options as O
 from ldm.atomic import write_text_atomic
@@ -163,6 +163,8 @@ def run_protocol(cfg: DictConfig, force: bool = False, progress: bool = True,
                         "use the split made for this dataset")
     real_train = [by_stem[s] for s in split["train"]]
     test = [by_stem[s] for s in split["test"]]
+    for pair in test:  # a damaged test image would otherwise surface only after the training
+        open_image(pair.image).close()
     test_stems = set(split["test"])
     log(f"{cfg.protocol}: {len(real_train)} real training / {len(test)} test pairs ({cfg.ratio}, {split_path})")
 

@@ -11,6 +11,7 @@ pair's IoU and verdict, ``filter.json`` the settings and counts.
 from __future__ import annotations
 
 import argparse
+import csv
 import shutil
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -22,7 +23,7 @@ from dataset.pairs import IMAGE_DIRS, MASK_DIRS, Pair, find_pairs
 from ldm.errors import UserError, run_cli
 
 from ldm.atomic import write_text_atomic
-from .folders import MaskReader, resize_map
+from .folders import MaskReader, few, resize_map
 from .report import csv_text
 from .sod_metrics import binary_iou
 
@@ -48,6 +49,19 @@ def score_pairs(pairs: Sequence[Pair], predict: Predictor, bin_threshold: float 
     return rows
 
 
+def _files(folder: Path) -> list[Path]:
+    return [f for f in folder.iterdir() if f.is_file() or f.is_symlink()] if folder.is_dir() else []
+
+
+def _stems_in_csv(path: Path) -> set[str]:
+    """Stems listed in an earlier run's ``filter_iou.csv`` (empty when there is none)."""
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            return {row["stem"] for row in csv.DictReader(fh) if row.get("stem")}
+    except (OSError, UnicodeDecodeError, csv.Error, KeyError):
+        return set()
+
+
 def filter_samples(generated: str | Path, out: str | Path, predict: Predictor, threshold: float = 0.6,
                    bin_threshold: float = 0.5, categories=None, overwrite: bool = False,
                    log: Callable[[str], None] = print) -> dict:
@@ -64,16 +78,27 @@ def filter_samples(generated: str | Path, out: str | Path, predict: Predictor, t
     for folder in (img_out, mask_out):
         if folder.is_dir() and any(folder.iterdir()) and not overwrite:
             raise UserError(f"{folder}: not empty; choose a fresh --out or pass --overwrite")
+    known = {p.stem for p in pairs} | _stems_in_csv(out / "filter_iou.csv")
+    for folder in (img_out, mask_out):
+        foreign = [f.name for f in _files(folder) if f.stem not in known]
+        if foreign:
+            raise UserError(f"{folder}: holds files this filter did not write ({few(foreign)}); "
+                            "choose a fresh --out or remove them")
     rows = score_pairs(pairs, predict, bin_threshold, log)
     img_out.mkdir(parents=True, exist_ok=True)
     mask_out.mkdir(parents=True, exist_ok=True)
-    kept = 0
+    kept_names: set[str] = set()
     for pair, row in zip(pairs, rows):
         row["kept"] = row["iou"] >= threshold
         if row["kept"]:
             shutil.copy2(pair.image, img_out / pair.image.name)
             shutil.copy2(pair.mask, mask_out / pair.mask.name)
-            kept += 1
+            kept_names.update((pair.image.name, pair.mask.name))
+    kept = sum(int(r["kept"]) for r in rows)
+    for folder in (img_out, mask_out):  # pairs an earlier run kept that this one rejects
+        for stale in _files(folder):
+            if stale.name not in kept_names:
+                stale.unlink()
     for extra in ("generation.json", "caption.json"):
         if (generated / extra).is_file():
             shutil.copy2(generated / extra, out / extra)

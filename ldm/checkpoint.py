@@ -17,20 +17,14 @@ caller explicitly opts in (``allow_unsafe_pickle``).
 """
 from __future__ import annotations
 
-import collections
 import hashlib
 import io
-import pickle
-import re
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Optional, Union
 
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf import base as oc_base
-from omegaconf import nodes as oc_nodes
+from omegaconf import DictConfig, OmegaConf
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save_bytes
 
@@ -40,18 +34,13 @@ from ldm.config import PARTS, config_from_mapping, config_from_text, to_original
 from ldm.diffusion.schedule import BUFFER_NAMES
 from ldm.errors import UserError
 from ldm.modules.unet import is_gligen_layer
+from ldm.safe_load import SAFE_GLOBALS, safe_torch_load  # noqa: F401  (SAFE_GLOBALS re-exported)
 
 FORMAT_NAME = "deffiller"
 FORMAT_VERSION = "1"
 FIRST_CONV = "input_blocks.0.0.weight"
 POSITION_IDS = "transformer.text_model.embeddings.position_ids"
 WEIGHTLESS_TARGETS = ("ldm.modules.identity_autoencoder.IdentityAutoencoder",)
-
-SAFE_GLOBALS = [
-    DictConfig, ListConfig, oc_base.ContainerMetadata, oc_base.Metadata,
-    oc_nodes.AnyNode, oc_nodes.StringNode, oc_nodes.IntegerNode, oc_nodes.FloatNode, oc_nodes.BooleanNode,
-    typing.Any, collections.defaultdict, collections.OrderedDict, dict, list, tuple, set, int, float, str, bool,
-]
 
 
 class CheckpointError(UserError):
@@ -71,19 +60,12 @@ class Checkpoint:
 
 
 # -- reading ------------------------------------------------------------------------------------
-def _torch_load(path: Path, allow_unsafe_pickle: bool):
-    if allow_unsafe_pickle:
-        return torch.load(path, map_location="cpu", weights_only=False)
+def _torch_load(path: Path, allow_unsafe_pickle: bool, unsafe_flag: Optional[str] = None):
     try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        if not found:
-            raise CheckpointError(f"{path} is not a readable checkpoint ({str(exc).splitlines()[0][:200]})") from None
-        raise CheckpointError(
-            f"refusing to unpickle {path}: it needs `{found.group(1)}`, which could run code on load; "
-            "re-save it as safetensors, or pass --allow-unsafe-pickle only if you trust the file") from None
+        return safe_torch_load(path, "checkpoint", "use a .safetensors checkpoint written by main.py or the "
+                               "original release file", unsafe_flag=unsafe_flag, allow_unsafe=allow_unsafe_pickle)
+    except UserError as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 def _config_from_pickle(config_dict, path: Path) -> Optional[DictConfig]:
@@ -120,16 +102,20 @@ def _split_sd(state: Mapping[str, torch.Tensor]) -> dict[str, dict[str, torch.Te
     return {k: v for k, v in sections.items() if v}
 
 
-def read_checkpoint(path: Union[str, Path], allow_unsafe_pickle: bool = False) -> Checkpoint:
-    """Read any supported checkpoint format (see the module docstring)."""
+def read_checkpoint(path: Union[str, Path], allow_unsafe_pickle: bool = False,
+                    unsafe_flag: Optional[str] = None) -> Checkpoint:
+    """Read any supported checkpoint format (see the module docstring).
+
+    ``unsafe_flag``: the calling command's flag for ``allow_unsafe_pickle``, named in the refusal.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found")
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
     try:
-        obj = _torch_load(path, allow_unsafe_pickle)
-    except CheckpointError:
+        obj = _torch_load(path, allow_unsafe_pickle, unsafe_flag)
+    except UserError:
         raise
     except Exception as exc:
         raise CheckpointError(f"{path} is not a readable checkpoint ({type(exc).__name__}: "

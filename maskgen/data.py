@@ -35,8 +35,8 @@ def mask_dir(path: str | Path) -> Path:
 def list_masks(path: str | Path) -> list[Path]:
     """Mask files (``.png``) under ``path`` (see :func:`mask_dir`), naturally sorted."""
     folder = mask_dir(path)
-    files = [p for p in folder.iterdir()
-             if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in MASK_EXTS]
+    files = [p for p in folder.iterdir() if not p.name.startswith(".") and p.suffix.lower() in MASK_EXTS
+             and (p.is_file() or p.is_symlink())]  # a broken link is read, and reported, like a bad file
     if not files:
         raise UserError(f"{folder}: no mask files ({'/'.join(MASK_EXTS)}); point --data_root at a folder "
                         f"of masks or a dataset root with {' or '.join(repr(d) for d in MASK_DIRS)}")

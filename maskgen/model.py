@@ -15,6 +15,7 @@ from dataset.categories import Category, categories_from_config
 from ldm.diffusion.samplers import EpsFn
 from ldm.diffusion.schedule import NoiseSchedule, min_snr_weight
 from ldm.errors import UserError
+from ldm.safe_load import first_line, safe_torch_load
 
 from .unet import MaskUNet, build_unet
 
@@ -149,18 +150,15 @@ def resolve_checkpoint(path: str | Path) -> Path:
             raise UserError(f"{path}: no checkpoints/last.pt in this folder; pass a maskgen "
                             "checkpoint file or a maskgen.train run folder")
         return cand
-    if not path.is_file():
+    if not path.is_file() and not path.is_symlink():  # a broken link is reported by the loader
         raise UserError(f"{path}: checkpoint not found; pass a maskgen checkpoint file or run folder")
     return path
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     path = resolve_checkpoint(path)
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # corrupt/truncated files raise many types
-        raise UserError(f"{path}: cannot read checkpoint ({type(exc).__name__}); the file is corrupt "
-                        "or not a maskgen checkpoint") from None
+    ckpt = safe_torch_load(path, "maskgen checkpoint", "pass a checkpoint written by python -m maskgen.train",
+                           map_location=map_location)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
         raise UserError(f"{path}: not a maskgen checkpoint (expected format {CKPT_FORMAT!r}); "
                         "train one with python -m maskgen.train")
@@ -173,8 +171,15 @@ def model_from_checkpoint(ckpt: Mapping[str, Any], weights: str = "ema"
     """Rebuild the model (``weights`` ``ema`` or ``raw``) and its category list."""
     if weights not in ("ema", "raw"):
         raise UserError(f"--weights must be 'ema' or 'raw', got {weights!r}")
-    cats = categories_from_config(ckpt["categories"], where=f"{ckpt.get('path', 'checkpoint')} categories")
-    model = build_model(ckpt["config"], len(cats))
-    state = ckpt["ema"] if weights == "ema" and ckpt.get("ema") is not None else ckpt["model"]
-    model.load_state_dict(state)
+    where = ckpt.get("path", "checkpoint")
+    try:
+        cats = categories_from_config(ckpt["categories"], where=f"{where} categories")
+        model = build_model(ckpt["config"], len(cats))
+        state = ckpt["ema"] if weights == "ema" and ckpt.get("ema") is not None else ckpt["model"]
+        model.load_state_dict(state)
+    except UserError:
+        raise
+    except Exception as exc:  # a damaged or foreign checkpoint fails in many ways
+        raise UserError(f"{where}: weights do not fit the model its config describes ({type(exc).__name__}: "
+                        f"{first_line(exc)}); retrain with python -m maskgen.train") from None
     return model.eval(), cats

@@ -148,16 +148,18 @@ def plot_distributions(results: Mapping[str, Any], path: Path) -> Path:
             ax = axes[i][j]
             r, g = vals["real"][k], vals["generated"][k]
             r, g = r[np.isfinite(r)], g[np.isfinite(g)]
-            both = np.concatenate([r, g])
+            top = float(np.concatenate([r, g]).max(initial=0.0))
             if k == "components":
-                bins = np.arange(0.5, max(both.max(), 1) + 1.5)
+                bins = np.arange(0.5, max(top, 1) + 1.5)
             elif k == "elongation":
-                bins = np.geomspace(1, max(both.max(), 1.5) * 1.05, 25)
+                bins = np.geomspace(1, max(top, 1.5) * 1.05, 25)
                 ax.set_xscale("log")
             else:
-                bins = np.linspace(0, both.max() * 1.05 if both.size else 1, 25)
-            ax.hist(r, bins=bins, alpha=0.55, density=True, label=f"real ({len(r)})")
-            ax.hist(g, bins=bins, alpha=0.55, density=True, label=f"generated ({len(g)})")
+                bins = np.linspace(0, top * 1.05 if top > 0 else 1, 25)
+            for values, side in ((r, "real"), (g, "generated")):
+                # empty masks (0 components) fall outside the bins: plot only a side with values in range
+                if ((values >= bins[0]) & (values <= bins[-1])).any():
+                    ax.hist(values, bins=bins, alpha=0.55, density=True, label=f"{side} ({len(values)})")
             ax.set_title(f"{name}: {k}  KS={summ[k]['ks']:.3f}", fontsize=10)
             if i == 0 and j == 0:
                 ax.legend(fontsize=8)
@@ -187,8 +189,8 @@ def mask_fid(real_root: str | Path, generated: str | Path, categories: Sequence[
     return {"rows": rows}
 
 
-def _fmt(v: Any) -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+def _fmt(v: Any, digits: int = 3) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
 def markdown(summary: Mapping[str, Any], fid: Mapping[str, Any], real: str, gen: str) -> str:
@@ -233,11 +235,11 @@ def run_report(real: str | Path, generated: str | Path, out: str | Path,
         if cat.name not in results and (real_set.masks[cat.name] or gen_set.masks[cat.name]):
             log(f"note: {cat.name} has {len(real_set.masks[cat.name])} real and "
                 f"{len(gen_set.masks[cat.name])} generated masks; not compared")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     summary = {k: v["summary"] for k, v in results.items()}
     fid_res = mask_fid(real, generated, [c for c in cats if c.name in results], inception, device) \
         if fid == "auto" else {"skipped": "disabled with --no_fid"}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     report = {"real": str(real), "generated": str(generated), "categories": summary, "mask_fid": fid_res}
     write_json_atomic(report, out / "report.json")
     write_text_atomic(markdown(summary, fid_res, str(real), str(generated)), out / "report.md")
@@ -251,10 +253,11 @@ def format_summary(report: Mapping[str, Any]) -> str:
     lines = [f"{'category':<12}{'n_gen':>6}{'empty':>6}{'KS area':>9}{'KS comp':>9}{'KS elong':>9}"
              f"{'area real/gen':>16}{'elong med real/gen':>20}"]
     for name, s in report["categories"].items():
-        lines.append(f"{name:<12}{s['n_generated']:>6}{s['empty_generated']:>6}{s['area']['ks']:>9.3f}"
-                     f"{s['components']['ks']:>9.3f}{s['elongation']['ks']:>9.3f}"
-                     f"{s['area']['real']['mean']:>8.3f}/{s['area']['generated']['mean']:<7.3f}"
-                     f"{s['elongation']['real']['median']:>11.2f}/{s['elongation']['generated']['median']:<8.2f}")
+        a, e = s["area"], s["elongation"]  # a side with only empty masks has no mean or median
+        lines.append(f"{name:<12}{s['n_generated']:>6}{s['empty_generated']:>6}{_fmt(a['ks']):>9}"
+                     f"{_fmt(s['components']['ks']):>9}{_fmt(e['ks']):>9}"
+                     f"{_fmt(a['real'].get('mean')):>8}/{_fmt(a['generated'].get('mean')):<7}"
+                     f"{_fmt(e['real'].get('median'), 2):>11}/{_fmt(e['generated'].get('median'), 2):<8}")
     fid = report["mask_fid"]
     if "rows" in fid:
         lines.append("mask FID: " + ", ".join(f"{r['category']} {r['FID']:.2f}" for r in fid["rows"]))

@@ -10,6 +10,7 @@ same masks whatever the batch size, and a run with fewer masks is a prefix of a 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +55,16 @@ class SampleSettings:
     max_retries: int = _DEFAULT["max_retries"]
     seed: int = 0
 
-    def check(self) -> None:
+    def check(self, timesteps: Optional[int] = None) -> None:
+        """Refuse values that would crash or silently give garbage; ``timesteps``: the model's schedule length."""
+        for name in ("guidance", "eta", "threshold", "min_area"):
+            if not math.isfinite(float(getattr(self, name))):
+                raise UserError(f"--{name} must be a finite number, got {getattr(self, name)}")
+        if self.eta < 0:
+            raise UserError(f"--eta must be >= 0, got {self.eta}")
+        if timesteps is not None and self.steps > timesteps:
+            raise UserError(f"--steps {self.steps} exceeds the {timesteps} diffusion timesteps the model was "
+                            f"trained with; use at most {timesteps}")
         if self.sampler not in SAMPLERS:
             raise UserError(f"--sampler {self.sampler!r} is not known; use one of {', '.join(SAMPLERS)}")
         if self.sampler != "ddim" and self.eta:
@@ -124,7 +134,7 @@ def sample_masks(model: MaskDiffusion, categories: Sequence[Category], selected:
                  n_per_category: int, settings: SampleSettings, image_size: int, device: str = "cpu",
                  progress: bool = True) -> list[CategoryResult]:
     """``n_per_category`` non-empty binary masks at ``settings.size`` for each selected category."""
-    settings.check()
+    settings.check(model.schedule.num_timesteps)
     if n_per_category < 1:
         raise UserError(f"--n_per_category must be at least 1, got {n_per_category}")
     model = model.to(device).eval()
@@ -268,7 +278,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     selected = select_categories(cats, args.categories.split(",") if args.categories else None)
     stored = checked(ckpt["config"], f"{ckpt['path']} config")
     settings = settings_from(args, stored["sample"], overrides)
-    settings.check()
+    settings.check(model.schedule.num_timesteps)
+    if args.n_per_category < 1:
+        raise UserError(f"--n_per_category must be at least 1, got {args.n_per_category}")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder; choose another --out")

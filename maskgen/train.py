@@ -23,6 +23,7 @@ from dataset.categories import categories_from_config
 from ldm.atomic import torch_save_atomic, write_text_atomic
 from ldm.device import pick_device
 from ldm.errors import UserError, run_cli
+from ldm.safe_load import first_line
 from ldm.seeds import generator
 from training.ema import EMA
 from training.lr_schedule import lr_factor
@@ -81,19 +82,23 @@ def train(cfg: dict[str, Any], data_root: str | Path, out: str | Path, device: s
     epoch, batch_done, step, elapsed_before = 0, 0, 0, 0.0
     history: list[dict[str, Any]] = []
 
-    if last.is_file():
+    if last.is_file() or last.is_symlink():  # a broken link is an error, not a fresh start
         ckpt = load_checkpoint(last)
         for keys in _FROZEN:
             if _get(ckpt["config"], keys) != _get(cfg, keys):
                 raise UserError(f"{last}: this run was trained with a different {'.'.join(keys)} "
                                 f"({_get(ckpt['config'], keys)!r}); use a new --out or the same config")
-        model.load_state_dict(ckpt["model"])
-        ema.load_state_dict(ckpt["ema"])
-        opt.load_state_dict(ckpt["opt"])
-        gen.set_state(ckpt["rng"])
-        epoch, batch_done, step = ckpt["epoch"], ckpt["batch"], ckpt["step"]
-        elapsed_before = float(ckpt.get("elapsed_s", 0.0))
-        history = list(ckpt.get("history", []))
+        try:
+            model.load_state_dict(ckpt["model"])
+            ema.load_state_dict(ckpt["ema"])
+            opt.load_state_dict(ckpt["opt"])
+            gen.set_state(ckpt["rng"])
+            epoch, batch_done, step = int(ckpt["epoch"]), int(ckpt["batch"]), int(ckpt["step"])
+            elapsed_before = float(ckpt.get("elapsed_s", 0.0))
+            history = list(ckpt.get("history", []))
+        except Exception as exc:  # a damaged or foreign training state fails in many ways
+            raise UserError(f"{last}: cannot resume from it ({type(exc).__name__}: {first_line(exc)}); "
+                            "use a new --out, or delete it to start from scratch") from None
         print(f"resuming {last}: epoch {epoch + 1}, batch {batch_done}, step {step}", file=sys.stderr)
 
     n = x_all.shape[0]

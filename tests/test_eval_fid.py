@@ -163,3 +163,48 @@ def test_inception_wrapper_loads_a_local_weights_file(tmp_path, monkeypatch):
     torch.save({"x": torch.zeros(1)}, bad)
     with pytest.raises(UserError, match="not the torch-fidelity Inception weights"):
         fid.InceptionFeatures(bad)
+
+
+@pytest.mark.parametrize("argv,expect", [
+    (["--kid_subsets", "0"], "--kid_subsets must be a whole number of at least 1"),
+    (["--batch_size", "0"], "--batch_size must be"),
+    (["--batch_size", "-3"], "--batch_size must be"),
+    (["--kid_subset_size", "0"], "--kid_subset_size must be"),
+    (["--device", "tpu"], "--device 'tpu'"),
+])
+def test_fid_cli_refuses_bad_numbers_before_loading_anything(tmp_path, capsys, argv, expect):
+    _write_images(tmp_path / "a", ["In_1", "In_2"], np.random.default_rng(0))
+    with pytest.raises(SystemExit) as code:
+        run_cli(lambda: fid.main(["--real", str(tmp_path / "a"), "--fake", str(tmp_path / "a"), *argv]))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code.value.code == 2 and len(err) == 1 and expect in err[0]
+    with pytest.raises(UserError, match="kid_subsets"):
+        fid.kid_from_features(np.zeros((4, 2)), np.zeros((4, 2)), subsets=0)
+
+
+@pytest.mark.parametrize("damage", [b"", b"not an npz", "wrong stems"])
+def test_a_damaged_feature_cache_is_recomputed_with_a_warning(tmp_path, damage):
+    rng = np.random.default_rng(6)
+    _write_images(tmp_path / "real", ["In_1", "In_2", "In_3"], rng)
+    ext, logs = CountingExtractor(), []
+    stems, feats = fid.folder_features(tmp_path / "real", ext, tmp_path / "cache", progress=False, log=logs.append)
+    (cache,) = (tmp_path / "cache").iterdir()
+    if damage == "wrong stems":
+        np.savez(cache, stems=np.array(["x", "y", "z"]), features=feats)
+    else:
+        cache.write_bytes(damage)
+    again_stems, again = fid.folder_features(tmp_path / "real", ext, tmp_path / "cache", progress=False,
+                                             log=logs.append)
+    assert again_stems == stems and np.allclose(again, feats)
+    assert any(line.startswith("warning: feature cache") and "recomputing" in line for line in logs)
+    assert ext.calls == 2
+    fid.folder_features(tmp_path / "real", ext, tmp_path / "cache", progress=False, log=logs.append)
+    assert ext.calls == 2  # the rewritten cache is used
+
+
+def test_a_non_image_file_with_an_image_name_is_one_line(tmp_path):
+    rng = np.random.default_rng(7)
+    _write_images(tmp_path / "real", ["In_1", "In_2"], rng)
+    (tmp_path / "real" / "In_3.png").write_text("not a picture")
+    with pytest.raises(UserError, match=r"In_3.png: cannot read image"):
+        fid.folder_features(tmp_path / "real", CountingExtractor(), None, progress=False, log=lambda m: None)

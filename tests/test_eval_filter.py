@@ -70,3 +70,17 @@ def test_filter_refuses_non_empty_output_and_bad_threshold(tmp_path):
         filter_samples(root, tmp_path / "kept", fake_predictor(preds), log=lambda m: None)
     with pytest.raises(UserError, match="must lie in"):
         filter_samples(root, tmp_path / "k2", fake_predictor(preds), threshold=1.5)
+
+
+def test_overwrite_with_a_stricter_threshold_removes_pairs_no_longer_kept(tmp_path):
+    root, preds = _generated(tmp_path)
+    out = tmp_path / "kept"
+    filter_samples(root, out, fake_predictor(preds), threshold=0.0, log=lambda m: None)
+    summary = filter_samples(root, out, fake_predictor(preds), threshold=0.95, overwrite=True, log=lambda m: None)
+    assert summary["kept"] == 1
+    for sub in ("Source_Images", "Ground_truth"):
+        assert sorted(p.stem for p in (out / sub).iterdir()) == ["In_1"]
+    (out / "Source_Images" / "mine.png").write_bytes(b"x")  # not written by the filter: never deleted
+    with pytest.raises(UserError, match="did not write"):
+        filter_samples(root, out, fake_predictor(preds), threshold=0.0, overwrite=True, log=lambda m: None)
+    assert (out / "Source_Images" / "mine.png").is_file()

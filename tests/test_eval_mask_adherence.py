@@ -65,3 +65,21 @@ def test_folder_with_only_empty_masks_is_refused(tmp_path):
     write_pair(tmp_path, "In_1", np.full((16, 16), 100), np.zeros((16, 16), bool))
     with pytest.raises(UserError, match="no pair with a non-empty mask"):
         ma.folder_contrasts(tmp_path, None)
+
+
+def test_real_masks_that_merely_share_names_are_refused_or_left_out(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    real, gen = tmp_path / "real", tmp_path / "gen"
+    stems = ["In_1", "In_2", "In_3", "Sc_1"]
+    for i, stem in enumerate(stems):
+        bg = 128 + rng.normal(0, 3, (64, 64))
+        write_pair(gen, stem, np.where(blob(), bg - 30, bg), blob())
+        other = blob(lo=2, hi=12) if stem != "Sc_1" else blob()  # only Sc_1 is the same mask
+        write_pair(real, stem, np.where(other, bg - 30, bg), other)
+    report = tmp_path / "r.json"
+    assert ma.main(["--generated", str(gen), "--real", str(real), "--out", str(report)]) == 0
+    assert "3 of 4 real masks differ" in capsys.readouterr().err
+    assert json.loads(report.read_text())["all"]["matched"] == 1
+    write_pair(real, "Sc_1", np.full((64, 64), 128), blob(lo=40, hi=60))
+    with pytest.raises(UserError, match="none of the 4 real masks"):
+        ma.main(["--generated", str(gen), "--real", str(real)])

@@ -248,3 +248,25 @@ def test_binary_targets_and_min_snr_weighting():
     plain = model.loss(x, y, generator=torch.Generator().manual_seed(1))
     weighted = model.loss(x, y, generator=torch.Generator().manual_seed(1), min_snr_gamma=5.0)
     assert torch.isfinite(weighted) and weighted < plain   # min(SNR, 5) / (SNR + 1) < 1
+
+
+@pytest.mark.parametrize("extra,expect", [
+    (["--guidance", "nan"], "--guidance must be a finite number"),
+    (["--guidance", "inf"], "--guidance must be a finite number"),
+    (["--steps", "5000"], "exceeds the 1000 diffusion timesteps"),
+    (["--eta", "-1"], "--eta must be >= 0"),
+    (["--n_per_category", "0"], "--n_per_category must be at least 1"),
+])
+def test_sample_cli_refuses_garbage_values(tmp_path, trained, capsys, extra, expect):
+    out = tmp_path / "m"
+    line = _cli_error(sample_mod.main, ["--ckpt", str(trained["run"]), "--out", str(out), "--no_progress",
+                                        *extra], capsys)
+    assert expect in line and not out.exists()
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "0", "-1e-3"])
+def test_train_refuses_a_learning_rate_that_is_not_a_positive_number(tmp_path, capsys, value):
+    data = make_masks(tmp_path / "data")
+    line = _cli_error(train_main, ["--data_root", str(data), "--out", str(tmp_path / "run"), f"--lr={value}"],
+                      capsys)
+    assert "--lr (train.lr) must be a finite number > 0" in line and not (tmp_path / "run").exists()

@@ -104,3 +104,19 @@ def test_real_masks_statistics(saliency_root):
     assert area["scratches"] == pytest.approx(0.070, abs=1e-3)
     elong = {k: v["summary"]["elongation"]["real"]["median"] for k, v in res.items()}
     assert elong["scratches"] > elong["inclusion"] > elong["patches"]
+
+
+@pytest.mark.filterwarnings("error")
+def test_report_with_all_black_generated_masks(tmp_path, capsys):
+    real, gen = tmp_path / "real", tmp_path / "gen"
+    real.mkdir()
+    gen.mkdir()
+    for i in range(3):
+        m = np.zeros((16, 16), bool)
+        m[2:8, 2 + i:8 + i] = True
+        _write(real, f"In_{i + 1}.png", m)
+        _write(gen, f"In_gen_{i + 1:04d}.png", np.zeros((16, 16), bool))
+    assert report_main(["--real", str(real), "--generated", str(gen), "--out", str(tmp_path / "o"), "--no_fid"]) == 0
+    rep = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert rep["categories"]["inclusion"]["empty_generated"] == 3
+    assert (tmp_path / "o" / "distributions.png").is_file() and "inclusion" in capsys.readouterr().out

@@ -28,7 +28,7 @@ def main() -> int:
     parser.add_argument("--allow-unsafe-pickle", action="store_true",
                         help="load pickles that need arbitrary classes (only for files you trust)")
     args = parser.parse_args()
-    ckpt = read_checkpoint(args.ckpt, args.allow_unsafe_pickle)
+    ckpt = read_checkpoint(args.ckpt, args.allow_unsafe_pickle, unsafe_flag="--allow-unsafe-pickle")
     cfg = load_config(args.config) if args.config else ckpt.config
     if cfg is None:
         print(f"error: {args.ckpt} carries no config; pass --config", file=sys.stderr)

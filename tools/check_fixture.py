@@ -52,7 +52,7 @@ def relative_errors(prefix: Path, steps: int = 10, guidance: float = 3.0) -> dic
     if not npz_path.is_file():
         raise UserError(f"{npz_path} not found; pass the fixture prefix without extension")
     cfg = load_config(yaml_path)
-    data = np.load(npz_path)
+    data = np.load(npz_path, allow_pickle=False)
     torch.manual_seed(0)
     models = build_models(cfg, parts=("model", "autoencoder", "diffusion"))
     unet = models.model.eval()

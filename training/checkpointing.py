@@ -6,7 +6,7 @@ fsync, rename) by ``ldm.checkpoint``'s writer:
   checkpoints/ckpt_N.safetensors (+ .yaml)   weights of every part + config (loadable by infer.py,
                                              ``ldm.checkpoint.load_models``); EMA in section ``ema``
   checkpoints/state_N.pt                     optimiser, scheduler, grad scaler, per-rank RNG states,
-                                             iteration (read back with ``torch.load(weights_only=True)``)
+                                             iteration (read back with ``ldm.safe_load.safe_torch_load``)
   latest.json                                the pointer, moved only after both files are complete
   checkpoints/latest.safetensors             convenience symlink to the newest weights
 
@@ -33,6 +33,7 @@ import torch
 from ldm.atomic import write_bytes_atomic
 from ldm.checkpoint import read_checkpoint, save_checkpoint
 from ldm.errors import UserError
+from ldm.safe_load import safe_torch_load
 
 STATE_FORMAT = "deffiller-train-state"
 STATE_VERSION = 1
@@ -200,13 +201,7 @@ class RunCheckpoints:
 
 def load_state(path: Path) -> dict[str, Any]:
     """Read a training-state file safely (tensors and plain containers only)."""
-    if not Path(path).is_file():
-        raise UserError(f"{path}: training state not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UserError(f"{path}: unreadable training state ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
+    state = safe_torch_load(path, "training state", "move the run folder away to start afresh, or pick another --name")
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise UserError(f"{path}: not a DefFiller training-state file")
     return state

@@ -16,8 +16,9 @@ from omegaconf import OmegaConf
 from PIL import Image
 from tqdm import tqdm
 
-from dataset.io import write_png_atomic
+from dataset.io import image_size, write_png_atomic
 from ldm.errors import UserError, run_cli
+from ldm.safe_load import first_line, safe_torch_load
 
 from ..folders import IMAGE_EXTS, few, image_folder, list_by_stem
 from .data import load_image_array, to_tensor
@@ -31,21 +32,23 @@ class Detector:
     def __init__(self, ckpt: str | Path, device: str | None = None, batch_size: int | None = None,
                  num_threads: int | None = None):
         ckpt = Path(ckpt)
-        if not ckpt.is_file():
-            raise UserError(f"{ckpt}: detector checkpoint not found; train one with "
-                            "python -m evaluation.detector.train")
-        try:
-            state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        except Exception as exc:
-            raise UserError(f"{ckpt}: cannot read checkpoint ({type(exc).__name__}); retrain or "
-                            "point --ckpt at detector.pt") from None
+        if batch_size is not None and batch_size < 1:
+            raise UserError(f"--batch_size must be at least 1, got {batch_size}")
+        state = safe_torch_load(ckpt, "detector checkpoint", "point --ckpt at the detector.pt written by "
+                                "python -m evaluation.detector.train, or train one")
         if not isinstance(state, dict) or "model" not in state or "config" not in state:
             raise UserError(f"{ckpt}: not a detector checkpoint (needs 'model' and 'config'); "
                             "use the detector.pt written by evaluation.detector.train")
-        self.cfg = OmegaConf.create(state["config"])
-        model_cfg = OmegaConf.merge(self.cfg.model, {"pretrained": False})  # weights come from ckpt
-        self.model = build_model(model_cfg)
-        self.model.load_state_dict(state["model"])
+        try:
+            self.cfg = OmegaConf.create(state["config"])
+            model_cfg = OmegaConf.merge(self.cfg.model, {"pretrained": False})  # weights come from ckpt
+            self.model = build_model(model_cfg)
+            self.model.load_state_dict(state["model"])
+        except UserError:
+            raise
+        except Exception as exc:  # a foreign config or mismatched weights fail in many ways
+            raise UserError(f"{ckpt}: detector weights do not fit its config ({first_line(exc)}); "
+                            "retrain with python -m evaluation.detector.train") from None
         self.device = pick_device(device or self.cfg.train.get("device", "auto"))
         self.model.to(self.device).eval()
         self.size = int(self.cfg.data.image_size)
@@ -59,21 +62,19 @@ class Detector:
     def predict_paths(self, paths: Sequence[Path], progress: bool = True,
                       desc: str = "predict") -> Iterator[tuple[Path, np.ndarray]]:
         paths = list(paths)
-        bar = tqdm(total=len(paths), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
-        for i in range(0, len(paths), self.batch_size):
-            chunk = paths[i:i + self.batch_size]
-            sizes = []
-            batch = []
-            for p in chunk:
-                with Image.open(p) as im:
-                    sizes.append(im.size[::-1])  # (H, W)
-                batch.append(to_tensor(load_image_array(p, self.size, self.in_chans)))
-            prob = torch.sigmoid(self.model(torch.stack(batch).to(self.device))).cpu()
-            for p, hw, pr in zip(chunk, sizes, prob):
-                full = F.interpolate(pr[None], size=hw, mode="bilinear", align_corners=False)[0, 0]
-                yield p, full.numpy().astype(np.float32)
-            bar.update(len(chunk))
-        bar.close()
+        with tqdm(total=len(paths), desc=desc, disable=not progress, leave=False, dynamic_ncols=True) as bar:
+            for i in range(0, len(paths), self.batch_size):
+                chunk = paths[i:i + self.batch_size]
+                sizes = []
+                batch = []
+                for p in chunk:
+                    sizes.append(image_size(p)[::-1])  # (H, W)
+                    batch.append(to_tensor(load_image_array(p, self.size, self.in_chans)))
+                prob = torch.sigmoid(self.model(torch.stack(batch).to(self.device))).cpu()
+                for p, hw, pr in zip(chunk, sizes, prob):
+                    full = F.interpolate(pr[None], size=hw, mode="bilinear", align_corners=False)[0, 0]
+                    yield p, full.numpy().astype(np.float32)
+                bar.update(len(chunk))
 
     def __call__(self, paths: Sequence[Path], progress: bool = False) -> Iterator[np.ndarray]:
         for _, prob in self.predict_paths(paths, progress):
@@ -88,12 +89,23 @@ def write_maps(detector: Detector, paths: Sequence[Path], out_dir: str | Path, p
                log: Callable[[str], None] = print) -> Path:
     """Predict every image in ``paths`` and write ``out_dir/<stem>.png``."""
     out_dir = Path(out_dir)
+    made = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
-    n = 0
-    for path, prob in detector.predict_paths(paths, progress):
-        write_png_atomic(to_png(prob), out_dir / f"{Path(path).stem}.png")
-        n += 1
-    log(f"wrote {n} map(s) to {out_dir}")
+    written: list[Path] = []
+    try:
+        for path, prob in detector.predict_paths(paths, progress):
+            target = out_dir / f"{Path(path).stem}.png"
+            existed = target.exists()
+            write_png_atomic(to_png(prob), target)
+            if not existed:
+                written.append(target)
+    except BaseException:  # a bad image half-way: leave no partial set of new maps behind
+        for target in written:
+            target.unlink(missing_ok=True)
+        if made and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
+    log(f"wrote {len(paths)} map(s) to {out_dir}")
     return out_dir
 
 

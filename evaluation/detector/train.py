@@ -28,6 +28,7 @@ from training.lr_schedule import WarmupSchedule
 from ldm.errors import UserError, run_cli
 
 from ldm.atomic import torch_save_atomic
+from ldm.safe_load import first_line, safe_torch_load
 from ..config import CONFIG_DIR, load_config, to_plain
 from .data import SaliencyPairs
 from .model import build_model
@@ -83,13 +84,19 @@ def train_detector(cfg: DictConfig, train_pairs: Sequence, out_dir: str | Path, 
     history: list[dict] = []
     start_epoch = 0
     last = out_dir / "last.pt"
-    if resume and last.is_file():
-        state = torch.load(last, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        history = list(state.get("history", []))
-        start_epoch = int(state["epoch"])
+    if resume and (last.is_file() or last.is_symlink()):  # a broken link is an error, not a fresh start
+        state = safe_torch_load(last, "detector training state", "use a new --out, or delete it to start "
+                                "from scratch", map_location=device)
+        try:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            history = list(state.get("history", []))
+            start_epoch = int(state["epoch"])
+        except Exception as exc:  # another model, another optimiser or a foreign file: many types
+            raise UserError(f"{last}: cannot resume from it ({type(exc).__name__}: {first_line(exc)}); it was "
+                            "written with another model config or is not a detector.train last.pt; use a new "
+                            "--out, or delete it to start from scratch") from None
         log(f"resume: {last} at epoch {start_epoch}")
     elif resume:
         log(f"resume: no {last} yet, starting from scratch")

@@ -1,0 +1,77 @@
+"""detector.predict: bad batch sizes and files that are not images give one line, nothing written."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from evaluation.config import load_config, to_plain
+from evaluation.detector import predict
+from evaluation.detector.model import build_model
+from evaluation.detector.train import DEFAULT_CONFIG
+from ldm.errors import run_cli
+
+
+@pytest.fixture(scope="module")
+def detector_ckpt(tmp_path_factory) -> Path:
+    """An untrained detector.pt in the layout evaluation.detector.train writes."""
+    cfg = load_config(DEFAULT_CONFIG, DEFAULT_CONFIG, ["data.image_size=32", "train.device=cpu"])
+    path = tmp_path_factory.mktemp("det") / "detector.pt"
+    torch.save({"model": build_model(cfg.model).state_dict(), "config": to_plain(cfg), "epochs": 0,
+                "n_train": 0}, path)
+    return path
+
+
+def _error(argv, capsys) -> str:
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as code:
+        run_cli(lambda: predict.main(argv))
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code.value.code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def _images(folder: Path, n: int = 2) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.fromarray(np.full((20, 24), 40 * i, np.uint8)).save(folder / f"In_{i + 1}.png")
+    return folder
+
+
+@pytest.mark.parametrize("size", ["0", "-1"])
+def test_batch_size_below_one_is_refused(tmp_path, capsys, detector_ckpt, size):
+    out = tmp_path / "maps"
+    line = _error(["--ckpt", str(detector_ckpt), "--images", str(_images(tmp_path / "im")), "--out", str(out),
+                   "--batch_size", size], capsys)
+    assert "--batch_size must be at least 1" in line and not out.exists()
+
+
+def test_predicts_maps_and_refuses_a_non_image_file(tmp_path, capsys, detector_ckpt):
+    images = _images(tmp_path / "im")
+    assert predict.main(["--ckpt", str(detector_ckpt), "--images", str(images), "--out", str(tmp_path / "ok"),
+                         "--batch_size", "1", "--device", "cpu"]) == 0
+    assert sorted(p.name for p in (tmp_path / "ok").iterdir()) == ["In_1.png", "In_2.png"]
+    assert Image.open(tmp_path / "ok" / "In_1.png").size == (24, 20)
+    (images / "In_3.png").write_text("text, not a picture")
+    line = _error(["--ckpt", str(detector_ckpt), "--images", str(images), "--out", str(tmp_path / "bad"),
+                   "--device", "cpu"], capsys)
+    assert "In_3.png: cannot read image" in line and not (tmp_path / "bad").exists()
+
+
+def test_training_state_written_by_train_is_read_back_by_the_safe_loader(tmp_path):
+    from dataset.procedural import write_procedural_dataset
+    from evaluation.detector.train import train_detector
+
+    pairs = write_procedural_dataset(tmp_path / "pairs", 1, size=32)
+    over = ["data.image_size=32", "train.device=cpu", "train.batch_size=3", "train.augment=false"]
+    logs: list[str] = []
+    train_detector(load_config(DEFAULT_CONFIG, DEFAULT_CONFIG, over + ["train.epochs=1"]), pairs, tmp_path / "d",
+                   log=logs.append, progress=False)
+    final = train_detector(load_config(DEFAULT_CONFIG, DEFAULT_CONFIG, over + ["train.epochs=2"]), pairs,
+                           tmp_path / "d", resume=True, log=logs.append, progress=False)
+    assert any(line.startswith("resume:") and "at epoch 1" in line for line in logs)
+    assert predict.Detector(final, "cpu").cfg.train.epochs == 2
