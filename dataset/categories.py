@@ -114,13 +114,11 @@ def categories_from_config(cfg: Any = None, where: str = "categories") -> list[C
 
 def load_categories_yaml(path: str | Path) -> list[Category] | None:
     """Read the ``categories:`` list of a YAML file (top level or under ``data:``), else ``None``."""
-    from omegaconf import DictConfig
+    from ldm.options import read_yaml
 
-    from .io import load_yaml_mapping
-
-    cfg = load_yaml_mapping(path, "categories YAML", "pass a YAML with a categories: list (see configs/)")
+    cfg = read_yaml(path, "categories YAML", "pass a YAML with a categories: list (see configs/)")
     for section in (cfg, cfg.get("data")):
-        if isinstance(section, DictConfig) and section.get("categories") is not None:
+        if isinstance(section, dict) and section.get("categories") is not None:
             return categories_from_config(section.get("categories"), where=str(path))
     return None
 

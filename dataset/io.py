@@ -145,31 +145,6 @@ def write_json_atomic(obj: Any, path: str | Path) -> Path:
     return write_atomic(path, lambda fh: fh.write(text.encode("utf-8")), make_parents=False)
 
 
-def load_yaml_mapping(path: str | Path, what: str = "config", fix: str = "pass a YAML mapping") -> Any:
-    """An OmegaConf ``DictConfig`` from a YAML file holding a non-empty mapping; anything else
-    (missing, unreadable, malformed, empty, a list or prose) raises a one-line :class:`UserError`."""
-    import yaml
-    from omegaconf import DictConfig, OmegaConf
-
-    path = Path(path)
-    if not path.is_file():
-        if path.is_symlink():
-            raise UserError(f"{path}: broken or looping symbolic link, not a {what}; {fix}")
-        raise UserError(f"{path}: {what} file not found; check the path")
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))  # the document's own type
-        cfg = OmegaConf.load(path)  # OmegaConf's number and interpolation rules
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: {what} is not UTF-8 text; {fix}") from None
-    except Exception as exc:  # yaml/omegaconf raise many types
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"{path}: cannot parse the {what} as YAML ({first}); fix the syntax") from None
-    if not isinstance(doc, dict) or not isinstance(cfg, DictConfig) or not doc:
-        found = "is empty" if not doc else f"holds a {type(doc).__name__}, not a mapping of keys to values"
-        raise UserError(f"{path}: the {what} {found}; {fix}")
-    return cfg
-
-
 def read_json(path: str | Path, what: str = "JSON file") -> Any:
     """Parse a JSON file; a missing or malformed file raises a one-line :class:`UserError`."""
     path = Path(path)

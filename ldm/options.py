@@ -136,18 +136,25 @@ def merge(base: Any, update: Any, schema: Any) -> Any:
     return copy.deepcopy(update)
 
 
-def read_yaml(path: Union[str, Path], what: str = "config") -> Any:
-    """A YAML file as plain Python data; one-line errors for missing, unreadable or malformed files."""
+def read_yaml(path: Union[str, Path], what: str = "config", fix: str = "pass a YAML mapping of keys to values") -> dict:
+    """A YAML file holding a non-empty mapping, as plain Python data; anything else (missing, unreadable,
+    malformed, empty, a list or prose) is a one-line error naming the file and ``fix``."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{what} {path} is a folder; pass a YAML file")
     if not path.is_file():
+        if path.is_symlink():
+            raise UserError(f"{what} {path}: broken or looping symbolic link; {fix}")
         raise UserError(f"{path}: {what} file not found; pass an existing YAML file")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{what} {path}: cannot read it ({type(exc).__name__}: {exc})") from None
-    return parse_yaml(text, f"{what} {path}")
+        raise UserError(f"{what} {path}: cannot read it ({type(exc).__name__}); {fix}") from None
+    data = parse_yaml(text, f"{what} {path}")
+    if not isinstance(data, dict) or not data:
+        found = "is empty" if not data else f"holds a {type(data).__name__}, not a mapping of keys to values"
+        raise UserError(f"{what} {path} {found}; {fix}")
+    return data
 
 
 def parse_yaml(text: str, where: str) -> Any:
@@ -222,7 +229,7 @@ def layered(schema: Any, path: Optional[Union[str, Path]] = None, overrides: Seq
     if path is not None:
         loaded = read_yaml(path, what)
         where = f"{what} {path}"
-        cfg = merge(cfg, check({} if loaded is None else loaded, schema, where), schema)
+        cfg = merge(cfg, check(loaded, schema, where), schema)
     for key, value in parse_set(overrides, flag):
         cfg = set_value(cfg, key, value, schema, f"{flag} {key}")
     return check(resolve(cfg, where), schema, where)

@@ -244,7 +244,7 @@ def sample_overrides(args: argparse.Namespace) -> dict[str, Any]:
     given: dict[str, Any] = {}
     if getattr(args, "config", None) is not None:
         where = f"config {args.config}"
-        loaded = O.check(O.resolve(O.read_yaml(args.config) or {}, where), SCHEMA, where)
+        loaded = O.check(O.resolve(O.read_yaml(args.config), where), SCHEMA, where)
         given.update(loaded.get("sample") or {})
     schema = {"sample": SCHEMA["sample"]}
     for key, value in O.parse_set(getattr(args, "set", None) or []):

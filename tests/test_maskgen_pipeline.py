@@ -269,4 +269,4 @@ def test_train_refuses_a_learning_rate_that_is_not_a_positive_number(tmp_path, c
     data = make_masks(tmp_path / "data")
     line = _cli_error(train_main, ["--data_root", str(data), "--out", str(tmp_path / "run"), f"--lr={value}"],
                       capsys)
-    assert "--lr (train.lr) must be a finite number > 0" in line and not (tmp_path / "run").exists()
+    assert "train.lr must be a finite number > 0" in line and not (tmp_path / "run").exists()
