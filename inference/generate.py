@@ -44,7 +44,8 @@ from inference.implant import (
 )
 from inference.jobs import Job, JobSpec, build_jobs, mask_tensor, seed_noise, shard
 from inference.preview import write_preview
-from inference.writer import PairedWriter
+from inference.lock import FolderLock
+from inference.writer import PairedWriter, prepare_folder, prepare_root
 from ldm.checkpoint import file_sha256, load_models
 from ldm.diffusion.samplers import SAMPLERS, start_timestep
 from ldm.errors import UserError
@@ -256,7 +257,41 @@ def generate_dataset(pipe: DefFillerPipeline, jobs: JobSpec, out_dir: str | Path
     all_jobs = build_jobs(jobs.mask_dir, categories, jobs.num_per_mask, jobs.seed, jobs.prompt, jobs.skip_empty)
     extras = list_backgrounds(Path(background)) if background is not None else []
     root = Path(out_dir)
-    writer = PairedWriter(root, settings_for(pipe, opts, jobs, background), rank)
+    lock = _lock_folder(root, rank, world, pipe.device)
+    try:
+        _generate_into(pipe, all_jobs, root, opts, settings_for(pipe, opts, jobs, background), extras, rank, world,
+                       progress, preview)
+    finally:
+        if lock is not None:
+            lock.release()
+    return root
+
+
+def _lock_folder(root: Path, rank: int, world: int, device: torch.device) -> Optional[FolderLock]:
+    """Rank 0 locks and prepares the folder; every rank of the job learns whether it may write."""
+    lock, error = None, None
+    if rank == 0:
+        try:
+            prepare_root(root)
+            lock = FolderLock(root).acquire()
+            prepare_folder(root)  # now no other writer is live: stale temporary files can go
+        except UserError as exc:
+            error = str(exc)
+    if world > 1:
+        box = [error]
+        torch.distributed.broadcast_object_list(box, src=0, device=device if device.type == "cuda" else None)
+        error = box[0]
+    if error is not None:
+        if lock is not None:
+            lock.release()
+        raise UserError(error)
+    return lock
+
+
+def _generate_into(pipe: DefFillerPipeline, all_jobs: list[Job], root: Path, opts: GenerationOptions,
+                   settings: dict, extras: list[Path], rank: int, world: int, progress: Optional[Progress],
+                   preview: bool) -> None:
+    writer = PairedWriter(root, settings, rank)
     index = {job.name: i for i, job in enumerate(all_jobs)}
     todo = [j for j in shard(all_jobs, rank, world) if not writer.done(j.name)]
     size, out_size = pipe.image_size, opts.output_size or pipe.image_size
@@ -285,7 +320,6 @@ def generate_dataset(pipe: DefFillerPipeline, jobs: JobSpec, out_dir: str | Path
         writer.merge()
         if preview:
             write_preview(root, [j.name for j in all_jobs])
-    return root
 
 
 __all__ = ["DEFAULT_STEPS", "MODES", "PRECISIONS", "GenerationOptions", "JobSpec", "PairedWriter", "check_options",
