@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 from PIL import Image
+from tiny_model import make_tiny_checkpoint, write_masks
 
 import dataset.files
 import dataset.pairs
@@ -16,7 +17,6 @@ from inference.jobs import build_jobs, list_masks
 from inference.lock import LOCK_NAME, FolderLock
 from inference.writer import PairedWriter
 from ldm.errors import UserError
-from tiny_model import make_tiny_checkpoint, write_masks
 
 NAMES = ["In_1", "Sc_2"]
 
@@ -94,6 +94,7 @@ def test_every_output_setting_is_checked_on_resume(tiny, done, tmp_path, extra, 
     (["--strength", "nan", "--init_image", "x.png"], "--strength must be in"),
     (["--alpha_type", "nan", 0, 0], "alpha_type"),
     (["--dilate", -1, "--background", "x.png"], "--dilate must be >= 0"),
+    (["--num_per_mask", 0], "--num_per_mask must be at least 1"),
 ])
 def test_bad_values_are_one_line_errors_and_write_nothing(tiny, tmp_path, extra, message):
     ckpt, masks = tiny
