@@ -198,3 +198,23 @@ def test_stale_temp_files_are_removed_and_never_outputs(tiny, tmp_path):
     assert infer.main(args(ckpt, masks, tmp_path)) == 0
     assert not any(p.exists() for p in stale)
     assert sorted(p.name for p in (out / "Source_Images").iterdir()) == ["In_1.png", "Sc_2.png"]
+
+
+def test_generate_batch_matches_the_dataset_pairs(tiny, done):
+    """The one-batch API (tensors in, tensors out) reproduces a pair infer.py wrote."""
+    import torch
+
+    from inference.generate import GenerationOptions, generate_batch, load_pipeline
+    from inference.jobs import mask_tensor
+
+    ckpt, masks = tiny
+    pipe = load_pipeline(ckpt, device="cpu")
+    record = json.loads((done / "generation.json").read_text())["images"]["Sc_2"]
+    opts = GenerationOptions(sampler="ddim", steps=1, batch_size=2)
+    mask = mask_tensor(masks / "Sc_2.png", pipe.image_size)[None].float()
+    image = generate_batch(pipe, mask, [2], [record["prompt"]], [record["seed"]], opts)
+    assert image.shape == (1, 3, pipe.image_size, pipe.image_size) and 0 <= image.min() <= image.max() <= 1
+    saved = torch.from_numpy(np.array(Image.open(done / "Source_Images" / "Sc_2.png"))).permute(2, 0, 1)
+    assert (image[0] * 255).round().sub(saved).abs().max() <= 1
+    with pytest.raises(UserError, match="needs one background image per mask"):
+        generate_batch(pipe, mask, [2], ["p"], [0], GenerationOptions(mode="implant", steps=1))
