@@ -2,6 +2,9 @@
 import errno
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +22,7 @@ from inference.writer import PairedWriter
 from ldm.errors import UserError
 
 NAMES = ["In_1", "Sc_2"]
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -52,14 +56,25 @@ def test_second_writer_refused_and_stale_lock_taken_over(tiny, tmp_path):
     ckpt, masks = tiny
     out = tmp_path / "s"
     out.mkdir()
-    with FolderLock(out):  # a live writer (another open file description: flock conflicts as between processes)
-        with pytest.raises(UserError, match=rf"being written by another run \(pid {os.getpid()} on .*{LOCK_NAME}"):
+    holder = subprocess.Popen(  # another process writing into the folder
+        [sys.executable, "-c", "import sys, time; from inference.lock import FolderLock; "
+         "FolderLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)", str(out)],
+        cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(UserError, match=rf"being written by another run \(pid {holder.pid} on .*{LOCK_NAME}"):
             infer.main(args(ckpt, masks, tmp_path))
         assert listing(out) == [LOCK_NAME]
-    (out / LOCK_NAME).write_text("pid 999999999 on elsewhere")  # left by a killed run: no flock held
+    finally:
+        holder.kill()  # SIGKILL: the lock file stays behind, naming a dead process
+        holder.wait()
+    assert (out / LOCK_NAME).read_text().startswith(f"pid {holder.pid}")
     assert infer.main(args(ckpt, masks, tmp_path)) == 0
     assert sorted(json.loads((out / "generation.json").read_text())["images"]) == sorted(NAMES)
     assert not (out / LOCK_NAME).exists()
+    with FolderLock(out):  # in-process too: flock conflicts between open file descriptions
+        with pytest.raises(UserError, match="being written by another run"):
+            infer.main(args(ckpt, masks, tmp_path))
 
 
 @pytest.mark.parametrize("extra, key", [
