@@ -41,7 +41,8 @@ def is_hidden(path: Path) -> bool:
 def list_by_stem(folder: str | Path, exts: Sequence[str], what: str, flag: str = "the folder") -> dict[str, Path]:
     """``{stem: file}`` of ``folder``'s files with one of ``exts``, naturally sorted by stem.
 
-    Dotfiles are ignored; other files and sub-folders are skipped with one warning. A JPEG where
+    Dotfiles are ignored; other files and sub-folders are skipped with one warning. A dangling or
+    looping symbolic link, a JPEG where
     only lossless files are accepted, two files with one stem (``a.png`` + ``a.bmp``), a missing or
     empty folder raise :class:`UserError` naming the files and ``flag``.
     """
@@ -55,6 +56,8 @@ def list_by_stem(folder: str | Path, exts: Sequence[str], what: str, flag: str =
         if is_hidden(path) or path.name == CAPTION_FILE:
             continue
         suffix = path.suffix.lower()
+        if path.is_symlink() and not path.exists():
+            raise UserError(f"{path}: broken or looping symbolic link in the {what} folder; fix or remove it")
         if not path.is_file() or suffix not in exts:
             if path.is_file() and suffix in LOSSY_EXTS and set(exts) <= set(MASK_EXTS):
                 raise UserError(f"{path}: JPEG {what}s are lossy (grey edges); save {what}s losslessly as "

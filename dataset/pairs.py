@@ -20,7 +20,7 @@ from ldm.errors import UserError
 
 from .categories import Category, categories_from_config, category_for_file
 from .files import CAPTION_FILE, IMAGE_EXTS, MASK_EXTS, few, list_by_stem, natural_key
-from .io import image_size, read_json
+from .io import open_image, read_json
 
 IMAGE_DIRS = ("Source Images", "Source_Images")
 MASK_DIRS = ("Ground truth", "Ground_truth")
@@ -84,8 +84,10 @@ def load_captions(path: str | Path) -> dict[str, str]:
     return captions
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    return image_size(path)
+def _decoded_size(path: Path) -> tuple[int, int]:
+    """Size of a fully decoded image: a truncated file fails here, not mid-training."""
+    with open_image(path) as img:
+        return img.size
 
 
 def find_pairs(root: str | Path, categories: Sequence[Category] | Any = None,
@@ -115,7 +117,7 @@ def find_pairs(root: str | Path, categories: Sequence[Category] | Any = None,
         pairs.append(Pair(stem=stem, image=images[stem], mask=masks[stem], category=cat))
     if check_sizes:
         for pair in pairs:
-            isize, msize = _image_size(pair.image), _image_size(pair.mask)
+            isize, msize = _decoded_size(pair.image), _decoded_size(pair.mask)
             if isize != msize:
                 raise UserError(f"{pair.image.name} / {pair.mask.name}: image is "
                                 f"{isize[0]}x{isize[1]} but mask is {msize[0]}x{msize[1]}; "

@@ -24,7 +24,6 @@ from ldm.errors import run_cli
 IMAGE_KINDS = ("truncated", "empty", "text", "huge", "loop")
 CKPT_KINDS = ("truncated", "empty", "text", "loop", "image")
 CONFIG_KINDS = ("empty", "text", "truncated", "binary", "loop")
-OTHERS = "fixed on branch wt-infer/wt-options"
 
 
 def _png_header(width: int, height: int) -> bytes:
@@ -257,14 +256,8 @@ def config_case(cli: str, good, tmp: Path, kind: str, monkeypatch) -> tuple[str,
     raise AssertionError(cli)
 
 
-def _params(clis: list[str], known: dict[tuple[str, str], str], kinds: tuple[str, ...]) -> list:
-    out = []
-    for cli in clis:
-        for kind in kinds:
-            reason = known.get((cli, kind))
-            marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-            out.append(pytest.param(cli, kind, marks=marks, id=f"{cli}-{kind}"))
-    return out
+def _params(clis: list[str], kinds: tuple[str, ...]) -> list:
+    return [pytest.param(cli, kind, id=f"{cli}-{kind}") for cli in clis for kind in kinds]
 
 
 IMAGE_CLIS = ["infer", "main", "evaluation.detector.train", "evaluation.detector.predict",
@@ -275,13 +268,6 @@ CKPT_CLIS = ["infer", "main", "tools.check_checkpoint", "evaluation.detector.pre
 CONFIG_CLIS = ["main", "infer", "process_json", "tools.check_checkpoint", "evaluation.detector.train",
                "evaluation.protocols", "evaluation.guidance_sweep", "evaluation.fid", "maskgen.train",
                "maskgen.report"]
-# Cases that fail because of code other branches own; the integrator drops the marks after merging.
-KNOWN_IMAGE = {
-    ("infer", "loop"): f"{OTHERS}: infer's mask discovery skips a looping symlink and succeeds",
-    ("main", "truncated"): f"{OTHERS}: main.py reads images lazily; a truncated one passes the header "
-                           "check and fails (or is never drawn) mid-training",
-}
-KNOWN_CONFIG: dict[tuple[str, str], str] = {}
 
 
 def _run(case, cli, good, tmp_path, kind, monkeypatch, capsys) -> None:
@@ -302,17 +288,17 @@ def _run(case, cli, good, tmp_path, kind, monkeypatch, capsys) -> None:
     assert not left, left
 
 
-@pytest.mark.parametrize("cli,kind", _params(IMAGE_CLIS, KNOWN_IMAGE, IMAGE_KINDS))
+@pytest.mark.parametrize("cli,kind", _params(IMAGE_CLIS, IMAGE_KINDS))
 def test_bad_image(cli, kind, good, tmp_path, monkeypatch, capsys):
     _run(image_case, cli, good, tmp_path, kind, monkeypatch, capsys)
 
 
-@pytest.mark.parametrize("cli,kind", _params(CKPT_CLIS, {}, CKPT_KINDS))
+@pytest.mark.parametrize("cli,kind", _params(CKPT_CLIS, CKPT_KINDS))
 def test_bad_checkpoint(cli, kind, good, tmp_path, monkeypatch, capsys):
     _run(ckpt_case, cli, good, tmp_path, kind, monkeypatch, capsys)
 
 
-@pytest.mark.parametrize("cli,kind", _params(CONFIG_CLIS, KNOWN_CONFIG, CONFIG_KINDS))
+@pytest.mark.parametrize("cli,kind", _params(CONFIG_CLIS, CONFIG_KINDS))
 def test_bad_config(cli, kind, good, tmp_path, monkeypatch, capsys):
     _run(config_case, cli, good, tmp_path, kind, monkeypatch, capsys)
 
