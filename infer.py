@@ -45,10 +45,12 @@ from ldm.errors import UserError, run_cli
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--folder", default="generation_samples", help="root folder for outputs")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: FOLDER/SAVE_FOLDER_NAME, the original's two flags)")
+    p.add_argument("--folder", default="generation_samples", help="root folder for outputs (default: %(default)s)")
     p.add_argument("--mask_dir", default="DATA/SD-saliency-900/Ground_truth", help="folder of mask images")
     p.add_argument("--prompt", default=None, help="force this prompt for every mask (default: per category)")
-    p.add_argument("--save_folder_name", default="samples", help="output subfolder")
+    p.add_argument("--save_folder_name", default="samples", help="output subfolder of FOLDER (default: %(default)s)")
     p.add_argument("--guidance_scale", type=float, default=3.0, help="classifier-free guidance (2-4 is best)")
     p.add_argument("--batch_size", type=int, default=4, help="masks per batch")
     p.add_argument("--no_plms", action="store_true", help="use DDIM (same as --sampler ddim)")
@@ -65,8 +67,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="base seed; each image's seed derives from it")
     p.add_argument("--num_per_mask", type=int, default=1, help="images per mask")
     p.add_argument("--output_size", type=int, default=None, help="output side in pixels (e.g. 200)")
-    p.add_argument("--device", default=None, help="auto, cuda, cuda:1, cpu (default auto: this rank's GPU if any)")
-    p.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto, this rank's GPU if any)")
+    p.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32",
+                   help="network precision: fp32, or bf16/fp16 autocast (fp16 needs a GPU) (default: fp32)")
     p.add_argument("--weights", choices=("auto", "ema", "raw"), default="auto",
                    help="EMA or trained weights; auto: EMA when the checkpoint has them (default)")
     p.add_argument("--alpha_type", type=float, nargs=3, default=None, metavar=("FULL", "DECAY", "OFF"),
@@ -139,7 +142,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if rank == 0 and pipe.models.extra["weights"] == "ema":
         print("using the checkpoint's EMA weights (--weights raw for the trained ones)")
     progress = tqdm_progress(f"generating ({opts.sampler}, {opts.steps} steps)", rank == 0)
-    root = generate_dataset(pipe, spec, Path(args.folder) / args.save_folder_name, opts,
+    root = generate_dataset(pipe, spec, args.out or Path(args.folder) / args.save_folder_name, opts,
                             background=args.background or args.init_image, rank=rank, world=world,
                             progress=progress)
     if rank == 0:

@@ -68,14 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data_root", default="DATA/SD-saliency-900",
                         help="dataset folder holding 'Source Images' or 'Source_Images' "
                              "(default: %(default)s)")
-    parser.add_argument("--yaml_file", default=None,
+    parser.add_argument("--config", "--yaml_file", dest="yaml_file", default=None,
                         help="YAML config with a 'categories:' list (top level or under 'data:') of "
                              "{name, prefix, index, prompt}; default: inclusion/In, patches/Pa, "
                              "scratches/Sc")
     parser.add_argument("--template", default=DEFAULT_TEMPLATE,
                         help="caption template with fields {prompt}, {name}, {prefix} "
                              "(default: %(default)r)")
-    parser.add_argument("--output", default=None,
+    parser.add_argument("--out", "--output", dest="output", default=None,
                         help=f"output file (default: <data_root>/{CAPTION_FILE})")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing caption file")

@@ -298,11 +298,11 @@ def add_fid_args(parser: argparse.ArgumentParser) -> None:
                         help=f"path to {INCEPTION_FILE} (default: ${INCEPTION_ENV}, model_sem/, torch hub cache)")
     parser.add_argument("--cache_dir", default=str(DEFAULT_CACHE), help="feature cache folder (default %(default)s)")
     parser.add_argument("--no_cache", action="store_true", help="do not read or write the feature cache")
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--kid_subsets", type=int, default=100)
+    parser.add_argument("--batch_size", type=int, default=32, help="images per Inception batch (default %(default)s)")
+    parser.add_argument("--kid_subsets", type=int, default=100, help="random subsets averaged for KID (default %(default)s)")
     parser.add_argument("--kid_subset_size", type=int, default=1000,
                         help="capped at the smaller set size (default %(default)s)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--categories", default=None, help="YAML with a top-level categories: list")
 
 

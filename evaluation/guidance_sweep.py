@@ -190,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="sweep YAML (default %(default)s)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="overrides, e.g. ckpt=PATH category=patches 'scales=[2,3,4]'")
-    parser.add_argument("--no_progress", action="store_true")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     cfg = load_config(args.config, DEFAULT_CONFIG, args.set)
     run_sweep(cfg, progress=not args.no_progress)

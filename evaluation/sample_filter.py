@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threshold", type=float, default=0.6, help="minimum IoU to keep (default 0.6)")
     parser.add_argument("--bin_threshold", type=float, default=0.5, help="map binarisation level (default 0.5)")
     parser.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")
-    parser.add_argument("--device", default=None)
+    parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto)")
     args = parser.parse_args(argv)
     from .detector.predict import Detector
 

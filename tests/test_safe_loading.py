@@ -47,7 +47,7 @@ def _one_error_line(main, argv, capsys) -> str:
 
 def _refused(line: str, marker: Path) -> None:
     assert "refusing to unpickle" in line and "system" in line, line
-    assert "weights_only" not in line and "--allow-unsafe-pickle" not in line, line
+    assert "weights_only" not in line and "--allow_unsafe_pickle" not in line, line
     assert not marker.exists(), "the payload ran"
 
 
@@ -181,7 +181,7 @@ def test_inception_weights_found_implicitly_are_read_safely(tmp_path, capsys, mo
 
 
 def test_model_checkpoint_refusal_names_the_unsafe_flag_only_where_it_exists(tmp_path, capsys, monkeypatch):
-    """infer.py and main.py have no --allow-unsafe-pickle; tools/check_checkpoint.py has."""
+    """infer.py and main.py have no --allow_unsafe_pickle; tools/check_checkpoint.py has."""
     import sys
 
     import infer
@@ -207,4 +207,4 @@ def test_model_checkpoint_refusal_names_the_unsafe_flag_only_where_it_exists(tmp
     _refused(line, marker)
     monkeypatch.setattr(sys, "argv", ["check_checkpoint.py", str(evil)])
     line = _one_error_line(lambda argv: check_checkpoint.main(), [], capsys)
-    assert "refusing to unpickle" in line and "--allow-unsafe-pickle" in line and not marker.exists()
+    assert "refusing to unpickle" in line and "--allow_unsafe_pickle" in line and not marker.exists()

@@ -25,10 +25,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("ckpt", type=Path, help="checkpoint: GLIGEN .bin/.pth, SD-1.x .ckpt or our .safetensors")
     parser.add_argument("--config", type=Path, help="YAML to build the models from (default: the checkpoint's own)")
-    parser.add_argument("--allow-unsafe-pickle", action="store_true",
+    parser.add_argument("--allow_unsafe_pickle", action="store_true",
                         help="load pickles that need arbitrary classes (only for files you trust)")
     args = parser.parse_args()
-    ckpt = read_checkpoint(args.ckpt, args.allow_unsafe_pickle, unsafe_flag="--allow-unsafe-pickle")
+    ckpt = read_checkpoint(args.ckpt, args.allow_unsafe_pickle, unsafe_flag="--allow_unsafe_pickle")
     cfg = load_config(args.config) if args.config else ckpt.config
     if cfg is None:
         print(f"error: {args.ckpt} carries no config; pass --config", file=sys.stderr)

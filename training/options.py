@@ -105,20 +105,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fine-tune DefFiller (GLIGEN-sem on SD-1.x) on mask/image pairs. Runs live in "
                     "OUTPUT_ROOT/name and resume automatically from their latest checkpoint.",
         epilog="examples:\n"
-               "  python main.py --name demo --yaml_file configs/demo.yaml      # CPU demo, no downloads\n"
-               "  python main.py --name exp --DATA_ROOT DATA/SD-saliency-900    # the paper's fine-tuning\n"
+               "  python main.py --name demo --config configs/demo.yaml         # CPU demo, no downloads\n"
+               "  python main.py --name exp --data_root DATA/SD-saliency-900    # the paper's fine-tuning\n"
                "  torchrun --nproc_per_node=4 main.py --name exp --precision bf16\n"
                "Options not given on the command line come from the config's train: section, then "
                "from the defaults shown.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     d = DEFAULTS
     p.add_argument("--name", default=d.name, help="experiment folder OUTPUT_ROOT/name (default: %(default)s)")
-    p.add_argument("--yaml_file", default=d.yaml_file, help="model/data config (default: %(default)s)")
+    p.add_argument("--config", "--yaml_file", dest="yaml_file", default=d.yaml_file,
+                   help="model/data config (default: %(default)s)")
     add = p.add_argument
-    add("--DATA_ROOT", type=optional_path, default=None,
+    add("--data_root", "--DATA_ROOT", dest="DATA_ROOT", type=optional_path, default=None,
         help="dataset folder (Source Images + Ground truth [+ caption.json]) or a folder holding "
              "<data.name>/ (default: the config's data; configs/demo.yaml generates defects procedurally)")
-    add("--OUTPUT_ROOT", default=None, help=f"runs are stored in OUTPUT_ROOT/name (default: {d.OUTPUT_ROOT})")
+    add("--output_root", "--OUTPUT_ROOT", dest="OUTPUT_ROOT", default=None,
+        help=f"runs are stored in OUTPUT_ROOT/name (default: {d.OUTPUT_ROOT})")
     add("--seed", type=int, default=None, help=f"seed for data order, noise and timesteps (default: {d.seed})")
     add("--base_learning_rate", type=float, default=None, help=f"AdamW learning rate (default: {d.base_learning_rate})")
     add("--weight_decay", type=float, default=None, help=f"AdamW weight decay (default: {d.weight_decay})")

@@ -127,9 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--images", required=True, help="image folder or paired dataset root")
     parser.add_argument("--out", required=True, help="output folder for <stem>.png maps")
     parser.add_argument("--split", default=None, help="split JSON: predict only its --subset stems")
-    parser.add_argument("--subset", default="test", choices=("train", "test"))
-    parser.add_argument("--batch_size", type=int, default=None)
-    parser.add_argument("--device", default=None, help="auto | cpu | cuda (default from the checkpoint)")
+    parser.add_argument("--subset", default="test", choices=("train", "test"), help="split part (default: test)")
+    parser.add_argument("--batch_size", type=int, default=None, help="images per batch (default: the checkpoint's)")
+    parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto)")
     args = parser.parse_args(argv)
     stems = None
     if args.split:

@@ -1,0 +1,109 @@
+"""Every command speaks one flag vocabulary: snake_case, a help text on every flag, and the shared
+concepts (config, data root, output, device, seed, guidance) under the same names everywhere."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: module name (importable) or repo-relative script path -> how its main() is called
+COMMANDS = [
+    "main", "infer", "process_json", "app",
+    "evaluation.fid", "evaluation.sod_eval", "evaluation.detector.train", "evaluation.detector.predict",
+    "evaluation.protocols", "evaluation.sample_filter", "evaluation.guidance_sweep", "evaluation.mask_adherence",
+    "maskgen.train", "maskgen.sample", "maskgen.report",
+    "tools/check_checkpoint.py", "tools/check_fixture.py", "tools/gpu_check.py",
+    "benchmarks/bench_infer.py", "benchmarks/bench_grids.py", "benchmarks/bench_infer_fullsize.py",
+    "benchmarks/bench_train.py", "benchmarks/bench_unet.py",
+]
+
+#: the original DefFiller/GLIGEN spellings, kept as aliases (never the canonical, first name)
+ALIASES = {"--yaml_file", "--DATA_ROOT", "--OUTPUT_ROOT", "--guidance", "--batch"}
+
+#: concept (argparse dest) -> its one canonical flag
+CANONICAL = {"config": "--config", "data_root": "--data_root", "device": "--device", "seed": "--seed",
+             "guidance_scale": "--guidance_scale", "threads": "--threads"}
+
+SNAKE = re.compile(r"^--[a-z][a-z0-9_]*$")
+
+
+class _Captured(Exception):
+    def __init__(self, parser: argparse.ArgumentParser) -> None:
+        super().__init__()
+        self.parser = parser
+
+
+def _load(command: str):
+    if command.endswith(".py"):
+        path = REPO / command
+        spec = importlib.util.spec_from_file_location(f"_cli_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.path.insert(0, str(path.parent))
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            sys.path.remove(str(path.parent))
+        return module
+    return importlib.import_module(command)
+
+
+def _parser(command: str, monkeypatch: pytest.MonkeyPatch) -> argparse.ArgumentParser:
+    """The top-level parser ``command``'s main() builds (captured at its first parse call)."""
+    module = _load(command)
+
+    def capture(self, *args, **kwargs):
+        raise _Captured(self)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", capture)
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", capture)
+    monkeypatch.setattr(sys, "argv", [command, "--help"])
+    entry = getattr(module, "main")
+    with pytest.raises(_Captured) as caught:
+        try:
+            entry(["--help"])
+        except TypeError as exc:  # a main() that reads sys.argv itself
+            if "positional argument" not in str(exc):
+                raise
+            entry()
+    return caught.value.parser
+
+
+def _actions(parser: argparse.ArgumentParser):
+    """(parser prog, action) for every action, sub-commands included."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _actions(sub)
+        else:
+            yield parser.prog, action
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_flags_are_snake_case_with_help_and_canonical_names(command: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    problems = []
+    for prog, action in _actions(_parser(command, monkeypatch)):
+        if isinstance(action, argparse._HelpAction) or not action.option_strings:
+            continue
+        first, names = action.option_strings[0], action.option_strings
+        if not SNAKE.match(first):
+            problems.append(f"{prog}: {first} is not a snake_case flag")
+        for alias in names[1:]:
+            if not SNAKE.match(alias) and alias not in ALIASES:
+                problems.append(f"{prog}: alias {alias} is neither snake_case nor an original spelling")
+        if first in ALIASES:
+            problems.append(f"{prog}: {first} is an alias; the canonical name comes first")
+        if action.help is None or (action.help != argparse.SUPPRESS and not action.help.strip()):
+            problems.append(f"{prog}: {first} has no help text")
+        canonical = CANONICAL.get(action.dest)
+        if canonical and canonical not in names:
+            problems.append(f"{prog}: {first} holds {action.dest!r} but is not spelled {canonical}")
+        if action.dest == "device" and action.default not in ("auto", None):
+            problems.append(f"{prog}: --device defaults to {action.default!r}, not auto")
+    assert not problems, "\n".join(problems)
