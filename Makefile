@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/python main.py --name demo --yaml_file configs/demo.yaml
+	$(BIN)/python main.py --name demo --config configs/demo.yaml
 	$(BIN)/python infer.py --ckpt $(DEMO_CKPT) --mask_dir OUTPUT/demo/procedural/Ground_truth \
 		--save_folder_name demo
 	@echo "demo checkpoint:  $(DEMO_CKPT)"
