@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ldm.atomic import write_atomic
-from ldm.errors import UserError
+from ldm.errors import UserError, require_file
 
 BINARIZE_MODES = ("warn", "error", "silent")
 
@@ -42,12 +42,7 @@ def _unreadable(path: Path, exc: BaseException) -> UserError:
 
 
 def _check_file(path: Path) -> None:
-    if path.is_dir():
-        raise UserError(f"{path}: is a folder, not an image file; check the dataset folder")
-    if not path.is_file():
-        if path.is_symlink():
-            raise UserError(f"{path}: broken or looping symbolic link; fix or remove it")
-        raise UserError(f"{path}: file not found; check the dataset folder")
+    require_file(path, "image file", "check the dataset folder")
 
 
 def open_image(path: str | Path, load: bool = True) -> Image.Image:

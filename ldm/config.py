@@ -15,7 +15,7 @@ from typing import Any, Mapping, Optional, Union
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ldm import options as O
-from ldm.errors import UserError
+from ldm.errors import UserError, require_file
 
 REGISTRY = {
     "ldm.modules.unet.UNetModel",
@@ -51,9 +51,7 @@ ORIGINAL_EXTRA = ("train_dataset_names", "grounding_tokenizer_input", "train_dat
 def load_config(path: Union[str, Path], strict: bool = True) -> DictConfig:
     """Read a YAML config; one-line errors if it is missing, malformed, has an unresolvable
     interpolation or (``strict``) an unknown key at the top level or in a part's ``target``/``params``."""
-    path = Path(path)
-    if path.is_dir() or not path.is_file():
-        raise UserError(f"config {path} not found; pass an existing YAML (see configs/)")
+    path = require_file(path, "config file", "pass an existing YAML (see configs/)")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Union
 
 
 class UserError(Exception):
@@ -10,6 +11,22 @@ class UserError(Exception):
 
     Command-line entry points catch it and print ``error: <message>`` on one line.
     """
+
+
+def require_file(path: Union[str, Path], what: str = "file", fix: str = "check the path") -> Path:
+    """``path`` as a Path if it is a readable regular file; else a one-line :class:`UserError` saying
+    whether it is missing, a folder or a broken/looping symbolic link, and ``fix``."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            raise UserError(f"{path}: is a folder, not a {what}; {fix}")
+        if not path.is_file():
+            if path.is_symlink():
+                raise UserError(f"{path}: broken or looping symbolic link, not a {what}; {fix}")
+            raise UserError(f"{path}: {what} not found; {fix}")
+    except OSError as exc:  # symlink loops, permission problems on the path
+        raise UserError(f"{path}: cannot open the {what} ({exc.strerror or type(exc).__name__}); {fix}") from None
+    return path
 
 
 def run_cli(main: Callable[[], int | None]) -> None:

@@ -23,7 +23,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import yaml
 
-from ldm.errors import UserError
+from ldm.errors import UserError, require_file
 
 
 @dataclass(frozen=True)
@@ -139,13 +139,7 @@ def merge(base: Any, update: Any, schema: Any) -> Any:
 def read_yaml(path: Union[str, Path], what: str = "config", fix: str = "pass a YAML mapping of keys to values") -> dict:
     """A YAML file holding a non-empty mapping, as plain Python data; anything else (missing, unreadable,
     malformed, empty, a list or prose) is a one-line error naming the file and ``fix``."""
-    path = Path(path)
-    if path.is_dir():
-        raise UserError(f"{what} {path} is a folder; pass a YAML file")
-    if not path.is_file():
-        if path.is_symlink():
-            raise UserError(f"{what} {path}: broken or looping symbolic link; {fix}")
-        raise UserError(f"{path}: {what} file not found; pass an existing YAML file")
+    path = require_file(path, f"{what} file", "pass an existing YAML file")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

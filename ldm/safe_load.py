@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ldm.errors import UserError
+from ldm.errors import UserError, require_file
 
 __all__ = ["SAFE_GLOBALS", "UnreadableFileError", "UnsafeFileError", "first_line", "safe_torch_load"]
 
@@ -69,14 +69,9 @@ def safe_torch_load(path: str | Path, what: str = "checkpoint", fix: str = "",
     path = Path(path)
     suffix = f"; {fix}" if fix else ""
     try:
-        if path.is_dir():
-            raise UnreadableFileError(f"{path}: is a folder, not a {what} file{suffix}")
-        if not path.is_file():
-            if path.is_symlink():
-                raise UnreadableFileError(f"{path}: broken or looping symbolic link, not a {what}{suffix}")
-            raise UnreadableFileError(f"{path}: {what} not found{suffix}")
-    except OSError as exc:  # symlink loops, permission problems on the path
-        raise UnreadableFileError(f"{path}: cannot open {what} ({exc.strerror or type(exc).__name__}){suffix}") from None
+        require_file(path, what, fix or "check the path")
+    except UserError as exc:
+        raise UnreadableFileError(str(exc)) from None
     if allow_unsafe:
         return torch.load(path, map_location=map_location, weights_only=False)
     try:
