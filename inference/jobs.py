@@ -12,10 +12,9 @@ import torch
 
 from dataset.categories import Category, category_for_file
 from dataset.io import read_mask
-from dataset.pairs import load_captions, natural_key
+from dataset.files import MASK_EXTS, list_by_stem
+from dataset.pairs import load_captions
 from ldm.errors import UserError
-
-MASK_EXTS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
 @dataclass(frozen=True)
@@ -27,6 +26,22 @@ class Job:
     seed: int
 
 
+@dataclass(frozen=True)
+class JobSpec:
+    """Which jobs to run: every mask in ``mask_dir``, ``num_per_mask`` samples each."""
+
+    mask_dir: Path
+    num_per_mask: int = 1
+    seed: int = 0
+    prompt: Optional[str] = None  # None: each mask's category prompt
+    skip_empty: bool = False
+
+    def settings(self) -> dict:
+        """The part of ``generation.json``'s settings these jobs decide."""
+        return dict(mask_dir=str(Path(self.mask_dir).resolve()), num_per_mask=self.num_per_mask, seed=self.seed,
+                    prompt=self.prompt)
+
+
 def job_seed(base_seed: int, stem: str, k: int) -> int:
     """A seed that depends only on (seed, mask, sample index): results do not change with batch size,
     order or the number of ranks."""
@@ -35,20 +50,17 @@ def job_seed(base_seed: int, stem: str, k: int) -> int:
 
 
 def list_masks(mask_dir: Path) -> list[Path]:
-    """Mask files in ``mask_dir`` (natural order); other files are skipped with a warning."""
-    if not mask_dir.is_dir():
-        raise UserError(f"mask folder {mask_dir} not found; pass --mask_dir with your mask PNGs")
-    files, skipped = [], []
-    for path in sorted(mask_dir.iterdir(), key=lambda p: natural_key(p.name)):
-        if path.is_file() and path.suffix.lower() in MASK_EXTS:
-            files.append(path)
-        elif path.is_file() and path.name != "caption.json":
-            skipped.append(path.name)
-    if skipped:
-        warnings.warn(f"{mask_dir}: skipping {len(skipped)} non-image file(s): {', '.join(skipped[:5])}")
-    if not files:
-        raise UserError(f"mask folder {mask_dir} holds no mask images ({', '.join(MASK_EXTS)})")
-    return files
+    """Mask files in ``mask_dir`` in natural order (the table and rules of :mod:`dataset.files`)."""
+    return list(list_by_stem(mask_dir, MASK_EXTS, "mask", flag="--mask_dir").values())
+
+
+def square_mask(path: Path) -> np.ndarray:
+    """The mask's centred square (as the training loader crops), bool H x H."""
+    mask = read_mask(path)
+    h, w = mask.shape
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return mask[top:top + side, left:left + side]
 
 
 def build_jobs(mask_dir: Path, categories: Sequence[Category], num_per_mask: int, seed: int,
@@ -62,15 +74,23 @@ def build_jobs(mask_dir: Path, categories: Sequence[Category], num_per_mask: int
         if candidate.is_file():
             captions = load_captions(candidate)
             break
-    jobs, empty = [], []
+    jobs, empty, cut = [], [], []
     for path in list_masks(mask_dir):
-        if not read_mask(path).any():
+        mask = read_mask(path)
+        if not mask.any():
             empty.append(path.name)
+            continue
+        if not square_mask(path).any():  # the defect lies outside the centred square the model sees
+            cut.append(path.name)
             continue
         category = category_for_file(path.name, categories, captions or None)
         for k in range(num_per_mask):
             name = path.stem if num_per_mask == 1 else f"{path.stem}_s{k}"
             jobs.append(Job(path, name, category, prompt or category.prompt, job_seed(seed, path.stem, k)))
+    if cut:
+        raise UserError(f"{len(cut)} non-square mask(s) in {mask_dir} have no defect inside their centred square, "
+                        f"which is what is generated ({', '.join(cut[:5])}); crop them to a square around the "
+                        "defect")
     if empty and not skip_empty:
         raise UserError(f"{len(empty)} mask(s) in {mask_dir} have no foreground ({', '.join(empty[:5])}); "
                         "remove them or pass --skip_empty_masks")
@@ -86,20 +106,21 @@ def shard(jobs: Sequence[Job], rank: int, world: int) -> list[Job]:
     return list(jobs[rank::world])
 
 
-def job_noise(job: Job, shape: Sequence[int]) -> torch.Tensor:
-    """The starting noise of a job (CPU generator, identical on every device)."""
-    g = torch.Generator().manual_seed(job.seed)
+def seed_noise(seed: int, shape: Sequence[int]) -> torch.Tensor:
+    """The starting noise for ``seed`` (CPU generator, identical on every device)."""
+    g = torch.Generator().manual_seed(int(seed))
     return torch.randn(tuple(shape), generator=g)
 
 
+def job_noise(job: Job, shape: Sequence[int]) -> torch.Tensor:
+    """The starting noise of a job."""
+    return seed_noise(job.seed, shape)
+
+
 def mask_tensor(path: Path, size: int) -> torch.Tensor:
-    """Binary mask as a (size x size) bool tensor: center-crop to square, nearest resize."""
+    """Binary mask as a (size x size) bool tensor: centred square (as in training), nearest resize."""
     from PIL import Image
 
-    mask = read_mask(path)
-    h, w = mask.shape
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    mask = mask[top:top + side, left:left + side]
+    mask = square_mask(path)
     img = Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.NEAREST)
     return torch.from_numpy(np.asarray(img) > 127)
