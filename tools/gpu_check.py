@@ -146,6 +146,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    if args.tiny:
+        torch.set_num_threads(1)  # tiny tensors: more threads only wait for each other
     out = args.out.resolve()
     work = out / "work"
     ctx = Context(device, mode, out, work, PLANS[mode])

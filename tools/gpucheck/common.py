@@ -31,6 +31,7 @@ TINY_DATA = {"name": "procedural", "image_size": 32, "procedural": {"n_per_categ
              "categories": [{"name": "inclusion", "prefix": "In", "index": 1, "prompt": "inclusion"},
                             {"name": "patches", "prefix": "Pa", "index": 2, "prompt": "patches"},
                             {"name": "scratches", "prefix": "Sc", "index": 3, "prompt": "scratches"}]}
+TINY_TIMESTEPS = 50
 
 
 @dataclass
@@ -50,7 +51,9 @@ class Plan:
 PLANS = {
     "full": Plan(warmup=2, iters=10, batches=(1, 4, 16, 32), repeats=2, reference_masks=4, original_masks=2),
     "quick": Plan(warmup=1, iters=3, batches=(1, 4, 16, 32), repeats=1, reference_masks=2, original_masks=1),
-    "tiny": Plan(warmup=1, iters=2, batches=(1, 2), repeats=1, reference_masks=2, original_masks=1),
+    # 50 timesteps and short samplers: every code path, a 50-step reference solve instead of 981
+    "tiny": Plan(warmup=1, iters=1, batches=(1, 2), repeats=1, reference_masks=1, original_masks=1,
+                 samplers=(("plms", 10), ("unipc", 5))),
 }
 
 
@@ -91,6 +94,8 @@ class Context:
         cfg = load_config(TINY_CONFIG if self.tiny else FULL_CONFIG)
         data = TINY_DATA if self.tiny else FULL_DATA
         cfg.data = OmegaConf.merge(cfg.get("data") or {}, data)
+        if self.tiny:
+            cfg.diffusion.params.timesteps = TINY_TIMESTEPS
         return cfg
 
     def checkpoint(self) -> Path:

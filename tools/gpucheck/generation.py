@@ -1,5 +1,5 @@
 """Section 4: generation speed and ODE error, ours (batched, one load) against the original's way
-(reload per mask, batch 1, two forwards per step, PLMS 50, fp32), measured in the same run."""
+(reload per mask, batch 1, two forwards per step, PLMS, fp32), measured in the same run."""
 from __future__ import annotations
 
 import sys
@@ -18,12 +18,31 @@ PRECISION_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.
 
 
 def generate(pipe: Any, jobs: list, sampler: str, steps: int, guidance: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """One batch the way ``infer.py`` generates it (masks -> conditioning once -> sampler with both
-    guidance branches in one forward -> decode); returns (latents, images). Files are not written."""
-    sem, noise, prompts = batch_inputs(pipe, jobs)
-    cond, uncond = pipe.conditioning(sem, prompts)
-    latents = pipe.sample(cond, uncond, noise, sampler, steps, guidance)
-    return latents, pipe.decode(latents)
+    """One batch through the generation library (``inference.generate.generate_batch``, what
+    ``infer.py`` runs per batch, without writing files); returns (latents, images). The latents are
+    read off the pipeline's sampler call for the ODE error."""
+    from inference.generate import GenerationOptions, check_options, generate_batch
+    from inference.jobs import mask_tensor
+
+    precision = {v: k for k, v in PRECISION_DTYPES.items()}[pipe.dtype]
+    opts = GenerationOptions(sampler=sampler, steps=steps, guidance_scale=guidance, precision=precision,
+                             batch_size=len(jobs))
+    check_options(pipe, opts)
+    masks = torch.stack([mask_tensor(j.mask_path, pipe.image_size) for j in jobs]).float()
+    seen: list[torch.Tensor] = []
+    sample = pipe.sample
+
+    def recording_sample(*args: Any, **kwargs: Any) -> torch.Tensor:
+        seen.append(sample(*args, **kwargs))
+        return seen[-1]
+
+    pipe.sample = recording_sample
+    try:
+        images = generate_batch(pipe, masks, [j.category.index for j in jobs], [j.prompt for j in jobs],
+                                [j.seed for j in jobs], opts)
+    finally:
+        del pipe.sample  # back to the class method
+    return seen[-1], images
 
 
 def original_way(ckpt, jobs: list, device: torch.device, guidance: float, steps: int = 50) -> torch.Tensor:
@@ -86,12 +105,13 @@ def section_generation(ctx: Context, log) -> dict[str, Any]:
 
         # the original's way, in this process, same masks and noise as the first reference masks
         orig_jobs = jobs_for(ctx, DefFillerPipeline(models, device), plan.original_masks)
+        orig_steps = dict(plan.samplers)["plms"]
         reset_peak(device)
-        orig_s, orig_lat = timed(lambda: original_way(ckpt, orig_jobs, device, plan.guidance), device)
+        orig_s, orig_lat = timed(lambda: original_way(ckpt, orig_jobs, device, plan.guidance, orig_steps), device)
         n_orig = len(orig_jobs)
         orig = {"images": n_orig, "seconds": round(orig_s, 2), "images_per_s": n_orig / orig_s,
-                "peak_gib": peak_gib(device), "sampler": "plms 50", "precision": "fp32",
-                "ode_error": rms(orig_lat, refs[start_timestep("plms", ac, 50)][:n_orig])}
+                "peak_gib": peak_gib(device), "sampler": f"plms {orig_steps}", "precision": "fp32",
+                "ode_error": rms(orig_lat, refs[start_timestep("plms", ac, orig_steps)][:n_orig])}
         log(f"  original way: {orig['images_per_s']:.4f} img/s ({n_orig} masks, reload each), "
             f"ODE error {orig['ode_error']:.3e}")
         free_memory()
@@ -136,7 +156,7 @@ def section_generation(ctx: Context, log) -> dict[str, Any]:
     qualifying = [r for r in rows if r["ode_error_vs_original"] is not None
                   and r["ode_error_vs_original"] <= ERROR_TOLERANCE]
     best = max(qualifying, key=lambda r: r["speedup_vs_original"], default=None)
-    summary = [f"original way (reload per mask, batch 1, two forwards, PLMS 50, fp32): "
+    summary = [f"original way (reload per mask, batch 1, two forwards, {orig['sampler']}, fp32): "
                f"{orig['images_per_s']:.4f} img/s, ODE error {orig['ode_error']:.3e}"]
     if best is not None:
         summary.append(f"best at equal or lower ODE error (<= {ERROR_TOLERANCE}x the original's): "

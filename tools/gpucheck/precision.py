@@ -8,7 +8,7 @@ import torch
 from tools.gpucheck.common import Context, autocast, free_memory
 from tools.gpucheck.masks import reference_inputs
 
-TIMESTEPS = (981, 500, 50)
+FRACTIONS = (0.98, 0.5, 0.05)  # of the schedule's length: high, middle and low noise
 # A sanity bound, not a quality target: half precision errors are a few percent at most; a broken
 # cast path (overflow, wrong dtype mix) gives errors of order 1 or non-finite values.
 MAX_RELATIVE_BOUND = 0.25
@@ -27,7 +27,8 @@ def section_eps(ctx: Context, log) -> dict[str, Any]:
         eps_fn = guided_eps_fn(pipe.unet, cond, uncond, ctx.plan.guidance)
         x = noise.to(ctx.device)
         rows = []
-        for t in TIMESTEPS:
+        steps = pipe.models.diffusion.num_timesteps
+        for t in (int(f * steps) for f in FRACTIONS):
             tt = torch.full((x.shape[0],), t, device=ctx.device, dtype=torch.long)
             ref = eps_fn(x, tt).float()
             for precision in ctx.precisions[1:]:
