@@ -27,7 +27,7 @@ file under OUT/tracebacks/, and the others still run; exit status 1 if any faile
 
 Weights are random (the zero-initialised output layers and gates get small random values); nothing
 is downloaded or read besides the repository. Generation reads a random checkpoint that the run
-writes into OUT/work (deleted at the end unless --keep-work). The ODE errors are those of a random
+writes into a scratch folder (--work; deleted at the end unless --keep-work). The ODE errors are those of a random
 network and compare samplers with each other, not image quality.
 """
 from __future__ import annotations
@@ -36,6 +36,7 @@ import argparse
 import platform
 import shutil
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -81,8 +82,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--only", nargs="+", metavar="SECTION", default=None,
                    help="run only these sections, by number or name: " +
                         ", ".join(f"{n} ({k})" for k, n, _ in SECTIONS) + " (default: all)")
-    p.add_argument("--keep-work", action="store_true",
-                   help="keep OUT/work (the random checkpoint, run folders, generated images)")
+    p.add_argument("--work", type=Path, default=None,
+                   help="scratch folder for the random checkpoint (about 5 GB for the full config), run folders "
+                        "and generated images (default: a new temporary folder, removed at the end)")
+    p.add_argument("--keep-work", action="store_true", help="keep the scratch folder (its path is printed)")
     return p.parse_args(argv)
 
 
@@ -113,6 +116,8 @@ def resolve_device(choice: Optional[str]):
             raise UserError(f"--device {choice}: no CUDA GPU is visible to torch here; for a CPU dry run "
                             "pass --device cpu --tiny")
         device = torch.device("cuda", device.index or 0)
+        if device.index >= torch.cuda.device_count():
+            raise UserError(f"--device {choice}: only {torch.cuda.device_count()} CUDA GPU(s) here")
     elif device.type != "cpu":
         raise UserError(f"--device {choice!r}: use cuda, cuda:N or cpu")
     return device
@@ -149,7 +154,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.tiny:
         torch.set_num_threads(1)  # tiny tensors: more threads only wait for each other
     out = args.out.resolve()
-    work = out / "work"
+    work = (args.work or Path(tempfile.mkdtemp(prefix="gpu_check_"))).resolve()
     ctx = Context(device, mode, out, work, PLANS[mode])
     titles = {k: t for k, _, t in SECTIONS}
     numbers = {k: n for k, n, _ in SECTIONS}
@@ -181,7 +186,9 @@ def main(argv: Optional[list[str]] = None) -> int:
               + (f": {results[key]['error']}" if results[key].get("error") else ""), flush=True)
         meta["total_s"] = round(time.perf_counter() - started, 1)
         write_report(out, meta, titles, results)  # after every section: a killed run keeps what it measured
-    if not args.keep_work:
+    if args.keep_work:
+        print(f"gpu_check: scratch files kept in {work}", flush=True)
+    else:
         shutil.rmtree(work, ignore_errors=True)
     failed = [k for k, r in results.items() if r["status"] != "pass"]
     print(f"gpu_check: {len(keys) - len(failed)}/{len(keys)} sections passed in {meta['total_s']:.0f} s; "

@@ -5,8 +5,9 @@
 ``training.distributed`` starts a process group only for WORLD_SIZE > 1 (a world of one trains
 without DDP). On a one-GPU machine this worker starts the group itself (NCCL on CUDA, gloo on
 CPU) and hands the trainer a rank record that reports itself distributed, so the world-size-1 run
-goes through the DDP wrapper and every collective the trainer uses (all-reduce of the loss,
-barriers, the RNG-state gather of a save) exactly as a multi-GPU run does.
+(with gradient checkpointing, as the full config trains) goes through the DDP wrapper and every
+collective the trainer uses (all-reduce of the loss, barriers, the RNG-state gather of a save)
+exactly as a multi-GPU run does.
 """
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ def main() -> int:
         ctx = Context(device, mode, args.out.parent, args.runs, PLANS[mode])
         with random_weight_trainer(device) as trainer_module:
             tr = make_trainer(ctx, trainer_module, "ddp", info=info, precision=args.precision,
-                              total_iters=args.iters)
+                              total_iters=args.iters, gradient_checkpointing="true")
             no_checkpoint_writes(tr)
             probe = StepProbe(tr, device)
             start = time.perf_counter()

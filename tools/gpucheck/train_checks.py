@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from tools.gpucheck.common import (Context, free_memory, peak_gib, random_weight_trainer, reset_peak, sync,
+from tools.gpucheck.common import (Context, free_memory, one_line, peak_gib, random_weight_trainer, reset_peak, sync,
                                    train_argv)
 
 
@@ -128,9 +128,14 @@ def section_train(ctx: Context, log) -> dict[str, Any]:
     with random_weight_trainer(ctx.device) as trainer_module:
         for precision in ctx.precisions:
             for checkpointing in (True, False):
-                row = train_one(ctx, trainer_module, precision, checkpointing)
-                log(f"  {precision:4s} checkpointing={str(checkpointing):5s} {row['s_per_it']} s/it, "
-                    f"peak {row['peak_gib']} GiB, ok={row['ok']}")
+                try:  # one setting's crash (e.g. an fp16 kernel) must not hide the others' figures
+                    row = train_one(ctx, trainer_module, precision, checkpointing)
+                except (Exception, SystemExit) as exc:
+                    row = {"precision": precision, "gradient_checkpointing": checkpointing, "ok": False,
+                           "error": one_line(exc)}
+                    free_memory()
+                log(f"  {precision:4s} checkpointing={str(checkpointing):5s} {row.get('s_per_it')} s/it, "
+                    f"peak {row.get('peak_gib')} GiB, ok={row['ok']}" + (f" ({row['error']})" if "error" in row else ""))
                 rows.append(row)
     bad = [f"{r['precision']}/{'ckpt' if r['gradient_checkpointing'] else 'no-ckpt'}" for r in rows if not r["ok"]]
     return {"ok": not bad, "rows": rows, "failed": bad}
