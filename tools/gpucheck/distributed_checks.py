@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -21,7 +22,7 @@ def torchrun(ctx: Context, args: list[str], log_name: str, timeout: int) -> subp
     if ctx.tiny:
         env["OMP_NUM_THREADS"] = "1"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout)
     logs = ctx.out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     (logs / f"{log_name}.log").write_text(f"$ {' '.join(cmd)}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
@@ -49,12 +50,12 @@ def section_ddp(ctx: Context, log) -> dict[str, Any]:
     if proc.returncode != 0 or not result_file.is_file():
         raise RuntimeError(f"torchrun DDP step failed ({failure_line(proc)}); full log in logs/ddp.log")
     res = json.loads(result_file.read_text())
-    finite = all(isinstance(v, float) and v == v and abs(v) != float("inf") for v in res["losses"])
+    finite = bool(res["losses"]) and all(math.isfinite(v) for v in res["losses"])
     res.update(precision=precision, wall_s_incl_start=seconds, losses_finite=finite,
                ok=bool(finite and res["wrapper"] == "DistributedDataParallel" and res["iterations"] == iters
                        and res["backend"] == ("nccl" if ctx.cuda else "gloo")))
     log(f"  {res['backend']} DDP world {res['world_size']}: {res['iterations']} iterations, wrapper {res['wrapper']}, "
-        f"losses {['%.4f' % v for v in res['losses']]}")
+        "losses " + ", ".join(f"{v:.4f}" for v in res["losses"]))
     return res
 
 

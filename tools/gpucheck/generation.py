@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from functools import partial
 from typing import Any
 
 import torch
@@ -85,7 +86,7 @@ def reference_solves(ctx: Context, pipe: Any, log) -> dict[int, torch.Tensor]:
     eps_fn = guided_eps_fn(pipe.unet, cond, uncond, ctx.plan.guidance)
     refs = {}
     for t0 in starts:
-        seconds, lat = timed(lambda: sample_reference(eps_fn, noise.to(ctx.device), ac, t0), ctx.device)
+        seconds, lat = timed(partial(sample_reference, eps_fn, noise.to(ctx.device), ac, t0), ctx.device)
         refs[t0] = lat.float().cpu()
         log(f"  reference solve from t={t0} ({t0 + 1} evaluations, {len(prompts)} masks): {seconds:.1f} s")
     return refs
@@ -110,7 +111,7 @@ def sweep_precision(ctx: Context, models: Any, precision: str, refs: dict[int, t
             times, peaks = [], []
             for _ in range(plan.repeats):
                 reset_peak(device)
-                seconds, (lat, images) = timed(lambda: generate(pipe, jobs, sampler, steps, plan.guidance), device)
+                seconds, (lat, images) = timed(partial(generate, pipe, jobs, sampler, steps, plan.guidance), device)
                 times.append(seconds)
                 peaks.append(peak_gib(device))
             row = {"precision": precision, "sampler": f"{sampler} {steps}", "batch": b,
@@ -170,8 +171,8 @@ def section_generation(ctx: Context, log) -> dict[str, Any]:
     qualifying = [r for r in rows if r["ode_error_vs_original"] is not None
                   and r["ode_error_vs_original"] <= ERROR_TOLERANCE]
     best = max(qualifying, key=lambda r: r["speedup_vs_original"], default=None)
-    summary = [f"original way (reload per mask, batch 1, two forwards, {orig['sampler']}, fp32): "
-               f"{orig['images_per_s']:.4f} img/s, ODE error {orig['ode_error']:.3e}"]
+    summary = [(f"original way (reload per mask, batch 1, two forwards, {orig['sampler']}, fp32): "
+                f"{orig['images_per_s']:.4f} img/s, ODE error {orig['ode_error']:.3e}")]
     if best is not None:
         summary.append(f"best at equal or lower ODE error (<= {ERROR_TOLERANCE}x the original's): "
                        f"{best['precision']} {best['sampler']} batch {best['batch']}: {best['speedup_vs_original']}x "
