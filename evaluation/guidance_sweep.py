@@ -22,11 +22,11 @@ from omegaconf import DictConfig, OmegaConf
 from dataset.categories import categories_from_config
 from inference.generate import GenerationOptions, generate_dataset, load_pipeline
 from inference.jobs import JobSpec
+from ldm.atomic import savefig_atomic
 from ldm.errors import UserError, run_cli
 
-from ldm.atomic import savefig_atomic
 from .config import CONFIG_DIR, REPO, load_config
-from .fid import (FeatureExtractor, InceptionFeatures, folder_features, fid_from_features,
+from .fid import (FeatureExtractor, InceptionFeatures, fid_from_features, folder_features,
                   kid_from_features)
 from .folders import MASK_EXTS, category_of, list_by_stem, mask_folder
 from .report import write_tables

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from dataset.categories import Category, category_for_file
-from dataset.io import read_mask
 from dataset.files import MASK_EXTS, list_by_stem
+from dataset.io import read_mask
 from dataset.pairs import load_captions
 from ldm.errors import UserError
 
@@ -35,6 +35,10 @@ class JobSpec:
     seed: int = 0
     prompt: Optional[str] = None  # None: each mask's category prompt
     skip_empty: bool = False
+
+    def __post_init__(self) -> None:
+        if self.num_per_mask < 1:
+            raise UserError(f"--num_per_mask must be at least 1, got {self.num_per_mask}")
 
     def settings(self) -> dict:
         """The part of ``generation.json``'s settings these jobs decide."""

@@ -83,8 +83,9 @@ def test_sweep_errors(tmp_path, capsys):
 def test_sweep_generates_in_process_with_one_model_load(tmp_path, monkeypatch):
     import json
 
-    import evaluation.guidance_sweep as gs
     from tiny_model import make_tiny_checkpoint
+
+    import evaluation.guidance_sweep as gs
 
     ckpt = make_tiny_checkpoint(tmp_path / "tiny.safetensors")
     write_procedural_dataset(tmp_path / "real", 3, size=32, seed=1)

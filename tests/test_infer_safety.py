@@ -2,10 +2,14 @@
 import errno
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from tiny_model import make_tiny_checkpoint, write_masks
 
 import dataset.files
 import dataset.pairs
@@ -16,9 +20,9 @@ from inference.jobs import build_jobs, list_masks
 from inference.lock import LOCK_NAME, FolderLock
 from inference.writer import PairedWriter
 from ldm.errors import UserError
-from tiny_model import make_tiny_checkpoint, write_masks
 
 NAMES = ["In_1", "Sc_2"]
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -52,14 +56,25 @@ def test_second_writer_refused_and_stale_lock_taken_over(tiny, tmp_path):
     ckpt, masks = tiny
     out = tmp_path / "s"
     out.mkdir()
-    with FolderLock(out):  # a live writer (another open file description: flock conflicts as between processes)
-        with pytest.raises(UserError, match=rf"being written by another run \(pid {os.getpid()} on .*{LOCK_NAME}"):
+    holder = subprocess.Popen(  # another process writing into the folder
+        [sys.executable, "-c", "import sys, time; from inference.lock import FolderLock; "
+         "FolderLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)", str(out)],
+        cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(UserError, match=rf"being written by another run \(pid {holder.pid} on .*{LOCK_NAME}"):
             infer.main(args(ckpt, masks, tmp_path))
         assert listing(out) == [LOCK_NAME]
-    (out / LOCK_NAME).write_text("pid 999999999 on elsewhere")  # left by a killed run: no flock held
+    finally:
+        holder.kill()  # SIGKILL: the lock file stays behind, naming a dead process
+        holder.wait()
+    assert (out / LOCK_NAME).read_text().startswith(f"pid {holder.pid}")
     assert infer.main(args(ckpt, masks, tmp_path)) == 0
     assert sorted(json.loads((out / "generation.json").read_text())["images"]) == sorted(NAMES)
     assert not (out / LOCK_NAME).exists()
+    with FolderLock(out):  # in-process too: flock conflicts between open file descriptions
+        with pytest.raises(UserError, match="being written by another run"):
+            infer.main(args(ckpt, masks, tmp_path))
 
 
 @pytest.mark.parametrize("extra, key", [
@@ -88,12 +103,13 @@ def test_every_output_setting_is_checked_on_resume(tiny, done, tmp_path, extra, 
     (["--guidance_scale=-inf"], "--guidance_scale must be a finite number"),
     (["--output_size", 0], "--output_size must be a positive"),
     (["--output_size", -3], "--output_size must be a positive"),
-    (["--device", "tpu"], "--device 'tpu' unknown"),
+    (["--device", "tpu"], "--device 'tpu':? unknown"),
     (["--steps", 5000], "--steps 5000: steps must be in 1..1000"),
     (["--steps", -2], "--steps must be >= 1"),
     (["--strength", "nan", "--init_image", "x.png"], "--strength must be in"),
     (["--alpha_type", "nan", 0, 0], "alpha_type"),
     (["--dilate", -1, "--background", "x.png"], "--dilate must be >= 0"),
+    (["--num_per_mask", 0], "--num_per_mask must be at least 1"),
 ])
 def test_bad_values_are_one_line_errors_and_write_nothing(tiny, tmp_path, extra, message):
     ckpt, masks = tiny
@@ -197,3 +213,23 @@ def test_stale_temp_files_are_removed_and_never_outputs(tiny, tmp_path):
     assert infer.main(args(ckpt, masks, tmp_path)) == 0
     assert not any(p.exists() for p in stale)
     assert sorted(p.name for p in (out / "Source_Images").iterdir()) == ["In_1.png", "Sc_2.png"]
+
+
+def test_generate_batch_matches_the_dataset_pairs(tiny, done):
+    """The one-batch API (tensors in, tensors out) reproduces a pair infer.py wrote."""
+    import torch
+
+    from inference.generate import GenerationOptions, generate_batch, load_pipeline
+    from inference.jobs import mask_tensor
+
+    ckpt, masks = tiny
+    pipe = load_pipeline(ckpt, device="cpu")
+    record = json.loads((done / "generation.json").read_text())["images"]["Sc_2"]
+    opts = GenerationOptions(sampler="ddim", steps=1, batch_size=2)
+    mask = mask_tensor(masks / "Sc_2.png", pipe.image_size)[None].float()
+    image = generate_batch(pipe, mask, [2], [record["prompt"]], [record["seed"]], opts)
+    assert image.shape == (1, 3, pipe.image_size, pipe.image_size) and 0 <= image.min() <= image.max() <= 1
+    saved = torch.from_numpy(np.array(Image.open(done / "Source_Images" / "Sc_2.png"))).permute(2, 0, 1)
+    assert (image[0] * 255).round().sub(saved).abs().max() <= 1
+    with pytest.raises(UserError, match="needs one background image per mask"):
+        generate_batch(pipe, mask, [2], ["p"], [0], GenerationOptions(mode="implant", steps=1))
