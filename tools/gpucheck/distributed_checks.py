@@ -40,8 +40,8 @@ def section_ddp(ctx: Context, log) -> dict[str, Any]:
     """Section 3a: ``Trainer.train()`` inside DDP in a torchrun world of one."""
     result_file = ctx.work / "ddp_result.json"
     result_file.unlink(missing_ok=True)
-    precision = "bf16"
-    iters = ctx.plan.warmup + 2
+    precision = "bf16" if ctx.cuda else "fp32"  # CPU: the code path, without slow emulated bf16
+    iters = ctx.plan.warmup + (1 if ctx.tiny else 2)
     args = ["--module", "tools.gpucheck.ddp_worker", "--out", str(result_file), "--runs", str(ctx.work / "ddp"),
             "--device", str(ctx.device), "--precision", precision, "--iters", str(iters)] + (["--tiny"] if ctx.tiny else [])
     start = time.perf_counter()
