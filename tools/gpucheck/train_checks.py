@@ -156,6 +156,15 @@ def section_resume(ctx: Context, log) -> dict[str, Any]:
     """Section 2: N iterations in one go vs N-1, a checkpoint on disk, then a new Trainer resuming."""
     precision = "fp16" if ctx.cuda else "bf16"
     split, total = 2, 3
+    deterministic = torch.backends.cudnn.deterministic
+    torch.backends.cudnn.deterministic = True  # fewer run-to-run differences to tell from resume errors
+    try:
+        return _resume(ctx, log, precision, split, total)
+    finally:
+        torch.backends.cudnn.deterministic = deterministic
+
+
+def _resume(ctx: Context, log, precision: str, split: int, total: int) -> dict[str, Any]:
     common = dict(precision=precision, enable_ema="true", ema_rate=0.5)
     with random_weight_trainer(ctx.device) as trainer_module:
         full = make_trainer(ctx, trainer_module, "resume_full", total_iters=total, **common)
