@@ -68,7 +68,8 @@ def main() -> int:
                   "losses": probe.losses, "iterations": tr.iteration, "seconds": round(total, 3),
                   "s_per_it_last": round(probe.marks[-1] - probe.marks[-2], 4) if len(probe.marks) > 1 else None,
                   "gathered": gathered,
-                  "peak_gib": round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2) if device.type == "cuda" else None}
+                  "peak_gib": (round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2)
+                               if device.type == "cuda" else None)}
         if info.rank == 0:
             write_text_atomic(json.dumps(result), args.out)
     finally:

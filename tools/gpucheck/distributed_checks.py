@@ -43,7 +43,8 @@ def section_ddp(ctx: Context, log) -> dict[str, Any]:
     precision = "bf16" if ctx.cuda else "fp32"  # CPU: the code path, without slow emulated bf16
     iters = ctx.plan.warmup + (1 if ctx.tiny else 2)
     args = ["--module", "tools.gpucheck.ddp_worker", "--out", str(result_file), "--runs", str(ctx.work / "ddp"),
-            "--device", str(ctx.device), "--precision", precision, "--iters", str(iters)] + (["--tiny"] if ctx.tiny else [])
+            "--device", str(ctx.device), "--precision", precision, "--iters", str(iters)]
+    args += ["--tiny"] if ctx.tiny else []
     start = time.perf_counter()
     proc = torchrun(ctx, args, "ddp", timeout=900)
     seconds = round(time.perf_counter() - start, 1)

@@ -53,6 +53,7 @@ def original_way(ckpt, jobs: list, device: torch.device, guidance: float,
     latents and the seconds spent loading."""
     sys.path.insert(0, str(REPO / "benchmarks"))
     from bench_infer import original_eps_fn
+
     from ldm.checkpoint import load_models
     from ldm.diffusion.samplers import SAMPLERS
     from ldm.pipeline import DefFillerPipeline
@@ -191,5 +192,5 @@ def section_generation(ctx: Context, log) -> dict[str, Any]:
             "reference_masks": plan.reference_masks, "guidance": plan.guidance,
             "target_met": bool(best and best["speedup_vs_original"] >= TARGET_SPEEDUP),
             "note": "random weights: ODE errors compare samplers on one network, not image quality; "
-                    "times exclude writing PNGs (both ways) and our one checkpoint load; ode_error is measured on the largest batch's "
-                    "first reference masks and shown on every batch size's row"}
+                    "times exclude writing PNGs (both ways) and our one checkpoint load; ode_error is measured "
+                    "on the largest batch's first reference masks and shown on every batch size's row"}

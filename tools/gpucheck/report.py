@@ -31,7 +31,8 @@ def _section_md(key: str, title: str, res: Mapping[str, Any]) -> list[str]:
     status = res.get("status", "not run")
     out = [f"## {title}", "", f"**{status.upper()}** ({res.get('seconds', 0):.1f} s)"]
     if res.get("error"):
-        out += ["", f"error: `{res['error']}`" + (f" (traceback: `{res['traceback']}`)" if res.get("traceback") else "")]
+        where = f" (traceback: `{res['traceback']}`)" if res.get("traceback") else ""
+        out += ["", f"error: `{res['error']}`{where}"]
     figures = res.get("figures") or {}
     scalars = {k: v for k, v in figures.items() if not isinstance(v, (list, dict)) or
                (isinstance(v, list) and v and not isinstance(v[0], dict))}

@@ -9,8 +9,16 @@ from typing import Any
 
 import torch
 
-from tools.gpucheck.common import (Context, free_memory, one_line, peak_gib, random_weight_trainer, reset_peak, sync,
-                                   train_argv)
+from tools.gpucheck.common import (
+    Context,
+    free_memory,
+    one_line,
+    peak_gib,
+    random_weight_trainer,
+    reset_peak,
+    sync,
+    train_argv,
+)
 
 
 def make_trainer(ctx: Context, trainer_module: Any, name: str, info: Any = None, **over: Any) -> Any:
@@ -134,8 +142,9 @@ def section_train(ctx: Context, log) -> dict[str, Any]:
                     row = {"precision": precision, "gradient_checkpointing": checkpointing, "ok": False,
                            "error": one_line(exc)}
                     free_memory()
+                error = f" ({row['error']})" if "error" in row else ""
                 log(f"  {precision:4s} checkpointing={str(checkpointing):5s} {row.get('s_per_it')} s/it, "
-                    f"peak {row.get('peak_gib')} GiB, ok={row['ok']}" + (f" ({row['error']})" if "error" in row else ""))
+                    f"peak {row.get('peak_gib')} GiB, ok={row['ok']}{error}")
                 rows.append(row)
     bad = [f"{r['precision']}/{'ckpt' if r['gradient_checkpointing'] else 'no-ckpt'}" for r in rows if not r["ok"]]
     return {"ok": not bad, "rows": rows, "failed": bad}
