@@ -44,7 +44,7 @@ def main() -> int:
             return True
 
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = D.resolve_device(args.device, local_rank)
+    device = torch.device("cuda", local_rank) if args.device.startswith("cuda") else torch.device("cpu")
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,10 +31,13 @@ def torchrun(ctx: Context, args: list[str], log_name: str, timeout: int) -> subp
 
 
 def failure_line(proc: subprocess.CompletedProcess) -> str:
-    """The child's ``error: ...`` line, else its last non-empty stderr line."""
+    """The child's ``error: ...`` line or the first exception line of its traceback (not torchrun's
+    own ChildFailedError), else its last non-empty stderr line."""
     lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("error:") or "Error" in line]
-    return (errors or lines or [f"exit status {proc.returncode}"])[-1][:300]
+    errors = [line for line in lines if line.startswith("error:")]
+    errors += [line for line in lines
+               if re.match(r"^[\w.]*(Error|Exception)\b.*:", line) and "ChildFailedError" not in line]
+    return (errors or lines[-1:] or [f"exit status {proc.returncode}"])[0][:300]
 
 
 def section_ddp(ctx: Context, log) -> dict[str, Any]:
