@@ -27,7 +27,7 @@ file under OUT/tracebacks/, and the others still run; exit status 1 if any faile
 
 Weights are random (the zero-initialised output layers and gates get small random values); nothing
 is downloaded or read besides the repository. Generation reads a random checkpoint that the run
-writes into a scratch folder (--work; deleted at the end unless --keep-work). The ODE errors are
+writes into a scratch folder (--work; deleted at the end unless --keep_work). The ODE errors are
 those of a random network and compare samplers with each other, not image quality. --tiny uses a
 50-step noise schedule with PLMS 10 / UniPC 5 so that its reference solve takes seconds. The
 report is rewritten after every section, so a run cut short keeps what it measured; rerun single
@@ -90,7 +90,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--work", type=Path, default=None,
                    help="scratch folder for the random checkpoint (about 5 GB for the full config), run folders "
                         "and generated images (default: a new temporary folder, removed at the end)")
-    p.add_argument("--keep-work", action="store_true", help="keep the scratch folder (its path is printed)")
+    p.add_argument("--keep_work", action="store_true", help="keep the scratch folder (its path is printed)")
     return p.parse_args(argv)
 
 
