@@ -13,11 +13,7 @@ save a checkpoint and exit with 128 + the signal number (143 / 130).
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Optional, Sequence
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ldm.errors import UserError, run_cli  # noqa: E402
 

@@ -17,8 +17,13 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from dataset.categories import (Category, categories_from_config, category_for_file,
-                                category_from_prefix, load_categories_yaml)
+from dataset.categories import (
+    Category,
+    categories_from_config,
+    category_for_file,
+    category_from_prefix,
+    load_categories_yaml,
+)
 from dataset.io import write_json_atomic
 from dataset.pairs import CAPTION_FILE, list_images
 from ldm.errors import UserError, run_cli

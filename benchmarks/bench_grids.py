@@ -21,26 +21,29 @@ PLMS 50 stay float32, as the original runs.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_infer import batch_inputs  # noqa: E402
+from benchmarks.bench_infer import batch_inputs  # noqa: E402
 from dataset.categories import categories_from_config  # noqa: E402
 from inference.jobs import build_jobs  # noqa: E402
 from ldm.checkpoint import load_models  # noqa: E402
 from ldm.cli import add_guidance_scale, add_threads, positive_int  # noqa: E402
 from ldm.diffusion.guidance import guided_eps_fn  # noqa: E402
-from ldm.diffusion.samplers import (_dpmpp_2m, _unipc, logsnr_timesteps, sample_plms,  # noqa: E402
-                                   sample_reference, strictly_decreasing)
-from ldm.pipeline import DefFillerPipeline  # noqa: E402
+from ldm.diffusion.samplers import (  # noqa: E402
+    _dpmpp_2m,
+    _unipc,
+    logsnr_timesteps,
+    sample_plms,
+    sample_reference,
+    strictly_decreasing,
+)
 from ldm.errors import run_cli  # noqa: E402
+from ldm.pipeline import DefFillerPipeline  # noqa: E402
 
 
 def grid_families(ac: torch.Tensor, t_start: int, steps: int, rho: float = 7.0) -> dict[str, list[int]]:

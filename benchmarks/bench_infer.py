@@ -22,6 +22,7 @@ random-weight model is made (numbers then only show the pipeline overheads).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import resource
 import subprocess
@@ -34,14 +35,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
 
 from dataset.sem_dataset import one_hot_sem  # noqa: E402
 from inference.jobs import build_jobs, job_noise, mask_tensor  # noqa: E402
 from ldm.checkpoint import load_models  # noqa: E402
 from ldm.cli import add_guidance_scale, add_threads, positive_int  # noqa: E402
-from ldm.diffusion.guidance import guided_eps_fn  # noqa: E402
+from ldm.diffusion.guidance import guided_eps_fn, original_eps_fn  # noqa: E402
 from ldm.diffusion.samplers import SAMPLERS, sample_ddim_dense, sample_reference, start_timestep  # noqa: E402
 from ldm.pipeline import DefFillerPipeline  # noqa: E402
 
@@ -53,16 +52,12 @@ def batch_inputs(pipe: DefFillerPipeline, jobs):
     return sem, noise, [j.prompt for j in jobs]
 
 
-def original_eps_fn(unet, sem, context, uc, scale):
-    """The original's per-step work: two forwards, mask encoder + downsampler inside each."""
-    def eps_fn(x, t):
-        b = x.shape[0]
-        extra = unet.downsample_grounding(sem)
-        e_c = unet(x, t, context, unet.encode_grounding(sem, torch.ones(b, device=x.device)), extra)
-        null = unet.encode_grounding(torch.zeros_like(sem), torch.zeros(b, device=x.device))
-        e_u = unet(x, t, uc, null, unet.downsample_grounding(sem))
-        return e_u + scale * (e_c - e_u)
-    return eps_fn
+def _tiny_model():
+    """The test suite's tiny random-weight model (tests/tiny_model.py), for runs without --ckpt."""
+    spec = importlib.util.spec_from_file_location("tiny_model", REPO / "tests" / "tiny_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_mode(args) -> dict:
@@ -97,7 +92,8 @@ def run_mode(args) -> dict:
     elapsed = time.perf_counter() - start
     out = torch.cat(latents)
     save_file({"latents": out.contiguous()}, args.out)
-    return {"seconds": elapsed, "images": len(jobs), "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
+    peak_rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    return {"seconds": elapsed, "images": len(jobs), "peak_rss_gb": peak_rss_gb}
 
 
 REFERENCES = {"dense": sample_ddim_dense, "reference": sample_reference}
@@ -143,10 +139,9 @@ def main() -> None:
         return
     tmp = Path(tempfile.mkdtemp(prefix="bench_infer_"))
     if args.ckpt is None:
-        from tiny_model import make_tiny_checkpoint
-        args.ckpt = make_tiny_checkpoint(tmp / "tiny.safetensors")
+        args.ckpt = _tiny_model().make_tiny_checkpoint(tmp / "tiny.safetensors")
     if args.mask_dir is None:
-        from tiny_model import write_masks
+        write_masks = _tiny_model().write_masks
         names = [f"{c}_{i}" for i in range(1, 1 + (args.masks + 2) // 3) for c in ("In", "Pa", "Sc")]
         args.mask_dir = tmp / "masks"
         write_masks(args.mask_dir, names[: args.masks], size=200)

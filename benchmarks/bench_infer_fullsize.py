@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,18 +27,15 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_infer import original_eps_fn  # noqa: E402
 from ldm.build import build_models  # noqa: E402
 from ldm.checkpoint import load_models, model_sections, save_checkpoint  # noqa: E402
 from ldm.cli import add_config, add_device, positive_int  # noqa: E402
 from ldm.config import load_config  # noqa: E402
-from ldm.diffusion.guidance import guided_eps_fn  # noqa: E402
-from ldm.pipeline import DefFillerPipeline  # noqa: E402
 from ldm.device import pick_device  # noqa: E402
+from ldm.diffusion.guidance import guided_eps_fn, original_eps_fn  # noqa: E402
 from ldm.errors import run_cli  # noqa: E402
+from ldm.pipeline import DefFillerPipeline  # noqa: E402
 
 
 def median_time(fn, repeats: int, device: torch.device) -> float:
@@ -115,12 +111,14 @@ def main() -> None:
             ours = guided_eps_fn(unet, *pipe.conditioning(sem, ["scratches"] * n), 3.0)
             rows.append((n, t_cond, {k: timed_eval(ours, x, t, v) for k, v in precisions.items()}))
     orig_img_s = 1 / (t_load + 51 * t_orig)
-    where = f"{torch.cuda.get_device_name(device)}" if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    cpu = f"CPU, {torch.get_num_threads()} threads"
+    where = f"{torch.cuda.get_device_name(device)}" if device.type == "cuda" else cpu
     print(f"config {Path(args.config).name}, random weights, {where}; {peak_memory_gb(device)}")
     print(f"checkpoint load {t_load:.1f} s | one evaluation the original way (batch 1, two forwards, fp32) "
           f"{t_orig:.3f} s/image | projected original way (reload + PLMS 50) {orig_img_s:.4f} img/s")
     samplers = [("PLMS 50", 51)] + [(f.replace(":", " "), int(f.split(":")[1])) for f in args.fast]
-    print(f"{'masks':>5s} {'precision':9s} {'s/eval':>7s} {'per image':>9s} " + " ".join(f"{s:>16s}" for s, _ in samplers))
+    print(f"{'masks':>5s} {'precision':9s} {'s/eval':>7s} {'per image':>9s} "
+          + " ".join(f"{s:>16s}" for s, _ in samplers))
     for n, t_cond, t_ours in rows:
         for precision, t_eval in t_ours.items():
             speedups = [n / (t_cond + evals * t_eval) / orig_img_s for _, evals in samplers]

@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from ldm.cli import add_config, add_data_root, add_threads, non_negative_int, positive_int  # noqa: E402
 

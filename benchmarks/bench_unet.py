@@ -13,14 +13,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ldm.build import build_models  # noqa: E402
 from ldm.cli import add_config, add_threads, positive_int  # noqa: E402
@@ -118,7 +114,8 @@ def main() -> None:
     n_ours = sum(q.numel() for q in ours.parameters()) / 1e6
     n_peer = sum(q.numel() for q in peer.parameters()) / 1e6
     print(f"config {args.config}, batch {b}, latent {s}x{s}, fp32, {args.threads} threads, {args.repeats} repeats")
-    print(f"params: ours {n_ours:.1f} M (incl. mask encoder {sum(q.numel() for q in ours.position_net.parameters()) / 1e6:.1f} M), "
+    n_encoder = sum(q.numel() for q in ours.position_net.parameters()) / 1e6
+    print(f"params: ours {n_ours:.1f} M (incl. mask encoder {n_encoder:.1f} M), "
           f"diffusers {n_peer:.1f} M")
     print(f"ours      {mo * 1e3:9.1f} ms/forward  (min {min(t_ours) * 1e3:.1f})")
     print(f"diffusers {mp * 1e3:9.1f} ms/forward  (min {min(t_peer) * 1e3:.1f})")

@@ -19,20 +19,20 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-from unittest import mock
 from pathlib import Path
 from typing import Callable, Mapping, Protocol, Sequence
+from unittest import mock
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from dataset.io import image_size, read_image
+from ldm.atomic import write_atomic
 from ldm.device import pick_device
 from ldm.errors import UserError, run_cli
 from ldm.safe_load import safe_torch_load
 
-from ldm.atomic import write_atomic
 from .config import REPO
 from .folders import IMAGE_EXTS, category_of, few, image_folder, list_by_stem
 
@@ -299,7 +299,8 @@ def add_fid_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache_dir", default=str(DEFAULT_CACHE), help="feature cache folder (default %(default)s)")
     parser.add_argument("--no_cache", action="store_true", help="do not read or write the feature cache")
     parser.add_argument("--batch_size", type=int, default=32, help="images per Inception batch (default %(default)s)")
-    parser.add_argument("--kid_subsets", type=int, default=100, help="random subsets averaged for KID (default %(default)s)")
+    parser.add_argument("--kid_subsets", type=int, default=100,
+                        help="random subsets averaged for KID (default %(default)s)")
     parser.add_argument("--kid_subset_size", type=int, default=1000,
                         help="capped at the smaller set size (default %(default)s)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
@@ -308,7 +309,8 @@ def add_fid_args(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evaluation.fid",
-                                     description="FID and KID per category and overall between a real and a generated folder.")
+                                     description="FID and KID per category and overall between a real and a "
+                                                 "generated folder.")
     parser.add_argument("--real", required=True, help="real images: folder or paired dataset root")
     parser.add_argument("--fake", required=True, help="generated images: folder or paired layout")
     parser.add_argument("--out", default=None, help="write OUT.md and OUT.csv")

@@ -25,8 +25,17 @@ from scipy import ndimage
 
 from dataset.categories import categories_from_config
 from dataset.io import write_json_atomic
-from evaluation.folders import (MASK_EXTS, MaskReader, category_of, few, image_folder, list_by_stem, mask_folder,
-                                match_by_stem, read_gray)
+from evaluation.folders import (
+    MASK_EXTS,
+    MaskReader,
+    category_of,
+    few,
+    image_folder,
+    list_by_stem,
+    mask_folder,
+    match_by_stem,
+    read_gray,
+)
 from ldm.errors import UserError, run_cli
 
 REFERENCE_SIDE = 256

@@ -266,7 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     exp.add_argument("--split", default=None, help="split JSON (default: a new split from --ratio and --seed)")
     exp.add_argument("--ratio", default="9:1", help="train:test ratio for a new split (default 9:1)")
     exp.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
-    exp.add_argument("--subset", default="train", choices=("train", "test"), help="split part to export (default: train)")
+    exp.add_argument("--subset", default="train", choices=("train", "test"),
+                     help="split part to export (default: train)")
     args = parser.parse_args(argv)
     if args.cmd == "export-masks":
         export_masks(args.data_root, args.out, args.split, args.ratio, args.seed, args.subset)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from ldm.atomic import savefig_atomic, write_text_atomic
+
 from .sod_metrics import HIGHER_IS_BETTER, TITLES
 
 PAPER_METRICS = ("S", "MAE", "E_max", "F_max")

@@ -20,9 +20,9 @@ import numpy as np
 
 from dataset.io import write_json_atomic
 from dataset.pairs import IMAGE_DIRS, MASK_DIRS, Pair, find_pairs
+from ldm.atomic import write_text_atomic
 from ldm.errors import UserError, run_cli
 
-from ldm.atomic import write_text_atomic
 from .folders import MaskReader, few, resize_map
 from .report import csv_text
 from .sod_metrics import binary_iou
@@ -120,7 +120,8 @@ def filter_samples(generated: str | Path, out: str | Path, predict: Predictor, t
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evaluation.sample_filter",
-                                     description="Keep generated pairs whose detector prediction matches the mask (IoU >= threshold).")
+                                     description="Keep generated pairs whose detector prediction matches the "
+                                                 "mask (IoU >= threshold).")
     parser.add_argument("--ckpt", required=True, help="detector.pt from evaluation.detector.train")
     parser.add_argument("--generated", required=True, help="generated pairs (Source_Images/ + Ground_truth/)")
     parser.add_argument("--out", required=True, help="output folder for the kept pairs")

@@ -283,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed for picking grid masks")
     p.add_argument("--no_fid", action="store_true", help="skip mask FID even when Inception weights exist")
     p.add_argument("--inception", help="path to the Inception weights for mask FID (see evaluation.fid)")
-    p.add_argument("--device", default="auto", help="device for the Inception network: auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--device", default="auto",
+                   help="device for the Inception network: auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--max_ks_area", type=float,
                    help="exit with status 1 when any category's KS statistic on area exceeds this")
     return p

@@ -222,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", choices=sorted(SAMPLERS), help="ldm.diffusion.samplers sampler")
     p.add_argument("--steps", type=int, help="sampler steps")
     p.add_argument("--eta", type=float, help="DDIM eta (0 = deterministic)")
-    p.add_argument("--guidance_scale", "--guidance", dest="guidance", type=float, help="classifier-free guidance scale on the class (1 = off)")
+    p.add_argument("--guidance_scale", "--guidance", dest="guidance", type=float,
+                   help="classifier-free guidance scale on the class (1 = off)")
     p.add_argument("--no_clip_x0", action="store_true", help="do not clip the predicted clean mask to [-1, 1]")
     p.add_argument("--threshold", type=float, help="binarisation threshold on the [0, 1] scale")
     p.add_argument("--min_area", type=float,

@@ -7,14 +7,11 @@ Tests that need it skip with a message saying so when it is absent.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 
 def _shared_dir() -> Path:

@@ -9,8 +9,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ldm.build import build_models
-from ldm.checkpoint import (CheckpointError, export_gligen, load_models, model_sections, read_checkpoint,
-                            save_checkpoint)
+from ldm.checkpoint import CheckpointError, export_gligen, load_models, model_sections, read_checkpoint, save_checkpoint
 from ldm.config import load_config, to_original_targets
 from tools import check_checkpoint
 
@@ -68,8 +67,8 @@ def test_check_checkpoint_cli_ok(tmp_path, tiny_cfg, tiny_sections):
     out = subprocess.run([sys.executable, str(REPO / "tools" / "check_checkpoint.py"), str(path)],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    lines = [l for l in out.stdout.splitlines() if l.strip().endswith("ok")]
-    assert [l.split()[0] for l in lines] == ["model", "autoencoder", "text_encoder", "diffusion"]
+    lines = [line for line in out.stdout.splitlines() if line.strip().endswith("ok")]
+    assert [line.split()[0] for line in lines] == ["model", "autoencoder", "text_encoder", "diffusion"]
 
 
 def test_missing_key_is_named(tmp_path, monkeypatch, capsys, tiny_cfg, tiny_sections):

@@ -68,11 +68,12 @@ def plant(kind: str, dest: Path) -> Path:
 @pytest.fixture(scope="module")
 def good(tmp_path_factory) -> dict[str, Path]:
     """Valid inputs every case starts from (copied before a zoo file is planted)."""
+    from tiny_model import make_tiny_checkpoint
+
     from dataset.procedural import write_procedural_dataset
     from evaluation.config import load_config, to_plain
     from evaluation.detector.model import build_model
     from evaluation.detector.train import DEFAULT_CONFIG
-    from tiny_model import make_tiny_checkpoint
 
     root = tmp_path_factory.mktemp("good")
     pairs = root / "pairs"

@@ -11,8 +11,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dataset import (DEFAULT_CATEGORIES, categories_from_config, category_for_file, find_pairs,
-                     load_captions, read_image, read_mask, write_procedural_dataset)
+from dataset import (
+    DEFAULT_CATEGORIES,
+    categories_from_config,
+    category_for_file,
+    find_pairs,
+    load_captions,
+    read_image,
+    read_mask,
+    write_procedural_dataset,
+)
 from dataset.pairs import natural_key
 from ldm.errors import UserError
 

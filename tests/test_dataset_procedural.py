@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from dataset import (ProceduralDefectDataset, SemanticMaskDataset, find_pairs, generate_pair,
-                     read_image, read_mask, write_procedural_dataset)
+from dataset import (
+    ProceduralDefectDataset,
+    SemanticMaskDataset,
+    find_pairs,
+    generate_pair,
+    read_image,
+    read_mask,
+    write_procedural_dataset,
+)
 from dataset.sem_dataset import image_to_tensor
 from ldm.errors import UserError
 

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 
+import process_json
 from dataset import category_for_file, find_pairs, load_captions, write_procedural_dataset
 from ldm.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-import process_json  # noqa: E402
 
 
 @pytest.fixture()

@@ -137,10 +137,10 @@ def test_expansion_end_to_end_via_cli(data, capsys):
 
 
 def test_train_predict_resume_and_filter_with_real_detector(data, tmp_path):
+    from dataset.pairs import find_pairs
     from evaluation.detector.predict import Detector, select_images, write_maps
     from evaluation.detector.train import train_detector
     from evaluation.sample_filter import main as filter_main
-    from dataset.pairs import find_pairs
 
     cfg = load_config(None, "configs/eval/detector.yaml", TINY + ["train.epochs=2"])
     pairs = find_pairs(data / "real")[:6]

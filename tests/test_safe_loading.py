@@ -184,9 +184,10 @@ def test_model_checkpoint_refusal_names_the_unsafe_flag_only_where_it_exists(tmp
     """infer.py and main.py have no --allow_unsafe_pickle; tools/check_checkpoint.py has."""
     import sys
 
+    from tiny_model import write_masks
+
     import infer
     import main as train_main
-    from tiny_model import write_masks
     from tools import check_checkpoint
 
     marker = tmp_path / "marker"

@@ -3,8 +3,17 @@ import pytest
 import torch
 
 from ldm.diffusion.guidance import Conditioning, guided_eps_fn
-from ldm.diffusion.samplers import (SAMPLERS, sample_ddim, sample_ddim_dense, sample_dpmpp_2m, sample_plms,
-                                   sample_reference, sample_unipc, start_timestep, uniform_timesteps)
+from ldm.diffusion.samplers import (
+    SAMPLERS,
+    sample_ddim,
+    sample_ddim_dense,
+    sample_dpmpp_2m,
+    sample_plms,
+    sample_reference,
+    sample_unipc,
+    start_timestep,
+    uniform_timesteps,
+)
 from ldm.diffusion.schedule import NoiseSchedule, schedule_buffers
 
 
@@ -178,9 +187,10 @@ def test_fewer_step_solvers_beat_ddim20_on_a_mixture_ode():
 
 def test_fewer_step_solvers_beat_ddim20_on_the_tiny_guided_model(tmp_path):
     """The issue's check on the real generation path (tiny random model, guidance 3)."""
+    from tiny_model import make_tiny_checkpoint
+
     from ldm.checkpoint import load_models
     from ldm.pipeline import DefFillerPipeline
-    from tiny_model import make_tiny_checkpoint
 
     pipe = DefFillerPipeline(load_models(make_tiny_checkpoint(tmp_path / "tiny.safetensors")))
     size = pipe.image_size

@@ -7,9 +7,9 @@ import os
 import signal
 
 import pytest
+from train_helpers import make_trainer, tiny_train_config
 
 from ldm.checkpoint import load_models
-from train_helpers import make_trainer, tiny_train_config
 from training.checkpointing import RunCheckpoints, load_state
 
 

@@ -5,10 +5,10 @@ from collections import Counter
 
 import pytest
 import torch
+from train_helpers import REPO
 
 from ldm.config import load_config
 from ldm.errors import UserError
-from train_helpers import REPO
 from training.data import SampleStream, build_dataset, grid_indices, make_loader
 
 FULL = REPO / "configs" / "sd_saliency_900.yaml"

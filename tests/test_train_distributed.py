@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from train_helpers import REPO, tiny_train_config
+
 from training.checkpointing import load_state
 
 

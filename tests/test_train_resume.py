@@ -5,8 +5,8 @@ import json
 
 import pytest
 import torch
-
 from train_helpers import make_trainer, tiny_train_config
+
 from training.checkpointing import load_state
 
 

@@ -13,8 +13,6 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from ldm.build import build_models  # noqa: E402
 from ldm.checkpoint import CheckpointError, fit_sections, read_checkpoint  # noqa: E402
 from ldm.config import PARTS, load_config  # noqa: E402

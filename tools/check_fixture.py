@@ -10,13 +10,10 @@ the mask encoder, downsampler, UNet, PLMS/DDIM samplers with guidance 3, and the
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ldm.build import build_models  # noqa: E402
 from ldm.config import load_config  # noqa: E402

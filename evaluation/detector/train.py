@@ -23,12 +23,12 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from dataset.io import write_json_atomic
-from ldm.device import pick_device
-from training.lr_schedule import WarmupSchedule
-from ldm.errors import UserError, run_cli
-
 from ldm.atomic import torch_save_atomic
+from ldm.device import pick_device
+from ldm.errors import UserError, run_cli
 from ldm.safe_load import first_line, safe_torch_load
+from training.lr_schedule import WarmupSchedule
+
 from ..config import CONFIG_DIR, load_config, to_plain
 from .data import SaliencyPairs
 from .model import build_model

@@ -46,3 +46,17 @@ def guided_eps_fn(unet: torch.nn.Module, cond: Conditioning, uncond: Optional[Co
         return e_u + guidance_scale * (e_c - e_u)
 
     return eps_fn
+
+
+def original_eps_fn(unet: torch.nn.Module, sem: torch.Tensor, context: torch.Tensor, uc: torch.Tensor,
+                    scale: float) -> EpsFn:
+    """Guidance the way the original DefFiller computes it (the benchmarks' reference): two forwards per
+    evaluation, with the mask encoder and the downsampler run inside each."""
+    def eps_fn(x, t):
+        b = x.shape[0]
+        extra = unet.downsample_grounding(sem)
+        e_c = unet(x, t, context, unet.encode_grounding(sem, torch.ones(b, device=x.device)), extra)
+        null = unet.encode_grounding(torch.zeros_like(sem), torch.zeros(b, device=x.device))
+        e_u = unet(x, t, uc, null, unet.downsample_grounding(sem))
+        return e_u + scale * (e_c - e_u)
+    return eps_fn

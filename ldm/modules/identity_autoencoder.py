@@ -19,7 +19,8 @@ class IdentityAutoencoder(nn.Module):
         a list gives one factor per latent channel.
     """
 
-    def __init__(self, channels: int = 3, downscale: int = 1, scale_factor: Union[float, Sequence[float]] = 1.0) -> None:
+    def __init__(self, channels: int = 3, downscale: int = 1,
+                 scale_factor: Union[float, Sequence[float]] = 1.0) -> None:
         super().__init__()
         if int(downscale) < 1:
             raise ValueError(f"downscale must be >= 1, got {downscale}")

@@ -7,7 +7,6 @@ import contextlib
 import gc
 import resource
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +17,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 FULL_CONFIG = REPO / "configs" / "sd_saliency_900.yaml"
 TINY_CONFIG = REPO / "tests" / "assets" / "tiny.yaml"

@@ -2,13 +2,12 @@
 (reload per mask, batch 1, two forwards per step, PLMS, fp32), measured in the same run."""
 from __future__ import annotations
 
-import sys
 from functools import partial
 from typing import Any
 
 import torch
 
-from tools.gpucheck.common import REPO, Context, free_memory, median, one_line, peak_gib, reset_peak, timed
+from tools.gpucheck.common import Context, free_memory, median, one_line, peak_gib, reset_peak, timed
 from tools.gpucheck.masks import batch_inputs, jobs_for
 
 # "Equal or lower ODE error" allows this much: PLMS 50 ours and the original's way solve the same
@@ -51,10 +50,8 @@ def original_way(ckpt, jobs: list, device: torch.device, guidance: float,
     """The original DefFiller loop: per mask, load the checkpoint, encode both prompts, PLMS with two
     forwards per evaluation (mask encoder and downsampler inside each), decode; fp32. Returns the
     latents and the seconds spent loading."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from bench_infer import original_eps_fn
-
     from ldm.checkpoint import load_models
+    from ldm.diffusion.guidance import original_eps_fn
     from ldm.diffusion.samplers import SAMPLERS
     from ldm.pipeline import DefFillerPipeline
 
