@@ -18,33 +18,26 @@ image (SDEdit). ``torchrun --nproc_per_node=N infer.py ...`` shards the masks ac
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from pathlib import Path
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from dataset.categories import categories_from_config
-from dataset.sem_dataset import one_hot_sem
-from inference.implant import blend_hook, composite, dilate, latent_mask, list_backgrounds, load_background
-from inference.jobs import build_jobs, job_noise, mask_tensor, shard
-from inference.preview import write_preview
-from inference.writer import PairedWriter
-from ldm.checkpoint import file_sha256, load_models
-from ldm.diffusion.samplers import SAMPLERS, start_timestep
+from inference.generate import (
+    DEFAULT_STEPS,
+    PRECISIONS,
+    GenerationOptions,
+    generate_dataset,
+    load_pipeline,
+)
+from inference.jobs import JobSpec
+from inference.writer import RECORD
+from ldm.diffusion.samplers import SAMPLERS
 from ldm.errors import UserError, run_cli
-from ldm.pipeline import DefFillerPipeline
-
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-# PLMS/DDIM: the paper's 50. UniPC 20 and DPM-Solver++ 25 solve the same ODE from the same start with
-# 0.2-1.2x and 0.5-1.9x PLMS 50's error on four demo checkpoints, far under one grey level of the
-# output (benchmarks/README.md)
-DEFAULT_STEPS = {"plms": 50, "ddim": 50, "dpmsolver++": 25, "unipc": 20}
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -101,111 +94,56 @@ def setup_distributed() -> tuple[int, int, int]:
     return rank, world, local
 
 
-def pick_device(arg: Optional[str], local_rank: int, precision: str) -> torch.device:
-    device = torch.device(arg) if arg else torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda requested but no CUDA GPU is available; use --device cpu")
-    if precision == "fp16" and device.type != "cuda":
-        raise UserError("--precision fp16 needs a CUDA GPU; use bf16 or fp32 on CPU")
-    return device
+def options_from_args(args: argparse.Namespace) -> GenerationOptions:
+    """Flags -> validated options (one-line errors naming the flag)."""
+    if args.background and args.init_image:
+        raise UserError("use either --background (implant) or --init_image (SDEdit), not both")
+    mode = "implant" if args.background else "sdedit" if args.init_image else "generate"
+    return GenerationOptions(sampler=args.sampler or ("ddim" if args.no_plms else "plms"), steps=args.steps,
+                             guidance_scale=args.guidance_scale, negative_prompt=args.negative_prompt,
+                             alpha_type=tuple(args.alpha_type) if args.alpha_type else None, mode=mode,
+                             strength=args.strength, dilate=args.dilate, precision=args.precision,
+                             output_size=args.output_size, grayscale=args.grayscale, batch_size=args.batch_size)
 
 
-def image_batch(paths: list[Path], size: int, channels: int) -> torch.Tensor:
-    """Real images in [-1, 1] with the model's channel count (grey = mean of RGB)."""
-    images = torch.cat([load_background(p, size) for p in paths])
-    return images.mean(1, keepdim=True) if channels == 1 else images
+def tqdm_progress(desc: str, enabled: bool):
+    """A ``progress(done, total)`` callback drawing a tqdm bar with images per second."""
+    state: dict = {}
 
-
-def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
-    if images.shape[-1] == size:
-        return images
-    return F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+    def progress(done: int, total: int) -> None:
+        if "bar" not in state:
+            state["bar"] = tqdm(total=total, desc=desc, unit="img", disable=not enabled)
+            state["start"] = time.perf_counter()
+            return
+        bar = state["bar"]
+        bar.update(done - bar.n)
+        bar.set_postfix(img_s=f"{done / max(time.perf_counter() - state['start'], 1e-9):.2f}")
+        if done >= total:
+            bar.close()
+    return progress
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
-    sampler = args.sampler or ("ddim" if args.no_plms else "plms")
-    args.steps = args.steps if args.steps is not None else DEFAULT_STEPS[sampler]
-    if args.steps < 1:
-        raise UserError(f"--steps must be >= 1, got {args.steps}")
-    if not 0 < args.strength <= 1:
-        raise UserError("--strength must be in (0, 1]")
-    if args.background and args.init_image:
-        raise UserError("use either --background (implant) or --init_image (SDEdit), not both")
+    opts = options_from_args(args)
     rank, world, local = setup_distributed()
-    device = pick_device(args.device, local, args.precision)
     ckpt = args.ckpt or find_default_ckpt()
     if rank == 0:
         print(f"checkpoint {ckpt}")
-    models = load_models(ckpt, config=args.config, device=device, weights=args.weights)
-    if rank == 0 and models.extra["weights"] == "ema":
+    pipe = load_pipeline(ckpt, device=args.device, precision=args.precision, weights=args.weights,
+                         config=args.config, local_rank=local)
+    if rank == 0 and pipe.models.extra["weights"] == "ema":
         print("using the checkpoint's EMA weights (--weights raw for the trained ones)")
-    try:  # step counts the schedule cannot hold (e.g. UniPC beyond its 981 start)
-        start_timestep(sampler, models.diffusion.alphas_cumprod, args.steps)
-    except ValueError as err:
-        raise UserError(f"--steps {args.steps}: {err}") from None
-    pipe = DefFillerPipeline(models, device, PRECISIONS[args.precision])
-    categories = categories_from_config(models.config.get("data", {}).get("categories"))
-    jobs = build_jobs(Path(args.mask_dir), categories, args.num_per_mask, args.seed, args.prompt,
-                      args.skip_empty_masks)
-    size = pipe.image_size
-    out_size = args.output_size or size
-    mode = "implant" if args.background else "sdedit" if args.init_image else "generate"
-    settings = dict(checkpoint=str(ckpt), checkpoint_sha256=file_sha256(ckpt), sampler=sampler, steps=args.steps,
-                    guidance_scale=args.guidance_scale, seed=args.seed, negative_prompt=args.negative_prompt,
-                    alpha_type=args.alpha_type, output_size=out_size, mode=mode,
-                    strength=args.strength if mode == "sdedit" else None, precision=args.precision,
-                    weights=models.extra["weights"])
-    writer = PairedWriter(Path(args.folder) / args.save_folder_name, settings, rank)
-    index = {job.name: i for i, job in enumerate(jobs)}
-    todo = [j for j in shard(jobs, rank, world) if not writer.done(j.name)]
-    extras = list_backgrounds(args.background or args.init_image) if mode != "generate" else []
-    bar = tqdm(total=len(todo), desc=f"generating ({sampler}, {args.steps} steps)", unit="img", disable=rank != 0)
-    start, made = time.perf_counter(), 0
-    for lo in range(0, len(todo), args.batch_size):
-        batch = todo[lo:lo + args.batch_size]
-        masks = torch.stack([mask_tensor(j.mask_path, size) for j in batch])
-        sem = one_hot_sem(masks, torch.tensor([j.category.index for j in batch]), pipe.in_dim)
-        noise = torch.stack([job_noise(j, pipe.latent_shape(1)[1:]) for j in batch]).to(device)
-        cond, uncond = pipe.conditioning(sem, [j.prompt for j in batch], args.negative_prompt)
-        hook, start_step, x = None, 0, noise
-        picked = [extras[index[j.name] % len(extras)] for j in batch] if extras else []
-        if mode != "generate":
-            real = image_batch(picked, size, pipe.image_channels).to(device)
-            z_real = pipe.encode_images(real)
-        if mode == "implant":
-            region = dilate(masks.unsqueeze(1).to(device), args.dilate)
-            keep = latent_mask(region, noise.shape[-1])
-            hook = blend_hook(z_real, keep, models.diffusion, noise)
-        elif mode == "sdedit":
-            start_step = args.steps - max(1, round(args.strength * args.steps))
-            t0 = start_timestep(sampler, models.diffusion.alphas_cumprod, args.steps, start_step)
-            x = models.diffusion.q_sample(z_real, torch.full((len(batch),), t0, device=device), noise)
-        latents = pipe.sample(cond, uncond, x, sampler, args.steps, args.guidance_scale, hook=hook,
-                              alpha_type=args.alpha_type, start_step=start_step)
-        images = pipe.decode(latents)
-        if mode == "implant":
-            images = composite(images, (real + 1) / 2, region)
-        images = resize_images(images, out_size)
-        for j, img, extra in zip(batch, images, picked or [None] * len(batch)):
-            record = dict(mask=str(j.mask_path), category=j.category.name, prompt=j.prompt, seed=j.seed,
-                          sampler=sampler, steps=args.steps, guidance_scale=args.guidance_scale)
-            if extra is not None:
-                record["background" if mode == "implant" else "init_image"] = str(extra)
-            writer.write(j.name, img, mask_tensor(j.mask_path, out_size), record, args.grayscale)
-        writer.flush()
-        made += len(batch)
-        bar.update(len(batch))
-        bar.set_postfix(img_s=f"{made / (time.perf_counter() - start):.2f}")
-    bar.close()
-    writer.flush()
-    if world > 1:
-        torch.distributed.barrier()
+    spec = JobSpec(Path(args.mask_dir), args.num_per_mask, args.seed, args.prompt, args.skip_empty_masks)
+    progress = tqdm_progress(f"generating ({opts.sampler}, {opts.steps} steps)", rank == 0)
+    root = generate_dataset(pipe, spec, Path(args.folder) / args.save_folder_name, opts,
+                            background=args.background or args.init_image, rank=rank, world=world,
+                            progress=progress)
     if rank == 0:
-        path = writer.merge()
-        preview = write_preview(writer.root, [j.name for j in jobs])
-        print(f"done: {len(jobs)} pairs in {writer.root} (records in {path.name}"
-              + (f", first pairs with mask outlines in {preview.name})" if preview else ")"))
+        count = len(json.loads((root / RECORD).read_text())["images"])
+        preview = root / "preview.png"
+        print(f"done: {count} pairs in {root} (records in {RECORD}"
+              + (f", first pairs with mask outlines in {preview.name})" if preview.is_file() else ")"))
     if world > 1:
         torch.distributed.destroy_process_group()
     return 0

@@ -27,6 +27,22 @@ class Job:
     seed: int
 
 
+@dataclass(frozen=True)
+class JobSpec:
+    """Which jobs to run: every mask in ``mask_dir``, ``num_per_mask`` samples each."""
+
+    mask_dir: Path
+    num_per_mask: int = 1
+    seed: int = 0
+    prompt: Optional[str] = None  # None: each mask's category prompt
+    skip_empty: bool = False
+
+    def settings(self) -> dict:
+        """The part of ``generation.json``'s settings these jobs decide."""
+        return dict(mask_dir=str(Path(self.mask_dir).resolve()), num_per_mask=self.num_per_mask, seed=self.seed,
+                    prompt=self.prompt)
+
+
 def job_seed(base_seed: int, stem: str, k: int) -> int:
     """A seed that depends only on (seed, mask, sample index): results do not change with batch size,
     order or the number of ranks."""
@@ -86,10 +102,15 @@ def shard(jobs: Sequence[Job], rank: int, world: int) -> list[Job]:
     return list(jobs[rank::world])
 
 
-def job_noise(job: Job, shape: Sequence[int]) -> torch.Tensor:
-    """The starting noise of a job (CPU generator, identical on every device)."""
-    g = torch.Generator().manual_seed(job.seed)
+def seed_noise(seed: int, shape: Sequence[int]) -> torch.Tensor:
+    """The starting noise for ``seed`` (CPU generator, identical on every device)."""
+    g = torch.Generator().manual_seed(int(seed))
     return torch.randn(tuple(shape), generator=g)
+
+
+def job_noise(job: Job, shape: Sequence[int]) -> torch.Tensor:
+    """The starting noise of a job."""
+    return seed_noise(job.seed, shape)
 
 
 def mask_tensor(path: Path, size: int) -> torch.Tensor:

@@ -1,0 +1,293 @@
+"""The generation library behind ``infer.py``: mask(s) in, image(s) or a paired dataset out.
+
+API::
+
+    opts = GenerationOptions(sampler="plms", steps=None, guidance_scale=3.0, negative_prompt="",
+                             alpha_type=None, mode="generate", strength=0.8, dilate=4,
+                             precision="fp32", output_size=None, grayscale=False, batch_size=4)
+        # validated on construction (UserError naming the infer.py flag); steps=None -> DEFAULT_STEPS
+    pipe = load_pipeline(ckpt, device=None, precision="fp32", weights="auto", config=None, local_rank=0)
+        # DefFillerPipeline; checks nothing about opts (see check_options)
+    check_options(pipe, opts)                    # steps the checkpoint's schedule can hold, fp16 needs CUDA
+    images = generate_batch(pipe, masks, category_indices, prompts, seeds, opts, backgrounds=None)
+        # masks B x H x W in {0, 1} at pipe.image_size; backgrounds B x 3 x H x W in [0, 1] (implant/sdedit)
+        # -> B x C x H x W in [0, 1] at the model size, no file I/O
+    resize_images(images, size)                  # -> B x C x size x size (bicubic, antialiased)
+    root = generate_dataset(pipe, JobSpec(mask_dir, num_per_mask, seed, prompt, skip_empty), out_dir, opts,
+                            background=None, rank=0, world=1, progress=None, preview=True)
+        # writes out_dir/{Source_Images,Ground_truth}/, generation.json, preview.png; resumes; returns out_dir
+    settings = settings_for(pipe, opts, spec=None, background=None)   # generation.json "settings"
+    record = record_for(mask, category, prompt, seed, opts, source=None)  # one generation.json image entry
+
+One pair by hand (a web page): ``PairedWriter(root, settings_for(pipe, opts))``, then
+``writer.write(name, image, mask, record_for(...), opts.grayscale)``, ``writer.flush()``, ``writer.merge()``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from dataset.categories import categories_from_config
+from dataset.sem_dataset import one_hot_sem
+from inference.implant import (
+    blend_hook,
+    composite,
+    dilate,
+    latent_mask,
+    list_backgrounds,
+    load_background,
+)
+from inference.jobs import Job, JobSpec, build_jobs, mask_tensor, seed_noise, shard
+from inference.preview import write_preview
+from inference.writer import PairedWriter
+from ldm.checkpoint import file_sha256, load_models
+from ldm.diffusion.samplers import SAMPLERS, start_timestep
+from ldm.errors import UserError
+from ldm.pipeline import DefFillerPipeline
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+MODES = ("generate", "implant", "sdedit")
+# PLMS/DDIM: the paper's 50; UniPC and DPM-Solver++ reach PLMS 50's error in fewer (benchmarks/README.md)
+DEFAULT_STEPS = {"plms": 50, "ddim": 50, "dpmsolver++": 25, "unipc": 20}
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """How to generate; every field matches the ``infer.py`` flag of the same name."""
+
+    sampler: str = "plms"
+    steps: Optional[int] = None  # None: DEFAULT_STEPS[sampler]
+    guidance_scale: float = 3.0
+    negative_prompt: str = ""
+    alpha_type: Optional[tuple[float, float, float]] = None
+    mode: str = "generate"
+    strength: float = 0.8  # sdedit only
+    dilate: int = 4        # implant only
+    precision: str = "fp32"
+    output_size: Optional[int] = None  # None: the model size
+    grayscale: bool = False
+    batch_size: int = 4
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise UserError(f"--sampler {self.sampler!r} unknown; choose from {', '.join(sorted(SAMPLERS))}")
+        if self.steps is None:
+            object.__setattr__(self, "steps", DEFAULT_STEPS[self.sampler])
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise UserError(f"--steps must be >= 1, got {self.steps}")
+        if not math.isfinite(self.guidance_scale):
+            raise UserError(f"--guidance_scale must be a finite number, got {self.guidance_scale}")
+        if self.mode not in MODES:
+            raise UserError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if not (math.isfinite(self.strength) and 0 < self.strength <= 1):
+            raise UserError(f"--strength must be in (0, 1], got {self.strength}")
+        if self.dilate < 0:
+            raise UserError(f"--dilate must be >= 0 pixels, got {self.dilate}")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.output_size is not None and self.output_size < 1:
+            raise UserError(f"--output_size must be a positive number of pixels, got {self.output_size}")
+        if self.batch_size < 1:
+            raise UserError(f"--batch_size must be >= 1, got {self.batch_size}")
+        if self.alpha_type is not None:
+            alpha = tuple(float(a) for a in self.alpha_type)
+            if len(alpha) != 3 or not all(math.isfinite(a) for a in alpha):
+                raise UserError(f"--alpha_type needs three finite fractions, got {list(self.alpha_type)}")
+            object.__setattr__(self, "alpha_type", alpha)
+
+
+def pick_device(arg: Optional[str] = None, local_rank: int = 0) -> torch.device:
+    """``cpu``, ``cuda``, ``cuda:N``, ``mps``; None or ``auto``: this rank's GPU when there is one."""
+    if arg in (None, "", "auto"):
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(arg)
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"--device {arg!r} unknown; use auto, cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda requested but no CUDA GPU is available; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"--device {arg}: only {torch.cuda.device_count()} CUDA GPU(s) here")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError("--device mps requested but MPS is not available; use --device cpu")
+    return device
+
+
+def load_pipeline(ckpt: str | Path, device: Optional[str | torch.device] = None, precision: str = "fp32",
+                  weights: str = "auto", config: Optional[str | Path] = None,
+                  local_rank: int = 0) -> DefFillerPipeline:
+    """Load every part of a checkpoint once and wrap it in a pipeline on ``device``.
+
+    ``pipe.models.extra`` carries ``checkpoint_path``, ``checkpoint_sha256``, ``weights`` (ema/raw)
+    and ``config_path`` for the records.
+    """
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    device = device if isinstance(device, torch.device) else pick_device(device, local_rank)
+    if precision == "fp16" and device.type != "cuda":
+        raise UserError("--precision fp16 needs a CUDA GPU; use bf16 or fp32 on CPU")
+    ckpt = Path(ckpt)
+    models = load_models(ckpt, config=config, device=device, weights=weights)
+    models.extra["checkpoint_sha256"] = file_sha256(ckpt)
+    models.extra["config_path"] = str(config) if config is not None else None
+    models.extra["config_sha256"] = file_sha256(config) if config is not None else None
+    return DefFillerPipeline(models, device, PRECISIONS[precision])
+
+
+def check_options(pipe: DefFillerPipeline, opts: GenerationOptions) -> None:
+    """What only the loaded model can tell: step counts its schedule holds, fp16 on CUDA only."""
+    try:  # e.g. UniPC beyond its 981 start
+        start_timestep(opts.sampler, pipe.models.diffusion.alphas_cumprod, opts.steps)
+    except ValueError as err:
+        raise UserError(f"--steps {opts.steps}: {err}") from None
+    if PRECISIONS[opts.precision] != pipe.dtype:
+        raise UserError(f"options ask for --precision {opts.precision} but the pipeline was loaded with "
+                        f"{pipe.dtype}; load it with precision={opts.precision!r}")
+
+
+def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
+    """B x C x H x W in [0, 1] -> B x C x size x size (bicubic, antialiased, clamped)."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    return F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+
+
+@torch.no_grad()
+def generate_batch(pipe: DefFillerPipeline, masks: torch.Tensor, category_indices: Sequence[int],
+                   prompts: Sequence[str], seeds: Sequence[int], opts: GenerationOptions,
+                   backgrounds: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """One batch, no file I/O: B x C x H x W images in [0, 1] at the model size.
+
+    ``masks``: B x H x W in {0, 1} at ``pipe.image_size``; ``seeds``: one per image (the starting
+    noise depends only on it); ``backgrounds``: B x 3 (or C) x H x W in [0, 1] at the model size,
+    required for ``implant`` (kept outside the dilated mask) and ``sdedit`` (the start image).
+    """
+    size, b = pipe.image_size, masks.shape[0]
+    if masks.dim() != 3 or tuple(masks.shape[1:]) != (size, size):
+        raise UserError(f"masks must be B x {size} x {size}, got {tuple(masks.shape)}")
+    if not (len(category_indices) == len(prompts) == len(seeds) == b):
+        raise UserError(f"{b} masks need as many category indices, prompts and seeds "
+                        f"(got {len(category_indices)}, {len(prompts)}, {len(seeds)})")
+    masks = (masks > 0.5).float()
+    device = pipe.device
+    sem = one_hot_sem(masks, torch.as_tensor(list(category_indices)), pipe.in_dim)
+    noise = torch.stack([seed_noise(s, pipe.latent_shape(1)[1:]) for s in seeds]).to(device)
+    cond, uncond = pipe.conditioning(sem, list(prompts), opts.negative_prompt)
+    hook, start_step, x = None, 0, noise
+    if opts.mode != "generate":
+        if backgrounds is None or backgrounds.shape[0] != b or tuple(backgrounds.shape[-2:]) != (size, size):
+            raise UserError(f"mode {opts.mode} needs one background image per mask at {size}x{size}")
+        real = backgrounds.float().to(device) * 2 - 1
+        if pipe.image_channels == 1 and real.shape[1] != 1:
+            real = real.mean(1, keepdim=True)
+        z_real = pipe.encode_images(real)
+    if opts.mode == "implant":
+        region = dilate(masks.unsqueeze(1).to(device), opts.dilate)
+        hook = blend_hook(z_real, latent_mask(region, noise.shape[-1]), pipe.models.diffusion, noise)
+    elif opts.mode == "sdedit":
+        start_step = opts.steps - max(1, round(opts.strength * opts.steps))
+        t0 = start_timestep(opts.sampler, pipe.models.diffusion.alphas_cumprod, opts.steps, start_step)
+        x = pipe.models.diffusion.q_sample(z_real, torch.full((b,), t0, device=device), noise)
+    latents = pipe.sample(cond, uncond, x, opts.sampler, opts.steps, opts.guidance_scale, hook=hook,
+                          alpha_type=opts.alpha_type, start_step=start_step)
+    images = pipe.decode(latents)
+    if opts.mode == "implant":
+        images = composite(images, (real + 1) / 2, region)
+    if not torch.isfinite(images).all():
+        raise UserError("generation produced NaN/inf pixels; try --precision fp32 or a smaller --guidance_scale")
+    return images
+
+
+def settings_for(pipe: DefFillerPipeline, opts: GenerationOptions, spec: Optional[JobSpec] = None,
+                 background: Optional[Path] = None) -> dict:
+    """The ``settings`` of ``generation.json``: everything that changes the output."""
+    extra = pipe.models.extra
+    settings = dict(checkpoint=str(extra.get("checkpoint_path")), checkpoint_sha256=extra.get("checkpoint_sha256"),
+                    config=extra.get("config_path"), config_sha256=extra.get("config_sha256"),
+                    sampler=opts.sampler, steps=opts.steps, guidance_scale=opts.guidance_scale,
+                    negative_prompt=opts.negative_prompt,
+                    alpha_type=list(opts.alpha_type) if opts.alpha_type is not None else None,
+                    output_size=opts.output_size or pipe.image_size, mode=opts.mode,
+                    strength=opts.strength if opts.mode == "sdedit" else None,
+                    dilate=opts.dilate if opts.mode == "implant" else None,
+                    background=str(Path(background).resolve()) if background is not None else None,
+                    precision=opts.precision, weights=extra.get("weights"), grayscale=opts.grayscale)
+    if spec is not None:
+        settings.update(spec.settings())
+    return settings
+
+
+def record_for(mask: str | Path, category: str, prompt: str, seed: int, opts: GenerationOptions,
+               source: Optional[str | Path] = None) -> dict:
+    """One image's entry in ``generation.json``."""
+    record = dict(mask=str(mask), category=category, prompt=prompt, seed=seed, sampler=opts.sampler,
+                  steps=opts.steps, guidance_scale=opts.guidance_scale)
+    if source is not None:
+        record["background" if opts.mode == "implant" else "init_image"] = str(source)
+    return record
+
+
+def _background_batch(paths: Sequence[Path], size: int) -> torch.Tensor:
+    return (torch.cat([load_background(p, size) for p in paths]) + 1) / 2
+
+
+def generate_dataset(pipe: DefFillerPipeline, jobs: JobSpec, out_dir: str | Path, opts: GenerationOptions,
+                     background: Optional[str | Path] = None, rank: int = 0, world: int = 1,
+                     progress: Optional[Progress] = None, preview: bool = True) -> Path:
+    """Generate every job of ``jobs`` into the paired dataset ``out_dir`` and return ``out_dir``.
+
+    Resumes (pairs already recorded are skipped); a folder made with other settings is refused.
+    ``background``: image or folder for implant/sdedit (picked round-robin by job index).
+    ``progress(done, total)`` is called after every batch of this rank. With ``world > 1`` the jobs
+    are sharded round-robin and ``torch.distributed`` must be initialised; rank 0 merges the records.
+    """
+    if (opts.mode == "generate") != (background is None):
+        raise UserError("mode implant/sdedit needs a background image or folder (and mode generate none)")
+    check_options(pipe, opts)
+    categories = categories_from_config(pipe.models.config.get("data", {}).get("categories"))
+    all_jobs = build_jobs(jobs.mask_dir, categories, jobs.num_per_mask, jobs.seed, jobs.prompt, jobs.skip_empty)
+    extras = list_backgrounds(Path(background)) if background is not None else []
+    root = Path(out_dir)
+    writer = PairedWriter(root, settings_for(pipe, opts, jobs, background), rank)
+    index = {job.name: i for i, job in enumerate(all_jobs)}
+    todo = [j for j in shard(all_jobs, rank, world) if not writer.done(j.name)]
+    size, out_size = pipe.image_size, opts.output_size or pipe.image_size
+    done = 0
+    if progress is not None:
+        progress(0, len(todo))
+    for lo in range(0, len(todo), opts.batch_size):
+        batch: list[Job] = todo[lo:lo + opts.batch_size]
+        picked = [extras[index[j.name] % len(extras)] for j in batch] if extras else [None] * len(batch)
+        masks = torch.stack([mask_tensor(j.mask_path, size) for j in batch])
+        backgrounds = _background_batch(picked, size) if extras else None
+        images = generate_batch(pipe, masks, [j.category.index for j in batch], [j.prompt for j in batch],
+                                [j.seed for j in batch], opts, backgrounds)
+        images = resize_images(images, out_size)
+        for j, img, source in zip(batch, images, picked):
+            record = record_for(j.mask_path, j.category.name, j.prompt, j.seed, opts, source)
+            writer.write(j.name, img, mask_tensor(j.mask_path, out_size), record, opts.grayscale)
+        writer.flush()
+        done += len(batch)
+        if progress is not None:
+            progress(done, len(todo))
+    writer.flush()
+    if world > 1:
+        torch.distributed.barrier()
+    if rank == 0:
+        writer.merge()
+        if preview:
+            write_preview(root, [j.name for j in all_jobs])
+    return root
+
+
+__all__ = ["DEFAULT_STEPS", "MODES", "PRECISIONS", "GenerationOptions", "JobSpec", "PairedWriter", "check_options",
+           "generate_batch", "generate_dataset", "load_pipeline", "pick_device", "record_for", "resize_images",
+           "settings_for"]
