@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -69,6 +70,7 @@ def check_host(host: str) -> None:
 def build_app(ckpt: Path, out: Path, maskgen_ckpt: Optional[Path] = None, device: Optional[str] = None,
               precision: str = "fp32", weights: str = "auto"):
     """The page (a ``gr.Blocks``, queued) and the folders it may serve files from."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry calls from a local tool
     from webapp.engine import Engine
     from webapp.handlers import Page
     from webapp.keep import KeptPairs

@@ -14,8 +14,17 @@ import numpy as np
 import torch
 
 from dataset.categories import Category, categories_from_config
-from inference.generate import (GenerationOptions, JobSpec, check_options, generate_batch, generate_dataset,
-                                load_pipeline, record_for, resize_images, settings_for)
+from inference.generate import (
+    GenerationOptions,
+    JobSpec,
+    check_options,
+    generate_batch,
+    generate_dataset,
+    load_pipeline,
+    record_for,
+    resize_images,
+    settings_for,
+)
 from inference.implant import load_background
 from ldm.errors import UserError
 
@@ -110,7 +119,7 @@ class Engine:
 
     def new_mask(self, category: Category, seed: int) -> np.ndarray:
         """One mask drawn by the mask producer for ``category`` at the model's resolution."""
-        from maskgen.sample import SampleSettings, sample_masks
+        from maskgen.sample import sample_masks
 
         if self.maskgen is None:
             raise UserError("no mask producer loaded; start the app with --maskgen_ckpt PATH")

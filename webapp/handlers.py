@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import gradio as gr
-import numpy as np
 import torch
 
 from inference.generate import DEFAULT_STEPS, MODES
@@ -31,20 +30,34 @@ MODE_OF_LABEL = {v: k for k, v in MODE_LABELS.items()}
 MAX_VARIANTS = 8
 
 
-def guarded(fn: Callable) -> Callable:
-    """Turn exceptions into a message shown in the page (``gr.Error``)."""
+def _message(exc: Exception) -> str:
+    if isinstance(exc, UserError):
+        # uploads arrive as /tmp/gradio/<hash>/<name>: the name is what the user knows
+        return re.sub(r"\S*/gradio/[0-9a-f]+/", "", str(exc))
+    log.exception("request failed")
+    return (f"internal error ({type(exc).__name__}: {exc}); the app is still running, "
+            "details are in its terminal")
+
+
+def guarded(fn: Callable, keep_outputs: Optional[int] = None) -> Callable:
+    """Show failures as a message in the page instead of a traceback; the app keeps serving.
+
+    By default the message is a ``gr.Error`` (the request's outputs show an error badge until the next
+    request). With ``keep_outputs=n`` the message is an error toast and the ``n`` outputs keep their
+    values: for handlers that write into the mask canvas, which must stay usable.
+    """
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except gr.Error:
             raise
-        except UserError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
-        except Exception as exc:  # keep serving: the next request must still work
-            log.exception("request failed")
-            raise gr.Error(f"internal error ({type(exc).__name__}: {exc}); the app is still running, "
-                           "details are in its terminal", print_exception=False) from None
+        except Exception as exc:  # UserError: bad input; anything else: a bug, reported the same way
+            message = _message(exc)
+            if keep_outputs is None:
+                raise gr.Error(message, print_exception=False) from None
+            gr.Warning(message, title="Error")
+            return tuple(gr.skip() for _ in range(keep_outputs)) if keep_outputs > 1 else gr.skip()
     return wrapper
 
 
@@ -176,8 +189,3 @@ class Page:
     def image_visibility(mode_label: str) -> tuple:
         mode = MODE_OF_LABEL.get(mode_label, "generate")
         return gr.update(visible=mode != "generate"), gr.update(visible=mode == "sdedit")
-
-
-def mask_preview(mask: np.ndarray) -> np.ndarray:
-    """A bool mask as an 8-bit image."""
-    return mask.astype(np.uint8) * 255

@@ -16,7 +16,7 @@ def build(page: Page, title: str = "DefFiller") -> gr.Blocks:
     engine = page.engine
     size, side = engine.size, canvas_side(engine.size)
     names = [c.name for c in engine.categories]
-    with gr.Blocks(title=title) as demo:
+    with gr.Blocks(title=title, analytics_enabled=False) as demo:
         gr.Markdown(f"## {title}: draw a defect mask, generate the defect, keep the pair\n"
                     f"Checkpoint `{engine.ckpt.name}` · {size}×{size} px · {engine.pipe.device} · "
                     f"kept pairs go to `{page.kept.root}`")
@@ -71,7 +71,7 @@ def build(page: Page, title: str = "DefFiller") -> gr.Blocks:
                 mode = gr.Radio(list(MODE_LABELS.values()), value=MODE_LABELS["generate"], label="Mode",
                                 elem_id="mode")
                 image = gr.Image(type="filepath", label="Image (background to implant into / start image)",
-                                 sources=["upload"], visible=False, elem_id="background")
+                                 sources=["upload"], visible=False, height=220, elem_id="background")
                 strength = gr.Slider(0.05, 1.0, value=0.8, step=0.05, label="Strength (fraction of steps run)",
                                      visible=False, elem_id="strength")
                 sampler = gr.Dropdown(sorted(SAMPLERS), value="plms", label="Sampler", elem_id="sampler")
@@ -80,18 +80,18 @@ def build(page: Page, title: str = "DefFiller") -> gr.Blocks:
                 seed = gr.Number(0, precision=0, label="Seed", elem_id="seed")
                 variants = gr.Slider(1, MAX_VARIANTS, value=2, step=1, label="Variants", elem_id="variants")
         with gr.Accordion("Kept pairs", open=True):
-            kept = gr.Gallery(value=page.gallery, label="Kept (newest first)", columns=8, height=220,
-                              allow_preview=True, elem_id="kept")
+            kept = gr.Gallery(value=page.gallery, label="Kept (newest first)", columns=10, height=200,
+                              object_fit="contain", allow_preview=False, elem_id="kept")
             with gr.Row():
                 zip_button = gr.Button("Zip the kept pairs", size="sm", elem_id="zip")
-                zip_file = gr.File(label="Download", interactive=False, elem_id="zip_file")
+                zip_file = gr.File(label="Download", interactive=False, height=80, elem_id="zip_file")
 
         def remember(evt: gr.SelectData) -> int:
             return evt.index
 
-        upload.upload(guarded(page.upload_mask), upload, [editor, origin])
+        upload.upload(guarded(page.upload_mask, keep_outputs=2), upload, [editor, origin])
         clear.click(lambda: (page.blank(), "canvas"), None, [editor, origin])
-        new_mask.click(guarded(page.new_mask), [category, seed], [editor, origin], **MODEL_QUEUE)
+        new_mask.click(guarded(page.new_mask, keep_outputs=2), [category, seed], [editor, origin], **MODEL_QUEUE)
         mode.change(page.image_visibility, mode, [image, strength])
         sampler.change(page.default_steps, sampler, steps)
         generate.click(guarded(page.generate),
