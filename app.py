@@ -78,7 +78,9 @@ def build_app(ckpt: Path, out: Path, maskgen_ckpt: Optional[Path] = None, device
 
     engine = Engine(ckpt, device=device, precision=precision, weights=weights, maskgen_ckpt=maskgen_ckpt)
     kept = KeptPairs(out / KEPT, engine.keep_settings())
-    demo = build(Page(engine, kept, out))
+    page = Page(engine, kept, out)
+    demo = build(page)
+    demo.deffiller_page = page  # for in-process callers (tests, webapp.bench_latency)
     demo.queue(default_concurrency_limit=1)
     return demo
 

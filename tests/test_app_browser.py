@@ -7,9 +7,6 @@ process on 127.0.0.1 with a free port and a tiny random checkpoint.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -17,29 +14,20 @@ import pytest
 import torch
 from PIL import Image
 
-CHROMIUM = os.environ.get("DEFFILLER_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+from webapp.browser import chromium_missing, free_port, launch
+
 WAIT_MS = 60_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def browser():
-    if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
-        pytest.fail(f"Chromium not found at {CHROMIUM}: install it with `apt-get install chromium` "
-                    "(Debian's package), or point DEFFILLER_CHROMIUM at a Chromium executable")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("the browser test needs Playwright's Python package: pip install -r requirements.txt")
+    problem = chromium_missing()
+    if problem:
+        pytest.fail(problem)
+    from playwright.sync_api import sync_playwright
+
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        b = launch(p)
         yield b
         b.close()
 
@@ -58,8 +46,7 @@ def served(tmp_path_factory):
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
                 allowed_paths=[str(root / "out")])
-    yield {"url": f"http://127.0.0.1:{port}/", "root": root, "kept": root / "out" / "kept",
-           "size": demo.fns and 32}
+    yield {"url": f"http://127.0.0.1:{port}/", "root": root, "kept": root / "out" / "kept"}
     demo.close()
     torch.set_num_threads(old)
 

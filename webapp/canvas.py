@@ -20,6 +20,7 @@ from inference.preview import outlined
 from ldm.errors import UserError
 
 DISPLAY = 384  # on-screen canvas side the editor is scaled to
+RESULT_SIDE = 256  # generated images are shown enlarged to this side, mask outline drawn at it
 
 
 def canvas_side(res: int) -> int:
@@ -83,7 +84,7 @@ def to_pil(image01: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr[..., 0]) if arr.shape[-1] == 1 else Image.fromarray(arr)
 
 
-def with_outline(image01: torch.Tensor, mask: np.ndarray, side: int = DISPLAY) -> np.ndarray:
+def with_outline(image01: torch.Tensor, mask: np.ndarray, side: int = RESULT_SIDE) -> np.ndarray:
     """The image enlarged to ``side`` pixels with the mask's boundary drawn in red (``infer.py``'s preview)."""
     mask_img = Image.fromarray(mask.astype(np.uint8) * 255)
     return outlined(_png(to_pil(image01)), _png(mask_img), side)

@@ -44,7 +44,7 @@ def build(page: Page, title: str = "DefFiller") -> gr.Blocks:
                             with gr.Column():
                                 results = gr.Gallery(label="Generated (mask outlined in red)", columns=2,
                                                      height=DISPLAY + 80, object_fit="contain", allow_preview=False,
-                                                     elem_id="results")
+                                                     format="png", elem_id="results")
                                 timing = gr.Markdown(elem_id="timing")
                                 keep = gr.Button("Keep the selected image", elem_id="keep")
                                 kept_note = gr.Markdown(elem_id="kept_note")
