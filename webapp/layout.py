@@ -80,8 +80,8 @@ def build(page: Page, title: str = "DefFiller") -> gr.Blocks:
                 seed = gr.Number(0, precision=0, label="Seed", elem_id="seed")
                 variants = gr.Slider(1, MAX_VARIANTS, value=2, step=1, label="Variants", elem_id="variants")
         with gr.Accordion("Kept pairs", open=True):
-            kept = gr.Gallery(value=page.gallery, label="Kept (newest first)", columns=10, height=200,
-                              object_fit="contain", allow_preview=False, elem_id="kept")
+            kept = gr.Gallery(value=page.gallery, label="Kept (newest first)", columns=8, height=200,
+                              fit_columns=False, object_fit="contain", allow_preview=False, elem_id="kept")
             with gr.Row():
                 zip_button = gr.Button("Zip the kept pairs", size="sm", elem_id="zip")
                 zip_file = gr.File(label="Download", interactive=False, height=80, elem_id="zip_file")
@@ -90,10 +90,10 @@ def build(page: Page, title: str = "DefFiller") -> gr.Blocks:
             return evt.index
 
         upload.upload(guarded(page.upload_mask, keep_outputs=2), upload, [editor, origin])
-        clear.click(lambda: (page.blank(), "canvas"), None, [editor, origin])
+        clear.click(lambda: (page.blank(), "canvas"), None, [editor, origin], queue=False)
         new_mask.click(guarded(page.new_mask, keep_outputs=2), [category, seed], [editor, origin], **MODEL_QUEUE)
-        mode.change(page.image_visibility, mode, [image, strength])
-        sampler.change(page.default_steps, sampler, steps)
+        mode.change(page.image_visibility, mode, [image, strength], queue=False)
+        sampler.change(page.default_steps, sampler, steps, queue=False)
         generate.click(guarded(page.generate),
                        [editor, origin, category, mode, image, strength, sampler, steps, guidance, seed, variants],
                        [results, timing, result, selected], **MODEL_QUEUE)
