@@ -8,8 +8,11 @@ writes ``<folder>/<save_folder_name>/Source_Images/*.png`` (generated images),
 ``Ground_truth/*.png`` (the conditioning masks, binary, same names) and ``generation.json``
 (checkpoint hash, prompt, seed, sampler, steps, guidance per image), plus ``preview.png`` (the first
 24 pairs, masks outlined in red). The category of each mask comes
-from ``caption.json`` or its filename prefix (In/Pa/Sc) unless --prompt forces one. Re-running the
-same command resumes; other settings into the same folder are refused.
+from ``caption.json`` or its filename prefix (In/Pa/Sc) unless --prompt forces one. Masks must be
+lossless (.png .bmp .tif .tiff; dotfiles are ignored); a non-square mask is centre-cropped to a
+square as in training. Re-running the same command resumes; any other setting that changes the
+output (checkpoint, masks, prompt, seed, num_per_mask, sampler, size, grayscale, ...) into the same
+folder is refused, and so is a second run while one is writing there (the folder is locked).
 
 Also: --background IMG_OR_DIR implants defects into real defect-free images (latent blending +
 composite outside the dilated mask); --init_image IMG_OR_DIR --strength s starts from a noised real
@@ -62,7 +65,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="base seed; each image's seed derives from it")
     p.add_argument("--num_per_mask", type=int, default=1, help="images per mask")
     p.add_argument("--output_size", type=int, default=None, help="output side in pixels (e.g. 200)")
-    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
+    p.add_argument("--device", default=None, help="auto, cuda, cuda:1, cpu (default auto: this rank's GPU if there is one)")
     p.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32")
     p.add_argument("--weights", choices=("auto", "ema", "raw"), default="auto",
                    help="EMA or trained weights; auto: EMA when the checkpoint has them (default)")
@@ -126,6 +129,7 @@ def tqdm_progress(desc: str, enabled: bool):
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     opts = options_from_args(args)
+    spec = JobSpec(Path(args.mask_dir), args.num_per_mask, args.seed, args.prompt, args.skip_empty_masks)
     rank, world, local = setup_distributed()
     ckpt = args.ckpt or find_default_ckpt()
     if rank == 0:
@@ -134,7 +138,6 @@ def main(argv: Optional[list[str]] = None) -> int:
                          config=args.config, local_rank=local)
     if rank == 0 and pipe.models.extra["weights"] == "ema":
         print("using the checkpoint's EMA weights (--weights raw for the trained ones)")
-    spec = JobSpec(Path(args.mask_dir), args.num_per_mask, args.seed, args.prompt, args.skip_empty_masks)
     progress = tqdm_progress(f"generating ({opts.sampler}, {opts.steps} steps)", rank == 0)
     root = generate_dataset(pipe, spec, Path(args.folder) / args.save_folder_name, opts,
                             background=args.background or args.init_image, rank=rank, world=world,

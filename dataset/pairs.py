@@ -3,8 +3,8 @@
 ::
 
     root/
-      Source Images/  (or Source_Images/)   In_1.bmp ... Sc_300.bmp   (.bmp/.png/.jpg/.jpeg)
-      Ground truth/   (or Ground_truth/)    In_1.png ... Sc_300.png
+      Source Images/  (or Source_Images/)   In_1.bmp ... Sc_300.bmp   (dataset.files.IMAGE_EXTS)
+      Ground truth/   (or Ground_truth/)    In_1.png ... Sc_300.png   (lossless: dataset.files.MASK_EXTS)
       caption.json                          optional: image filename -> caption
 
 Images and masks are matched by file stem. The category comes from ``caption.json`` when it is
@@ -12,8 +12,6 @@ present, otherwise from the filename prefix.
 """
 from __future__ import annotations
 
-import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,14 +21,11 @@ from PIL import Image, UnidentifiedImageError
 from ldm.errors import UserError
 
 from .categories import Category, categories_from_config, category_for_file
+from .files import CAPTION_FILE, IMAGE_EXTS, MASK_EXTS, few, list_by_stem, natural_key
 from .io import read_json
 
 IMAGE_DIRS = ("Source Images", "Source_Images")
 MASK_DIRS = ("Ground truth", "Ground_truth")
-IMAGE_EXTS = (".bmp", ".png", ".jpg", ".jpeg")
-MASK_EXTS = (".png",)
-CAPTION_FILE = "caption.json"
-_SHOW = 5
 
 
 @dataclass(frozen=True)
@@ -41,17 +36,6 @@ class Pair:
     image: Path
     mask: Path
     category: Category
-
-
-def natural_key(text: str) -> tuple:
-    """Sort key ordering embedded numbers numerically (``In_2`` before ``In_10``)."""
-    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part.lower())
-                 for part in re.split(r"(\d+)", text) if part)
-
-
-def _few(names: Sequence[str]) -> str:
-    shown = ", ".join(names[:_SHOW])
-    return shown + (f" and {len(names) - _SHOW} more" if len(names) > _SHOW else "")
 
 
 def _find_dir(root: Path, options: Sequence[str], what: str) -> Path:
@@ -66,26 +50,8 @@ def _find_dir(root: Path, options: Sequence[str], what: str) -> Path:
 
 
 def _list_files(folder: Path, exts: Sequence[str], what: str) -> dict[str, Path]:
-    """Map stem -> file for files with an allowed extension; warn about the rest."""
-    files: dict[str, Path] = {}
-    skipped: list[str] = []
-    for path in folder.iterdir():
-        if path.name.startswith(".") or not path.is_file():
-            continue
-        if path.suffix.lower() not in exts:
-            skipped.append(path.name)
-            continue
-        if path.stem in files:
-            raise UserError(f"{folder}: {files[path.stem].name} and {path.name} have the same "
-                            f"stem; keep one {what} per name")
-        files[path.stem] = path
-    if skipped:
-        skipped.sort(key=natural_key)
-        warnings.warn(f"{folder}: skipping {len(skipped)} file(s) that are not {what}s "
-                      f"({'/'.join(exts)}): {_few(skipped)}", stacklevel=3)
-    if not files:
-        raise UserError(f"{folder}: no {what} files ({'/'.join(exts)}); put the dataset there")
-    return files
+    """Map stem -> file for files with an allowed extension (see :mod:`dataset.files`)."""
+    return list_by_stem(folder, exts, what, flag="the dataset folder")
 
 
 def image_dir(root: str | Path) -> Path:
@@ -143,11 +109,11 @@ def find_pairs(root: str | Path, categories: Sequence[Category] | Any = None,
     lonely_images = sorted((images[s].name for s in images.keys() - masks.keys()), key=natural_key)
     if lonely_images:
         raise UserError(f"{root}: {len(lonely_images)} image(s) without a mask: "
-                        f"{_few(lonely_images)}; add the masks or remove the images")
+                        f"{few(lonely_images)}; add the masks or remove the images")
     lonely_masks = sorted((masks[s].name for s in masks.keys() - images.keys()), key=natural_key)
     if lonely_masks:
         raise UserError(f"{root}: {len(lonely_masks)} mask(s) without an image: "
-                        f"{_few(lonely_masks)}; add the images or remove the masks")
+                        f"{few(lonely_masks)}; add the images or remove the masks")
     caption_path = root / CAPTION_FILE
     captions = load_captions(caption_path) if caption_path.is_file() else None
     pairs = []

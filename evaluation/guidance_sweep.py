@@ -1,7 +1,7 @@
 """Guidance sweep (the paper's Table 2): FID/KID of one category generated at several guidance scales.
 
-For every scale ``w`` the category's masks are generated with ``infer.py --guidance_scale w``
-(as a subprocess, into ``OUT/w<w>/``; re-running resumes) and the generated images are compared
+For every scale ``w`` the category's masks are generated in-process with the library behind
+``infer.py`` (:func:`inference.generate.generate_dataset`, into ``OUT/w<w>/``; re-running resumes) and the generated images are compared
 with the real images of the category. The table goes to stdout and ``OUT/sweep.md``/``.csv``;
 ``OUT/sweep.png`` plots FID and KID against ``w``.
 
@@ -11,20 +11,22 @@ with the real images of the category. The table goes to stdout and ``OUT/sweep.m
 from __future__ import annotations
 
 import argparse
+import difflib
+import math
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from dataset.categories import categories_from_config
+from inference.generate import GenerationOptions, generate_dataset, load_pipeline
+from inference.jobs import JobSpec
+from ldm.atomic import savefig_atomic
 from ldm.errors import UserError, run_cli
 
-from ldm.atomic import savefig_atomic
 from .config import CONFIG_DIR, REPO, load_config
-from .fid import (FeatureExtractor, InceptionFeatures, folder_features, fid_from_features,
+from .fid import (FeatureExtractor, InceptionFeatures, fid_from_features, folder_features,
                   kid_from_features)
 from .folders import MASK_EXTS, category_of, list_by_stem, mask_folder
 from .report import write_tables
@@ -38,28 +40,55 @@ def scale_dir(out: Path, scale: float) -> Path:
     return out / f"w{float(scale):g}"
 
 
+#: ``infer:`` keys of the sweep config, by what they set (infer.py flag names)
+LOAD_KEYS = ("device", "precision", "weights", "config")
+JOB_KEYS = ("seed", "num_per_mask", "prompt", "skip_empty_masks")
+OPTION_KEYS = ("sampler", "steps", "negative_prompt", "alpha_type", "strength", "dilate", "output_size",
+               "grayscale", "batch_size")
+SOURCE_KEYS = ("background", "init_image")
+INFER_KEYS = LOAD_KEYS + JOB_KEYS + OPTION_KEYS + SOURCE_KEYS
+
+
+def _infer_settings(cfg: DictConfig) -> dict:
+    raw = cfg.get("infer") or {}
+    settings = OmegaConf.to_container(raw, resolve=True) if isinstance(raw, DictConfig) else dict(raw)
+    for key in settings:
+        if key not in INFER_KEYS:
+            near = difflib.get_close_matches(str(key), INFER_KEYS, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise UserError(f"guidance sweep: infer.{key} is not an infer.py setting{hint}; "
+                            f"use one of {', '.join(INFER_KEYS)}")
+    if settings.get("background") is not None and settings.get("init_image") is not None:
+        raise UserError("guidance sweep: set infer.background (implant) or infer.init_image (SDEdit), not both")
+    return {k: v for k, v in settings.items() if v is not None}
+
+
 def infer_generator(cfg: DictConfig, log: Callable[[str], None] = print) -> Generator:
-    """Run ``infer.py`` for one guidance scale."""
+    """Generate one guidance scale in-process with :mod:`inference.generate` (the checkpoint is loaded
+    once, on the first call)."""
     if not cfg.get("ckpt"):
         raise UserError("guidance sweep: no checkpoint; pass --set ckpt=PATH (a DefFiller checkpoint)")
     if not Path(cfg.ckpt).is_file():
         raise UserError(f"{cfg.ckpt}: checkpoint not found; check --set ckpt=PATH")
-    infer = REPO / "infer.py"
-    if not infer.is_file():
-        raise UserError(f"{infer}: not found; the sweep needs the repository's infer.py")
+    settings = _infer_settings(cfg)
+    source = settings.get("background", settings.get("init_image"))
+    mode = "implant" if "background" in settings else "sdedit" if "init_image" in settings else "generate"
+    options = {k: settings[k] for k in OPTION_KEYS if k in settings}
+    if "alpha_type" in options:
+        options["alpha_type"] = tuple(options["alpha_type"])
+    GenerationOptions(mode=mode, **options)  # refuse bad settings before loading anything
+    pipe: list = []
 
     def generate(scale: float, out_dir: Path, mask_dir: Path) -> None:
-        cmd = [sys.executable, str(infer), "--mask_dir", str(mask_dir), "--folder", str(out_dir.parent),
-               "--save_folder_name", out_dir.name, "--guidance_scale", f"{float(scale):g}",
-               "--ckpt", str(cfg.ckpt)]
-        for key, value in (cfg.get("infer") or {}).items():
-            if value is not None:
-                cmd += [f"--{key}", str(value)]
-        log("run: " + " ".join(cmd))
-        done = subprocess.run(cmd, cwd=REPO)
-        if done.returncode != 0:
-            raise UserError(f"infer.py failed for guidance {scale:g} (exit {done.returncode}); see its "
-                            "message above")
+        opts = GenerationOptions(guidance_scale=float(scale), mode=mode, **options)
+        if not pipe:
+            pipe.append(load_pipeline(cfg.ckpt, device=settings.get("device"),
+                                      precision=settings.get("precision", "fp32"),
+                                      weights=settings.get("weights", "auto"), config=settings.get("config")))
+        spec = JobSpec(Path(mask_dir), int(settings.get("num_per_mask", 1)), int(settings.get("seed", 0)),
+                       settings.get("prompt"), bool(settings.get("skip_empty_masks", False)))
+        log(f"generating guidance {scale:g} into {out_dir}")
+        generate_dataset(pipe[0], spec, out_dir, opts, background=source)
     return generate
 
 
@@ -85,9 +114,15 @@ def run_sweep(cfg: DictConfig, extractor: FeatureExtractor | None = None, genera
     names = [c.name for c in cats]
     if cfg.get("category") not in names:
         raise UserError(f"guidance sweep: category {cfg.get('category')!r} unknown; use one of {', '.join(names)}")
-    scales = [float(s) for s in (cfg.get("scales") or [])]
+    try:
+        scales = [float(s) for s in (cfg.get("scales") or [])]
+    except (TypeError, ValueError):
+        raise UserError(f"guidance sweep: scales {cfg.get('scales')!r} must be numbers, e.g. [1, 2, 3]") from None
     if not scales:
         raise UserError("guidance sweep: 'scales' is empty; list guidance scales, e.g. [1, 2, 3, 4, 5]")
+    bad = [s for s in scales if not math.isfinite(s)]
+    if bad:
+        raise UserError(f"guidance sweep: scales must be finite numbers, got {bad[0]}; e.g. [1, 2, 3, 4, 5]")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     generate = generate or infer_generator(cfg, log)

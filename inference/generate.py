@@ -1,26 +1,37 @@
 """The generation library behind ``infer.py``: mask(s) in, image(s) or a paired dataset out.
 
-API::
+API (everything raises :class:`ldm.errors.UserError`, one line naming the ``infer.py`` flag)::
 
-    opts = GenerationOptions(sampler="plms", steps=None, guidance_scale=3.0, negative_prompt="",
-                             alpha_type=None, mode="generate", strength=0.8, dilate=4,
-                             precision="fp32", output_size=None, grayscale=False, batch_size=4)
-        # validated on construction (UserError naming the infer.py flag); steps=None -> DEFAULT_STEPS
-    pipe = load_pipeline(ckpt, device=None, precision="fp32", weights="auto", config=None, local_rank=0)
-        # DefFillerPipeline; checks nothing about opts (see check_options)
-    check_options(pipe, opts)                    # steps the checkpoint's schedule can hold, fp16 needs CUDA
-    images = generate_batch(pipe, masks, category_indices, prompts, seeds, opts, backgrounds=None)
-        # masks B x H x W in {0, 1} at pipe.image_size; backgrounds B x 3 x H x W in [0, 1] (implant/sdedit)
-        # -> B x C x H x W in [0, 1] at the model size, no file I/O
-    resize_images(images, size)                  # -> B x C x size x size (bicubic, antialiased)
-    root = generate_dataset(pipe, JobSpec(mask_dir, num_per_mask, seed, prompt, skip_empty), out_dir, opts,
-                            background=None, rank=0, world=1, progress=None, preview=True)
-        # writes out_dir/{Source_Images,Ground_truth}/, generation.json, preview.png; resumes; returns out_dir
-    settings = settings_for(pipe, opts, spec=None, background=None)   # generation.json "settings"
-    record = record_for(mask, category, prompt, seed, opts, source=None)  # one generation.json image entry
+    GenerationOptions(sampler="plms", steps=None, guidance_scale=3.0, negative_prompt="", alpha_type=None,
+                      mode="generate", strength=0.8, dilate=4, precision="fp32", output_size=None,
+                      grayscale=False, batch_size=4)
+        frozen, validated on construction (finite guidance, batch_size >= 1, output_size >= 1, ...);
+        steps=None -> DEFAULT_STEPS[sampler]; mode: generate | implant | sdedit
+    load_pipeline(ckpt, device=None, precision="fp32", weights="auto", config=None, local_rank=0)
+        -> DefFillerPipeline   (device None/"auto": this rank's GPU, else CPU; loaded once, reuse it)
+    check_options(pipe, opts) -> None          steps the checkpoint's schedule holds, matching precision
+    generate_batch(pipe, masks, category_indices, prompts, seeds, opts, backgrounds=None) -> torch.Tensor
+        masks: B x H x W in {0, 1} at pipe.image_size; seeds: one per image (noise = seed_noise(seed));
+        backgrounds: B x 3 x H x W in [0, 1] at the model size (implant/sdedit);
+        returns B x C x H x W in [0, 1] at the model size; no file I/O
+    resize_images(images, size) -> torch.Tensor    to the output size (bicubic, antialiased)
+    generate_dataset(pipe, jobs, out_dir, opts, background=None, rank=0, world=1, progress=None,
+                     preview=True) -> Path
+        jobs: JobSpec(mask_dir, num_per_mask=1, seed=0, prompt=None, skip_empty=False);
+        writes out_dir/{Source_Images,Ground_truth}/NAME.png, generation.json, preview.png and
+        returns out_dir; locks out_dir (inference.lock.FolderLock), resumes, refuses other settings;
+        progress(done, total) after every batch of this rank
+    settings_for(pipe, opts, spec=None, background=None) -> dict      generation.json "settings"
+    record_for(mask, category, prompt, seed, opts, source=None) -> dict   one generation.json image entry
 
-One pair by hand (a web page): ``PairedWriter(root, settings_for(pipe, opts))``, then
-``writer.write(name, image, mask, record_for(...), opts.grayscale)``, ``writer.flush()``, ``writer.merge()``.
+One pair by hand (a web page)::
+
+    with FolderLock(root):
+        writer = PairedWriter(root, settings_for(pipe, opts), rank=0)
+        image = resize_images(generate_batch(pipe, mask[None], [cat], [prompt], [seed], opts), size)[0]
+        writer.write(name, image, mask_at_size.bool(), record_for("drawn", cat_name, prompt, seed, opts),
+                     opts.grayscale)
+        writer.flush(); writer.merge()
 """
 from __future__ import annotations
 
@@ -43,12 +54,13 @@ from inference.implant import (
     load_background,
 )
 from inference.jobs import Job, JobSpec, build_jobs, mask_tensor, seed_noise, shard
+from inference.lock import FolderLock
 from inference.preview import write_preview
-from inference.writer import PairedWriter
+from inference.writer import PairedWriter, prepare_folder, prepare_root
 from ldm.checkpoint import file_sha256, load_models
 from ldm.diffusion.samplers import SAMPLERS, start_timestep
 from ldm.errors import UserError
-from ldm.pipeline import DefFillerPipeline
+from ldm.pipeline import DefFillerPipeline, gate_schedule
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MODES = ("generate", "implant", "sdedit")
@@ -99,6 +111,7 @@ class GenerationOptions:
             alpha = tuple(float(a) for a in self.alpha_type)
             if len(alpha) != 3 or not all(math.isfinite(a) for a in alpha):
                 raise UserError(f"--alpha_type needs three finite fractions, got {list(self.alpha_type)}")
+            gate_schedule(self.steps, alpha)  # fractions summing to 1
             object.__setattr__(self, "alpha_type", alpha)
 
 
@@ -256,7 +269,41 @@ def generate_dataset(pipe: DefFillerPipeline, jobs: JobSpec, out_dir: str | Path
     all_jobs = build_jobs(jobs.mask_dir, categories, jobs.num_per_mask, jobs.seed, jobs.prompt, jobs.skip_empty)
     extras = list_backgrounds(Path(background)) if background is not None else []
     root = Path(out_dir)
-    writer = PairedWriter(root, settings_for(pipe, opts, jobs, background), rank)
+    lock = _lock_folder(root, rank, world, pipe.device)
+    try:
+        _generate_into(pipe, all_jobs, root, opts, settings_for(pipe, opts, jobs, background), extras, rank, world,
+                       progress, preview)
+    finally:
+        if lock is not None:
+            lock.release()
+    return root
+
+
+def _lock_folder(root: Path, rank: int, world: int, device: torch.device) -> Optional[FolderLock]:
+    """Rank 0 locks and prepares the folder; every rank of the job learns whether it may write."""
+    lock, error = None, None
+    if rank == 0:
+        try:
+            prepare_root(root)
+            lock = FolderLock(root).acquire()
+            prepare_folder(root)  # now no other writer is live: stale temporary files can go
+        except UserError as exc:
+            error = str(exc)
+    if world > 1:
+        box = [error]
+        torch.distributed.broadcast_object_list(box, src=0, device=device if device.type == "cuda" else None)
+        error = box[0]
+    if error is not None:
+        if lock is not None:
+            lock.release()
+        raise UserError(error)
+    return lock
+
+
+def _generate_into(pipe: DefFillerPipeline, all_jobs: list[Job], root: Path, opts: GenerationOptions,
+                   settings: dict, extras: list[Path], rank: int, world: int, progress: Optional[Progress],
+                   preview: bool) -> None:
+    writer = PairedWriter(root, settings, rank)
     index = {job.name: i for i, job in enumerate(all_jobs)}
     todo = [j for j in shard(all_jobs, rank, world) if not writer.done(j.name)]
     size, out_size = pipe.image_size, opts.output_size or pipe.image_size
@@ -285,9 +332,9 @@ def generate_dataset(pipe: DefFillerPipeline, jobs: JobSpec, out_dir: str | Path
         writer.merge()
         if preview:
             write_preview(root, [j.name for j in all_jobs])
-    return root
 
 
-__all__ = ["DEFAULT_STEPS", "MODES", "PRECISIONS", "GenerationOptions", "JobSpec", "PairedWriter", "check_options",
+__all__ = ["DEFAULT_STEPS", "MODES", "PRECISIONS", "FolderLock", "GenerationOptions", "JobSpec", "PairedWriter",
+           "check_options",
            "generate_batch", "generate_dataset", "load_pipeline", "pick_device", "record_for", "resize_images",
            "settings_for"]

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from dataset.files import IMAGE_EXTS, list_by_stem
 from dataset.io import read_image
 from ldm.errors import UserError
 
@@ -35,10 +36,7 @@ def list_backgrounds(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".png", ".bmp", ".jpg", ".jpeg"))
-        if files:
-            return files
-        raise UserError(f"background folder {path} holds no images")
+        return list(list_by_stem(path, IMAGE_EXTS, "image", flag="--background / --init_image").values())
     raise UserError(f"background {path} not found; pass an image or a folder of images")
 
 

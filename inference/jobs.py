@@ -11,11 +11,10 @@ import numpy as np
 import torch
 
 from dataset.categories import Category, category_for_file
+from dataset.files import MASK_EXTS, list_by_stem
 from dataset.io import read_mask
-from dataset.pairs import load_captions, natural_key
+from dataset.pairs import load_captions
 from ldm.errors import UserError
-
-MASK_EXTS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
 @dataclass(frozen=True)
@@ -37,6 +36,10 @@ class JobSpec:
     prompt: Optional[str] = None  # None: each mask's category prompt
     skip_empty: bool = False
 
+    def __post_init__(self) -> None:
+        if self.num_per_mask < 1:
+            raise UserError(f"--num_per_mask must be at least 1, got {self.num_per_mask}")
+
     def settings(self) -> dict:
         """The part of ``generation.json``'s settings these jobs decide."""
         return dict(mask_dir=str(Path(self.mask_dir).resolve()), num_per_mask=self.num_per_mask, seed=self.seed,
@@ -51,20 +54,17 @@ def job_seed(base_seed: int, stem: str, k: int) -> int:
 
 
 def list_masks(mask_dir: Path) -> list[Path]:
-    """Mask files in ``mask_dir`` (natural order); other files are skipped with a warning."""
-    if not mask_dir.is_dir():
-        raise UserError(f"mask folder {mask_dir} not found; pass --mask_dir with your mask PNGs")
-    files, skipped = [], []
-    for path in sorted(mask_dir.iterdir(), key=lambda p: natural_key(p.name)):
-        if path.is_file() and path.suffix.lower() in MASK_EXTS:
-            files.append(path)
-        elif path.is_file() and path.name != "caption.json":
-            skipped.append(path.name)
-    if skipped:
-        warnings.warn(f"{mask_dir}: skipping {len(skipped)} non-image file(s): {', '.join(skipped[:5])}")
-    if not files:
-        raise UserError(f"mask folder {mask_dir} holds no mask images ({', '.join(MASK_EXTS)})")
-    return files
+    """Mask files in ``mask_dir`` in natural order (the table and rules of :mod:`dataset.files`)."""
+    return list(list_by_stem(mask_dir, MASK_EXTS, "mask", flag="--mask_dir").values())
+
+
+def square_mask(path: Path) -> np.ndarray:
+    """The mask's centred square (as the training loader crops), bool H x H."""
+    mask = read_mask(path)
+    h, w = mask.shape
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return mask[top:top + side, left:left + side]
 
 
 def build_jobs(mask_dir: Path, categories: Sequence[Category], num_per_mask: int, seed: int,
@@ -78,15 +78,23 @@ def build_jobs(mask_dir: Path, categories: Sequence[Category], num_per_mask: int
         if candidate.is_file():
             captions = load_captions(candidate)
             break
-    jobs, empty = [], []
+    jobs, empty, cut = [], [], []
     for path in list_masks(mask_dir):
-        if not read_mask(path).any():
+        mask = read_mask(path)
+        if not mask.any():
             empty.append(path.name)
+            continue
+        if not square_mask(path).any():  # the defect lies outside the centred square the model sees
+            cut.append(path.name)
             continue
         category = category_for_file(path.name, categories, captions or None)
         for k in range(num_per_mask):
             name = path.stem if num_per_mask == 1 else f"{path.stem}_s{k}"
             jobs.append(Job(path, name, category, prompt or category.prompt, job_seed(seed, path.stem, k)))
+    if cut:
+        raise UserError(f"{len(cut)} non-square mask(s) in {mask_dir} have no defect inside their centred square, "
+                        f"which is what is generated ({', '.join(cut[:5])}); crop them to a square around the "
+                        "defect")
     if empty and not skip_empty:
         raise UserError(f"{len(empty)} mask(s) in {mask_dir} have no foreground ({', '.join(empty[:5])}); "
                         "remove them or pass --skip_empty_masks")
@@ -114,13 +122,9 @@ def job_noise(job: Job, shape: Sequence[int]) -> torch.Tensor:
 
 
 def mask_tensor(path: Path, size: int) -> torch.Tensor:
-    """Binary mask as a (size x size) bool tensor: center-crop to square, nearest resize."""
+    """Binary mask as a (size x size) bool tensor: centred square (as in training), nearest resize."""
     from PIL import Image
 
-    mask = read_mask(path)
-    h, w = mask.shape
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    mask = mask[top:top + side, left:left + side]
+    mask = square_mask(path)
     img = Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.NEAREST)
     return torch.from_numpy(np.asarray(img) > 127)

@@ -1,25 +1,71 @@
 """The output: a paired dataset (``Source_Images/``, ``Ground_truth/``) plus ``generation.json``.
 
-Existing outputs are never overwritten: a folder generated with other settings is refused, and a
-folder with the same settings is resumed by skipping the images already there. Every file is
-written atomically; records are flushed per batch and per rank, then merged.
+Existing outputs are never overwritten: a folder generated with other settings (any of
+``SETTING_KEYS``: everything that changes the pixels) is refused, and a folder with the same
+settings is resumed by skipping the images already there. Every file is written atomically;
+records are flushed per batch and per rank, then merged. A write that fails (full disk, read-only
+folder) is a one-line :class:`UserError`; what was written before stays valid for a resume.
 """
 from __future__ import annotations
 
-import json
+import contextlib
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
 from PIL import Image
 
-from dataset.io import write_json_atomic, write_png_atomic
+from dataset.files import is_hidden
+from dataset.io import read_json, write_json_atomic, write_png_atomic
 from ldm.errors import UserError
 
 IMAGES, MASKS, RECORD = "Source_Images", "Ground_truth", "generation.json"
-SETTING_KEYS = ("checkpoint_sha256", "sampler", "steps", "guidance_scale", "seed", "negative_prompt",
-                "alpha_type", "output_size", "mode", "strength", "precision", "weights")
+SETTING_KEYS = ("checkpoint_sha256", "config_sha256", "weights", "precision", "mask_dir", "num_per_mask", "seed",
+                "prompt", "negative_prompt", "sampler", "steps", "guidance_scale", "alpha_type", "mode", "strength",
+                "dilate", "background", "output_size", "grayscale")
+TEMP_GLOB = ".*.tmp"  # unfinished atomic writes (ldm.atomic) of a killed run
+
+
+@contextlib.contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Turn an OS error while writing ``path`` into a one-line :class:`UserError`."""
+    try:
+        yield
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write ({exc.strerror or exc}); free disk space or fix the folder's "
+                        "permissions, then rerun to resume (pairs written so far are kept)") from None
+
+
+def prepare_root(root: Path) -> None:
+    """Create ``root``; a path that is a file, a read-only parent etc. is a one-line error."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UserError(f"{root}: exists and is not a folder; choose another --folder / --save_folder_name") from None
+    except OSError as exc:
+        raise UserError(f"{root}: cannot create the output folder ({exc.strerror}); "
+                        "choose another --folder / --save_folder_name") from None
+
+
+def prepare_folder(root: Path) -> None:
+    """Remove stale temporary files. Call only while holding the folder's lock: then no other
+    writer is live, so every ``.*.tmp`` file is left over from a killed run."""
+    for folder in (root, root / IMAGES, root / MASKS):
+        if folder.is_dir():
+            for tmp in folder.glob(TEMP_GLOB):
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+
+
+def _read_record(path: Path) -> dict:
+    data = read_json(path, "generation record")
+    if (not isinstance(data, dict) or not isinstance(data.get("settings"), dict)
+            or not isinstance(data.get("images", {}), dict)):
+        raise UserError(f"{path}: not a generation record (expected an object with 'settings' and 'images'); "
+                        "move it away or choose another --save_folder_name")
+    data.setdefault("images", {})
+    return data
 
 
 class PairedWriter:
@@ -33,25 +79,24 @@ class PairedWriter:
             new = {k: settings.get(k) for k in SETTING_KEYS}
             diff = [k for k in SETTING_KEYS if old[k] != new[k]]
             if diff:
-                raise UserError(f"{root} was generated with other settings ({', '.join(diff)} differ); "
+                shown = ", ".join(f"{k} {old[k]!r} -> {new[k]!r}" for k in diff[:3])
+                raise UserError(f"{root} was generated with other settings ({shown}); "
                                 "choose another --save_folder_name (nothing was overwritten)")
             self.records.update(previous.get("images", {}))
-        self.images.mkdir(parents=True, exist_ok=True)
-        self.masks.mkdir(parents=True, exist_ok=True)
+        for folder in (self.images, self.masks):
+            with writing(folder):
+                folder.mkdir(parents=True, exist_ok=True)
 
     def _read_existing(self) -> Optional[dict]:
         path = self.root / RECORD
         merged = None
         if path.is_file():
-            try:
-                merged = json.loads(path.read_text())
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path} is corrupt ({exc}); move it away or use another --save_folder_name")
+            merged = _read_record(path)
         for part in sorted(self.root.glob("generation.rank*.json")):
-            data = json.loads(part.read_text())
+            data = _read_record(part)
             merged = merged or {"settings": data["settings"], "images": {}}
-            merged["images"].update(data.get("images", {}))
-        if merged is None and self.images.is_dir() and any(self.images.iterdir()):
+            merged["images"].update(data["images"])
+        if merged is None and self.images.is_dir() and any(not is_hidden(p) for p in self.images.iterdir()):
             raise UserError(f"{self.images} already holds images without a {RECORD}; "
                             "choose another --save_folder_name (nothing was overwritten)")
         return merged
@@ -65,26 +110,30 @@ class PairedWriter:
         arr = (image01.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
         img = Image.fromarray(arr[..., 0]) if arr.shape[-1] == 1 else Image.fromarray(arr)
         img = img.convert("L") if grayscale else img
-        write_png_atomic(Image.fromarray(mask.cpu().numpy().astype(np.uint8) * 255), self.masks / f"{name}.png")
-        write_png_atomic(img, self.images / f"{name}.png")
+        with writing(self.masks / f"{name}.png"):
+            write_png_atomic(Image.fromarray(mask.cpu().numpy().astype(np.uint8) * 255), self.masks / f"{name}.png")
+        with writing(self.images / f"{name}.png"):
+            write_png_atomic(img, self.images / f"{name}.png")
         self.records[name] = record
 
     def flush(self) -> None:
         """Persist this rank's records (cheap enough to call after every batch)."""
-        write_json_atomic({"settings": self.settings, "images": self.records},
-                          self.root / f"generation.rank{self.rank}.json")
+        path = self.root / f"generation.rank{self.rank}.json"
+        with writing(path):
+            write_json_atomic({"settings": self.settings, "images": self.records}, path)
 
     def merge(self) -> Path:
         """Rank 0, after every rank flushed: one ``generation.json``, rank files removed."""
         merged = {"settings": self.settings, "images": {}}
         path = self.root / RECORD
         if path.is_file():
-            merged["images"].update(json.loads(path.read_text()).get("images", {}))
+            merged["images"].update(_read_record(path)["images"])
         parts = sorted(self.root.glob("generation.rank*.json"))
         for part in parts:
-            merged["images"].update(json.loads(part.read_text()).get("images", {}))
+            merged["images"].update(_read_record(part)["images"])
         merged["images"] = dict(sorted(merged["images"].items()))
-        write_json_atomic(merged, path)
+        with writing(path):
+            write_json_atomic(merged, path)
         for part in parts:
             part.unlink(missing_ok=True)
         return path

@@ -78,3 +78,43 @@ def test_sweep_errors(tmp_path, capsys):
     assert code.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "ckpt=PATH" in err and len(err.splitlines()) == 1
+
+
+def test_sweep_generates_in_process_with_one_model_load(tmp_path, monkeypatch):
+    import json
+
+    from tiny_model import make_tiny_checkpoint
+
+    import evaluation.guidance_sweep as gs
+
+    ckpt = make_tiny_checkpoint(tmp_path / "tiny.safetensors")
+    write_procedural_dataset(tmp_path / "real", 3, size=32, seed=1)
+    loads = []
+    real_load = gs.load_pipeline
+    monkeypatch.setattr(gs, "load_pipeline", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    cfg = OmegaConf.create({"real": str(tmp_path / "real"), "category": "patches", "mask_dir": None,
+                            "scales": [1, 4], "ckpt": str(ckpt), "out": str(tmp_path / "sweep"),
+                            "infer": {"steps": 2, "batch_size": 4, "device": "cpu", "seed": 3},
+                            "fid": {"cache_dir": str(tmp_path / "cache"), "kid_subsets": 2}})
+    rows = run_sweep(cfg, extractor=CountingExtractor(), progress=False, log=lambda m: None)
+    assert len(loads) == 1 and [r["n_fake"] for r in rows] == [3, 3]
+    for w in (1, 4):
+        record = json.loads((tmp_path / "sweep" / f"w{w}" / "generation.json").read_text())
+        assert record["settings"]["guidance_scale"] == w and len(record["images"]) == 3
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"scales": [3, float("nan")]}, "scales must be finite"),
+    ({"scales": [float("inf")]}, "scales must be finite"),
+    ({"infer": {"sampel": "plms"}}, "infer.sampel .*did you mean 'sampler'"),
+    ({"infer": {"steps": 0}}, "--steps must be >= 1"),
+])
+def test_sweep_refuses_bad_settings_before_generating(tmp_path, change, message):
+    write_procedural_dataset(tmp_path / "real", 2, size=24, seed=1)
+    (tmp_path / "ckpt.safetensors").write_bytes(b"")
+    cfg = OmegaConf.create({"real": str(tmp_path / "real"), "category": "patches", "scales": [3],
+                            "ckpt": str(tmp_path / "ckpt.safetensors"), "out": str(tmp_path / "o"),
+                            "fid": {"cache_dir": str(tmp_path / "cache")}, **change})
+    with pytest.raises(UserError, match=message):
+        run_sweep(cfg, extractor=CountingExtractor(), progress=False, log=lambda m: None)
+    assert not (tmp_path / "o" / "w3").exists()

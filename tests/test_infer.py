@@ -150,7 +150,7 @@ def test_bad_inputs(tiny, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "notes.txt").write_text("hi")
-    with pytest.warns(UserWarning, match="non-image"), pytest.raises(UserError, match="no mask images"):
+    with pytest.warns(UserWarning, match="non-mask"), pytest.raises(UserError, match="no mask files"):
         run(ckpt, empty, tmp_path)
     blank = tmp_path / "blank"
     write_masks(blank, ["In_1"])

@@ -1,0 +1,73 @@
+"""Which files count as images and masks, and listing them by stem: the one table every loader uses.
+
+Masks must be lossless (``.png .bmp .tif .tiff``): JPEG turns a binary mask's edges into grey
+levels, so a ``.jpg`` mask is refused rather than binarised silently. Images may also be JPEG.
+Dotfiles (``.DS_Store``, ``._In_1.png``, unfinished ``.In_1.png.*.tmp`` writes) and folders are
+never images or masks.
+"""
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from ldm.errors import UserError
+
+IMAGE_EXTS = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
+MASK_EXTS = (".png", ".bmp", ".tif", ".tiff")
+LOSSY_EXTS = (".jpg", ".jpeg")
+CAPTION_FILE = "caption.json"  # may sit beside the masks; never reported as a stray file
+_SHOW = 5
+
+
+def natural_key(text: str) -> tuple:
+    """Sort key ordering embedded numbers numerically (``In_2`` before ``In_10``)."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part.lower())
+                 for part in re.split(r"(\d+)", text) if part)
+
+
+def few(names: Sequence[str], show: int = _SHOW) -> str:
+    """``a, b, c and 4 more``"""
+    names = list(names)
+    return ", ".join(names[:show]) + (f" and {len(names) - show} more" if len(names) > show else "")
+
+
+def is_hidden(path: Path) -> bool:
+    """Dotfiles: never data (OS metadata, editor backups, unfinished atomic writes)."""
+    return path.name.startswith(".")
+
+
+def list_by_stem(folder: str | Path, exts: Sequence[str], what: str, flag: str = "the folder") -> dict[str, Path]:
+    """``{stem: file}`` of ``folder``'s files with one of ``exts``, naturally sorted by stem.
+
+    Dotfiles are ignored; other files and sub-folders are skipped with one warning. A JPEG where
+    only lossless files are accepted, two files with one stem (``a.png`` + ``a.bmp``), a missing or
+    empty folder raise :class:`UserError` naming the files and ``flag``.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        what_it_is = "is a file, not a folder" if folder.exists() else "not found"
+        raise UserError(f"{folder}: {what} folder {what_it_is}; check {flag}")
+    files: dict[str, Path] = {}
+    skipped: list[str] = []
+    for path in sorted(folder.iterdir(), key=lambda p: natural_key(p.name)):
+        if is_hidden(path) or path.name == CAPTION_FILE:
+            continue
+        suffix = path.suffix.lower()
+        if not path.is_file() or suffix not in exts:
+            if path.is_file() and suffix in LOSSY_EXTS and set(exts) <= set(MASK_EXTS):
+                raise UserError(f"{path}: JPEG {what}s are lossy (grey edges); save {what}s losslessly as "
+                                f"{' '.join(MASK_EXTS)}")
+            skipped.append(path.name + ("/" if path.is_dir() else ""))
+            continue
+        if path.stem in files:
+            raise UserError(f"{folder}: {files[path.stem].name} and {path.name} have the same name "
+                            f"{path.stem!r}; keep one {what} per name")
+        files[path.stem] = path
+    if skipped:
+        warnings.warn(f"{folder}: skipping {len(skipped)} non-{what} entr{'y' if len(skipped) == 1 else 'ies'} "
+                      f"(not {' '.join(exts)}): {few(skipped)}", stacklevel=2)
+    if not files:
+        raise UserError(f"{folder}: no {what} files ({' '.join(exts)}); check {flag}")
+    return files
