@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 import app
+from inference.lock import FolderLock
 from ldm.errors import UserError
 from webapp.canvas import canvas_side, editor_value, mask_from_editor, mask_from_upload
 from webapp.handlers import guarded
@@ -72,6 +73,8 @@ def test_kept_pairs_are_a_paired_dataset(tmp_path):
     assert KeptPairs(root, settings).next_name("Pa") == "Pa_app_0004"
     with pytest.raises(UserError, match="other settings"):
         KeptPairs(root, {"checkpoint_sha256": "b" * 64, "sampler": "per image"})
+    with FolderLock(root), pytest.raises(UserError, match="being written by another run"):
+        kept.add("In", torch.rand(3, 8, 8), mask, {})  # e.g. infer.py writing into the same folder
     with zipfile.ZipFile(kept.zip()) as zf:
         listed = set(zf.namelist())
     assert "kept/generation.json" in listed and "kept/Ground_truth/In_app_0003.png" in listed

@@ -2,8 +2,9 @@
 
 ``<out>/Source_Images/<name>.png``, ``<out>/Ground_truth/<name>.png`` and ``<out>/generation.json``
 (``settings`` of the checkpoint, ``images`` with one ``infer.py`` record per pair), every file
-written atomically. Names are ``<category prefix>_app_<n>`` so the dataset loader reads the category
-from the filename.
+written atomically under the folder's lock (``inference.lock.FolderLock``), so another app or an
+``infer.py`` run into the same folder cannot interleave. Names are ``<category prefix>_app_<n>`` so the
+dataset loader reads the category from the filename.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from inference.lock import FolderLock
 from inference.writer import IMAGES, MASKS, RECORD, PairedWriter
 from ldm.atomic import write_atomic
 
@@ -25,20 +27,27 @@ class KeptPairs:
     """A paired dataset folder that grows one pair per :meth:`add`."""
 
     def __init__(self, root: Path, settings: dict) -> None:
-        self.root = Path(root)
-        self.writer = PairedWriter(self.root, settings)
+        self.root, self.settings = Path(root), settings
+        self.root.mkdir(parents=True, exist_ok=True)
+        with FolderLock(self.root):  # a folder made with another checkpoint is refused now, not at Keep
+            PairedWriter(self.root, settings)
 
-    def next_name(self, prefix: str) -> str:
-        numbers = [int(m.group(1)) for n in self.writer.records if (m := _NAME.search(n))]
+    def next_name(self, prefix: str, records: dict | None = None) -> str:
+        if records is None:
+            with FolderLock(self.root):
+                records = PairedWriter(self.root, self.settings).records
+        numbers = [int(m.group(1)) for n in records if (m := _NAME.search(n))]
         return f"{prefix}_app_{max(numbers, default=0) + 1:04d}"
 
     def add(self, prefix: str, image01: torch.Tensor, mask: torch.Tensor, record: dict,
             grayscale: bool = False) -> str:
         """Write one pair and its record; returns the pair's name."""
-        name = self.next_name(prefix)
-        self.writer.write(name, image01, mask, record, grayscale)
-        self.writer.flush()
-        self.writer.merge()
+        with FolderLock(self.root):
+            writer = PairedWriter(self.root, self.settings)  # re-read: another process may have added pairs
+            name = self.next_name(prefix, writer.records)
+            writer.write(name, image01, mask, record, grayscale)
+            writer.flush()
+            writer.merge()
         return name
 
     def items(self) -> list[tuple[str, str]]:
