@@ -81,6 +81,16 @@ def upload_mask(pg, path: Path) -> None:
     chooser.value.set_files(str(path))
 
 
+def mask_source(pg) -> str:
+    return pg.locator("#mask_source input, #mask_source textarea").first.input_value()
+
+
+def upload_image(pg, path: Path) -> None:
+    """Background / start image; Generate only after the upload has reached the server."""
+    pg.locator("#background input[type=file]").set_input_files(str(path))
+    pg.locator("#background img").first.wait_for()
+
+
 def shown_images(pg) -> int:
     return pg.locator("#results img").count()
 
@@ -122,9 +132,11 @@ def test_implant_keeps_background_outside_the_mask(page, served, tmp_path):
     mask[12:18, 10:20] = 255
     Image.fromarray(mask).save(tmp_path / "In_mask.png")
     upload_mask(pg, tmp_path / "In_mask.png")
+    pg.wait_for_function("document.querySelector('#mask_source textarea, #mask_source input').value"
+                         ".includes('In_mask.png')")
     pg.get_by_label("inclusion").check()
     pg.get_by_label("implant into a background image").check()
-    pg.locator("#background input[type=file]").set_input_files(str(background))
+    upload_image(pg, background)
     pg.locator("#variants input[type=number]").fill("1")
     pg.locator("#variants input[type=number]").press("Enter")
     pg.click("#generate")
@@ -153,11 +165,12 @@ def test_bad_input_shows_a_message_and_the_app_keeps_serving(page, served, tmp_p
     junk.write_bytes(b"\x89PNG not really")
     upload_mask(pg, junk)
     pg.get_by_text("cannot read image").first.wait_for()
+    assert mask_source(pg) == "canvas"
     draw_stroke(pg)
     pg.get_by_label("implant into a background image").check()
     wide = tmp_path / "wide.png"
     Image.fromarray(np.full((32, 48, 3), 128, np.uint8)).save(wide)
-    pg.locator("#background input[type=file]").set_input_files(str(wide))
+    upload_image(pg, wide)
     pg.click("#generate")
     pg.get_by_text("crop it to a square").first.wait_for()
     assert shown_images(pg) == 0

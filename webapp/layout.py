@@ -20,7 +20,7 @@ def build(page: Page, title: str = "DefFiller") -> gr.Blocks:
         gr.Markdown(f"## {title}: draw a defect mask, generate the defect, keep the pair\n"
                     f"Checkpoint `{engine.ckpt.name}` · {size}×{size} px · {engine.pipe.device} · "
                     f"kept pairs go to `{page.kept.root}`")
-        result, selected, origin = gr.State(None), gr.State(0), gr.State("canvas")
+        result, selected = gr.State(None), gr.State(0)
         with gr.Row():
             with gr.Column(scale=3):
                 with gr.Tabs():
@@ -40,6 +40,8 @@ def build(page: Page, title: str = "DefFiller") -> gr.Blocks:
                                     clear = gr.Button("Clear", size="sm", elem_id="clear_mask")
                                     new_mask = gr.Button("New mask (mask producer)", size="sm",
                                                          visible=engine.maskgen is not None, elem_id="new_mask")
+                                origin = gr.Textbox("canvas", label="Mask source (recorded with kept pairs)",
+                                                    interactive=False, max_lines=1, elem_id="mask_source")
                                 generate = gr.Button("Generate", variant="primary", elem_id="generate")
                             with gr.Column():
                                 results = gr.Gallery(label="Generated (mask outlined in red)", columns=2,
