@@ -92,6 +92,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         raise UserError(f"--port {args.port}: use a port between 1 and 65535")
     ckpt = resolve_ckpt(args.ckpt)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up probes
     demo = build_app(ckpt, args.out, args.maskgen_ckpt, args.device, args.precision, args.weights)
     try:
         demo.launch(server_name=args.host, server_port=args.port, allowed_paths=[str(args.out.resolve())],
