@@ -65,7 +65,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="base seed; each image's seed derives from it")
     p.add_argument("--num_per_mask", type=int, default=1, help="images per mask")
     p.add_argument("--output_size", type=int, default=None, help="output side in pixels (e.g. 200)")
-    p.add_argument("--device", default=None, help="auto, cuda, cuda:1, cpu (default auto: this rank's GPU if there is one)")
+    p.add_argument("--device", default=None, help="auto, cuda, cuda:1, cpu (default auto: this rank's GPU if any)")
     p.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32")
     p.add_argument("--weights", choices=("auto", "ema", "raw"), default="auto",
                    help="EMA or trained weights; auto: EMA when the checkpoint has them (default)")

@@ -1,9 +1,9 @@
 """Guidance sweep (the paper's Table 2): FID/KID of one category generated at several guidance scales.
 
 For every scale ``w`` the category's masks are generated in-process with the library behind
-``infer.py`` (:func:`inference.generate.generate_dataset`, into ``OUT/w<w>/``; re-running resumes) and the generated images are compared
-with the real images of the category. The table goes to stdout and ``OUT/sweep.md``/``.csv``;
-``OUT/sweep.png`` plots FID and KID against ``w``.
+``infer.py`` (:func:`inference.generate.generate_dataset`, into ``OUT/w<w>/``, the checkpoint loaded
+once; re-running resumes) and the generated images are compared with the real images of the category.
+The table goes to stdout and ``OUT/sweep.md``/``.csv``; ``OUT/sweep.png`` plots FID and KID against ``w``.
 
     python -m evaluation.guidance_sweep --config configs/eval/guidance_sweep.yaml \
         --set ckpt=OUTPUT/exp/checkpoints/latest.safetensors category=scratches
@@ -26,8 +26,7 @@ from ldm.atomic import savefig_atomic
 from ldm.errors import UserError, run_cli
 
 from .config import CONFIG_DIR, REPO, load_config
-from .fid import (FeatureExtractor, InceptionFeatures, fid_from_features, folder_features,
-                  kid_from_features)
+from .fid import FeatureExtractor, InceptionFeatures, fid_from_features, folder_features, kid_from_features
 from .folders import MASK_EXTS, category_of, list_by_stem, mask_folder
 from .report import write_tables
 
@@ -158,7 +157,8 @@ def run_sweep(cfg: DictConfig, extractor: FeatureExtractor | None = None, genera
 def format_sweep(rows: Sequence[dict], category: str) -> str:
     lines = [f"guidance sweep ({category})", f"{'w':>6}{'n':>6}{'FID':>10}{'KID x1e3':>18}"]
     for r in rows:
-        lines.append(f"{r['guidance']:>6g}{r['n_fake']:>6}{r['FID']:>10.2f}{r['KID'] * 1e3:>10.2f} ± {r['KID_std'] * 1e3:.2f}")
+        lines.append(f"{r['guidance']:>6g}{r['n_fake']:>6}{r['FID']:>10.2f}"
+                     f"{r['KID'] * 1e3:>10.2f} ± {r['KID_std'] * 1e3:.2f}")
     return "\n".join(lines)
 
 
