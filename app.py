@@ -35,8 +35,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                    help="mask producer checkpoint (file or maskgen.train run folder): enables 'new mask'")
     p.add_argument("--out", type=Path, default=Path("generation_samples/app"),
                    help="folder for kept pairs (<out>/kept) and batch datasets (<out>/<name>)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    p.add_argument("--device", default="auto", help="auto (a CUDA GPU when present, else CPU), cpu, cuda, cuda:N")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="fp32 (default); bf16 on GPUs and CPUs with AVX-512 BF16/AMX; fp16 on CUDA only")
     p.add_argument("--weights", choices=("auto", "ema", "raw"), default="auto",
                    help="EMA or trained weights; auto: EMA when the checkpoint has them")
     return p.parse_args(argv)
@@ -67,7 +68,7 @@ def check_host(host: str) -> None:
         print(f"warning: serving on {host}: other computers on the network can use this page")
 
 
-def build_app(ckpt: Path, out: Path, maskgen_ckpt: Optional[Path] = None, device: Optional[str] = None,
+def build_app(ckpt: Path, out: Path, maskgen_ckpt: Optional[Path] = None, device: str = "auto",
               precision: str = "fp32", weights: str = "auto"):
     """The page (a ``gr.Blocks``, queued) and the folders it may serve files from."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry calls from a local tool

@@ -24,11 +24,11 @@ from ldm.errors import run_cli
 
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", type=Path, required=True)
+    p.add_argument("--ckpt", type=Path, required=True, help="DefFiller checkpoint (e.g. the CPU demo's)")
     p.add_argument("--mask", type=Path, required=True, help="a mask PNG whose name starts with a category prefix")
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--sampler", default="plms")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--steps", type=int, default=50, help="sampler steps (default 50)")
+    p.add_argument("--sampler", default="plms", help="sampler (default plms)")
+    p.add_argument("--repeats", type=int, default=5, help="timed rounds after one warm-up round (default 5)")
     args = p.parse_args(argv)
 
     from playwright.sync_api import sync_playwright

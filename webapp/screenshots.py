@@ -38,8 +38,8 @@ def stroke(pg, points: list[tuple[float, float]]) -> None:
 
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", type=Path, required=True)
-    p.add_argument("--out", type=Path, default=Path("docs"))
+    p.add_argument("--ckpt", type=Path, required=True, help="DefFiller checkpoint (e.g. the CPU demo's)")
+    p.add_argument("--out", type=Path, default=Path("docs"), help="folder for the PNGs (default docs)")
     args = p.parse_args(argv)
 
     from playwright.sync_api import sync_playwright
