@@ -22,7 +22,6 @@ from inference.generate import (
     generate_dataset,
     load_pipeline,
     record_for,
-    resize_images,
     settings_for,
 )
 from inference.implant import load_background
@@ -154,10 +153,6 @@ class Engine:
         """A paired dataset from a folder of masks: ``infer.py``'s loop."""
         spec = JobSpec(Path(mask_dir), num_per_mask=num_per_mask, seed=seed)
         return generate_dataset(self.pipe, spec, out_dir, opts, background=background, progress=progress)
-
-    @staticmethod
-    def resize(images: torch.Tensor, size: int) -> torch.Tensor:
-        return resize_images(images, size)
 
 
 def _sample_settings(stored: dict, **override):
