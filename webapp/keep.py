@@ -1,0 +1,80 @@
+"""Kept pairs: the images a user keeps go into one paired dataset folder, as ``infer.py`` writes it.
+
+``<out>/Source_Images/<name>.png``, ``<out>/Ground_truth/<name>.png`` and ``<out>/generation.json``
+(``settings`` of the checkpoint, ``images`` with one ``infer.py`` record per pair), every file
+written atomically under the folder's lock (``inference.lock.FolderLock``), so another app or an
+``infer.py`` run into the same folder cannot interleave. Names are ``<category prefix>_app_<n>`` so the
+dataset loader reads the category from the filename.
+"""
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+
+from inference.lock import FolderLock
+from inference.writer import IMAGES, MASKS, RECORD, PairedWriter
+from ldm.atomic import write_atomic
+
+_NAME = re.compile(r"_app_(\d+)$")
+
+
+class KeptPairs:
+    """A paired dataset folder that grows one pair per :meth:`add`."""
+
+    def __init__(self, root: Path, settings: dict) -> None:
+        self.root, self.settings = Path(root), settings
+        self.root.mkdir(parents=True, exist_ok=True)
+        with FolderLock(self.root):  # a folder made with another checkpoint is refused now, not at Keep
+            PairedWriter(self.root, settings)
+
+    def next_name(self, prefix: str, records: dict | None = None) -> str:
+        if records is None:
+            with FolderLock(self.root):
+                records = PairedWriter(self.root, self.settings).records
+        numbers = [int(m.group(1)) for n in records if (m := _NAME.search(n))]
+        return f"{prefix}_app_{max(numbers, default=0) + 1:04d}"
+
+    def add(self, prefix: str, image01: torch.Tensor, mask: torch.Tensor, record: dict,
+            grayscale: bool = False) -> str:
+        """Write one pair and its record; returns the pair's name."""
+        with FolderLock(self.root):
+            writer = PairedWriter(self.root, self.settings)  # re-read: another process may have added pairs
+            name = self.next_name(prefix, writer.records)
+            writer.write(name, image01, mask, record, grayscale)
+            writer.flush()
+            writer.merge()
+        return name
+
+    def items(self) -> list[tuple[str, str]]:
+        """(image path, caption) of every kept pair, newest first."""
+        path = self.root / RECORD
+        records = json.loads(path.read_text()).get("images", {}) if path.is_file() else {}
+        out = []
+        for name, rec in records.items():
+            image = self.root / IMAGES / f"{name}.png"
+            if image.is_file():
+                out.append((str(image), f"{name} · {rec.get('category', '')} · seed {rec.get('seed', '')}"))
+        return sorted(out, key=lambda item: _order(Path(item[0]).stem), reverse=True)
+
+    def zip(self) -> Path:
+        """The whole folder as ``<name>.zip`` in a fresh temporary folder (written atomically)."""
+        target = Path(tempfile.mkdtemp(prefix="deffiller_kept_")) / f"{self.root.name}.zip"
+        files = [self.root / RECORD] + sorted((self.root / IMAGES).glob("*.png")) + sorted(
+            (self.root / MASKS).glob("*.png"))
+
+        def write(fh) -> None:
+            with zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
+                for f in files:
+                    if f.is_file():
+                        zf.write(f, f"{self.root.name}/{f.relative_to(self.root)}")
+        return write_atomic(target, write)
+
+
+def _order(name: str) -> int:
+    m = _NAME.search(name)
+    return int(m.group(1)) if m else 0
