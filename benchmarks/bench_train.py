@@ -2,9 +2,9 @@
 """Training speed and memory of a config: seconds per iteration and peak RSS, with and without
 gradient checkpointing, each setting in a fresh process (peak RSS is per process).
 
-    python benchmarks/bench_train.py                                   # full DefFiller config, batch 2
-    python benchmarks/bench_train.py --config configs/demo.yaml --batch_size 8 --iters 20
-    python benchmarks/bench_train.py --data_root ../shared/data/SD-saliency-900 --threads 1
+    python -m benchmarks.bench_train                                   # full DefFiller config, batch 2
+    python -m benchmarks.bench_train --config configs/demo.yaml --batch_size 8 --iters 20
+    python -m benchmarks.bench_train --data_root ../shared/data/SD-saliency-900 --threads 1
 
 Weights are random (timing does not depend on their values; the zero-initialised output layers are
 randomised so that every trained parameter gets a gradient, as from the GLIGEN-sem release). Data:
@@ -106,12 +106,12 @@ def main() -> None:
         child(args)
         return
     for setting in (["true", "false"] if args.checkpointing == "both" else [args.checkpointing]):
-        cmd = [sys.executable, __file__, "--child", "--checkpointing", setting, "--config", str(args.config),
+        cmd = [sys.executable, "-m", "benchmarks.bench_train", "--child", "--checkpointing", setting, "--config", str(args.config),
                "--batch_size", str(args.batch_size), "--iters", str(args.iters), "--warmup", str(args.warmup),
                "--threads", str(args.threads), "--precision", args.precision, "--trainable", args.trainable]
         if args.data_root:
             cmd += ["--data_root", str(args.data_root)]
-        subprocess.run(cmd, check=True)
+        subprocess.run(cmd, check=True, cwd=ROOT)
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,7 @@
 """tools/gpu_check.py: the CPU dry run of every section, failure recording, and flag errors."""
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -68,3 +69,11 @@ def test_failed_section_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch, k
 def test_bad_flags_are_one_line_errors(tmp_path, argv, message):
     with pytest.raises(UserError, match=message.replace("'", ".").replace("-", r"\-")):
         gpu_check.main([*argv, "--out", str(tmp_path)])
+
+
+def test_run_outside_the_repository_root_is_one_line(monkeypatch, capsys):
+    """Started as a script from elsewhere, trainer.py is not importable: say how to run it instead."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "trainer" else real(name, *a))
+    with pytest.raises(UserError, match="python -m tools.gpu_check"):
+        gpu_check.main(["--device", "cpu", "--tiny", "--out", "unused"])

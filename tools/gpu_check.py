@@ -2,9 +2,9 @@
 """Check every CUDA path of DefFiller in one process, on random weights of the full config, and
 write a report: OUT/report.md (tables) and OUT/results.json (every figure).
 
-    python tools/gpu_check.py --quick --out gpu_check        # one GPU, sized for under 8 minutes
-    python tools/gpu_check.py --out gpu_check                # longer timings, same checks
-    python tools/gpu_check.py --device cpu --tiny --out dry  # CPU dry run of the tiny config (the test suite's)
+    python -m tools.gpu_check --quick --out gpu_check        # one GPU, sized for under 8 minutes
+    python -m tools.gpu_check --out gpu_check                # longer timings, same checks
+    python -m tools.gpu_check --device cpu --tiny --out dry  # CPU dry run of the tiny config (the test suite's)
 
 Sections (each independent: one that fails is recorded with its one-line error and a traceback
 file under OUT/tracebacks/, and the others still run; exit status 1 if any failed):
@@ -36,6 +36,7 @@ sections with --only.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import platform
 import shutil
 import tempfile
@@ -143,6 +144,9 @@ def meta_info(device, mode: str) -> dict:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
+    if importlib.util.find_spec("trainer") is None:
+        raise UserError("trainer.py is not importable: run this from the repository root as "
+                        "`python -m tools.gpu_check ...`")
     keys = pick_sections(args.only)
     device = resolve_device(args.device)
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
