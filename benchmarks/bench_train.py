@@ -106,7 +106,8 @@ def main() -> None:
         child(args)
         return
     for setting in (["true", "false"] if args.checkpointing == "both" else [args.checkpointing]):
-        cmd = [sys.executable, "-m", "benchmarks.bench_train", "--child", "--checkpointing", setting, "--config", str(args.config),
+        cmd = [sys.executable, "-m", "benchmarks.bench_train", "--child", "--checkpointing", setting,
+               "--config", str(args.config),
                "--batch_size", str(args.batch_size), "--iters", str(args.iters), "--warmup", str(args.warmup),
                "--threads", str(args.threads), "--precision", args.precision, "--trainable", args.trainable]
         if args.data_root:
