@@ -75,3 +75,18 @@ def test_training_state_written_by_train_is_read_back_by_the_safe_loader(tmp_pat
                            tmp_path / "d", resume=True, log=logs.append, progress=False)
     assert any(line.startswith("resume:") and "at epoch 1" in line for line in logs)
     assert predict.Detector(final, "cpu").cfg.train.epochs == 2
+
+
+def test_train_cli_resumes_automatically_like_the_other_tools(tmp_path, capsys):
+    """Same resume policy as main.py and maskgen.train: a second run continues from OUT/last.pt."""
+    from dataset.procedural import write_procedural_dataset
+    from evaluation.detector import train
+
+    write_procedural_dataset(tmp_path / "pairs", 4, size=32)
+    argv = ["--data_root", str(tmp_path / "pairs"), "--out", str(tmp_path / "d"), "--no_progress", "--set",
+            "data.image_size=32", "train.device=cpu", "train.batch_size=4", "train.augment=false"]
+    train.main(argv + ["train.epochs=1"])
+    capsys.readouterr()
+    train.main(argv + ["train.epochs=2"])
+    out = capsys.readouterr()
+    assert "at epoch 1" in out.out + out.err, out

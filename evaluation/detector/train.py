@@ -2,9 +2,9 @@
 
     python -m evaluation.detector.train --data_root PATH/SD-saliency-900 --out OUTPUT/detector \
         [--config configs/eval/detector.yaml] [--split DATA/splits/x.json | --ratio 9:1 --seed 0] \
-        [--set train.epochs=5 ...] [--resume]
+        [--set train.epochs=5 ...]
 
-Writes ``OUT/last.pt`` after every epoch (model, optimiser, schedule, history: ``--resume``
+Writes ``OUT/last.pt`` after every epoch (model, optimiser, schedule, history; a rerun with the same OUT
 continues from it), ``OUT/detector.pt`` (weights + config, for prediction) and
 ``OUT/train_log.json`` at the end. All writes are atomic.
 """
@@ -159,14 +159,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="detector YAML (default %(default)s)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="config overrides, e.g. train.epochs=5 data.image_size=160")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--resume", action="store_true",
+                        help="accepted for compatibility: a run always continues from OUT/last.pt when it exists, "
+                             "as main.py and maskgen.train do")
     parser.add_argument("--no_progress", action="store_true", help="no tqdm bars")
     args = parser.parse_args(argv)
     from ..splitfile import split_pairs
 
     cfg = load_config(args.config, DEFAULT_CONFIG, args.set)
     train_pairs, _, _ = split_pairs(args.data_root, args.split, args.ratio, args.seed)
-    train_detector(cfg, train_pairs, args.out, resume=args.resume, progress=not args.no_progress)
+    train_detector(cfg, train_pairs, args.out, resume=True, progress=not args.no_progress)
     return 0
 
 
