@@ -92,10 +92,11 @@ def build(page: Page, title: str = "DefFiller") -> gr.Blocks:
         def remember(evt: gr.SelectData) -> int:
             return evt.index
 
-        # the mask is kept server-side as it is drawn or set, so Generate sends no image: reading the
-        # editor makes the browser export and upload its background, layer and composite first
-        editor.input(guarded(page.mask_drawn, keep_outputs=2), editor, [mask, drawn], queue=False,
-                     trigger_mode="always_last", show_progress="hidden")
+        # the mask is kept server-side as it is drawn or set: Generate sends no image, and the editor
+        # (whose value the browser re-exports and re-uploads each time an event reads it) is read only
+        # when the user changes it
+        editor.input(guarded(page.mask_drawn, keep_outputs=2), editor, [mask, drawn], queue=False, trigger_mode="always_last",
+                     show_progress="hidden")
         upload.upload(guarded(page.upload_mask, keep_outputs=4), upload, [editor, origin, mask, drawn])
         clear.click(page.cleared, None, [editor, origin, mask, drawn], queue=False)
         new_mask.click(guarded(page.new_mask, keep_outputs=4), [category, seed], [editor, origin, mask, drawn],
