@@ -13,7 +13,7 @@ from PIL import Image
 import app
 from inference.lock import FolderLock
 from ldm.errors import UserError
-from webapp.canvas import canvas_side, editor_value, mask_from_upload, painted_mask, require_mask
+from webapp.canvas import canvas_side, editor_value, mask_from_editor, mask_from_upload
 from webapp.handlers import guarded
 from webapp.keep import KeptPairs
 
@@ -24,21 +24,21 @@ def test_canvas_round_trip_and_half_block_rule(res):
     assert side % res == 0 and side >= 384
     mask = np.zeros((res, res), bool)
     mask[1:4, 2:7] = True
-    assert np.array_equal(require_mask(painted_mask(editor_value(mask, res), res)), mask)
+    assert np.array_equal(mask_from_editor(editor_value(mask, res), res), mask)
     # a model pixel is in the mask when at least half of its block is painted
     k = side // res
     composite = np.zeros((side, side, 3), np.uint8)
     composite[:k, : (k + 1) // 2] = 255    # half of pixel (0, 0)
     composite[k:2 * k, k: k + k // 2 - 1] = 255  # less than half of pixel (1, 1)
-    got = require_mask(painted_mask({"composite": composite}, res))
+    got = mask_from_editor({"composite": composite}, res)
     assert got[0, 0] and not got[1, 1] and got.sum() == 1
 
 
 def test_canvas_bad_input_messages(tmp_path):
     with pytest.raises(UserError, match="no mask drawn"):
-        require_mask(painted_mask({"background": None, "layers": [], "composite": None}, 32))
+        mask_from_editor({"background": None, "layers": [], "composite": None}, 32)
     with pytest.raises(UserError, match="mask is empty"):
-        require_mask(painted_mask(editor_value(None, 32) | {"composite": np.zeros((384, 384, 3), np.uint8)}, 32))
+        mask_from_editor(editor_value(None, 32) | {"composite": np.zeros((384, 384, 3), np.uint8)}, 32)
     junk = tmp_path / "junk.png"
     junk.write_bytes(b"not a png")
     with pytest.raises(UserError, match="cannot read image"):

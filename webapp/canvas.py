@@ -42,11 +42,12 @@ def editor_value(mask: Optional[np.ndarray], res: int) -> dict[str, Any]:
     return {"background": background, "layers": [layer], "composite": composite}
 
 
-def painted_mask(value: Optional[dict[str, Any]], res: int) -> Optional[np.ndarray]:
-    """The editor's drawing as a res x res bool array (possibly empty); ``None`` when the editor has none."""
+def mask_from_editor(value: Optional[dict[str, Any]], res: int) -> np.ndarray:
+    """The drawn mask as a res x res bool array; nothing drawn or an empty mask is a :class:`UserError`."""
     composite = None if value is None else value.get("composite")
     if composite is None:
-        return None
+        raise UserError("no mask drawn: paint the defect with the brush on the black canvas, "
+                        "or upload a mask PNG")
     grey = np.asarray(Image.fromarray(np.asarray(composite, np.uint8)).convert("L"), np.float32) / 255
     side = canvas_side(res)
     if grey.shape != (side, side):  # a canvas the page resized: area-resample to a whole multiple first
@@ -54,25 +55,11 @@ def painted_mask(value: Optional[dict[str, Any]], res: int) -> Optional[np.ndarr
                           np.float32) / 255
     k = side // res
     painted = (grey > 0.5).reshape(res, k, res, k).mean(axis=(1, 3))
-    return painted >= 0.5
-
-
-def require_mask(mask: Optional[np.ndarray]) -> np.ndarray:
-    """``mask`` when it has defect pixels; nothing drawn or an empty mask is a :class:`UserError`."""
-    if mask is None:
-        raise UserError("no mask drawn: paint the defect with the brush on the black canvas, "
-                        "or upload a mask PNG")
+    mask = painted >= 0.5
     if not mask.any():
         raise UserError("the mask is empty: paint a larger stroke (a model pixel counts when half of it "
                         "is painted) or upload a mask with white defect pixels")
     return mask
-
-
-def mask_note(mask: Optional[np.ndarray]) -> str:
-    """One line under the canvas: how much of the model's image the mask covers."""
-    if mask is None or not mask.any():
-        return "mask: nothing drawn yet"
-    return f"mask: {int(mask.sum())} of {mask.size} model pixels"
 
 
 def mask_from_upload(path: str | Path, res: int) -> np.ndarray:

@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import gradio as gr
-import numpy as np
 import torch
 
 from inference.generate import DEFAULT_STEPS, MODES
 from ldm.errors import UserError
-from webapp.canvas import editor_value, mask_from_upload, mask_note, painted_mask, require_mask, with_outline
+from webapp.canvas import editor_value, mask_from_editor, mask_from_upload, with_outline
 from webapp.engine import Engine
 from webapp.keep import KeptPairs
 
@@ -79,33 +78,24 @@ class Page:
     def blank(self) -> dict:
         return editor_value(None, self.engine.size)
 
-    def cleared(self) -> tuple[dict, str, None, str]:
-        return self.blank(), "canvas", None, mask_note(None)
-
-    def mask_drawn(self, editor: Optional[dict]) -> tuple[Optional[np.ndarray], str]:
-        """The mask as the editor shows it, kept server-side so that Generate sends no image."""
-        mask = painted_mask(editor, self.engine.size)
-        return mask, mask_note(mask)
-
-    def upload_mask(self, file: Any) -> tuple[dict, str, np.ndarray, str]:
+    def upload_mask(self, file: Any) -> tuple[dict, str]:
         if file is None:
             raise UserError("no file received; choose a mask PNG")
         path = Path(getattr(file, "name", file))
         mask = mask_from_upload(path, self.engine.size)
-        return editor_value(mask, self.engine.size), f"upload {path.name}", mask, mask_note(mask)
+        return editor_value(mask, self.engine.size), f"upload {path.name}"
 
-    def new_mask(self, category: str, seed: float) -> tuple[dict, str, np.ndarray, str]:
+    def new_mask(self, category: str, seed: float) -> tuple[dict, str]:
         cat = self.engine.category(category or "")
         mask = self.engine.new_mask(cat, int(seed))
-        origin = f"maskgen {self.engine.maskgen.path} seed {int(seed)}"
-        return editor_value(mask, self.engine.size), origin, mask, mask_note(mask)
+        return editor_value(mask, self.engine.size), f"maskgen {self.engine.maskgen.path} seed {int(seed)}"
 
     # -- generation -----------------------------------------------------------------------------
-    def generate(self, mask: Optional[np.ndarray], origin: str, category: str, mode_label: str,
+    def generate(self, editor: Optional[dict], origin: str, category: str, mode_label: str,
                  image_path: Optional[str], strength: float, sampler: str, steps: float, guidance: float,
                  seed: float, variants: float, progress: gr.Progress = gr.Progress()) -> tuple:
         engine = self.engine
-        mask = require_mask(mask)
+        mask = mask_from_editor(editor, engine.size)
         cat = engine.category(category or "")
         mode = _mode(mode_label)
         opts = engine.options(sampler, int(steps), float(guidance), mode, float(strength))

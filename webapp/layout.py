@@ -4,7 +4,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ldm.diffusion.samplers import SAMPLERS
-from webapp.canvas import DISPLAY, canvas_side, mask_note
+from webapp.canvas import DISPLAY, canvas_side
 from webapp.handlers import MAX_VARIANTS, MODE_LABELS, Page, guarded
 
 # requests that use the model share one queue slot: one model on one device
@@ -20,7 +20,7 @@ def build(page: Page, title: str = "DefFiller") -> gr.Blocks:
         gr.Markdown(f"## {title}: draw a defect mask, generate the defect, keep the pair\n"
                     f"Checkpoint `{engine.ckpt.name}` · {size}×{size} px · {engine.pipe.device} · "
                     f"kept pairs go to `{page.kept.root}`")
-        result, selected, mask = gr.State(None), gr.State(0), gr.State(None)
+        result, selected = gr.State(None), gr.State(0)
         with gr.Row():
             with gr.Column(scale=3):
                 with gr.Tabs():
@@ -30,7 +30,7 @@ def build(page: Page, title: str = "DefFiller") -> gr.Blocks:
                                 editor = gr.ImageEditor(
                                     value=page.blank(), label=f"Mask ({size}×{size}): white = defect",
                                     canvas_size=(side, side), fixed_canvas=True, image_mode="RGB", sources=(),
-                                    type="numpy", layers=False, transforms=(), height=DISPLAY + 80, format="png",
+                                    type="numpy", layers=False, transforms=(), height=DISPLAY + 80,
                                     brush=gr.Brush(colors=["#ffffff"], color_mode="fixed",
                                                    default_size=max(2, side // 24)),
                                     eraser=gr.Eraser(default_size=max(2, side // 24)), elem_id="mask_canvas")
@@ -40,7 +40,6 @@ def build(page: Page, title: str = "DefFiller") -> gr.Blocks:
                                     clear = gr.Button("Clear", size="sm", elem_id="clear_mask")
                                     new_mask = gr.Button("New mask (mask producer)", size="sm",
                                                          visible=engine.maskgen is not None, elem_id="new_mask")
-                                drawn = gr.Markdown(mask_note(None), elem_id="mask_note")
                                 origin = gr.Textbox("canvas", label="Mask source (recorded with kept pairs)",
                                                     interactive=False, max_lines=1, elem_id="mask_source")
                                 generate = gr.Button("Generate", variant="primary", elem_id="generate")
@@ -92,19 +91,13 @@ def build(page: Page, title: str = "DefFiller") -> gr.Blocks:
         def remember(evt: gr.SelectData) -> int:
             return evt.index
 
-        # the mask is kept server-side as it is drawn or set: Generate sends no image, and the editor
-        # (whose value the browser re-exports and re-uploads each time an event reads it) is read only
-        # when the user changes it
-        editor.input(guarded(page.mask_drawn, keep_outputs=2), editor, [mask, drawn], queue=False, trigger_mode="always_last",
-                     show_progress="hidden")
-        upload.upload(guarded(page.upload_mask, keep_outputs=4), upload, [editor, origin, mask, drawn])
-        clear.click(page.cleared, None, [editor, origin, mask, drawn], queue=False)
-        new_mask.click(guarded(page.new_mask, keep_outputs=4), [category, seed], [editor, origin, mask, drawn],
-                       **MODEL_QUEUE)
+        upload.upload(guarded(page.upload_mask, keep_outputs=2), upload, [editor, origin])
+        clear.click(lambda: (page.blank(), "canvas"), None, [editor, origin], queue=False)
+        new_mask.click(guarded(page.new_mask, keep_outputs=2), [category, seed], [editor, origin], **MODEL_QUEUE)
         mode.change(page.image_visibility, mode, [image, strength], queue=False)
         sampler.change(page.default_steps, sampler, steps, queue=False)
         generate.click(guarded(page.generate),
-                       [mask, origin, category, mode, image, strength, sampler, steps, guidance, seed, variants],
+                       [editor, origin, category, mode, image, strength, sampler, steps, guidance, seed, variants],
                        [results, timing, result, selected], **MODEL_QUEUE)
         results.select(remember, None, selected)
         keep.click(guarded(page.keep), [result, selected], [kept, kept_note], **KEEP_QUEUE)
