@@ -164,7 +164,8 @@ def test_bad_input_shows_a_message_and_the_app_keeps_serving(page, served, tmp_p
     junk = tmp_path / "broken.png"
     junk.write_bytes(b"\x89PNG not really")
     upload_mask(pg, junk)
-    pg.get_by_text("cannot read image").first.wait_for()
+    # the note beside the canvas is written when the failed request ends: the canvas takes strokes again
+    pg.wait_for_function("document.querySelector('#mask_note').innerText.includes('cannot read image')")
     assert mask_source(pg) == "canvas"
     draw_stroke(pg)
     pg.get_by_label("implant into a background image").check()

@@ -118,6 +118,8 @@ def test_guarded_turns_failures_into_page_messages():
         guarded(bad_input)()
     with pytest.raises(gr.Error, match="internal error .RuntimeError: boom"):
         guarded(bug)()
-    # handlers that write into the canvas leave it as it was and show the message as a toast
-    with pytest.warns(UserWarning, match="the mask is empty"):  # gr.Warning outside a request
-        assert guarded(bad_input, keep_outputs=2)() == (gr.skip(), gr.skip())
+    # handlers that write into the canvas leave it as it was and show the message in a note beside it,
+    # which a successful request clears
+    assert guarded(bad_input, keep_outputs=2)() == (gr.skip(), gr.skip(), "**error:** the mask is empty")
+    assert guarded(lambda: ("value", "origin"), keep_outputs=2)() == ("value", "origin", "")
+    assert guarded(lambda: "value", keep_outputs=1)() == ("value", "")

@@ -43,21 +43,25 @@ def guarded(fn: Callable, keep_outputs: Optional[int] = None) -> Callable:
     """Show failures as a message in the page instead of a traceback; the app keeps serving.
 
     By default the message is a ``gr.Error`` (the request's outputs show an error badge until the next
-    request). With ``keep_outputs=n`` the message is an error toast and the ``n`` outputs keep their
-    values: for handlers that write into the mask canvas, which must stay usable.
+    request). With ``keep_outputs=n`` (handlers that write into the mask canvas, which must stay usable)
+    the ``n`` outputs keep their values and the message goes to one more output, a note beside them,
+    which a successful request clears. The note is written when the request ends, so it is also the
+    page's sign that the canvas takes input again (a toast shows while the request still runs).
     """
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            values = fn(*args, **kwargs)
         except gr.Error:
             raise
         except Exception as exc:  # UserError: bad input; anything else: a bug, reported the same way
             message = _message(exc)
             if keep_outputs is None:
                 raise gr.Error(message, print_exception=False) from None
-            gr.Warning(message, title="Error")
-            return tuple(gr.skip() for _ in range(keep_outputs)) if keep_outputs > 1 else gr.skip()
+            return (*(gr.skip() for _ in range(keep_outputs)), f"**error:** {message}")
+        if keep_outputs is None:
+            return values
+        return (*(values if isinstance(values, tuple) else (values,)), "")
     return wrapper
 
 

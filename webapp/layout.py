@@ -40,6 +40,7 @@ def build(page: Page, title: str = "DefFiller") -> gr.Blocks:
                                     clear = gr.Button("Clear", size="sm", elem_id="clear_mask")
                                     new_mask = gr.Button("New mask (mask producer)", size="sm",
                                                          visible=engine.maskgen is not None, elem_id="new_mask")
+                                mask_note = gr.Markdown(elem_id="mask_note")
                                 origin = gr.Textbox("canvas", label="Mask source (recorded with kept pairs)",
                                                     interactive=False, max_lines=1, elem_id="mask_source")
                                 generate = gr.Button("Generate", variant="primary", elem_id="generate")
@@ -91,9 +92,11 @@ def build(page: Page, title: str = "DefFiller") -> gr.Blocks:
         def remember(evt: gr.SelectData) -> int:
             return evt.index
 
-        upload.upload(guarded(page.upload_mask, keep_outputs=2), upload, [editor, origin])
-        clear.click(lambda: (page.blank(), "canvas"), None, [editor, origin], queue=False)
-        new_mask.click(guarded(page.new_mask, keep_outputs=2), [category, seed], [editor, origin], **MODEL_QUEUE)
+        upload.upload(guarded(page.upload_mask, keep_outputs=2), upload, [editor, origin, mask_note],
+                      show_progress="hidden")
+        clear.click(lambda: (page.blank(), "canvas", ""), None, [editor, origin, mask_note], queue=False)
+        new_mask.click(guarded(page.new_mask, keep_outputs=2), [category, seed], [editor, origin, mask_note],
+                       **MODEL_QUEUE)
         mode.change(page.image_visibility, mode, [image, strength], queue=False)
         sampler.change(page.default_steps, sampler, steps, queue=False)
         generate.click(guarded(page.generate),
