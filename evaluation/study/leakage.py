@@ -41,10 +41,20 @@ def refuse_test_stems(stage: str, stems: Iterable[str], test_stems: set[str], so
                         f"({few(leaked)}) from {source}; {fix}")
 
 
+def _readings(value: str | Path) -> set[Path]:
+    """Where a path may point: as given when absolute; from the repository root or the current directory
+    when relative (main.py reads relative paths from the directory it was started in)."""
+    path = Path(str(value)).expanduser()
+    if path.is_absolute():
+        return {path.resolve()}
+    return {repo_path(path), (Path.cwd() / path).resolve()}
+
+
 def same_path(a: Optional[str | Path], b: Optional[str | Path]) -> bool:
+    """Whether two spellings of a path name the same file (relative ones: see :func:`_readings`)."""
     if a in (None, "") or b in (None, ""):
         return a in (None, "") and b in (None, "")
-    return repo_path(a) == repo_path(b)
+    return bool(_readings(a) & _readings(b))
 
 
 def run_training_data(run_dir: Path) -> Optional[dict]:
@@ -78,7 +88,7 @@ def check_generator_data(stage: str, run_dir: Path, data_root: str, split_path: 
     if trained_split in (None, ""):
         raise LeakError(f"leak: stage {stage}: {run_dir} was trained on every pair of {data_root} (no split), "
                         "test samples included; train it on the study's training split (remove or move the folder)")
-    split_file = repo_path(trained_split)
+    split_file = next((p for p in _readings(trained_split) if p.is_file()), repo_path(trained_split))
     stems = load_split(split_file)["train"]
     refuse_test_stems(stage, stems, test_stems, f"{where} ({split_file})",
                       "train the generator on this study's training split only (generator.run / split)")

@@ -70,7 +70,8 @@ def targets(cfg: dict, agg: dict[str, list[dict]], fidelity: dict[str, dict]) ->
     sub = {r["setting"]: r for r in agg.get("substitution", [])}
     if "real" in sub and "generated" in sub:
         need = t["substitution_s_ratio"] * sub["real"]["S"]
-        out.append({"target": f"substitution: generated-only detector S >= {t['substitution_s_ratio']:g} x real-trained",
+        name = f"substitution: generated-only detector S >= {t['substitution_s_ratio']:g} x real-trained"
+        out.append({"target": name,
                     "value": sub["generated"]["S"], "threshold": need, "met": sub["generated"]["S"] >= need,
                     "detail": f"S generated {_pm(sub['generated']['S'], sub['generated']['S_std'])} vs real "
                               f"{_pm(sub['real']['S'], sub['real']['S_std'])} (x{t['substitution_s_ratio']:g} = "
@@ -319,6 +320,7 @@ def write_report(ctx: Ctx, folder: Path) -> Path:
     write_text_atomic(csv_text(fidelity_csv, list(fidelity_csv[0]) if fidelity_csv else ["study"]),
                       folder / "fidelity.csv")
     md += ["", "## Detector results", "", "![detectors](detectors.png)", "",
-           "Every seed's run: `detector_runs.csv`; tables: " + ", ".join(f"`table{TABLE[s]}.csv`" for s in studies) + ".",
+           "Every seed's run: `detector_runs.csv`; tables: "
+           + ", ".join(f"`table{TABLE[s]}.csv`" for s in studies) + ".",
            "", "## Stage wall times", "", times_markdown(ctx, folder)]
     return write_text_atomic("\n".join(md) + "\n", folder / "report.md")

@@ -392,7 +392,8 @@ class MaskgenStage(Stage):
         m = ctx.sc(self.study)["maskgen"]
         masks_in = Path(ctx.outputs(f"{self.study}.split")["train_masks"])
         files = list_masks(masks_in)
-        leakage.check_stems(self.key, [f.stem for f in files], ctx.test_stems(self.study), f"the mask folder {masks_in}")
+        leakage.check_stems(self.key, [f.stem for f in files], ctx.test_stems(self.study),
+                            f"the mask folder {masks_in}")
         run = self.run_dir(ctx)
         guard = run / "study_masks.json"
         listing = sorted(f.name for f in files)
@@ -558,7 +559,8 @@ class DetectorsStage(Stage):
         if filt["n_kept"] > 0:
             settings.append({"name": "real+filtered", "real": True, "generated": [{"dir": filt["kept"], "n": None}]})
             return settings, {}
-        return settings, {"real+filtered": f"no generated pair reached IoU >= {ctx.sc(self.study)['filter']['threshold']}"}
+        threshold = ctx.sc(self.study)["filter"]["threshold"]
+        return settings, {"real+filtered": f"no generated pair reached IoU >= {threshold}"}
 
     def run(self, ctx: Ctx) -> dict[str, Any]:
         from omegaconf import OmegaConf
