@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -202,6 +204,15 @@ def test_a_generator_run_started_by_hand_is_resumed_not_redone(tmp_path, monkeyp
     with contextlib.redirect_stdout(io.StringIO()):
         assert main.main(["--name", "generator", "--output_root", "out/substitution", "--config", "gen.yaml",
                           "--DATA_ROOT", "data", "--split", "split_9-1.json", "--set", "train.total_iters=1"]) == 0
+    # while that command is still running, the stage refuses to train the same run folder beside it
+    fake = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "main.py", "--name", "generator",
+                             "--output_root", "out/substitution"], cwd=tmp_path)
+    try:
+        with pytest.raises(UserError, match=rf"another process is training this run right now \(pid {fake.pid}: "):
+            run_study(config, "--until", "substitution.generator")
+    finally:
+        fake.kill()
+        fake.wait()
     log = run_study(config, "--until", "substitution.generator")
     assert ran(log) == ["substitution.generator"]
     assert "resuming at iteration 1" in log

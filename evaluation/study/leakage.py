@@ -88,7 +88,11 @@ def check_generator_data(stage: str, run_dir: Path, data_root: str, split_path: 
     if trained_split in (None, ""):
         raise LeakError(f"leak: stage {stage}: {run_dir} was trained on every pair of {data_root} (no split), "
                         "test samples included; train it on the study's training split (remove or move the folder)")
-    split_file = next((p for p in _readings(trained_split) if p.is_file()), repo_path(trained_split))
+    split_file = next((p for p in sorted(_readings(trained_split)) if p.is_file()), None)
+    if split_file is None:
+        raise UserError(f"stage {stage}: {where} trains on the split file {trained_split}, which is not found "
+                        "(relative paths are read from the repository root and the current directory); restore it, "
+                        "or remove the run folder to train afresh")
     stems = load_split(split_file)["train"]
     refuse_test_stems(stage, stems, test_stems, f"{where} ({split_file})",
                       "train the generator on this study's training split only (generator.run / split)")

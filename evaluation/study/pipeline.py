@@ -2,7 +2,8 @@
 
 A stage is up to date when its stamp's input hash equals the hash of its current inputs (config subset,
 files it reads, digests of its upstream stamps) and its outputs exist; otherwise it runs, and every stage
-after it that depends on it follows (the new stamp has a new digest). A stage that fails or is
+that depends on it follows when its outputs changed (the new stamp has a new digest; ``--force`` always
+gives one). A stage that fails or is
 interrupted leaves no stamp: the next run starts there again, and the command inside resumes where it
 can (main.py, maskgen.train, detector training, generation). Before a stage reruns with inputs that
 differ from its last attempt, its derived outputs are cleared; training runs are kept (their commands
@@ -169,7 +170,7 @@ def run_stages(stages: Sequence[Stage], ctx: Ctx, forced: set[str]) -> list[str]
             raise
         seconds = time.perf_counter() - t0
         finished = _inputs(stage, ctx)  # e.g. a split file the stage has just made
-        ctx.store.write(stage.key, digest_of(finished), finished, outputs, seconds)
+        ctx.store.write(stage.key, digest_of(finished), finished, outputs, seconds, forced=stage.key in pending_force)
         ctx.store.record_time(stage.key, seconds, "finished")
         pending_force.discard(stage.key)
         ran.append(stage.key)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,6 @@ from ldm.errors import UserError
 from ..config import REPO
 from ..folders import image_folder, mask_folder
 from . import leakage
-from .config import repo_path
 from .stamps import StampStore, file_digest, file_stat, folder_fingerprint
 
 #: stage kinds in execution order within a study
@@ -179,9 +177,46 @@ def check_main_options(argv: list[str]) -> Any:
     return resolve_options(cli, cfg)
 
 
-def run_main(stage: str, argv: list[str], log: Callable[[str], None]) -> None:
+def running_trainer(run_dir: Path) -> Optional[str]:
+    """``"PID: command"`` of another process running ``main.py`` on ``run_dir`` (read from /proc), else None."""
+    import os
+
+    run_dir = Path(run_dir).resolve()
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return None
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            cwd = Path(os.readlink(entry / "cwd"))
+        except OSError:
+            continue
+        if not any(a.endswith("main.py") for a in args):
+            continue
+        flags = dict(zip(args, args[1:]))
+        name = flags.get("--name", "sd")
+        root = flags.get("--output_root", flags.get("--OUTPUT_ROOT", "OUTPUT"))
+        if name == run_dir.name and ((cwd / root).resolve() == run_dir.parent):
+            return f"{entry.name}: {' '.join(a for a in args if a)}"
+    return None
+
+
+def run_main(stage: str, argv: list[str], log: Callable[[str], None], run_dir: Path) -> None:
+    """main.py in this process on ``run_dir`` (refused while another process trains that run folder)."""
+    other = running_trainer(run_dir)
+    if other is not None:
+        raise UserError(f"{run_dir}: another process is training this run right now (pid {other}); let it "
+                        f"finish or stop it, then rerun the study (stage {stage} resumes the run)")
     log(f"[{stage}] python main.py {' '.join(argv)}")
-    code = _main_module().main(argv)
+    try:
+        code = _main_module().main(argv)
+    except UserError as exc:
+        if "resuming with a different" not in str(exc):
+            raise
+        raise UserError(f"{exc}; in the study: restore the run's settings, or rerun with --force {stage} to "
+                        "retrain from scratch (the old run folder is moved aside)") from None
     if code:
         raise StageStopped(stage, int(code))
 
@@ -233,7 +268,8 @@ class SplitStage(Stage):
             shutil.copy2(by_stem[stem].mask, masks / by_stem[stem].mask.name)
         ctx.log(f"[{self.key}] {len(split['train'])} training / {len(split['test'])} test pairs ({path}); "
                 f"training masks -> {masks}")
-        return {"split": str(path), "n_train": len(split["train"]), "n_test": len(split["test"]),
+        return {"split": str(path), "split_sha256": file_digest(path), "n_train": len(split["train"]),
+                "n_test": len(split["test"]),
                 "train_masks": str(masks), "paths": [str(path), str(masks)]}
 
 
@@ -296,7 +332,7 @@ class PretrainStage(Stage):
         if dataset_folder(None, cfg) is not None or (saved is not None and not saved["procedural"]):
             raise leakage.LeakError(f"leak: stage {self.key} must train on procedural data only "
                                     f"(data.procedural in {p['config']}, no data root)")
-        run_main(self.key, argv, ctx.log)
+        run_main(self.key, argv, ctx.log, self.run_dir(ctx))
         found = latest_weights(self.run_dir(ctx))
         if found is None:
             raise UserError(f"{self.run_dir(ctx)}: no checkpoint after training; check its log")
@@ -342,7 +378,11 @@ class GeneratorStage(Stage):
                 "run": str(self.run_dir(ctx)), "device": ctx.cfg["device"], "threads": ctx.cfg.get("threads")}
 
     def reset(self, ctx: Ctx) -> list[Path]:
-        return [self.run_dir(ctx)]
+        run_dir = self.run_dir(ctx)
+        if ctx.out.resolve() not in run_dir.resolve().parents:
+            raise UserError(f"--force {self.key}: the run folder {run_dir} (generator.run) lies outside the study's "
+                            f"folder {ctx.out}; the study does not move it: move it away yourself to retrain")
+        return [run_dir]
 
     def note(self, ctx: Ctx) -> str:
         return _progress_note(self.run_dir(ctx))
@@ -351,7 +391,7 @@ class GeneratorStage(Stage):
         _, split_path = ctx.split(self.study)
         run_dir = self.run_dir(ctx)
         leakage.check_generator_data(self.key, run_dir, ctx.data_root, str(split_path), ctx.test_stems(self.study))
-        run_main(self.key, self.argv(ctx, str(split_path)), ctx.log)
+        run_main(self.key, self.argv(ctx, str(split_path)), ctx.log, run_dir)
         found = latest_weights(run_dir)
         if found is None:
             raise UserError(f"{run_dir}: no checkpoint after training; check its log")
@@ -682,8 +722,3 @@ def seconds_text(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m{sec:02d}s" if hours else f"{minutes}m{sec:02d}s"
 
 
-def now() -> float:
-    return time.perf_counter()
-
-
-__all__ = ["KINDS", "Ctx", "Stage", "StageStopped", "build_stages", "check_split_matches", "repo_path"]

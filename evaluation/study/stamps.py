@@ -1,9 +1,11 @@
 """Stage stamps: a finished stage writes ``<out>/.stamps/<stage>.json`` atomically.
 
 A stamp holds the hash of the stage's inputs (its config subset, the files it reads and the digests of
-the stamps it depends on), the stage's outputs and a ``digest`` unique to that completion. A stage is
-up to date when its stamp's hash equals the hash of its current inputs and its upstream stages are up
-to date; a rebuilt stage gets a new digest, which makes everything downstream stale. ``<stage>.started``
+the stamps it depends on), the stage's outputs and a ``digest`` of those outputs (their values and the
+names, sizes and modification times of the files they list; a forced stage adds a random part). A stage
+is up to date when its stamp's hash equals the hash of its current inputs and its upstream stages are up
+to date; a rebuilt stage whose outputs changed gets a new digest, which makes everything downstream
+stale, while one that found nothing to do (a finished training run) leaves its dependents alone. ``<stage>.started``
 records the input hash of an attempt that has not finished yet (so outputs of an attempt with other
 inputs can be cleared before a resume), and ``stage_times.json`` the wall time of every attempt.
 """
@@ -46,6 +48,27 @@ def file_stat(path: str | Path) -> Optional[list]:
     return [st.st_size, st.st_mtime_ns]
 
 
+def path_fingerprint(path: str | Path) -> Optional[str]:
+    """Names, sizes and modification times of a file or of every file under a folder (None: missing)."""
+    path = Path(path)
+    if path.is_file():
+        return digest_of(file_stat(path))
+    if not path.is_dir():
+        return None
+    h = hashlib.sha256()
+    for item in sorted(path.rglob("*")):
+        if item.is_file():
+            st = item.stat()
+            h.update(f"{item.relative_to(path)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def outputs_digest(outputs: Mapping[str, Any], forced: bool = False) -> str:
+    """The digest of a stage's completion: its outputs and the fingerprints of the paths they list."""
+    files = {str(p): path_fingerprint(p) for p in outputs.get("paths", [])}
+    return digest_of({"outputs": dict(outputs), "files": files, "forced": uuid.uuid4().hex if forced else None})
+
+
 def folder_fingerprint(folders: Iterable[Path]) -> str:
     """Names, sizes and modification times of every file directly in ``folders``."""
     h = hashlib.sha256()
@@ -80,9 +103,9 @@ class StampStore:
         return data if isinstance(data, dict) and "hash" in data and "digest" in data else None
 
     def write(self, key: str, input_hash: str, inputs: Mapping[str, Any], outputs: Mapping[str, Any],
-              seconds: float) -> dict[str, Any]:
+              seconds: float, forced: bool = False) -> dict[str, Any]:
         self.dir.mkdir(parents=True, exist_ok=True)
-        stamp = {"stage": key, "hash": input_hash, "digest": uuid.uuid4().hex, "inputs": dict(inputs),
+        stamp = {"stage": key, "hash": input_hash, "digest": outputs_digest(outputs, forced), "inputs": dict(inputs),
                  "outputs": dict(outputs), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
                  "seconds": round(float(seconds), 3)}
         write_json_atomic(stamp, self.path(key))
