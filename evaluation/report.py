@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -68,10 +69,15 @@ def write_tables(rows: Sequence[Mapping], columns: Sequence[str], stem: str | Pa
     return md_path, csv_path
 
 
+def _error(value) -> float:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else 0.0
+
+
 def bar_chart(rows: Sequence[Mapping], label_key: str, path: str | Path,
               metrics: Sequence[str] = PAPER_METRICS, group_key: str | None = None,
-              title: str = "") -> Path:
-    """One panel per metric, one bar per row (coloured by ``group_key`` when given)."""
+              title: str = "", error_suffix: str | None = None) -> Path:
+    """One panel per metric, one bar per row (coloured by ``group_key`` when given); with ``error_suffix``
+    each bar gets an error bar of ``row[metric + error_suffix]`` (e.g. ``"_std"``) where that is a number."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -84,7 +90,9 @@ def bar_chart(rows: Sequence[Mapping], label_key: str, path: str | Path,
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.6), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         values = [float(r[metric]) for r in rows]
-        bars = ax.bar(range(len(rows)), values, color=[colour_of[g] for g in groups])
+        errors = [_error(r.get(metric + error_suffix)) for r in rows] if error_suffix else None
+        bars = ax.bar(range(len(rows)), values, color=[colour_of[g] for g in groups], yerr=errors,
+                      capsize=3 if errors else 0)
         ax.set_title(TITLES.get(metric, metric) + (" ↑" if HIGHER_IS_BETTER.get(metric, True) else " ↓"))
         ax.set_xticks(range(len(rows)))
         ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)

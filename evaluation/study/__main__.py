@@ -1,0 +1,6 @@
+from ldm.errors import run_cli
+
+from . import main
+
+if __name__ == "__main__":
+    run_cli(main)

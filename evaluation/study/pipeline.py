@@ -1,0 +1,178 @@
+"""Planning and running the stages: which are up to date, which rebuild and why, and the run loop.
+
+A stage is up to date when its stamp's input hash equals the hash of its current inputs (config subset,
+files it reads, digests of its upstream stamps) and its outputs exist; otherwise it runs, and every stage
+that depends on it follows when its outputs changed (the new stamp has a new digest; ``--force`` always
+gives one). A stage that fails or is
+interrupted leaves no stamp: the next run starts there again, and the command inside resumes where it
+can (main.py, maskgen.train, detector training, generation). Before a stage reruns with inputs that
+differ from its last attempt, its derived outputs are cleared; training runs are kept (their commands
+refuse incompatible changes themselves) and moved aside only with ``--force``.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from ldm.errors import UserError
+
+from .stages import KINDS, Ctx, Stage, StageStopped, _rm, seconds_text
+from .stamps import digest_of
+
+
+@dataclass
+class Status:
+    key: str
+    up_to_date: bool
+    reason: str
+    note: str = ""
+
+
+def _inputs(stage: Stage, ctx: Ctx) -> dict[str, Any]:
+    deps = {}
+    for dep in stage.deps:
+        stamp = ctx.store.read(dep)
+        deps[dep] = stamp["digest"] if stamp else None
+    return {"inputs": stage.inputs(ctx), "deps": deps}
+
+
+def _changed(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """A short description of what differs between two input records."""
+    dep_changes = [k for k in new.get("deps", {}) if old.get("deps", {}).get(k) != new["deps"][k]]
+    if dep_changes:
+        return f"upstream {', '.join(dep_changes)} rebuilt"
+    o, n = old.get("inputs", {}), new.get("inputs", {})
+    keys = [k for k in sorted(set(o) | set(n)) if o.get(k) != n.get(k)]
+    return f"inputs changed ({', '.join(keys)})" if keys else "inputs changed"
+
+
+def stage_status(stage: Stage, ctx: Ctx, pending: set[str], forced: set[str]) -> Status:
+    """Up to date or not, and why; ``pending``: upstream stages that will rebuild first."""
+    stamp = ctx.store.read(stage.key)
+    if stage.key in forced:
+        return Status(stage.key, False, "forced (--force)")
+    waiting = [d for d in stage.deps if d in pending]
+    if waiting:
+        return Status(stage.key, False, f"after {', '.join(waiting)}")
+    if stamp is None:
+        started = ctx.store.started_hash(stage.key) is not None
+        return Status(stage.key, False, "interrupted; resumes" if started else "not run yet")
+    try:
+        current = _inputs(stage, ctx)
+    except UserError as exc:
+        return Status(stage.key, False, f"inputs unreadable ({exc})")
+    if digest_of(current) != stamp["hash"]:
+        return Status(stage.key, False, _changed(stamp.get("inputs", {}), current))
+    missing = [p for p in stamp["outputs"].get("paths", []) if not Path(p).exists()]
+    if missing:
+        return Status(stage.key, False, f"output missing ({missing[0]})")
+    return Status(stage.key, True, f"up to date (finished {stamp['finished']}, {seconds_text(stamp['seconds'])})")
+
+
+def plan(stages: Sequence[Stage], ctx: Ctx, forced: set[str]) -> list[Status]:
+    """Every stage's status, in order, as a run would find them."""
+    pending: set[str] = set()
+    out = []
+    for stage in stages:
+        status = stage_status(stage, ctx, pending, forced)
+        if not status.up_to_date:
+            pending.add(stage.key)
+            try:
+                status.note = stage.note(ctx)
+            except (OSError, ValueError):
+                status.note = ""
+        out.append(status)
+    return out
+
+
+def format_plan(statuses: Sequence[Status]) -> str:
+    width = max(len(s.key) for s in statuses)
+    lines = []
+    for s in statuses:
+        mark = "ok " if s.up_to_date else "RUN"
+        lines.append(f"  {mark} {s.key:<{width}}  {s.reason}" + (f" [{s.note}]" if s.note else ""))
+    return "\n".join(lines)
+
+
+def resolve_names(names: Sequence[str], stages: Sequence[Stage], flag: str) -> list[str]:
+    """Stage keys for ``names``: a full key (``expansion.filter``) or a kind (``detectors``: every study's)."""
+    keys = [s.key for s in stages]
+    out: list[str] = []
+    for name in names:
+        if name in keys:
+            out.append(name)
+            continue
+        matched = [s.key for s in stages if s.kind == name]
+        if not matched:
+            valid = ", ".join(keys + [k for k in KINDS if any(s.kind == k for s in stages)])
+            raise UserError(f"{flag} {name}: no such stage in this study config; valid: {valid}")
+        out.extend(matched)
+    return out
+
+
+def select_until(stages: Sequence[Stage], until: Optional[str]) -> list[Stage]:
+    """The stages ``--until`` keeps: up to a full key in execution order, or every stage up to a kind."""
+    if not until:
+        return list(stages)
+    keys = [s.key for s in stages]
+    if until in keys:
+        return list(stages[:keys.index(until) + 1])
+    resolve_names([until], stages, "--until")
+    limit = KINDS.index(until)
+    return [s for s in stages if KINDS.index(s.kind) <= limit]
+
+
+def _move_aside(path: Path, log) -> None:
+    if not path.exists():
+        return
+    target = path.with_name(f"{path.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+    shutil.move(str(path), str(target))
+    log(f"moved {path} aside to {target} (--force)")
+
+
+def run_stages(stages: Sequence[Stage], ctx: Ctx, forced: set[str]) -> list[str]:
+    """Run every stage that is not up to date, in order; returns the keys that ran."""
+    ran: list[str] = []
+    pending_force = set(forced)
+    for stage in stages:
+        status = stage_status(stage, ctx, set(), pending_force)
+        if status.up_to_date:
+            ctx.log(f"[{stage.key}] {status.reason}")
+            continue
+        ctx.log(f"[{stage.key}] running: {status.reason}")
+        started = _inputs(stage, ctx)
+        start_hash = digest_of(started)
+        previous = ctx.store.read(stage.key)
+        if stage.key in pending_force:
+            for path in stage.reset(ctx):
+                _move_aside(path, ctx.log)
+            for path in stage.clear(ctx):
+                _rm(path)
+        elif ((previous is not None and previous["hash"] != start_hash)
+              or ctx.store.started_hash(stage.key) not in (None, start_hash)):
+            for path in stage.clear(ctx):
+                if path.exists():
+                    ctx.log(f"[{stage.key}] inputs changed: clearing {path}")
+                _rm(path)
+        ctx.store.remove(stage.key)
+        ctx.store.mark_started(stage.key, start_hash)
+        t0 = time.perf_counter()
+        try:
+            outputs = stage.run(ctx)
+        except (KeyboardInterrupt, StageStopped):
+            ctx.store.record_time(stage.key, time.perf_counter() - t0, "interrupted")
+            raise
+        except BaseException:
+            ctx.store.record_time(stage.key, time.perf_counter() - t0, "failed")
+            raise
+        seconds = time.perf_counter() - t0
+        finished = _inputs(stage, ctx)  # e.g. a split file the stage has just made
+        ctx.store.write(stage.key, digest_of(finished), finished, outputs, seconds, forced=stage.key in pending_force)
+        ctx.store.record_time(stage.key, seconds, "finished")
+        pending_force.discard(stage.key)
+        ran.append(stage.key)
+        ctx.log(f"[{stage.key}] done in {seconds_text(seconds)}")
+    return ran

@@ -1,0 +1,115 @@
+"""Checks before anything runs: the dataset folder, every command's config and options, weight files.
+
+Each problem is one line naming the file and the fix; :func:`preflight` returns them all so that
+``--plan`` can list every missing weight file of a config at once.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from dataset.pairs import IMAGE_DIRS, MASK_DIRS
+from ldm.errors import UserError
+
+from .config import enabled_studies
+from .stages import Ctx, GeneratorStage, PretrainStage, detector_cfg, latest_weights, main_argv
+
+
+def check_data_root(root: str) -> None:
+    path = Path(root)
+    fix = (f"put SD-Saliency-900 there ({IMAGE_DIRS[0]}/ + {MASK_DIRS[0]}/, or {IMAGE_DIRS[1]}/ + "
+           f"{MASK_DIRS[1]}/) or pass --set data_root=PATH")
+    if not path.is_dir():
+        raise UserError(f"data_root {path}: dataset folder not found; {fix}")
+    for options, what in ((IMAGE_DIRS, "image"), (MASK_DIRS, "mask")):
+        if not any((path / d).is_dir() for d in options):
+            raise UserError(f"data_root {path}: no {what} folder ({' or '.join(options)}); {fix}")
+
+
+def _collect(errors: list[str], check: Callable[[], None]) -> None:
+    try:
+        check()
+    except UserError as exc:
+        errors.append(str(exc))
+
+
+def _weights_exist(ckpt: str | None, what: str, where: str) -> None:
+    from training.options import DEFAULT_CKPT, RELEASE_URL
+
+    if ckpt is None or Path(ckpt).is_file():
+        return
+    if Path(ckpt) == Path(DEFAULT_CKPT) or Path(ckpt).name == Path(DEFAULT_CKPT).name:
+        raise UserError(f"{ckpt}: initial weights of {what} not found (its train.ckpt, {where}); download "
+                        f"diffusion_pytorch_model.bin from {RELEASE_URL} and save it as {Path(ckpt).resolve()}")
+    raise UserError(f"{ckpt}: initial weights of {what} not found (train.ckpt of {where}); put the file there or "
+                    "change train.ckpt (generator.set)")
+
+
+def check_generator(ctx: Ctx, study: str) -> None:
+    """main.py's own option checks on the generator (and pre-training) command, and their weight files."""
+    from .stages import check_main_options
+
+    sc = ctx.sc(study)
+    gen = GeneratorStage(study, [])
+    placeholder = "<split>"
+    argv = main_argv(ctx, gen.run_dir(ctx).name, gen.run_dir(ctx).parent, sc["generator"]["config"],
+                     list(sc["generator"]["set"]), ["--DATA_ROOT", ctx.data_root, "--split", placeholder])
+    opts = check_main_options(argv)
+    if not sc["pretrain"]["enabled"] and latest_weights(gen.run_dir(ctx)) is None:
+        _weights_exist(opts.ckpt, f"studies.{study}.generator", f"{sc['generator']['config']} + generator.set")
+    if sc["pretrain"]["enabled"]:
+        pre = PretrainStage(study, [])
+        popts = check_main_options(pre.argv(ctx))
+        if latest_weights(pre.run_dir(ctx)) is None:
+            _weights_exist(popts.ckpt, f"studies.{study}.pretrain", f"{sc['pretrain']['config']} + pretrain.set")
+
+
+def check_detector(ctx: Ctx, study: str) -> None:
+    cfg = detector_cfg(ctx, study, ctx.sc(study)["detectors"]["seeds"][0])
+    pretrained = cfg.model.get("pretrained")
+    if isinstance(pretrained, str) and not Path(pretrained).is_file():
+        raise UserError(f"{pretrained}: encoder weights of studies.{study}.detectors (model.pretrained) not found; "
+                        "put the timm state dict there or set model.pretrained: false")
+
+
+def check_generation(ctx: Ctx, study: str) -> None:
+    from inference.generate import GenerationOptions
+
+    g = ctx.sc(study)["generation"]
+    GenerationOptions(sampler=g["sampler"], steps=g["steps"], guidance_scale=float(g["guidance_scale"]),
+                      precision=g["precision"], output_size=g["output_size"], grayscale=bool(g["grayscale"]),
+                      batch_size=int(g["batch_size"]))
+    if g["mask_dir"] and not Path(g["mask_dir"]).is_dir():
+        raise UserError(f"studies.{study}.generation.mask_dir {g['mask_dir']}: folder not found; fix the path or set "
+                        "it to null (the study's own masks)")
+
+
+def check_maskgen(ctx: Ctx) -> None:
+    from maskgen.config import check_config, load_config
+
+    m = ctx.sc("expansion")["maskgen"]
+    check_config(load_config(m["config"], list(m["set"])), f"maskgen config {m['config']}")
+
+
+def preflight(ctx: Ctx) -> list[str]:
+    """Every problem found, one line each (empty: ready to run)."""
+    errors: list[str] = []
+    _collect(errors, lambda: check_data_root(ctx.data_root))
+    for study in enabled_studies(ctx.cfg):
+        _collect(errors, lambda: check_generator(ctx, study))
+        _collect(errors, lambda: check_detector(ctx, study))
+        _collect(errors, lambda: check_generation(ctx, study))
+    if "expansion" in enabled_studies(ctx.cfg):
+        _collect(errors, lambda: check_maskgen(ctx))
+    return errors
+
+
+def inception_note(ctx: Ctx) -> str:
+    from ..fid import find_inception_weights
+
+    if not ctx.cfg["fidelity"]["fid"]:
+        return "FID/KID: off (fidelity.fid: false)"
+    try:
+        return f"FID/KID: Inception weights {find_inception_weights(ctx.cfg['fidelity']['inception'])}"
+    except UserError as exc:
+        return f"FID/KID: will be skipped ({exc})"

@@ -1,0 +1,326 @@
+"""The study report (``<out>/report/``): Table 5 / Table 8 layouts with mean ± std over seeds beside the paper's
+numbers, a bar chart, picture grids, fidelity figures, stage wall times and the three targets.
+
+Files: ``report.md``, ``table5.csv`` / ``table8.csv`` (mean, std, seeds and the paper's value per metric),
+``detector_runs.csv`` (every seed), ``fidelity.csv``, ``stage_times.csv``, ``targets.json``,
+``detectors.png`` and ``grid_<study>_<category>.png``.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from dataset.io import write_json_atomic, write_png_atomic
+from dataset.pairs import find_pairs
+from ldm.atomic import write_text_atomic
+
+from ..report import PAPER_METRICS, bar_chart, csv_text
+from ..sod_metrics import HIGHER_IS_BETTER, METRICS, TITLES
+from .config import enabled_studies
+from .fidelity import OVERALL
+from .stages import KINDS, Ctx, seconds_text
+
+TABLE = {"substitution": 5, "expansion": 8}
+FILL = "*fill in*"
+
+
+# -- numbers ---------------------------------------------------------------------------------------
+def aggregate(rows: Sequence[dict]) -> list[dict]:
+    """Detector rows of every seed -> one row per setting with ``<metric>``, ``<metric>_std`` and ``seeds``."""
+    out: dict[str, dict] = {}
+    for row in rows:
+        entry = out.setdefault(row["setting"], {"setting": row["setting"], "train_data": row["train_data"],
+                                                "n_train": row["n_train"], "n_test": row["n_test"], "values": {}})
+        for m in METRICS:
+            entry["values"].setdefault(m, []).append(float(row[m]))
+    result = []
+    for entry in out.values():
+        values = entry.pop("values")
+        entry["seeds"] = len(values["S"])
+        for m, v in values.items():
+            entry[m] = float(np.mean(v))
+            entry[f"{m}_std"] = float(np.std(v, ddof=1)) if len(v) > 1 else float("nan")
+        result.append(entry)
+    return result
+
+
+def _num(value: Any) -> Optional[float]:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(float(value)) else None
+
+
+def paper_value(cfg: dict, study: str, setting: str, metric: str) -> Optional[float]:
+    return _num(((cfg.get("paper") or {}).get(study) or {}).get(setting, {}).get(metric))
+
+
+def _pm(mean: float, std: float, digits: int = 4) -> str:
+    if std is None or not math.isfinite(std):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def targets(cfg: dict, agg: dict[str, list[dict]], fidelity: dict[str, dict]) -> list[dict]:
+    """The three targets, each ``{target, value, threshold, met (True/False/None), detail}``."""
+    t = cfg["targets"]
+    out = []
+    sub = {r["setting"]: r for r in agg.get("substitution", [])}
+    if "real" in sub and "generated" in sub:
+        need = t["substitution_s_ratio"] * sub["real"]["S"]
+        name = f"substitution: generated-only detector S >= {t['substitution_s_ratio']:g} x real-trained"
+        out.append({"target": name,
+                    "value": sub["generated"]["S"], "threshold": need, "met": sub["generated"]["S"] >= need,
+                    "detail": f"S generated {_pm(sub['generated']['S'], sub['generated']['S_std'])} vs real "
+                              f"{_pm(sub['real']['S'], sub['real']['S_std'])} (x{t['substitution_s_ratio']:g} = "
+                              f"{need:.4f})"})
+    exp = {r["setting"]: r for r in agg.get("expansion", [])}
+    if "real" in exp and "real+generated" in exp:
+        a, b = exp["real"], exp["real+generated"]
+        gain = b["S"] - a["S"]
+        spread = max(a["S_std"], b["S_std"]) if a["seeds"] > 1 and b["seeds"] > 1 else float("nan")
+        met = bool(gain > spread) if math.isfinite(spread) else None
+        detail = (f"S real+generated {_pm(b['S'], b['S_std'])} vs real {_pm(a['S'], a['S_std'])}: gain {gain:+.4f}, "
+                  + (f"spread (larger std over {min(a['seeds'], b['seeds'])} seeds) {spread:.4f}" if met is not None
+                     else "not evaluable: one seed gives no spread"))
+        out.append({"target": "expansion: real+generated beats real in mean S by more than the seeds' spread (std)",
+                    "value": gain, "threshold": spread if math.isfinite(spread) else None, "met": met,
+                    "detail": detail})
+    for study in ("substitution", "expansion"):
+        fid = fidelity.get(study)
+        if not fid:
+            continue
+        overall = fid["iou"]["per_category"].get(OVERALL) or {}
+        g, r = overall.get("generated"), overall.get("real_test")
+        if not g or not r:
+            continue
+        need = t["iou_ratio"] * r["mean"]
+        out.append({"target": f"{study}: detector IoU on generated >= {t['iou_ratio']:g} x on real test images",
+                    "value": g["mean"], "threshold": need, "met": g["mean"] >= need,
+                    "detail": f"IoU generated {_pm(g['mean'], g['std'], 3)} vs real test {_pm(r['mean'], r['std'], 3)} "
+                              f"(x{t['iou_ratio']:g} = {need:.3f}; detectors trained on the real training split)"})
+    return out
+
+
+# -- pictures --------------------------------------------------------------------------------------
+def _font(size: int = 14):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def _thumb(path: Path, size: int) -> Image.Image:
+    with Image.open(path) as img:
+        return img.convert("RGB").resize((size, size), Image.BICUBIC if img.mode != "1" else Image.NEAREST)
+
+
+def picture_grid(rows: Sequence[Sequence[Path]], titles: Sequence[str], path: Path, thumb: int = 128,
+                 gap: int = 4, head: int = 22) -> Path:
+    """A grid of image files, one row per entry of ``rows``, columns titled by ``titles``."""
+    cols = max(len(r) for r in rows)
+    sheet = Image.new("RGB", (gap + cols * (thumb + gap), head + gap + len(rows) * (thumb + gap)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    font = _font()
+    for c, title in enumerate(titles):
+        draw.text((gap + c * (thumb + gap) + 4, 3), title, fill=(0, 0, 0), font=font)
+    for r, row in enumerate(rows):
+        for c, file in enumerate(row):
+            sheet.paste(_thumb(file, thumb), (gap + c * (thumb + gap), head + gap + r * (thumb + gap)))
+    return write_png_atomic(sheet, path)
+
+
+def write_grids(ctx: Ctx, study: str, folder: Path) -> list[Path]:
+    """Per category: mask | real | generated (substitution) or new mask | generated, twice per row (expansion)."""
+    gen_dir = Path(ctx.outputs(f"{study}.generation")["generated"])
+    pairs = find_pairs(gen_dir, ctx.categories, check_sizes=False)
+    real = {p.stem: p for p in find_pairs(ctx.data_root, ctx.categories, check_sizes=False)}
+    n = int(ctx.cfg["report"]["n_grid"])
+    rng = np.random.default_rng(int(ctx.cfg["report"]["seed"]))
+    written = []
+    for cat in ctx.categories:
+        mine = [p for p in pairs if p.category.name == cat.name]
+        if not mine:
+            continue
+        pick = [mine[i] for i in sorted(rng.choice(len(mine), size=min(n, len(mine)), replace=False))]
+        path = folder / f"grid_{study}_{cat.name}.png"
+        if study == "substitution":
+            rows = [[p.mask, real[p.stem].image, p.image] for p in pick if p.stem in real]
+            picture_grid(rows, ["mask", "real", "generated"], path)
+        else:
+            rows = [[a.mask, a.image] + ([b.mask, b.image] if b is not None else [])
+                    for a, b in zip(pick[::2], [*pick[1::2], None])]
+            picture_grid(rows, ["new mask", "generated", "new mask", "generated"], path)
+        written.append(path)
+    return written
+
+
+# -- markdown --------------------------------------------------------------------------------------
+def table_markdown(cfg: dict, study: str, rows: list[dict]) -> str:
+    head = ["setting", "training data", "seeds"]
+    for m in PAPER_METRICS:
+        arrow = " ↑" if HIGHER_IS_BETTER[m] else " ↓"
+        head += [f"{TITLES[m]}{arrow} ours", f"{TITLES[m]} paper"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * 2 * len(PAPER_METRICS)) + "|"]
+    for r in rows:
+        cells = [r["setting"], r["train_data"], str(r["seeds"])]
+        for m in PAPER_METRICS:
+            paper = paper_value(cfg, study, r["setting"], m)
+            cells += [_pm(r[m], r[f"{m}_std"]), f"{paper:.4f}" if paper is not None else FILL]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def table_csv_rows(cfg: dict, study: str, rows: list[dict]) -> list[dict]:
+    out = []
+    for r in rows:
+        row = {"study": study, "setting": r["setting"], "train_data": r["train_data"], "n_train": r["n_train"],
+               "n_test": r["n_test"], "seeds": r["seeds"]}
+        for m in METRICS:
+            row[f"{m}_mean"], row[f"{m}_std"] = r[m], r[f"{m}_std"]
+            if m in PAPER_METRICS:
+                row[f"{m}_paper"] = paper_value(cfg, study, r["setting"], m)
+        out.append(row)
+    return out
+
+
+def fidelity_markdown(study: str, fid: dict, filt: Optional[dict]) -> tuple[str, list[dict]]:
+    lines, csv_rows = [], []
+    iou = fid["iou"]
+    lines += [f"Detector IoU (map binarised at 0.5 vs the image's mask), detectors trained on the real training split, "
+              f"mean ± std over {len(iou['per_seed'])} seed(s); {iou['n_generated']} generated vs {iou['n_test']} "
+              "real test pairs:", "",
+              "| category | IoU generated | IoU real test | ratio | CNR generated | CNR real (same masks) | "
+              "CNR real training | sign agreement |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    adh = fid["mask_adherence"]
+    for group, entry in iou["per_category"].items():
+        g, r = entry.get("generated"), entry.get("real_test")
+        a = adh.get("all" if group == OVERALL else group, {})
+        cells = [group, _pm(g["mean"], g["std"], 3) if g else "–", _pm(r["mean"], r["std"], 3) if r else "–",
+                 f"{entry['ratio']:.2f}" if entry.get("ratio") is not None else "–",
+                 _fmt(a.get("cnr_generated")), _fmt(a.get("cnr_real")), _fmt(a.get("cnr_real_train")),
+                 _fmt(a.get("sign_agreement"), 2)]
+        lines.append("| " + " | ".join(cells) + " |")
+        csv_rows.append({"study": study, "category": group, "iou_generated": g["mean"] if g else None,
+                         "iou_generated_std": g["std"] if g else None, "iou_real_test": r["mean"] if r else None,
+                         "iou_real_test_std": r["std"] if r else None, "ratio": entry.get("ratio"),
+                         "cnr_generated": a.get("cnr_generated"), "cnr_real_same_masks": a.get("cnr_real"),
+                         "cnr_real_train": a.get("cnr_real_train"), "sign_agreement": a.get("sign_agreement")})
+    lines += ["", "CNR: |mean inside the mask - mean in a ring around it| / ring std (evaluation.mask_adherence); "
+              "sign agreement: share of generated images whose defect is darker/brighter like the real image "
+              "with the same mask.", ""]
+    f = fid["fid"]
+    if "rows" in f:
+        lines += [f"FID / KID against the real images of `{f['real']}` (Inception-v3 pool3, torch-fidelity):", "",
+                  "| category | n real | n generated | FID | KID ×1e3 |", "|---|---:|---:|---:|---:|"]
+        for r in f["rows"]:
+            lines.append(f"| {r['category']} | {r['n_real']} | {r['n_fake']} | {r['FID']:.2f} | "
+                         f"{r['KID'] * 1e3:.2f} ± {r['KID_std'] * 1e3:.2f} |")
+    else:
+        lines.append(f"FID / KID skipped: {f['skipped']}")
+    if filt is not None:
+        per = ", ".join(f"{k} {v['kept']}/{v['total']}" for k, v in filt["per_category"].items())
+        lines += ["", f"IoU filter (threshold {filt['threshold']}): kept {filt['n_kept']} of {filt['total']} generated "
+                  f"pairs ({per}); mean IoU {filt['mean_iou']:.3f}. Its detector was trained on the real training "
+                  "split only."]
+    return "\n".join(lines) + "\n", csv_rows
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return f"{value:.{digits}f}" if _num(value) is not None else "–"
+
+
+def times_markdown(ctx: Ctx, folder: Path) -> str:
+    times = ctx.store.times()
+    keys = [k for k in times if k != "report"]
+    order = {k: i for i, k in enumerate(KINDS)}
+    keys.sort(key=lambda k: (0 if k.startswith("substitution") else 1 if k.startswith("expansion") else 2,
+                             order.get(k.split(".")[-1], 99)))
+    rows = [{"stage": k, "seconds": times[k].get("seconds"), "total_seconds": times[k].get("total_seconds"),
+             "attempts": len(times[k].get("attempts", []))} for k in keys]
+    write_text_atomic(csv_text(rows, ["stage", "seconds", "total_seconds", "attempts"]), folder / "stage_times.csv")
+    lines = ["| stage | last finished run | all attempts | attempts |", "|---|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['stage']} | {seconds_text(r['seconds']) if r['seconds'] is not None else '–'} | "
+                     f"{seconds_text(r['total_seconds'] or 0)} | {r['attempts']} |")
+    total = sum(r["seconds"] or 0 for r in rows)
+    lines.append(f"\nSum of the last finished runs: {seconds_text(total)}. A training stage that resumed a run "
+                 "started elsewhere (e.g. a generator begun with main.py by hand) counts only the time spent inside "
+                 "the study; the run's own metrics.jsonl has the rest.")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(ctx: Ctx, folder: Path) -> Path:
+    cfg = ctx.cfg
+    folder.mkdir(parents=True, exist_ok=True)
+    studies = enabled_studies(cfg)
+    agg: dict[str, list[dict]] = {}
+    runs, fidelity, skipped = [], {}, {}
+    for study in studies:
+        det = ctx.outputs(f"{study}.detectors")
+        results = json.loads(Path(det["results"]).read_text())
+        runs += [{"study": study, **r} for r in results["rows"]]
+        agg[study] = aggregate(results["rows"])
+        skipped[study] = det.get("skipped", {})
+        fidelity[study] = json.loads(Path(ctx.outputs(f"{study}.fidelity")["fidelity"]).read_text())
+    tgt = targets(cfg, agg, fidelity)
+    write_json_atomic({"targets": tgt, "tables": agg}, folder / "targets.json")
+    write_text_atomic(csv_text(runs, ["study", "detector", "setting", "train_data", "n_train", "n_real", "n_generated",
+                                      "n_test", *METRICS, "train_minutes"]), folder / "detector_runs.csv")
+    chart_rows = [dict(r, label=f"{s}\n{r['setting']}", study=s) for s in studies for r in agg[s]]
+    bar_chart(chart_rows, "label", folder / "detectors.png", group_key="study", error_suffix="_std",
+              title="Detectors tested on the real test split (mean ± std over seeds)")
+
+    md = [f"# Real-data study `{cfg['name']}`", ""]
+    if cfg.get("profile"):
+        md += [f"**Profile: {cfg['profile']}**", ""]
+    md += [f"Data: `{cfg['data_root']}`; output: `{cfg['out']}`. Every training stage (generator, mask producer, "
+           "filter detector, detectors) saw only the training split of the study it serves (checked before each "
+           "one).", "", "## Targets", "", "| target | result | detail |", "|---|---|---|"]
+    for t in tgt:
+        verdict = "**met**" if t["met"] else ("not evaluable" if t["met"] is None else "**not met**")
+        md.append(f"| {t['target']} | {verdict} | {t['detail']} |")
+    fidelity_csv = []
+    for study in studies:
+        sc = cfg["studies"][study]
+        write_text_atomic(csv_text(table_csv_rows(cfg, study, agg[study]),
+                                   ["study", "setting", "train_data", "n_train", "n_test", "seeds",
+                                    *[f"{m}_{k}" for m in METRICS for k in ("mean", "std", "paper")
+                                      if k != "paper" or m in PAPER_METRICS]]),
+                          folder / f"table{TABLE[study]}.csv")
+        title = ("Data substitution (paper Table 5)" if study == "substitution"
+                 else "Data expansion (paper Table 8)")
+        md += ["", f"## {title}: {sc['ratio']} split, tested on {agg[study][0]['n_test']} real test pairs", "",
+               table_markdown(cfg, study, agg[study])]
+        md.append(f"Ours: mean ± std over seeds {', '.join(map(str, sc['detectors']['seeds']))} of our detector "
+                  f"(`{Path(sc['detectors']['config']).name}` with {', '.join(sc['detectors']['overrides']) or 'no'} "
+                  "overrides). Paper columns come from the study config's `paper:` section; "
+                  f"{FILL} marks numbers still to be copied from the paper (`paper.{study}.<setting>.<metric>`).")
+        for name, why in skipped[study].items():
+            md.append(f"\nSetting {name} left out: {why}.")
+        filt = ctx.outputs(f"{study}.filter") if study == "expansion" else None
+        if filt is not None:
+            filt = {**filt, "threshold": sc["filter"]["threshold"]}
+        text, rows = fidelity_markdown(study, fidelity[study], filt)
+        fidelity_csv += rows
+        md += ["", f"### Fidelity of the {study} study's generated pairs", "", text]
+        if study == "expansion":
+            mg = json.loads(Path(ctx.outputs("expansion.maskgen")["report"]).read_text())
+            cells = ", ".join(f"{k} KS area {v['area']['ks']:.3f} / components {v['components']['ks']:.3f}"
+                              for k, v in mg["categories"].items())
+            n_masks = ctx.outputs("expansion.split")["n_train"]
+            md += [f"New masks from the mask producer trained on the {n_masks} training masks: {cells} (two-sample "
+                   "KS statistics vs those training masks; `expansion/maskgen/report/report.md`).", ""]
+        grids = write_grids(ctx, study, folder)
+        md += ["", "Pictures (" + ("mask | real | generated from the same mask" if study == "substitution"
+                                   else "new masks from the mask producer and the images generated from them") + "):",
+               ""] + [f"![{g.stem}]({g.name})" for g in grids]
+    write_text_atomic(csv_text(fidelity_csv, list(fidelity_csv[0]) if fidelity_csv else ["study"]),
+                      folder / "fidelity.csv")
+    md += ["", "## Detector results", "", "![detectors](detectors.png)", "",
+           "Every seed's run: `detector_runs.csv`; tables: "
+           + ", ".join(f"`table{TABLE[s]}.csv`" for s in studies) + ".",
+           "", "## Stage wall times", "", times_markdown(ctx, folder)]
+    return write_text_atomic("\n".join(md) + "\n", folder / "report.md")

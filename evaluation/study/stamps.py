@@ -1,0 +1,156 @@
+"""Stage stamps: a finished stage writes ``<out>/.stamps/<stage>.json`` atomically.
+
+A stamp holds the hash of the stage's inputs (its config subset, the files it reads and the digests of
+the stamps it depends on), the stage's outputs and a ``digest`` of those outputs (their values and the
+names, sizes and modification times of the files they list; a forced stage adds a random part). A stage
+is up to date when its stamp's hash equals the hash of its current inputs and its upstream stages are up
+to date; a rebuilt stage whose outputs changed gets a new digest, which makes everything downstream
+stale, while one that found nothing to do (a finished training run) leaves its dependents alone. ``<stage>.started``
+records the input hash of an attempt that has not finished yet (so outputs of an attempt with other
+inputs can be cleared before a resume), and ``stage_times.json`` the wall time of every attempt.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional
+
+from dataset.io import write_json_atomic
+
+
+def digest_of(obj: Any) -> str:
+    """sha256 of ``obj`` as canonical JSON (paths and other objects by their string form)."""
+    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def file_digest(path: str | Path) -> Optional[str]:
+    """sha256 of a file's bytes; None when it does not exist."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_stat(path: str | Path) -> Optional[list]:
+    """``[size, mtime_ns]`` of a (large) file, a cheap fingerprint; None when it does not exist."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def path_fingerprint(path: str | Path) -> Optional[str]:
+    """Names, sizes and modification times of a file or of every file under a folder (None: missing)."""
+    path = Path(path)
+    if path.is_file():
+        return digest_of(file_stat(path))
+    if not path.is_dir():
+        return None
+    h = hashlib.sha256()
+    for item in sorted(path.rglob("*")):
+        if item.is_file():
+            st = item.stat()
+            h.update(f"{item.relative_to(path)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def outputs_digest(outputs: Mapping[str, Any], forced: bool = False) -> str:
+    """The digest of a stage's completion: its outputs and the fingerprints of the paths they list."""
+    files = {str(p): path_fingerprint(p) for p in outputs.get("paths", [])}
+    return digest_of({"outputs": dict(outputs), "files": files, "forced": uuid.uuid4().hex if forced else None})
+
+
+def folder_fingerprint(folders: Iterable[Path]) -> str:
+    """Names, sizes and modification times of every file directly in ``folders``."""
+    h = hashlib.sha256()
+    for folder in folders:
+        folder = Path(folder)
+        h.update(f"{folder}\n".encode())
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            if path.is_file() and not path.name.startswith("."):
+                st = path.stat()
+                h.update(f"{path.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+class StampStore:
+    """The stamps of one study output folder."""
+
+    def __init__(self, out: str | Path) -> None:
+        self.out = Path(out)
+        self.dir = self.out / ".stamps"
+
+    def path(self, key: str) -> Path:
+        return self.dir / f"{key}.json"
+
+    def read(self, key: str) -> Optional[dict[str, Any]]:
+        path = self.path(key)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) and "hash" in data and "digest" in data else None
+
+    def write(self, key: str, input_hash: str, inputs: Mapping[str, Any], outputs: Mapping[str, Any],
+              seconds: float, forced: bool = False) -> dict[str, Any]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        stamp = {"stage": key, "hash": input_hash, "digest": outputs_digest(outputs, forced), "inputs": dict(inputs),
+                 "outputs": dict(outputs), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                 "seconds": round(float(seconds), 3)}
+        write_json_atomic(stamp, self.path(key))
+        self.started_path(key).unlink(missing_ok=True)
+        return stamp
+
+    def remove(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
+
+    # -- unfinished attempts ---------------------------------------------------------------------
+    def started_path(self, key: str) -> Path:
+        return self.dir / f"{key}.started.json"
+
+    def started_hash(self, key: str) -> Optional[str]:
+        try:
+            return json.loads(self.started_path(key).read_text()).get("hash")
+        except (OSError, ValueError, AttributeError):
+            return None
+
+    def mark_started(self, key: str, input_hash: str) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic({"stage": key, "hash": input_hash, "started": time.strftime("%Y-%m-%d %H:%M:%S")},
+                          self.started_path(key))
+
+    # -- wall times ------------------------------------------------------------------------------
+    @property
+    def times_path(self) -> Path:
+        return self.out / "stage_times.json"
+
+    def times(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.times_path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def record_time(self, key: str, seconds: float, status: str) -> None:
+        """Add one attempt of ``key`` (``finished``, ``interrupted`` or ``failed``) to stage_times.json."""
+        times = self.times()
+        entry = times.get(key) or {"attempts": []}
+        entry["attempts"] = list(entry.get("attempts", [])) + [
+            {"seconds": round(float(seconds), 3), "status": status, "at": time.strftime("%Y-%m-%d %H:%M:%S")}]
+        entry["total_seconds"] = round(sum(a["seconds"] for a in entry["attempts"]), 3)
+        if status == "finished":
+            entry["seconds"] = round(float(seconds), 3)
+        times[key] = entry
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(times, self.times_path)

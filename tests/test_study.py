@@ -1,0 +1,292 @@
+"""The real-data study command (python -m evaluation.study) end to end on a tiny procedural dataset with tiny
+models: every stage runs, an interrupted study resumes without redoing finished stages, a changed input
+rebuilds only what depends on it, leaking configurations are refused, bad input is one line."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from dataset.procedural import write_procedural_dataset
+from evaluation.study import main as study_main
+from ldm.errors import UserError, run_cli
+
+REPO = Path(__file__).resolve().parents[1]
+DETECTOR = ["model.encoder=test_resnet", "model.decoder_channels=[32,24,16,16]", "data.image_size=32",
+            "train.epochs=1", "train.batch_size=8"]
+GENERATION = {"sampler": "ddim", "steps": 2, "guidance_scale": 2.0, "output_size": 32, "batch_size": 16}
+ALL_STAGES = ["substitution.split", "substitution.generator", "substitution.generation", "substitution.detectors",
+              "substitution.fidelity", "expansion.split", "expansion.pretrain", "expansion.generator",
+              "expansion.maskgen", "expansion.generation", "expansion.filter", "expansion.detectors",
+              "expansion.fidelity", "report"]
+
+
+def write_tiny_study(root: Path) -> Path:
+    """12 procedural pairs per category at 32 px, the tests' tiny generator / mask producer / detector."""
+    write_procedural_dataset(root / "data", 12, size=32, seed=3)
+    gen = OmegaConf.merge(OmegaConf.load(REPO / "tests" / "assets" / "tiny.yaml"), OmegaConf.create({
+        "data": {"name": "tiny", "image_size": 32},
+        "train": {"ckpt": "none", "trainable": "all", "batch_size": 2, "workers": 0, "base_learning_rate": 1e-3,
+                  "warmup_steps": 1, "total_iters": 2, "save_every_iters": 1000, "log_every": 1, "threads": 1,
+                  "disable_inference_in_training": True, "seed": 0, "sampler": "ddim", "sample_steps": 2}}))
+    OmegaConf.save(gen, root / "gen.yaml")
+    (root / "maskgen.yaml").write_text(yaml.safe_dump({
+        "data": {"image_size": 16},
+        "model": {"patch_size": 1, "base_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1,
+                  "attention_levels": [1], "num_heads": 2, "dropout": 0.0, "groups": 4},
+        "train": {"epochs": 1, "batch_size": 6, "lr": 2e-3, "warmup_steps": 0, "ema_decay": 0.9, "ckpt_every_epochs": 1},
+        "sample": {"steps": 4, "size": 32, "batch_size": 4, "max_retries": 3}}))
+    study = {
+        "name": "tiny", "profile": "test", "out": str(root / "out"), "data_root": str(root / "data"),
+        "device": "cpu", "threads": 1,
+        "studies": {
+            "substitution": {"split": str(root / "split_9-1.json"), "generator": {"config": str(root / "gen.yaml")},
+                             "generation": GENERATION, "detectors": {"overrides": DETECTOR, "seeds": [0, 1]}},
+            "expansion": {"split": str(root / "split_1-5.json"), "generator": {"config": str(root / "gen.yaml")},
+                          "pretrain": {"enabled": True, "n_per_category": 2},
+                          "generation": GENERATION, "detectors": {"overrides": DETECTOR, "seeds": [0]},
+                          "maskgen": {"config": str(root / "maskgen.yaml"), "n_per_category": 3},
+                          "filter": {"threshold": 0.0}}},
+        "fidelity": {"fid": False}, "report": {"n_grid": 2}}
+    path = root / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    return path
+
+
+def run_study(config: Path, *args: str) -> str:
+    """The command in-process; returns what it printed (a UserError propagates)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = study_main(["--config", str(config), "--no_progress", *args])
+    assert code == 0, out.getvalue()[-2000:]
+    return out.getvalue()
+
+
+def one_line_error(argv: list[str], capsys) -> str:
+    """``python -m evaluation.study ARGV`` through run_cli: exit 2 and one ``error:`` line."""
+    with pytest.raises(SystemExit) as exc:
+        run_cli(lambda: study_main(argv))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def stamps(out: Path) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in (out / ".stamps").glob("*.json")
+            if not p.name.endswith(".started.json")}
+
+
+def ran(log: str) -> list[str]:
+    return [line.split("]")[0][1:] for line in log.splitlines() if line.startswith("[") and "] done in" in line]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """The tiny study, interrupted inside the substitution generation (after its first batch), then resumed."""
+    import torch
+
+    import inference.generate as generate
+
+    threads = torch.get_num_threads()
+    root = tmp_path_factory.mktemp("study")
+    config = write_tiny_study(root)
+    out = root / "out"
+    real_batch, calls = generate.generate_batch, []
+
+    def interrupt_second_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_batch(*args, **kwargs)
+
+    generate.generate_batch = interrupt_second_batch
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_study(config)
+    finally:
+        generate.generate_batch = real_batch
+    before = stamps(out)
+    first = {p.name: p.stat().st_mtime_ns for p in (out / "substitution" / "generated" / "Source_Images").iterdir()}
+    times = json.loads((out / "stage_times.json").read_text())
+    log = run_study(config)
+    yield {"root": root, "config": config, "out": out, "before": before, "first_batch": first,
+           "times_interrupted": times, "log": log}
+    torch.set_num_threads(threads)
+
+
+def test_every_stage_runs_and_the_report_is_written(study):
+    out = study["out"]
+    assert set(stamps(out)) == set(ALL_STAGES)
+    report = (out / "report" / "report.md").read_text()
+    for text in ("Data substitution (paper Table 5)", "Data expansion (paper Table 8)", "## Targets",
+                 "generated-only detector S >= 0.9 x real-trained", "by more than the seeds' spread",
+                 "detector IoU on generated >= 0.8 x on real test images", "*fill in*", "## Stage wall times",
+                 "FID / KID skipped: disabled in the config", "Profile: test"):
+        assert text in report, text
+    for name in ("table5.csv", "table8.csv", "detector_runs.csv", "fidelity.csv", "stage_times.csv", "detectors.png",
+                 "targets.json", "grid_substitution_inclusion.png", "grid_expansion_scratches.png"):
+        assert (out / "report" / name).is_file(), name
+    table8 = (out / "report" / "table8.csv").read_text().splitlines()
+    assert table8[0].startswith("study,setting,train_data,n_train,n_test,seeds,S_mean,S_std,S_paper")
+    assert [r.split(",")[1] for r in table8[1:]] == ["real", "real+generated", "real+filtered"]
+    assert all(r.split(",")[5] == "1" for r in table8[1:])  # one seed: no spread
+    assert "| expansion: real+generated beats real in mean S by more than the seeds' spread (std) | not evaluable |" \
+        in report
+    table5 = (out / "report" / "table5.csv").read_text().splitlines()
+    assert [r.split(",")[5] for r in table5[1:]] == ["2", "2"]
+    times = json.loads((out / "stage_times.json").read_text())
+    assert set(times) == set(ALL_STAGES) and all(times[k]["seconds"] > 0 for k in ALL_STAGES)
+    fidelity = json.loads((out / "substitution" / "fidelity" / "fidelity.json").read_text())
+    assert fidelity["iou"]["n_generated"] == 33 and fidelity["iou"]["n_test"] == 3
+    assert set(fidelity["iou"]["per_category"]) == {"inclusion", "patches", "scratches", "overall"}
+    assert (out / "substitution" / "generator" / "latest.json").is_file()  # main.py's run folder
+
+
+def test_an_interrupted_study_resumes_where_it_stopped(study):
+    before, out = study["before"], study["out"]
+    assert set(before) == {"substitution.split", "substitution.generator"}
+    after = stamps(out)
+    for key, stamp in before.items():  # finished stages were not redone
+        assert after[key]["digest"] == stamp["digest"] and after[key]["finished"] == stamp["finished"]
+    assert ran(study["log"])[0] == "substitution.generation"
+    # inside the stage, the pairs of the first batch were kept, not generated again
+    images = out / "substitution" / "generated" / "Source_Images"
+    assert len(study["first_batch"]) == 16
+    assert all((images / n).stat().st_mtime_ns == t for n, t in study["first_batch"].items())
+    attempts = study["times_interrupted"]["substitution.generation"]["attempts"]
+    assert [a["status"] for a in attempts] == ["interrupted"]
+
+
+def test_plan_says_everything_is_up_to_date_and_a_rerun_does_nothing(study):
+    plan = run_study(study["config"], "--plan")
+    rows = [line for line in plan.splitlines() if line.startswith("  ")]
+    assert len(rows) == len(ALL_STAGES) and all(r.startswith("  ok ") for r in rows), plan
+    before = stamps(study["out"])
+    log = run_study(study["config"])
+    assert ran(log) == [] and stamps(study["out"]) == before
+
+
+def test_a_changed_input_rebuilds_only_what_depends_on_it(study):
+    config, out = study["config"], study["out"]
+    cfg = yaml.safe_load(config.read_text())
+    cfg["studies"]["expansion"]["filter"]["threshold"] = 0.3
+    config.write_text(yaml.safe_dump(cfg))
+    plan = run_study(config, "--plan")
+    assert "RUN expansion.filter" in plan and "inputs changed (threshold)" in plan
+    before = stamps(out)
+    log = run_study(config, "--force", "substitution.fidelity")
+    assert ran(log) == ["substitution.fidelity", "expansion.filter", "expansion.detectors", "expansion.fidelity",
+                        "report"]
+    after = stamps(out)
+    for key in set(ALL_STAGES) - set(ran(log)):
+        assert after[key] == before[key], key
+    # the detector runs whose data did not change were reused
+    assert "[seed0 / real] reusing" in log and "[seed0 / real+generated] reusing" in log
+
+
+def test_a_generator_run_started_by_hand_is_resumed_not_redone(tmp_path, monkeypatch):
+    """main.py started by hand with the study's flags (relative paths, from another directory) and stopped
+    after 1 of its 2 iterations: the generator stage continues that run."""
+    import main
+
+    config = write_tiny_study(tmp_path)
+    log = run_study(config, "--until", "split")  # a kind: every study's split stage
+    assert ran(log) == ["substitution.split", "expansion.split"]
+    monkeypatch.chdir(tmp_path)
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main.main(["--name", "generator", "--output_root", "out/substitution", "--config", "gen.yaml",
+                          "--DATA_ROOT", "data", "--split", "split_9-1.json", "--set", "train.total_iters=1"]) == 0
+    # while that command is still running, the stage refuses to train the same run folder beside it
+    fake = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "main.py", "--name", "generator",
+                             "--output_root", "out/substitution"], cwd=tmp_path)
+    try:
+        with pytest.raises(UserError, match=rf"another process is training this run right now \(pid {fake.pid}: "):
+            run_study(config, "--until", "substitution.generator")
+    finally:
+        fake.kill()
+        fake.wait()
+    log = run_study(config, "--until", "substitution.generator")
+    assert ran(log) == ["substitution.generator"]
+    assert "resuming at iteration 1" in log
+    run = tmp_path / "out" / "substitution" / "generator"
+    assert json.loads((run / "latest.json").read_text())["iteration"] == 2
+    assert (run / "checkpoints" / "ckpt_00000001.safetensors").is_file()  # the hand-made checkpoint, kept
+    saved = OmegaConf.load(run / "config.yaml").train
+    assert (saved.DATA_ROOT, saved.split) == ("data", "split_9-1.json")  # the run's own spelling of its data
+
+
+def test_a_generator_trained_on_the_other_studys_split_is_refused(study, capsys):
+    """expansion.generator pointed at the substitution generator (trained on the 9:1 split, which holds most of
+    the 1:5 test samples)."""
+    line = one_line_error(["--config", str(study["config"]), "--no_progress", "--until", "expansion.generator",
+                           "--set", f"studies.expansion.generator.run={study['out'] / 'substitution' / 'generator'}"],
+                          capsys)
+    assert line.startswith("error: leak: stage expansion.generator would train on")
+    assert "test sample(s)" in line and "split_9-1.json" in line
+
+
+def test_a_generated_folder_named_after_test_samples_is_refused(study, capsys):
+    """Generation from every mask of the dataset (test masks included): the detectors stage refuses."""
+    masks = study["root"] / "data" / "Ground_truth"
+    line = one_line_error(["--config", str(study["config"]), "--no_progress", "--until", "substitution.detectors",
+                           "--set", f"studies.substitution.generation.mask_dir={masks}"], capsys)
+    assert line.startswith("error: leak: stage substitution.detectors (setting generated) would train on 3 test")
+    split = json.loads((study["root"] / "split_9-1.json").read_text())
+    assert all(stem in line for stem in split["test"])
+    assert not (study["out"] / ".stamps" / "substitution.detectors.json").exists()
+
+
+def test_bad_input_is_one_line(tmp_path, capsys, monkeypatch):
+    config = write_tiny_study(tmp_path)
+    line = one_line_error(["--config", str(config), "--plan", "--set", f"data_root={tmp_path / 'nowhere'}"], capsys)
+    assert f"data_root {tmp_path / 'nowhere'}: dataset folder not found" in line and "--set data_root=" in line
+    # a split file made for another dataset
+    bad = tmp_path / "other_split.json"
+    bad.write_text(json.dumps({"train": ["In_1", "Xx_7"], "test": ["In_2"], "seed": 0, "test_fraction": 0.1}))
+    line = one_line_error(["--config", str(config), "--no_progress", "--until", "substitution.split",
+                           "--set", f"studies.substitution.split={bad}"], capsys)
+    assert "other_split.json: 1 sample(s) of the split are not in data_root" in line and "Xx_7" in line
+    # the expansion study (1:5) pointed at the substitution study's 9:1 split
+    run_study(config, "--until", "substitution.split")
+    capsys.readouterr()
+    line = one_line_error(["--config", str(config), "--no_progress", "--until", "expansion.split", "--set",
+                           f"studies.expansion.split={tmp_path / 'split_9-1.json'}", "studies.substitution.enabled=false"],
+                          capsys)
+    assert "split_9-1.json: 3 of 36 samples are test samples" in line and "the expansion study is a 1:5 split" in line
+    # the paper config: every stage planned, the missing release weights named (main.py reads them from the cwd)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        run_cli(lambda: study_main(["--config", str(REPO / "configs" / "study" / "sd900_paper.yaml"), "--plan",
+                                    "--set", f"data_root={tmp_path / 'data'}", f"out={tmp_path / 'paper'}"]))
+    assert exc.value.code == 2
+    captured = capsys.readouterr()
+    assert "RUN expansion.maskgen" in captured.out and "RUN report" in captured.out
+    errors = captured.err.strip().splitlines()
+    assert len(errors) == 2 and all(e.startswith("error: model_sem/sem_diffusion_pytorch_model.bin: initial weights "
+                                                 "of studies.") for e in errors)
+    assert "download diffusion_pytorch_model.bin from https://huggingface.co/gligen" in errors[0]
+
+
+def test_the_shipped_configs_load_and_plan(tmp_path):
+    from evaluation.study.config import load_study_config
+    from evaluation.study.stages import build_stages
+
+    for name in ("sd900_cpu", "sd900_quick", "sd900_paper"):
+        cfg = load_study_config(REPO / "configs" / "study" / f"{name}.yaml")
+        keys = [s.key for s in build_stages(cfg)]
+        assert keys[0] == "substitution.split" and keys[-1] == "report" and "expansion.filter" in keys
+        assert cfg["out"] == str(REPO / "OUTPUT" / "study" / name)
+    cpu = load_study_config(REPO / "configs" / "study" / "sd900_cpu.yaml")
+    assert cpu["data_root"] == str((REPO / ".." / "shared" / "data" / "SD-saliency-900").resolve())
+    assert cpu["studies"]["substitution"]["generator"]["config"] == str(REPO / "configs" / "sd900_cpu.yaml")
+    assert cpu["studies"]["substitution"]["detectors"]["seeds"] == [0, 1, 2]
+    with pytest.raises(UserError, match="unknown key 'studies.expansion.filter.treshold'"):
+        load_study_config(REPO / "configs" / "study" / "sd900_cpu.yaml", ["studies.expansion.filter.treshold=0.5"])
