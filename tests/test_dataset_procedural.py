@@ -1,7 +1,6 @@
 """Procedural steel-defect generator: determinism, shapes, on-disk layout, dataset items."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
