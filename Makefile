@@ -27,7 +27,7 @@ demo: setup
 	@echo "preview:          generation_samples/demo/preview.png"
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: setup
 	$(BIN)/ruff check .

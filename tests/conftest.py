@@ -13,6 +13,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two workers on two cores: one torch thread each, or they fight over the cores
+    import torch
+
+    torch.set_num_threads(1)
+
 
 def _shared_dir() -> Path:
     return Path(os.environ.get("DEFFILLER_SHARED", REPO.parent / "shared"))
