@@ -24,6 +24,7 @@ from inference.generate import GenerationOptions, generate_dataset, load_pipelin
 from inference.jobs import JobSpec
 from ldm.atomic import savefig_atomic
 from ldm.errors import UserError, run_cli
+from ldm.options import add_set_argument
 
 from .config import CONFIG_DIR, REPO, load_config
 from .fid import FeatureExtractor, InceptionFeatures, fid_from_features, folder_features, kid_from_features
@@ -188,8 +189,7 @@ def plot_sweep(rows: Sequence[dict], path: Path, category: str) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evaluation.guidance_sweep", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="sweep YAML (default %(default)s)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="overrides, e.g. ckpt=PATH category=patches 'scales=[2,3,4]'")
+    add_set_argument(parser, "ckpt=PATH category=patches 'scales=[2,3,4]'")
     parser.add_argument("--no_progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     cfg = load_config(args.config, DEFAULT_CONFIG, args.set)

@@ -256,8 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("run", help="run a protocol config (substitution or expansion)")
     run.add_argument("--config", required=True, help="e.g. configs/eval/substitution.yaml")
-    run.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                     help="config overrides, e.g. data_root=PATH detector_overrides=[train.epochs=5]")
+    O.add_set_argument(run, "data_root=PATH detector_overrides=[train.epochs=5]")
     run.add_argument("--force", action="store_true", help="retrain even when a finished run matches")
     run.add_argument("--no_progress", action="store_true", help="no progress bars")
     exp = sub.add_parser("export-masks", help="copy a split's training masks into a folder for infer.py")

@@ -173,6 +173,13 @@ def resolve(data: Any, where: str) -> Any:
         raise UserError(f"{where}: {first}; fix or remove the interpolation") from None
 
 
+def add_set_argument(parser: Any, example: str, extra: str = "") -> None:
+    """The ``--set KEY=VALUE ...`` flag of every tool; repeating ``--set`` adds to the list."""
+    parser.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
+                        help=f"config overrides, e.g. {example}; repeatable; an unknown key is an error "
+                             f"naming the nearest valid one{extra}")
+
+
 def parse_set(items: Sequence[str], flag: str = "--set") -> list[tuple[str, Any]]:
     """``["a.b=1", ...]`` -> ``[("a.b", 1), ...]``; values are YAML (``[1, 2]``, ``null``, ``true``)."""
     out = []

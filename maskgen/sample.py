@@ -216,9 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None,
                    help="YAML whose sample: section overrides the checkpoint's (same schema as "
                         "maskgen.train's --config; default: none)")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="sample-section overrides, e.g. --set sample.steps=25 sample.threshold=0.6; "
-                        "the flags below win over them")
+    O.add_set_argument(p, "sample.steps=25 sample.threshold=0.6", "; the flags below win over them")
     p.add_argument("--sampler", choices=sorted(SAMPLERS), help="ldm.diffusion.samplers sampler")
     p.add_argument("--steps", type=int, help="sampler steps")
     p.add_argument("--eta", type=float, help="DDIM eta (0 = deterministic)")

@@ -23,6 +23,7 @@ from dataset.categories import categories_from_config
 from ldm.atomic import torch_save_atomic, write_text_atomic
 from ldm.device import pick_device
 from ldm.errors import UserError, run_cli
+from ldm.options import add_set_argument
 from ldm.safe_load import first_line
 from ldm.seeds import generator
 from training.ema import EMA
@@ -213,8 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, help="override train.batch_size")
     p.add_argument("--lr", type=float, help="override train.lr")
     p.add_argument("--seed", type=int, help="override train.seed")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="further overrides, e.g. --set model.base_channels=32 train.ema_decay=0.995")
+    add_set_argument(p, "model.base_channels=32 train.ema_decay=0.995")
     p.add_argument("--max_minutes", type=float,
                    help="stop (and checkpoint) after this many minutes of this session; rerun to resume")
     p.add_argument("--device", default="auto",

@@ -165,10 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="sample-grid interval (default: with every checkpoint)")
     add("--split", type=optional_path, default=None,
         help="split JSON (dataset/splits.py); training uses its 'train' list (default: all pairs)")
-    add("--set", nargs="*", default=[], metavar="KEY=VALUE",
-        help="config overrides applied over the YAML, e.g. --set train.sample_steps=25 data.image_size=64 "
-             "model.params.num_heads=4; an unknown key is an error naming the nearest valid one "
-             "(the flags above win over --set)")
+    O.add_set_argument(p, "train.sample_steps=25 data.image_size=64 model.params.num_heads=4",
+                       " (the flags above win over --set)")
     add("--allow_config_change", action="store_true",
         help="resume even though the data root, seed or learning rate differ from the run's; the change "
              "is appended to OUTPUT_ROOT/name/config_changes.jsonl (default: refuse)")

@@ -26,6 +26,7 @@ from dataset.io import write_json_atomic
 from ldm.atomic import torch_save_atomic
 from ldm.device import pick_device
 from ldm.errors import UserError, run_cli
+from ldm.options import add_set_argument
 from ldm.safe_load import first_line, safe_torch_load
 from training.lr_schedule import WarmupSchedule
 
@@ -157,8 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_data_args(parser)
     parser.add_argument("--out", required=True, help="output folder for last.pt / detector.pt / train_log.json")
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="detector YAML (default %(default)s)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="config overrides, e.g. train.epochs=5 data.image_size=160")
+    add_set_argument(parser, "train.epochs=5 data.image_size=160")
     parser.add_argument("--resume", action="store_true",
                         help="accepted for compatibility: a run always continues from OUT/last.pt when it exists, "
                              "as main.py and maskgen.train do")

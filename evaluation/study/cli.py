@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ldm.errors import UserError
+from ldm.options import add_set_argument
 
 from .config import load_study_config
 from .pipeline import format_plan, plan, resolve_names, run_stages, select_until
@@ -34,8 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="The real-data study: DefFiller's data-substitution (Table 5, 9:1) and data-expansion "
                     "(Table 8, 1:5) studies as one staged, resumable pipeline with a report.")
     p.add_argument("--config", required=True, help="study YAML, e.g. configs/study/sd900_cpu.yaml")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="config overrides, e.g. data_root=PATH studies.expansion.enabled=false")
+    add_set_argument(p, "data_root=PATH studies.expansion.enabled=false")
     p.add_argument("--plan", action="store_true",
                    help="print every stage as up to date or to run (and why), check configs and weights, and exit")
     p.add_argument("--until", default=None, metavar="STAGE",

@@ -83,8 +83,8 @@ def sample_ddim(eps_fn: EpsFn, x: torch.Tensor, alphas_cumprod: torch.Tensor, st
 
 @torch.no_grad()
 def sample_ddim_dense(eps_fn: EpsFn, x: torch.Tensor, alphas_cumprod: torch.Tensor, t_start: int,
-                      progress: bool = False) -> torch.Tensor:
-    """Deterministic DDIM through every integer timestep from ``t_start`` down to 0.
+                      progress: bool = False, stride: int = 1) -> torch.Tensor:
+    """Deterministic DDIM through every ``stride``-th integer timestep from ``t_start`` down to 0.
 
     The fine reference solution of the ODE that a coarse sampler starting at ``t_start`` solves
     (:func:`start_timestep`): a coarse sampler must be compared with the dense solve from *its own*
@@ -93,10 +93,13 @@ def sample_ddim_dense(eps_fn: EpsFn, x: torch.Tensor, alphas_cumprod: torch.Tens
     """
     if not 1 <= t_start < alphas_cumprod.shape[0]:
         raise ValueError(f"t_start must be in 1..{alphas_cumprod.shape[0] - 1}, got {t_start}")
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
     ac = alphas_cumprod.detach().float().cpu()
     zero = torch.zeros(())
-    for t in (tqdm(range(t_start, 0, -1), desc="DDIM dense", leave=False) if progress else range(t_start, 0, -1)):
-        x, _ = _ddim_update(x, eps_fn(x, _tvec(x, t)), ac[t], ac[t - 1], zero)
+    grid = range(t_start, 0, -stride)
+    for t in (tqdm(grid, desc="DDIM dense", leave=False) if progress else grid):
+        x, _ = _ddim_update(x, eps_fn(x, _tvec(x, t)), ac[t], ac[max(t - stride, 0)], zero)
     return x
 
 
