@@ -24,6 +24,7 @@ from scipy import ndimage, stats
 
 from dataset.categories import Category, categories_from_config, load_categories_yaml
 from dataset.io import write_json_atomic, write_png_atomic
+from evaluation.report import fid_kid_lines
 from ldm.atomic import savefig_atomic, write_text_atomic
 from ldm.errors import UserError, run_cli
 
@@ -207,11 +208,7 @@ def markdown(summary: Mapping[str, Any], fid: Mapping[str, Any], real: str, gen:
             f"{_fmt(e['real'].get('median'))} / {_fmt(e['generated'].get('median'))} |")
     lines.append("")
     if "rows" in fid:
-        lines += ["## Mask FID (Inception-v3 features of the masks as grey images)", "",
-                  "| category | n real | n gen | FID | KID ×1e3 |", "|---|---|---|---|---|"]
-        for r in fid["rows"]:
-            lines.append(f"| {r['category']} | {r['n_real']} | {r['n_fake']} | {r['FID']:.2f} | "
-                         f"{r['KID'] * 1e3:.2f} ± {r['KID_std'] * 1e3:.2f} |")
+        lines += ["## Mask FID (Inception-v3 features of the masks as grey images)", "", *fid_kid_lines(fid["rows"])]
     else:
         lines.append(f"Mask FID skipped: {fid.get('skipped')}")
     lines += ["", "KS: two-sample Kolmogorov-Smirnov statistic (0 = same distribution, 1 = disjoint). "

@@ -19,7 +19,7 @@ from dataset.io import write_json_atomic, write_png_atomic
 from dataset.pairs import find_pairs
 from ldm.atomic import write_text_atomic
 
-from ..report import PAPER_METRICS, bar_chart, csv_text
+from ..report import PAPER_METRICS, bar_chart, csv_text, fid_kid_lines
 from ..sod_metrics import HIGHER_IS_BETTER, METRICS, TITLES
 from .config import enabled_studies
 from .fidelity import OVERALL
@@ -214,10 +214,7 @@ def fidelity_markdown(study: str, fid: dict, filt: Optional[dict]) -> tuple[str,
     f = fid["fid"]
     if "rows" in f:
         lines += [f"FID / KID against the real images of `{f['real']}` (Inception-v3 pool3, torch-fidelity):", "",
-                  "| category | n real | n generated | FID | KID ×1e3 |", "|---|---:|---:|---:|---:|"]
-        for r in f["rows"]:
-            lines.append(f"| {r['category']} | {r['n_real']} | {r['n_fake']} | {r['FID']:.2f} | "
-                         f"{r['KID'] * 1e3:.2f} ± {r['KID_std'] * 1e3:.2f} |")
+                  *fid_kid_lines(f["rows"])]
     else:
         lines.append(f"FID / KID skipped: {f['skipped']}")
     if filt is not None:
