@@ -22,7 +22,8 @@ SCHEMA: dict[str, Any] = {
               "grad_clip": 1.0, "ema_decay": 0.999, "p_uncond": 0.1, "min_snr_gamma": None, "seed": 0,
               "ckpt_every_epochs": 5, "num_workers": 0},
     "sample": {"sampler": "ddim", "steps": 50, "eta": 0.0, "guidance": 1.0, "clip_x0": True,
-               "threshold": 0.5, "min_area": 0.0005, "size": 256, "batch_size": 64, "max_retries": 20},
+               "threshold": 0.5, "low_threshold": None, "upsample": "bilinear", "min_area": 0.0005, "size": 256,
+               "batch_size": 64, "max_retries": 20},
 }
 DEFAULTS: dict[str, Any] = O.defaults(SCHEMA)
 

@@ -55,9 +55,10 @@ class MaskSet:
         return {c.name: len(self.masks[c.name]) for c in self.categories}
 
 
-def load_masks(path: str | Path, categories: Sequence[Category], binarize: str = "error",
+def load_masks(path: str | Path | Sequence[Path], categories: Sequence[Category], binarize: str = "error",
                require_all: bool = False) -> MaskSet:
-    """Read every mask under ``path`` and sort it into its category.
+    """Read every mask under ``path`` (a folder, a dataset root, or a list of mask files) and sort it
+    into its category.
 
     Unknown filename prefixes, non-binary masks (with ``binarize="error"``) and unreadable files
     raise :class:`UserError`; so does a category without masks when ``require_all`` is set.
@@ -65,7 +66,8 @@ def load_masks(path: str | Path, categories: Sequence[Category], binarize: str =
     cats = list(categories)
     masks: dict[str, list[np.ndarray]] = {c.name: [] for c in cats}
     files: dict[str, list[Path]] = {c.name: [] for c in cats}
-    for file in list_masks(path):
+    listed = [Path(f) for f in path] if isinstance(path, (list, tuple)) else list_masks(path)
+    for file in listed:
         cat = category_for_file(file.name, cats)
         masks[cat.name].append(read_mask(file, binarize=binarize))
         files[cat.name].append(file)

@@ -1,17 +1,21 @@
 """From the DDPM's continuous output to a clean binary mask at the target size.
 
-threshold -> nearest-neighbour resize -> drop connected components below a minimum area. A mask
-that comes out empty is re-drawn by the sampler; :func:`nonempty_fallback` is the last resort.
+resize the soft output (bilinear by default) -> threshold, or hysteresis between a low and a high
+level -> drop connected components below a minimum area. A mask that comes out empty is re-drawn by
+the sampler; :func:`nonempty_fallback` is the last resort.
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image
 from scipy import ndimage
 
 EIGHT = np.ones((3, 3), dtype=bool)  # 8-connectivity, used for masks throughout maskgen
+UPSAMPLING = ("nearest", "bilinear", "bicubic")
 
 
 def binarize(soft: np.ndarray, threshold: float = 0.5) -> np.ndarray:
@@ -43,9 +47,36 @@ def remove_specks(mask: np.ndarray, min_px: int) -> np.ndarray:
     return keep[labels]
 
 
-def postprocess(soft: np.ndarray, size: int, threshold: float = 0.5, min_area: float = 5e-4) -> np.ndarray:
-    """Threshold, resize (nearest) and de-speck one H×W model output; the result may be empty."""
-    mask = resize_nearest(binarize(soft, threshold), size)
+def resize_soft(soft: np.ndarray, size: int, mode: str = "bilinear") -> np.ndarray:
+    """An H×W model output resized to ``size``×``size`` (``mode``: one of :data:`UPSAMPLING`)."""
+    if mode not in UPSAMPLING:
+        raise ValueError(f"upsampling must be one of {', '.join(UPSAMPLING)}, got {mode!r}")
+    x = torch.from_numpy(np.asarray(soft, dtype=np.float32))[None, None]
+    if x.shape[-2:] == (size, size):
+        return x[0, 0].numpy().copy()
+    kw = {} if mode == "nearest" else {"align_corners": False}
+    return F.interpolate(x, size=(size, size), mode=mode, **kw)[0, 0].numpy()
+
+
+def hysteresis(prob: np.ndarray, high: float, low: float) -> np.ndarray:
+    """Pixels above ``low`` that are 8-connected to a pixel above ``high``."""
+    strong = prob > high
+    labels, n = ndimage.label(prob > low, structure=EIGHT)
+    keep = np.zeros(n + 1, dtype=bool)
+    keep[np.unique(labels[strong])] = True
+    keep[0] = False
+    return keep[labels]
+
+
+def postprocess(soft: np.ndarray, size: int, threshold: float = 0.5, min_area: float = 5e-4,
+                low_threshold: float | None = None, upsample: str = "bilinear") -> np.ndarray:
+    """Resize one H×W model output, binarise it (``threshold``, or hysteresis down to
+    ``low_threshold``; both on the [0, 1] scale) and de-speck it; the result may be empty."""
+    if upsample == "nearest" and low_threshold is None:
+        mask = resize_nearest(binarize(soft, threshold), size)  # binarise first: exactly the 64-px decision
+    else:
+        prob = (resize_soft(soft, size, upsample) + 1.0) * 0.5
+        mask = prob > threshold if low_threshold is None else hysteresis(prob, threshold, low_threshold)
     return remove_specks(mask, min_pixels(min_area, mask.shape))
 
 

@@ -217,7 +217,7 @@ def markdown(summary: Mapping[str, Any], fid: Mapping[str, Any], real: str, gen:
     return "\n".join(lines)
 
 
-def run_report(real: str | Path, generated: str | Path, out: str | Path,
+def run_report(real: str | Path | Sequence[Path], generated: str | Path, out: str | Path,
                categories: Optional[Sequence[Category]] = None, n_grid: int = 8, seed: int = 0,
                fid: str = "auto", inception: Optional[str] = None, device: str = "cpu",
                log=print) -> dict[str, Any]:
@@ -233,13 +233,19 @@ def run_report(real: str | Path, generated: str | Path, out: str | Path,
             log(f"note: {cat.name} has {len(real_set.masks[cat.name])} real and "
                 f"{len(gen_set.masks[cat.name])} generated masks; not compared")
     summary = {k: v["summary"] for k, v in results.items()}
-    fid_res = mask_fid(real, generated, [c for c in cats if c.name in results], inception, device) \
-        if fid == "auto" else {"skipped": "disabled with --no_fid"}
+    listed = isinstance(real, (list, tuple))
+    real_name = f"{len(real)} listed masks" if listed else str(real)
+    if fid != "auto":
+        fid_res = {"skipped": "disabled with --no_fid"}
+    elif listed:
+        fid_res = {"skipped": "mask FID needs a folder of real masks, not a list"}
+    else:
+        fid_res = mask_fid(real, generated, [c for c in cats if c.name in results], inception, device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    report = {"real": str(real), "generated": str(generated), "categories": summary, "mask_fid": fid_res}
+    report = {"real": real_name, "generated": str(generated), "categories": summary, "mask_fid": fid_res}
     write_json_atomic(report, out / "report.json")
-    write_text_atomic(markdown(summary, fid_res, str(real), str(generated)), out / "report.md")
+    write_text_atomic(markdown(summary, fid_res, real_name, str(generated)), out / "report.md")
     write_png_atomic(make_grid(real_set, gen_set, [c for c in cats if c.name in results], n_grid, seed=seed),
                      out / "grid.png")
     plot_distributions(results, out / "distributions.png")

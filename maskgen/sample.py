@@ -31,7 +31,7 @@ from ldm.seeds import generator
 
 from .config import SCHEMA, checked
 from .model import MaskDiffusion, load_checkpoint, model_from_checkpoint
-from .postprocess import nonempty_fallback, postprocess
+from .postprocess import UPSAMPLING, nonempty_fallback, postprocess
 
 MANIFEST = "maskgen_manifest.json"
 
@@ -49,11 +49,18 @@ class SampleSettings:
     guidance: float = _DEFAULT["guidance"]
     clip_x0: bool = _DEFAULT["clip_x0"]
     threshold: float = _DEFAULT["threshold"]
+    low_threshold: Optional[float] = _DEFAULT["low_threshold"]
+    upsample: str = _DEFAULT["upsample"]
     min_area: float = _DEFAULT["min_area"]
     size: int = _DEFAULT["size"]
     batch_size: int = _DEFAULT["batch_size"]
     max_retries: int = _DEFAULT["max_retries"]
     seed: int = 0
+    thresholds: dict[str, float] = field(default_factory=dict)  # per category prefix (maskgen.calibrate)
+
+    def level(self, cat: Category) -> float:
+        """The binarisation threshold for ``cat``: its calibrated one, else ``threshold``."""
+        return float(self.thresholds.get(cat.prefix, self.threshold))
 
     def check(self, timesteps: Optional[int] = None) -> None:
         """Refuse values that would crash or silently give garbage; ``timesteps``: the model's schedule length."""
@@ -71,6 +78,10 @@ class SampleSettings:
             raise UserError(f"--eta applies to the ddim sampler only (got sampler {self.sampler!r})")
         if not 0.0 < self.threshold < 1.0:
             raise UserError(f"--threshold must be between 0 and 1 (exclusive), got {self.threshold}")
+        if self.low_threshold is not None and not 0.0 < float(self.low_threshold) < 1.0:
+            raise UserError(f"--low_threshold must be between 0 and 1 (exclusive) or unset, got {self.low_threshold}")
+        if self.upsample not in UPSAMPLING:
+            raise UserError(f"--upsample must be one of {', '.join(UPSAMPLING)}, got {self.upsample!r}")
         if not 0.0 <= self.min_area < 1.0:
             raise UserError(f"--min_area is a fraction of the image in [0, 1), got {self.min_area}")
         if self.size < 8:
@@ -108,7 +119,7 @@ def _noise(seed: int, cat: Category, number: int, attempt: int, size: int) -> to
 
 
 @torch.no_grad()
-def _draw(model: MaskDiffusion, class_id: int, cat: Category, numbers: Sequence[int], attempt: int,
+def draw_soft(model: MaskDiffusion, class_id: int, cat: Category, numbers: Sequence[int], attempt: int,
           s: SampleSettings, image_size: int, device: str) -> np.ndarray:
     """Run the sampler for the given mask numbers; returns their raw outputs (N×H×W, ~[-1, 1])."""
     outs = []
@@ -152,10 +163,11 @@ def sample_masks(model: MaskDiffusion, categories: Sequence[Category], selected:
                 break
             if attempt:
                 redraws += len(todo)
-            soft = _draw(model, class_id, cat, [i + 1 for i in todo], attempt, settings, image_size, device)
+            soft = draw_soft(model, class_id, cat, [i + 1 for i in todo], attempt, settings, image_size, device)
             still = []
             for i, out in zip(todo, soft):
-                m = postprocess(out, settings.size, settings.threshold, settings.min_area)
+                m = postprocess(out, settings.size, settings.level(cat), settings.min_area, settings.low_threshold,
+                                settings.upsample)
                 if m.any():
                     masks[i] = m
                     bar.update(1)
@@ -165,7 +177,7 @@ def sample_masks(model: MaskDiffusion, categories: Sequence[Category], selected:
             todo = still
         fallbacks = []
         for i in todo:
-            masks[i] = nonempty_fallback(last_soft[i], settings.size, settings.threshold)
+            masks[i] = nonempty_fallback(last_soft[i], settings.size, settings.level(cat))
             fallbacks.append(i + 1)
             bar.update(1)
         bar.close()
@@ -223,7 +235,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance_scale", "--guidance", dest="guidance", type=float,
                    help="classifier-free guidance scale on the class (1 = off)")
     p.add_argument("--no_clip_x0", action="store_true", help="do not clip the predicted clean mask to [-1, 1]")
-    p.add_argument("--threshold", type=float, help="binarisation threshold on the [0, 1] scale")
+    p.add_argument("--threshold", type=float,
+                   help="binarisation threshold on the [0, 1] scale, for every category (default: the run's "
+                        "calibration.json when there is one, else the config's)")
+    p.add_argument("--low_threshold", type=float,
+                   help="hysteresis: also keep pixels above this level that touch a pixel above the threshold")
+    p.add_argument("--upsample", choices=UPSAMPLING, help="how the model's output is resized before binarising")
+    p.add_argument("--calibration", default="auto",
+                   help="per-category thresholds from maskgen.calibrate: a calibration.json, 'auto' (the run "
+                        "folder's, when present) or 'none' (default: auto)")
     p.add_argument("--min_area", type=float,
                    help="drop connected components smaller than this fraction of the image")
     p.add_argument("--batch_size", type=int, help="masks per sampler batch")
@@ -256,14 +276,30 @@ def settings_from(args: argparse.Namespace, stored: dict[str, Any],
     """Defaults < the checkpoint's ``sample`` section < ``--config`` < ``--set`` < flags."""
     sample = {**stored, **(overrides if overrides is not None else sample_overrides(args))}
     s = SampleSettings(**{k: v for k, v in sample.items() if k in SampleSettings.__dataclass_fields__})
-    for key in ("sampler", "steps", "eta", "guidance", "threshold", "min_area", "size", "batch_size",
-                "max_retries", "seed"):
+    for key in ("sampler", "steps", "eta", "guidance", "threshold", "low_threshold", "upsample", "min_area", "size",
+                "batch_size", "max_retries", "seed"):
         val = getattr(args, key, None)
         if val is not None:
             setattr(s, key, val)
     if args.no_clip_x0:
         s.clip_x0 = False
     return s
+
+
+def calibration_file(args: argparse.Namespace) -> Optional[Path]:
+    """The calibration to use: none when a threshold is given or ``--calibration none``."""
+    choice = str(getattr(args, "calibration", "auto") or "auto")
+    if choice == "none" or args.threshold is not None or "sample.threshold" in " ".join(args.set or []):
+        return None
+    if choice == "auto":
+        from .calibrate import calibration_path
+
+        path = calibration_path(args.ckpt)
+        return path if path.is_file() else None
+    if not Path(choice).is_file():
+        raise UserError(f"--calibration {choice}: file not found; run python -m maskgen.calibrate or pass "
+                        "--calibration none")
+    return Path(choice)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -277,6 +313,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     selected = select_categories(cats, args.categories.split(",") if args.categories else None)
     stored = checked(ckpt["config"], f"{ckpt['path']} config")
     settings = settings_from(args, stored["sample"], overrides)
+    calibration = calibration_file(args)
+    if calibration is not None:
+        from .calibrate import read_calibration
+
+        settings.thresholds = read_calibration(calibration)
+        print(f"maskgen.sample: thresholds from {calibration}: "
+              + ", ".join(f"{k} {v:.3f}" for k, v in settings.thresholds.items()))
     settings.check(model.schedule.num_timesteps)
     if args.n_per_category < 1:
         raise UserError(f"--n_per_category must be at least 1, got {args.n_per_category}")
@@ -289,6 +332,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     manifest = {
         "checkpoint": ckpt["path"], "weights": args.weights, "epoch": ckpt.get("epoch"),
         "step": ckpt.get("step"), "settings": vars(settings),
+        "calibration": str(calibration) if calibration is not None else None,
         "categories": {r.category.name: {"prefix": r.category.prefix, "count": len(r.masks),
                                          "redraws": r.redraws, "fallbacks": r.fallbacks,
                                          "mean_area": float(np.mean([m.mean() for m in r.masks]))}

@@ -270,3 +270,51 @@ def test_train_refuses_a_learning_rate_that_is_not_a_positive_number(tmp_path, c
     line = _cli_error(train_main, ["--data_root", str(data), "--out", str(tmp_path / "run"), f"--lr={value}"],
                       capsys)
     assert "train.lr must be a finite number > 0" in line and not (tmp_path / "run").exists()
+
+
+def test_best_level_recovers_the_threshold_that_made_the_real_masks():
+    from maskgen.calibrate import GRID, areas_at, best_level
+
+    rng = np.random.default_rng(0)
+    # soft outputs: radial bumps of random height/width; the decoded area shrinks as the level rises
+    yy, xx = np.mgrid[-8:8, -8:8] / 8.0
+    soft = np.stack([np.clip(h - (xx ** 2 + yy ** 2) / w, -1, 1) for h, w in
+                     zip(rng.uniform(0.3, 1.0, 60), rng.uniform(0.3, 1.0, 60))]).astype(np.float32)
+    s = sample_mod.SampleSettings(size=32, min_area=0.0)
+    areas = areas_at(soft, s, GRID)
+    assert np.all(np.diff(np.nan_to_num(areas), axis=1) <= 0)       # higher level, smaller mask
+    real = areas[:, GRID.index(0.65)]                                # "real" masks made at 0.65
+    level, score = best_level(real[np.isfinite(real)], areas, GRID)
+    assert level == 0.65 and score == 0.0
+    level, _ = best_level(areas[:, GRID.index(0.4)], areas, GRID)
+    assert level == 0.4
+
+
+def test_calibrate_writes_levels_that_sample_uses_unless_a_threshold_is_given(trained, tmp_path, capsys):
+    import json
+
+    from maskgen import calibrate as cal_mod
+
+    run = tmp_path / "run"
+    import shutil
+    shutil.copytree(trained["run"], run)
+    assert cal_mod.main(["--ckpt", str(run), "--data_root", str(trained["data"]), "--n_per_category", "12",
+                         "--no_progress"]) == 0
+    cal = json.loads((run / cal_mod.CALIBRATION).read_text())
+    assert set(cal["thresholds"]) == {"In", "Pa", "Sc"} and all(v in cal_mod.GRID for v in cal["thresholds"].values())
+    assert cal["seed"] == 1000
+    out = tmp_path / "m"
+    assert sample_mod.main(["--ckpt", str(run), "--out", str(out), "--n_per_category", "2", "--no_progress"]) == 0
+    manifest = json.loads((out / sample_mod.MANIFEST).read_text())
+    assert manifest["calibration"] == str(run / cal_mod.CALIBRATION)
+    assert manifest["settings"]["thresholds"] == cal["thresholds"]
+    # an explicit threshold (flag or --set) wins over the calibration; so does --calibration none
+    for extra in (["--threshold", "0.5"], ["--set", "sample.threshold=0.5"], ["--calibration", "none"]):
+        assert sample_mod.main(["--ckpt", str(run), "--out", str(out), "--n_per_category", "1", "--no_progress",
+                                "--overwrite", *extra]) == 0
+        manifest = json.loads((out / sample_mod.MANIFEST).read_text())
+        assert manifest["calibration"] is None and manifest["settings"]["thresholds"] == {}
+    # a damaged calibration file is a one-line error naming it
+    (run / cal_mod.CALIBRATION).write_text("{not json")
+    line = _cli_error(sample_mod.main, ["--ckpt", str(run), "--out", str(tmp_path / "n"), "--no_progress"], capsys)
+    assert cal_mod.CALIBRATION in line and "maskgen.calibrate" in line and not (tmp_path / "n").exists()

@@ -22,7 +22,7 @@ def test_postprocess_threshold_resize_and_specks():
     soft[7, 7] = 0.9              # 1-pixel speck: dropped
     soft[6, 0] = -0.2             # below threshold 0.5 on the [0, 1] scale
     assert binarize(soft, 0.5).sum() == 9
-    out = postprocess(soft, 32, threshold=0.5, min_area=4 * 16 / 32 ** 2)  # 4 model pixels
+    out = postprocess(soft, 32, threshold=0.5, min_area=4 * 16 / 32 ** 2, upsample="nearest")  # 4 model pixels
     assert out.shape == (32, 32) and out.dtype == bool
     assert out.sum() == 8 * 16 and not out[28:, 28:].any()
     assert np.array_equal(resize_nearest(binarize(soft), 16)[::2, ::2], binarize(soft))
@@ -30,6 +30,25 @@ def test_postprocess_threshold_resize_and_specks():
     m[0, 0] = True
     m[5:8, 5:8] = True
     assert remove_specks(m, 2).sum() == 9
+
+
+def test_bilinear_decoding_and_hysteresis_bridge_a_faint_gap():
+    from scipy import ndimage
+
+    soft = -np.ones((16, 16), np.float32)
+    soft[2:14, 7] = 0.6            # a one-pixel-wide line at 0.8 on the [0, 1] scale ...
+    soft[8, 7] = -0.2              # ... with one faint pixel (0.4) in it
+    split = postprocess(soft, 64, threshold=0.5, min_area=0.0)
+    assert ndimage.label(split, structure=np.ones((3, 3)))[1] == 2
+    bridged = postprocess(soft, 64, threshold=0.5, min_area=0.0, low_threshold=0.3)
+    assert ndimage.label(bridged, structure=np.ones((3, 3)))[1] == 1
+    assert bridged.sum() > split.sum() and not (split & ~bridged).any()
+    # bilinear edges follow the soft values: no 4x4 blocks, and the line stays about 4 pixels wide
+    assert 2 <= split[20].sum() <= 6 and postprocess(soft, 64, 0.5, 0.0, upsample="nearest")[20].sum() == 4
+    # a faint blob that never reaches the threshold stays out, whatever the low level
+    soft[:, :] = -1
+    soft[3:6, 3:6] = -0.1
+    assert not postprocess(soft, 64, threshold=0.5, min_area=0.0, low_threshold=0.3).any()
 
 
 def test_fallback_is_never_empty():

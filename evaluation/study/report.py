@@ -249,6 +249,26 @@ def times_markdown(ctx: Ctx, folder: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def maskgen_lines(ctx: Ctx) -> list[str]:
+    """The expansion study's mask producer: KS statistics of its new masks vs the training masks and
+    vs the held-out test masks."""
+    out = ctx.outputs("expansion.maskgen")
+    split = ctx.outputs("expansion.split")
+    lines = [f"New masks from the mask producer trained on the {split['n_train']} training masks, two-sample KS "
+             "statistics (area / components / elongation; 0 = same distribution):", "",
+             "| compared with | " + " | ".join(c.name for c in ctx.categories) + " |",
+             "|---|" + "---|" * len(ctx.categories)]
+    for key, what in (("report", f"the {split['n_train']} training masks"),
+                      ("report_heldout", f"the {split['n_test']} held-out test masks")):
+        if key not in out:
+            continue
+        mg = json.loads(Path(out[key]).read_text())["categories"]
+        cells = [(f"{mg[c.name]['area']['ks']:.3f} / {mg[c.name]['components']['ks']:.3f} / "
+                  f"{mg[c.name]['elongation']['ks']:.3f}") if c.name in mg else "–" for c in ctx.categories]
+        lines.append(f"| {what} | " + " | ".join(cells) + " |")
+    return lines + ["", "(`expansion/maskgen/report/report.md`, `expansion/maskgen/report_heldout/report.md`)", ""]
+
+
 def write_report(ctx: Ctx, folder: Path) -> Path:
     cfg = ctx.cfg
     folder.mkdir(parents=True, exist_ok=True)
@@ -304,12 +324,7 @@ def write_report(ctx: Ctx, folder: Path) -> Path:
         fidelity_csv += rows
         md += ["", f"### Fidelity of the {study} study's generated pairs", "", text]
         if study == "expansion":
-            mg = json.loads(Path(ctx.outputs("expansion.maskgen")["report"]).read_text())
-            cells = ", ".join(f"{k} KS area {v['area']['ks']:.3f} / components {v['components']['ks']:.3f}"
-                              for k, v in mg["categories"].items())
-            n_masks = ctx.outputs("expansion.split")["n_train"]
-            md += [f"New masks from the mask producer trained on the {n_masks} training masks: {cells} (two-sample "
-                   "KS statistics vs those training masks; `expansion/maskgen/report/report.md`).", ""]
+            md += maskgen_lines(ctx)
         grids = write_grids(ctx, study, folder)
         md += ["", "Pictures (" + ("mask | real | generated from the same mask" if study == "substitution"
                                    else "new masks from the mask producer and the images generated from them") + "):",

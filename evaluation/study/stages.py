@@ -464,7 +464,11 @@ class MaskgenStage(Stage):
         report = run_report(masks_in, masks_out, run / "report", ctx.categories,
                             fid="auto" if ctx.cfg["fidelity"]["fid"] else "skip",
                             inception=ctx.cfg["fidelity"]["inception"], device=device, log=ctx.log)
+        # the same statistics against the held-out test masks (read for scoring only, never trained on)
+        held_out = [p.mask for p in ctx.pairs(self.study)[1]]
+        run_report(held_out, masks_out, run / "report_heldout", ctx.categories, fid="skip", log=ctx.log)
         return {"run": str(run), "masks": str(masks_out), "report": str(run / "report" / "report.json"),
+                "report_heldout": str(run / "report_heldout" / "report.json"),
                 "epochs": summary["epochs_done"], "train_minutes": summary["minutes"],
                 "n_masks": sum(v["n_generated"] for v in report["categories"].values()),
                 "paths": [str(masks_out), str(run / "report" / "report.json")]}
