@@ -52,7 +52,8 @@ def write_tiny_study(root: Path) -> Path:
             "expansion": {"split": str(root / "split_1-5.json"), "generator": {"config": str(root / "gen.yaml")},
                           "pretrain": {"enabled": True, "n_per_category": 2},
                           "generation": GENERATION, "detectors": {"overrides": DETECTOR, "seeds": [0]},
-                          "maskgen": {"config": str(root / "maskgen.yaml"), "n_per_category": 3},
+                          "maskgen": {"config": str(root / "maskgen.yaml"), "n_per_category": 3,
+                                      "calibrate": {"n_per_category": 10}},
                           "filter": {"threshold": 0.0}}},
         "fidelity": {"fid": False}, "report": {"n_grid": 2}}
     path = root / "study.yaml"
@@ -137,6 +138,14 @@ def test_every_stage_runs_and_the_report_is_written(study):
     table8 = (out / "report" / "table8.csv").read_text().splitlines()
     assert table8[0].startswith("study,setting,train_data,n_train,n_test,seeds,S_mean,S_std,S_paper")
     assert [r.split(",")[1] for r in table8[1:]] == ["real", "real+generated", "real+filtered"]
+    # the mask producer's levels were fitted on a draw of its own, and it is scored on held-out masks too
+    mg = out / "expansion" / "maskgen"
+    cal = json.loads((mg / "calibration.json").read_text())
+    manifest = json.loads((mg / "masks" / "maskgen_manifest.json").read_text())
+    assert cal["seed"] == 1000 and manifest["settings"]["seed"] == 0
+    assert manifest["settings"]["thresholds"] == cal["thresholds"]
+    assert json.loads((mg / "report_heldout" / "report.json").read_text())["real"].endswith("listed masks")
+    assert "held-out test masks" in report
     assert all(r.split(",")[5] == "1" for r in table8[1:])  # one seed: no spread
     assert "| expansion: real+generated beats real in mean S by more than the seeds' spread (std) | not evaluable |" \
         in report

@@ -34,7 +34,9 @@ _COMMON = {
 _EXPANSION = {
     **_COMMON,
     "maskgen": {"config": None, "set": O.ListOf(None), "n_per_category": 300, "seed": 0,
-                "sample_set": O.ListOf(None)},
+                "sample_set": O.ListOf(None),
+                # per-category thresholds fitted to the training masks on a draw of its own (maskgen.calibrate)
+                "calibrate": {"enabled": True, "n_per_category": 100, "seed": 1000}},
     "filter": {"threshold": 0.6, "bin_threshold": 0.5, "seed": 0},
 }
 SCHEMA: dict[str, Any] = {

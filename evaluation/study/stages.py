@@ -413,7 +413,7 @@ class MaskgenStage(Stage):
         m = ctx.sc(self.study)["maskgen"]
         return {"config": m["config"], "config_sha256": file_digest(m["config"]), "set": list(m["set"]),
                 "n_per_category": m["n_per_category"], "sample_set": list(m["sample_set"]), "seed": m["seed"],
-                "device": ctx.cfg["device"], "fid": ctx.cfg["fidelity"]["fid"]}
+                "calibrate": dict(m["calibrate"]), "device": ctx.cfg["device"], "fid": ctx.cfg["fidelity"]["fid"]}
 
     def clear(self, ctx: Ctx) -> list[Path]:
         return [self.run_dir(ctx) / "masks", self.run_dir(ctx) / "report"]
@@ -423,6 +423,7 @@ class MaskgenStage(Stage):
 
     def run(self, ctx: Ctx) -> dict[str, Any]:
         from ldm.device import pick_device
+        from maskgen import calibrate as mg_calibrate
         from maskgen import sample as mg_sample
         from maskgen.config import load_config
         from maskgen.data import list_masks
@@ -452,11 +453,23 @@ class MaskgenStage(Stage):
 
             torch.set_num_threads(int(ctx.cfg["threads"]))
         summary = train(cfg, masks_in, run, device=device, progress=ctx.progress)
+        calibration = run / "calibration.json"
+        calibration.unlink(missing_ok=True)
+        quiet = [] if ctx.progress else ["--no_progress"]
+        c = m["calibrate"]
+        if c["enabled"]:
+            if int(c["seed"]) == int(m["seed"]):
+                raise UserError(f"{self.key}: maskgen.calibrate.seed equals maskgen.seed ({m['seed']}): the levels "
+                                "would be fitted on the very masks the study uses; give them different seeds")
+            argv = ["--ckpt", str(run), "--data_root", str(masks_in), "--n_per_category", str(int(c["n_per_category"])),
+                    "--seed", str(int(c["seed"])), "--device", str(ctx.cfg["device"]), *quiet]
+            ctx.log(f"[{self.key}] python -m maskgen.calibrate {' '.join(argv)}")
+            mg_calibrate.main(argv)
         masks_out = run / "masks"
         argv = ["--ckpt", str(run), "--out", str(masks_out), "--n_per_category", str(int(m["n_per_category"])),
-                "--seed", str(int(m["seed"])), "--overwrite", "--device", str(ctx.cfg["device"])]
-        if not ctx.progress:
-            argv.append("--no_progress")
+                "--seed", str(int(m["seed"])), "--overwrite", "--device", str(ctx.cfg["device"]),
+                "--calibration", str(calibration) if c["enabled"] else "none"]
+        argv += quiet
         if m["sample_set"]:
             argv += ["--set", *m["sample_set"]]
         ctx.log(f"[{self.key}] python -m maskgen.sample {' '.join(argv)}")
