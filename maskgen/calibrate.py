@@ -34,10 +34,10 @@ from .data import load_masks
 from .model import MaskDiffusion, load_checkpoint, model_from_checkpoint, resolve_checkpoint
 from .postprocess import hysteresis, min_pixels, remove_specks, resize_soft
 from .report import ks, stats_table
-from .sample import SampleSettings, draw_soft
+from .sample import SampleSettings, add_settings_arguments, draw_soft, sample_overrides, settings_from
 
 CALIBRATION = "calibration.json"
-GRID = tuple(round(0.3 + 0.025 * k, 3) for k in range(21))  # 0.300 ... 0.800
+GRID = tuple(round(0.05 + 0.025 * k, 3) for k in range(33))  # 0.050 ... 0.850
 
 
 def calibration_path(ckpt: str | Path) -> Path:
@@ -92,25 +92,38 @@ def calibrate(model: MaskDiffusion, categories: Sequence[Category], real: Mappin
     if not levels:
         raise UserError("no category has real masks to calibrate against; check --data_root")
     return {"thresholds": levels, "per_category": rows, "grid": list(grid), "n_per_category": n_per_category,
-            "seed": settings.seed, "upsample": settings.upsample, "low_threshold": settings.low_threshold,
-            "min_area": settings.min_area, "size": settings.size}
+            "seed": settings.seed, "settings": fitted_settings(settings)}
 
 
-def read_calibration(path: str | Path) -> dict[str, float]:
-    """The per-category thresholds of a ``calibration.json``; a one-line error when it is unusable."""
+def read_calibration(path: str | Path, settings: Optional[SampleSettings] = None) -> dict[str, float]:
+    """The per-category thresholds of a ``calibration.json``; a one-line error when it is unusable or was
+    fitted with other sampling / decoding settings than ``settings``."""
     import json
 
     path = Path(path)
     try:
         data = json.loads(path.read_text())
         levels = {str(k): float(v) for k, v in data["thresholds"].items()}
+        fitted = dict(data["settings"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UserError(f"{path}: not a readable calibration ({first_line(exc)}); rerun python -m maskgen.calibrate "
                         "or pass --calibration none") from None
     bad = {k: v for k, v in levels.items() if not 0.0 < v < 1.0}
     if bad:
         raise UserError(f"{path}: thresholds must be in (0, 1), got {bad}; rerun python -m maskgen.calibrate")
+    if settings is not None:
+        now = fitted_settings(settings)
+        differ = [f"{k} {fitted.get(k)!r} vs {v!r}" for k, v in now.items() if fitted.get(k) != v]
+        if differ:
+            raise UserError(f"{path}: fitted with other settings than these ({', '.join(differ)}); rerun "
+                            "python -m maskgen.calibrate with the same flags, or pass --calibration none")
     return levels
+
+
+def fitted_settings(settings: SampleSettings) -> dict[str, Any]:
+    """The settings a calibration depends on (those that change the decoded masks, bar the seed)."""
+    return {k: getattr(settings, k) for k in ("sampler", "steps", "eta", "guidance", "clip_x0", "upsample",
+                                              "low_threshold", "min_area", "size")}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1000,
                    help="seed of the calibration draw; keep it apart from maskgen.sample's (default: %(default)s)")
     p.add_argument("--out", default=None, help="output JSON (default: RUN/calibration.json)")
+    add_settings_arguments(p)
     p.add_argument("--weights", choices=("ema", "raw"), default="ema", help="EMA or raw weights (default: ema)")
     p.add_argument("--device", default="auto",
                    help="auto, cpu, cuda, cuda:N or mps (default: auto: cuda when available)")
@@ -139,15 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    sample_overrides(args)  # a mistyped --set fails before the model loads
     if args.threads:
         torch.set_num_threads(args.threads)
     device = str(pick_device(args.device))
     ckpt = load_checkpoint(args.ckpt)
     model, cats = model_from_checkpoint(ckpt, args.weights)
     stored = checked(ckpt["config"], f"{ckpt['path']} config")
-    settings = SampleSettings(**{k: v for k, v in stored["sample"].items()
-                                 if k in SampleSettings.__dataclass_fields__})
-    settings.seed = args.seed
+    settings = settings_from(args, stored["sample"], sample_overrides(args))
     settings.check(model.schedule.num_timesteps)
     real = load_masks(args.data_root, cats, binarize="error")
     result = calibrate(model.to(device), cats, real.masks, settings, int(ckpt["config"]["data"]["image_size"]),

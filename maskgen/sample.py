@@ -211,20 +211,9 @@ def write_masks(results: Sequence[CategoryResult], out: str | Path, overwrite: b
     return written
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m maskgen.sample",
-        description="Sample new binary defect masks per category from a maskgen checkpoint and write "
-                    "them as <prefix>_gen_0001.png ... (0/255 PNG). Unset options take the values "
-                    "stored in the checkpoint's config (its 'sample' section).",
-        epilog="example: python -m maskgen.sample --ckpt OUTPUT/maskgen --n_per_category 300 "
-               "--size 256 --out OUTPUT/maskgen/masks --seed 0")
-    p.add_argument("--ckpt", required=True, help="checkpoint file or maskgen.train run folder")
-    p.add_argument("--out", required=True, help="output folder for the mask PNGs")
-    p.add_argument("--n_per_category", type=int, default=300, help="masks per category (default: %(default)s)")
-    p.add_argument("--categories", help="comma-separated names or prefixes to sample (default: all)")
+def add_settings_arguments(p: argparse.ArgumentParser) -> None:
+    """The sampling and decoding flags ``maskgen.sample`` and ``maskgen.calibrate`` share."""
     p.add_argument("--size", type=int, help="output size in pixels, square (paper: 256)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--config", default=None,
                    help="YAML whose sample: section overrides the checkpoint's (same schema as "
                         "maskgen.train's --config; default: none)")
@@ -241,13 +230,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--low_threshold", type=float,
                    help="hysteresis: also keep pixels above this level that touch a pixel above the threshold")
     p.add_argument("--upsample", choices=UPSAMPLING, help="how the model's output is resized before binarising")
-    p.add_argument("--calibration", default="auto",
-                   help="per-category thresholds from maskgen.calibrate: a calibration.json, 'auto' (the run "
-                        "folder's, when present) or 'none' (default: auto)")
     p.add_argument("--min_area", type=float,
                    help="drop connected components smaller than this fraction of the image")
     p.add_argument("--batch_size", type=int, help="masks per sampler batch")
     p.add_argument("--max_retries", type=int, help="re-draws of a mask that comes out empty")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m maskgen.sample",
+        description="Sample new binary defect masks per category from a maskgen checkpoint and write "
+                    "them as <prefix>_gen_0001.png ... (0/255 PNG). Unset options take the values "
+                    "stored in the checkpoint's config (its 'sample' section).",
+        epilog="example: python -m maskgen.sample --ckpt OUTPUT/maskgen --n_per_category 300 "
+               "--size 256 --out OUTPUT/maskgen/masks --seed 0")
+    p.add_argument("--ckpt", required=True, help="checkpoint file or maskgen.train run folder")
+    p.add_argument("--out", required=True, help="output folder for the mask PNGs")
+    p.add_argument("--n_per_category", type=int, default=300, help="masks per category (default: %(default)s)")
+    p.add_argument("--categories", help="comma-separated names or prefixes to sample (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--calibration", default="auto",
+                   help="per-category thresholds from maskgen.calibrate: a calibration.json, 'auto' (the run "
+                        "folder's, when present) or 'none' (default: auto)")
+    add_settings_arguments(p)
     p.add_argument("--weights", choices=("ema", "raw"), default="ema", help="EMA or raw weights (default: ema)")
     p.add_argument("--overwrite", action="store_true", help="replace generated masks already in --out")
     p.add_argument("--device", default="auto",
@@ -317,7 +322,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if calibration is not None:
         from .calibrate import read_calibration
 
-        settings.thresholds = read_calibration(calibration)
+        settings.thresholds = read_calibration(calibration, settings)
         print(f"maskgen.sample: thresholds from {calibration}: "
               + ", ".join(f"{k} {v:.3f}" for k, v in settings.thresholds.items()))
     settings.check(model.schedule.num_timesteps)

@@ -314,6 +314,10 @@ def test_calibrate_writes_levels_that_sample_uses_unless_a_threshold_is_given(tr
                                 "--overwrite", *extra]) == 0
         manifest = json.loads((out / sample_mod.MANIFEST).read_text())
         assert manifest["calibration"] is None and manifest["settings"]["thresholds"] == {}
+    # levels fitted with other sampling settings are refused, not silently applied
+    line = _cli_error(sample_mod.main, ["--ckpt", str(run), "--out", str(tmp_path / "e"), "--no_progress",
+                                        "--eta", "0.5"], capsys)
+    assert "fitted with other settings" in line and "eta 0.0 vs 0.5" in line and not (tmp_path / "e").exists()
     # a damaged calibration file is a one-line error naming it
     (run / cal_mod.CALIBRATION).write_text("{not json")
     line = _cli_error(sample_mod.main, ["--ckpt", str(run), "--out", str(tmp_path / "n"), "--no_progress"], capsys)

@@ -463,6 +463,8 @@ class MaskgenStage(Stage):
                                 "would be fitted on the very masks the study uses; give them different seeds")
             argv = ["--ckpt", str(run), "--data_root", str(masks_in), "--n_per_category", str(int(c["n_per_category"])),
                     "--seed", str(int(c["seed"])), "--device", str(ctx.cfg["device"]), *quiet]
+            if m["sample_set"]:
+                argv += ["--set", *m["sample_set"]]
             ctx.log(f"[{self.key}] python -m maskgen.calibrate {' '.join(argv)}")
             mg_calibrate.main(argv)
         masks_out = run / "masks"
