@@ -77,6 +77,21 @@ def test_training_state_written_by_train_is_read_back_by_the_safe_loader(tmp_pat
     assert predict.Detector(final, "cpu").cfg.train.epochs == 2
 
 
+def test_min_steps_gives_a_small_training_set_more_epochs(tmp_path):
+    import json
+
+    from dataset.procedural import write_procedural_dataset
+    from evaluation.detector.train import train_detector
+
+    pairs = write_procedural_dataset(tmp_path / "pairs", 2, size=32)        # 6 pairs: 2 steps of batch 3
+    over = ["data.image_size=32", "train.device=cpu", "train.batch_size=3", "train.augment=false", "train.epochs=1"]
+    for min_steps, epochs in ((None, 1), (1, 1), (5, 3)):
+        out = tmp_path / f"d{min_steps}"
+        train_detector(load_config(DEFAULT_CONFIG, DEFAULT_CONFIG, over + [f"train.min_steps={min_steps or 'null'}"]),
+                       pairs, out, log=lambda m: None, progress=False)
+        assert json.loads((out / "train_log.json").read_text())["epochs"] == epochs, min_steps
+
+
 def test_train_cli_resumes_automatically_like_the_other_tools(tmp_path, capsys):
     """Same resume policy as main.py and maskgen.train: a second run continues from OUT/last.pt."""
     from dataset.procedural import write_procedural_dataset

@@ -11,6 +11,7 @@ continues from it), ``OUT/detector.pt`` (weights + config, for prediction) and
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -76,6 +77,11 @@ def train_detector(cfg: DictConfig, train_pairs: Sequence, out_dir: str | Path, 
     opt = torch.optim.AdamW(model.parameters(), lr=float(t.lr), weight_decay=float(t.weight_decay))
     epochs = int(t.epochs)
     steps_per_epoch = len(loader)
+    min_steps = t.get("min_steps")
+    if min_steps and math.ceil(int(min_steps) / steps_per_epoch) > epochs:
+        log(f"train.min_steps={int(min_steps)}: {math.ceil(int(min_steps) / steps_per_epoch)} epochs instead of "
+            f"{epochs} ({steps_per_epoch} steps per epoch)")
+        epochs = math.ceil(int(min_steps) / steps_per_epoch)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, WarmupSchedule("cosine", int(float(t.warmup_epochs) * steps_per_epoch), epochs * steps_per_epoch,
                             warmup_from_zero=False))
