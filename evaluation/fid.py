@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from dataset.files import IMAGE_EXTS, few
 from dataset.io import image_size, read_image
 from ldm.atomic import write_atomic
 from ldm.device import pick_device
@@ -34,7 +35,7 @@ from ldm.errors import UserError, run_cli
 from ldm.safe_load import safe_torch_load
 
 from .config import REPO
-from .folders import IMAGE_EXTS, category_of, few, image_folder, list_by_stem
+from .folders import category_of, image_folder, list_by_stem
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"

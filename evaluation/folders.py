@@ -17,20 +17,10 @@ import numpy as np
 from PIL import Image
 
 from dataset.categories import Category, category_for_file
+from dataset.files import IMAGE_EXTS, MASK_EXTS, few
 from dataset.io import read_image, read_mask
 from dataset.pairs import IMAGE_DIRS, MASK_DIRS, natural_key
 from ldm.errors import UserError
-
-IMAGE_EXTS = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
-MASK_EXTS = (".png", ".bmp", ".tif", ".tiff")
-_SHOW = 5
-
-
-def few(names: Sequence[str], show: int = _SHOW) -> str:
-    """``a, b, c and 4 more``"""
-    names = list(names)
-    text = ", ".join(names[:show])
-    return text + (f" and {len(names) - show} more" if len(names) > show else "")
 
 
 def _sub(folder: Path, options: Sequence[str]) -> Path:
