@@ -414,7 +414,7 @@ class Trainer:
         loader = make_loader(self.dataset, opts.batch_size, opts.workers, opts.seed, self.info.rank,
                              self.info.world_size, self.iteration, pin_memory=self.device.type == "cuda")
         bar = tqdm(total=opts.total_iters, initial=self.iteration, desc="training", dynamic_ncols=True,
-                   disable=not self.main, smoothing=0.05)
+                   disable=not self.main or opts.no_progress, smoothing=0.05)
         window_loss, window_n, window_start = 0.0, 0, time.perf_counter()
         previous = self._install_signal_handlers()
         try:

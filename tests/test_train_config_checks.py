@@ -123,3 +123,15 @@ def test_malformed_embedded_config_is_one_line(tmp_path, kind):
     with pytest.raises(UserError) as err:
         read_checkpoint(path)
     assert "\n" not in str(err.value) and str(path.name if kind != "sidecar" else "bad.yaml") in str(err.value)
+
+
+def test_no_progress_hides_the_bar_and_is_not_a_run_setting(config, tmp_path, capsys):
+    assert run_main(config, tmp_path, "bar") == 0
+    assert "training:" in capsys.readouterr().err
+    assert run_main(config, tmp_path, "quiet", "--no_progress") == 0
+    captured = capsys.readouterr()
+    assert "training:" not in captured.err
+    # the flag is not stored with the run: resuming without it is the same run, not a changed setting
+    assert "no_progress:" not in (tmp_path / "quiet" / "config.yaml").read_text()
+    assert run_main(config, tmp_path, "quiet") == 0
+    assert not (tmp_path / "quiet" / "config_changes.jsonl").exists()

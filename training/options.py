@@ -72,10 +72,11 @@ class TrainOptions:
     keep_checkpoints: int = 0                # 0: keep all
     split: Optional[str] = None              # a split JSON (dataset/splits.py): train on its "train" list
     allow_config_change: bool = False        # resume even though data root, seed or learning rate changed
+    no_progress: bool = False                # no tqdm bar (the periodic log lines stay)
 
 
 DEFAULTS = TrainOptions()
-CLI_ONLY = ("name", "yaml_file", "allow_config_change")
+CLI_ONLY = ("name", "yaml_file", "allow_config_change", "no_progress")
 FIELD_NAMES = [f.name for f in fields(TrainOptions)]
 
 TRAIN_SCHEMA = {n: O.Open() for n in FIELD_NAMES if n not in CLI_ONLY}
@@ -170,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--allow_config_change", action="store_true",
         help="resume even though the data root, seed or learning rate differ from the run's; the change "
              "is appended to OUTPUT_ROOT/name/config_changes.jsonl (default: refuse)")
+    add("--no_progress", action="store_true", help="no progress bar (the log lines every log_every iterations stay)")
     add("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # torch.distributed.launch
     return p
 

@@ -203,8 +203,9 @@ def running_trainer(run_dir: Path) -> Optional[str]:
     return None
 
 
-def run_main(stage: str, argv: list[str], log: Callable[[str], None], run_dir: Path) -> None:
+def run_main(stage: str, argv: list[str], log: Callable[[str], None], run_dir: Path, progress: bool = True) -> None:
     """main.py in this process on ``run_dir`` (refused while another process trains that run folder)."""
+    argv = argv if progress else [*argv, "--no_progress"]
     other = running_trainer(run_dir)
     if other is not None:
         raise UserError(f"{run_dir}: another process is training this run right now (pid {other}); let it "
@@ -332,7 +333,7 @@ class PretrainStage(Stage):
         if dataset_folder(None, cfg) is not None or (saved is not None and not saved["procedural"]):
             raise leakage.LeakError(f"leak: stage {self.key} must train on procedural data only "
                                     f"(data.procedural in {p['config']}, no data root)")
-        run_main(self.key, argv, ctx.log, self.run_dir(ctx))
+        run_main(self.key, argv, ctx.log, self.run_dir(ctx), ctx.progress)
         found = latest_weights(self.run_dir(ctx))
         if found is None:
             raise UserError(f"{self.run_dir(ctx)}: no checkpoint after training; check its log")
@@ -391,7 +392,7 @@ class GeneratorStage(Stage):
         _, split_path = ctx.split(self.study)
         run_dir = self.run_dir(ctx)
         leakage.check_generator_data(self.key, run_dir, ctx.data_root, str(split_path), ctx.test_stems(self.study))
-        run_main(self.key, self.argv(ctx, str(split_path)), ctx.log, run_dir)
+        run_main(self.key, self.argv(ctx, str(split_path)), ctx.log, run_dir, ctx.progress)
         found = latest_weights(run_dir)
         if found is None:
             raise UserError(f"{run_dir}: no checkpoint after training; check its log")
