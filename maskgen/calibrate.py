@@ -32,7 +32,7 @@ from ldm.safe_load import first_line
 from .config import checked
 from .data import load_masks
 from .model import MaskDiffusion, load_checkpoint, model_from_checkpoint, resolve_checkpoint
-from .postprocess import hysteresis, min_pixels, remove_specks, resize_soft
+from .postprocess import binarize_prob, min_pixels, resize_soft
 from .report import ks, stats_table
 from .sample import SampleSettings, add_settings_arguments, draw_soft, sample_overrides, settings_from
 
@@ -52,12 +52,10 @@ def areas_at(soft: np.ndarray, settings: SampleSettings, grid: Sequence[float]) 
     NaN where the decoded mask is empty (``maskgen.sample`` would draw it again)."""
     out = np.full((len(soft), len(grid)), np.nan)
     for i, s in enumerate(soft):
-        prob = (resize_soft(s, settings.size, settings.upsample) + 1.0) * 0.5
+        prob = (resize_soft(s, settings.size, settings.upsample) + 1.0) * 0.5  # resized once, cut at each level
         min_px = min_pixels(settings.min_area, prob.shape)
         for j, level in enumerate(grid):
-            low = settings.low_threshold
-            mask = prob > level if low is None or low >= level else hysteresis(prob, level, low)
-            mask = remove_specks(mask, min_px)
+            mask = binarize_prob(prob, level, settings.low_threshold, min_px)
             if mask.any():
                 out[i, j] = mask.mean()
     return out
@@ -95,9 +93,10 @@ def calibrate(model: MaskDiffusion, categories: Sequence[Category], real: Mappin
             "seed": settings.seed, "settings": fitted_settings(settings)}
 
 
-def read_calibration(path: str | Path, settings: Optional[SampleSettings] = None) -> dict[str, float]:
-    """The per-category thresholds of a ``calibration.json``; a one-line error when it is unusable or was
-    fitted with other sampling / decoding settings than ``settings``."""
+def read_calibration(path: str | Path, settings: Optional[SampleSettings] = None,
+                     ckpt: Optional[Mapping[str, Any]] = None) -> dict[str, float]:
+    """The per-category thresholds of a ``calibration.json``; a one-line error when it is unusable, was
+    fitted with other sampling / decoding settings than ``settings`` or on another training step of ``ckpt``."""
     import json
 
     path = Path(path)
@@ -117,6 +116,10 @@ def read_calibration(path: str | Path, settings: Optional[SampleSettings] = None
         if differ:
             raise UserError(f"{path}: fitted with other settings than these ({', '.join(differ)}); rerun "
                             "python -m maskgen.calibrate with the same flags, or pass --calibration none")
+    if ckpt is not None and data.get("step") != ckpt.get("step"):
+        raise UserError(f"{path}: fitted on the model at step {data.get('step')}, but {ckpt.get('path')} is at step "
+                        f"{ckpt.get('step')} (trained further since); rerun python -m maskgen.calibrate, or pass "
+                        "--calibration none")
     return levels
 
 
@@ -153,19 +156,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    sample_overrides(args)  # a mistyped --set fails before the model loads
+    overrides = sample_overrides(args)  # a mistyped --set fails before the model loads
     if args.threads:
         torch.set_num_threads(args.threads)
     device = str(pick_device(args.device))
     ckpt = load_checkpoint(args.ckpt)
     model, cats = model_from_checkpoint(ckpt, args.weights)
     stored = checked(ckpt["config"], f"{ckpt['path']} config")
-    settings = settings_from(args, stored["sample"], sample_overrides(args))
+    settings = settings_from(args, stored["sample"], overrides)
     settings.check(model.schedule.num_timesteps)
     real = load_masks(args.data_root, cats, binarize="error")
     result = calibrate(model.to(device), cats, real.masks, settings, int(ckpt["config"]["data"]["image_size"]),
                        args.n_per_category, device=device, progress=not args.no_progress)
     result["checkpoint"] = ckpt["path"]
+    result["step"] = ckpt.get("step")
     result["real"] = str(args.data_root)
     out = Path(args.out) if args.out else calibration_path(args.ckpt)
     write_json_atomic(result, out)

@@ -68,16 +68,22 @@ def hysteresis(prob: np.ndarray, high: float, low: float) -> np.ndarray:
     return keep[labels]
 
 
+def binarize_prob(prob: np.ndarray, threshold: float, low_threshold: float | None, min_px: int) -> np.ndarray:
+    """A resized output on the [0, 1] scale -> de-specked mask: ``prob > threshold``, or hysteresis down
+    to ``low_threshold`` when that lies below the threshold."""
+    if low_threshold is None or low_threshold >= threshold:
+        mask = prob > threshold
+    else:
+        mask = hysteresis(prob, threshold, low_threshold)
+    return remove_specks(mask, min_px)
+
+
 def postprocess(soft: np.ndarray, size: int, threshold: float = 0.5, min_area: float = 5e-4,
                 low_threshold: float | None = None, upsample: str = "bilinear") -> np.ndarray:
     """Resize one H×W model output, binarise it (``threshold``, or hysteresis down to
     ``low_threshold``; both on the [0, 1] scale) and de-speck it; the result may be empty."""
-    if upsample == "nearest" and low_threshold is None:
-        mask = resize_nearest(binarize(soft, threshold), size)  # binarise first: exactly the 64-px decision
-    else:
-        prob = (resize_soft(soft, size, upsample) + 1.0) * 0.5
-        mask = prob > threshold if low_threshold is None else hysteresis(prob, threshold, low_threshold)
-    return remove_specks(mask, min_pixels(min_area, mask.shape))
+    prob = (resize_soft(soft, size, upsample) + 1.0) * 0.5
+    return binarize_prob(prob, threshold, low_threshold, min_pixels(min_area, prob.shape))
 
 
 def nonempty_fallback(soft: np.ndarray, size: int, threshold: float = 0.5) -> np.ndarray:

@@ -291,10 +291,11 @@ def settings_from(args: argparse.Namespace, stored: dict[str, Any],
     return s
 
 
-def calibration_file(args: argparse.Namespace) -> Optional[Path]:
-    """The calibration to use: none when a threshold is given or ``--calibration none``."""
+def calibration_file(args: argparse.Namespace, overrides: dict[str, Any]) -> Optional[Path]:
+    """The calibration to use: none when a threshold is given (flag, ``--set`` or ``--config``) or
+    ``--calibration none``."""
     choice = str(getattr(args, "calibration", "auto") or "auto")
-    if choice == "none" or args.threshold is not None or "sample.threshold" in " ".join(args.set or []):
+    if choice == "none" or args.threshold is not None or "threshold" in overrides:
         return None
     if choice == "auto":
         from .calibrate import calibration_path
@@ -318,11 +319,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     selected = select_categories(cats, args.categories.split(",") if args.categories else None)
     stored = checked(ckpt["config"], f"{ckpt['path']} config")
     settings = settings_from(args, stored["sample"], overrides)
-    calibration = calibration_file(args)
+    calibration = calibration_file(args, overrides)
     if calibration is not None:
         from .calibrate import read_calibration
 
-        settings.thresholds = read_calibration(calibration, settings)
+        settings.thresholds = read_calibration(calibration, settings, ckpt)
         print(f"maskgen.sample: thresholds from {calibration}: "
               + ", ".join(f"{k} {v:.3f}" for k, v in settings.thresholds.items()))
     settings.check(model.schedule.num_timesteps)

@@ -302,7 +302,7 @@ def test_calibrate_writes_levels_that_sample_uses_unless_a_threshold_is_given(tr
                          "--no_progress"]) == 0
     cal = json.loads((run / cal_mod.CALIBRATION).read_text())
     assert set(cal["thresholds"]) == {"In", "Pa", "Sc"} and all(v in cal_mod.GRID for v in cal["thresholds"].values())
-    assert cal["seed"] == 1000
+    assert cal["seed"] == 1000 and cal["step"] == load_checkpoint(run)["step"]
     out = tmp_path / "m"
     assert sample_mod.main(["--ckpt", str(run), "--out", str(out), "--n_per_category", "2", "--no_progress"]) == 0
     manifest = json.loads((out / sample_mod.MANIFEST).read_text())
@@ -318,6 +318,11 @@ def test_calibrate_writes_levels_that_sample_uses_unless_a_threshold_is_given(tr
     line = _cli_error(sample_mod.main, ["--ckpt", str(run), "--out", str(tmp_path / "e"), "--no_progress",
                                         "--eta", "0.5"], capsys)
     assert "fitted with other settings" in line and "eta 0.0 vs 0.5" in line and not (tmp_path / "e").exists()
+    # levels fitted on an earlier step of the model (trained further since) are refused
+    cal_stale = dict(cal, step=cal["step"] - 1)
+    (run / cal_mod.CALIBRATION).write_text(json.dumps(cal_stale))
+    line = _cli_error(sample_mod.main, ["--ckpt", str(run), "--out", str(tmp_path / "s"), "--no_progress"], capsys)
+    assert "trained further since" in line and not (tmp_path / "s").exists()
     # a damaged calibration file is a one-line error naming it
     (run / cal_mod.CALIBRATION).write_text("{not json")
     line = _cli_error(sample_mod.main, ["--ckpt", str(run), "--out", str(tmp_path / "n"), "--no_progress"], capsys)

@@ -257,6 +257,10 @@ def test_bad_input_is_one_line(tmp_path, capsys, monkeypatch):
     config = write_tiny_study(tmp_path)
     line = one_line_error(["--config", str(config), "--plan", "--set", f"data_root={tmp_path / 'nowhere'}"], capsys)
     assert f"data_root {tmp_path / 'nowhere'}: dataset folder not found" in line and "--set data_root=" in line
+    # thresholds fitted on the very masks the study samples: refused before anything runs
+    line = one_line_error(["--config", str(config), "--plan", "--set", "studies.expansion.maskgen.calibrate.seed=0"],
+                          capsys)
+    assert "calibrate.seed equals maskgen.seed (0)" in line
     # a split file made for another dataset
     bad = tmp_path / "other_split.json"
     bad.write_text(json.dumps({"train": ["In_1", "Xx_7"], "test": ["In_2"], "seed": 0, "test_fraction": 0.1}))

@@ -115,6 +115,10 @@ def load_study_config(path: str | Path, overrides: Sequence[str] = ()) -> dict[s
                             f"got {seeds!r}")
         if study == "expansion" and not sc["maskgen"]["config"]:
             raise UserError(f"{where}: missing 'studies.expansion.maskgen.config' (e.g. configs/maskgen_cpu.yaml)")
+        mg = sc.get("maskgen") if study == "expansion" else None
+        if mg and mg["calibrate"]["enabled"] and mg["calibrate"]["seed"] == mg["seed"]:
+            raise UserError(f"{where}: studies.expansion.maskgen.calibrate.seed equals maskgen.seed ({mg['seed']}): "
+                            "the thresholds would be fitted on the very masks the study uses; use different seeds")
         if sc["pretrain"]["enabled"] and not sc["pretrain"]["config"]:
             sc["pretrain"]["config"] = sc["generator"]["config"]
     for key in ("substitution_s_ratio", "iou_ratio"):

@@ -458,10 +458,7 @@ class MaskgenStage(Stage):
         calibration.unlink(missing_ok=True)
         quiet = [] if ctx.progress else ["--no_progress"]
         c = m["calibrate"]
-        if c["enabled"]:
-            if int(c["seed"]) == int(m["seed"]):
-                raise UserError(f"{self.key}: maskgen.calibrate.seed equals maskgen.seed ({m['seed']}): the levels "
-                                "would be fitted on the very masks the study uses; give them different seeds")
+        if c["enabled"]:  # its seed differs from the sampling seed (checked when the config is read)
             argv = ["--ckpt", str(run), "--data_root", str(masks_in), "--n_per_category", str(int(c["n_per_category"])),
                     "--seed", str(int(c["seed"])), "--device", str(ctx.cfg["device"]), *quiet]
             if m["sample_set"]:
