@@ -17,7 +17,7 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -65,15 +65,21 @@ def defect_contrast(image: np.ndarray, mask: np.ndarray, ring: int = 6, where: s
     return Contrast(delta, abs(delta) / max(float(around.std()), 1.0))
 
 
-def folder_contrasts(root: str | Path, categories, ring: int = 6) -> dict[str, tuple[str, Contrast]]:
-    """stem -> (category name, contrast) for every image/mask pair of a paired folder."""
+def folder_contrasts(root: str | Path, categories, ring: int = 6,
+                     transform: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> dict[str, tuple[str, Contrast]]:
+    """stem -> (category name, contrast) for every image/mask pair of a paired folder.
+
+    ``transform`` (grey array -> grey array of the same size) is applied to each image first.
+    """
     images = list_by_stem(image_folder(root), what="image")
     masks = list_by_stem(mask_folder(root), MASK_EXTS, what="mask")
     matched = match_by_stem(images, masks, "image", "mask")
     reader = MaskReader()
     out = {}
     for stem in matched.stems:
-        c = defect_contrast(read_gray(images[stem]), reader(masks[stem]), ring, where=str(images[stem]))
+        image = read_gray(images[stem])
+        c = defect_contrast(transform(image) if transform else image, reader(masks[stem]), ring,
+                            where=str(images[stem]))
         if c is not None:
             out[stem] = (category_of(stem, categories), c)
     reader.report()

@@ -4,11 +4,30 @@ checkpoint, image or result behind (the old file, if any, stays intact)."""
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable
 
 from ldm.errors import UserError
+
+_UMASK: int | None = None
+
+
+def _new_file_mode(path: Path) -> int:
+    """The mode ``open()`` would give ``path``: an existing file's own, else 0o666 less the umask.
+
+    ``mkstemp`` creates 0o600 files; without this every output would be unreadable to other users.
+    """
+    global _UMASK
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        pass
+    if _UMASK is None:
+        _UMASK = os.umask(0o022)   # read once: os.umask can only be read by setting it
+        os.umask(_UMASK)
+    return 0o666 & ~_UMASK
 
 
 def write_atomic(path: str | Path, write: Callable[[IO[bytes]], Any], make_parents: bool = True) -> Path:
@@ -23,6 +42,8 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], Any], make_paren
         raise UserError(f"{path}: output folder {path.parent} does not exist; create it first")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if hasattr(os, "fchmod"):      # not on Windows before Python 3.13
+            os.fchmod(fd, _new_file_mode(path))
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()

@@ -176,6 +176,9 @@ def image_case(cli: str, good, tmp: Path, kind: str, monkeypatch) -> tuple[str, 
     if cli == "evaluation.mask_adherence":
         root, bad = _dataset_copy(good, tmp, kind)
         return cli, ["--generated", str(root), "--out", str(out / "r.json")], bad
+    if cli == "evaluation.resolution_ceiling":
+        root, bad = _dataset_copy(good, tmp, kind)
+        return cli, ["--real", str(root), "--sizes", "16", "--out", str(out / "r.json")], bad
     if cli == "evaluation.protocols":
         root, bad = _dataset_copy(good, tmp, kind)
         cfg = tmp / "proto.yaml"
@@ -263,7 +266,7 @@ def _params(clis: list[str], kinds: tuple[str, ...]) -> list:
 
 IMAGE_CLIS = ["infer", "main", "evaluation.detector.train", "evaluation.detector.predict",
               "evaluation.sample_filter", "evaluation.fid", "evaluation.sod_eval", "evaluation.mask_adherence",
-              "evaluation.protocols", "maskgen.train", "maskgen.report"]
+              "evaluation.resolution_ceiling", "evaluation.protocols", "maskgen.train", "maskgen.report"]
 CKPT_CLIS = ["infer", "main", "tools.check_checkpoint", "evaluation.detector.predict", "evaluation.sample_filter",
              "evaluation.detector.train", "evaluation.fid", "maskgen.sample", "maskgen.train"]
 CONFIG_CLIS = ["main", "infer", "process_json", "tools.check_checkpoint", "evaluation.detector.train",

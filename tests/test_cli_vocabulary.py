@@ -18,7 +18,7 @@ COMMANDS = [
     "main", "infer", "process_json", "app",
     "evaluation.fid", "evaluation.sod_eval", "evaluation.detector.train", "evaluation.detector.predict",
     "evaluation.protocols", "evaluation.sample_filter", "evaluation.guidance_sweep", "evaluation.mask_adherence",
-    "evaluation.study",
+    "evaluation.resolution_ceiling", "evaluation.study",
     "maskgen.train", "maskgen.sample", "maskgen.calibrate", "maskgen.report",
     "tools/check_checkpoint.py", "tools/check_fixture.py", "tools/gpu_check.py",
     "benchmarks/bench_infer.py", "benchmarks/bench_grids.py", "benchmarks/bench_infer_fullsize.py",

@@ -1,0 +1,101 @@
+"""How much defect contrast survives a generator's resolution? Real pairs through a round trip.
+
+    python -m evaluation.resolution_ceiling --real ../shared/data/SD-saliency-900 --sizes 64 96 128
+
+A pixel-space generator trained at ``side`` px sees each real image resized to ``side`` (bicubic, as
+in training) and writes its samples resized back to the stored size (bicubic, antialiased, as
+``infer.py --output_size``). This sends the real images through that same round trip and measures
+mask adherence (``evaluation.mask_adherence``: in-mask vs ring CNR) on the result against the
+original masks: the contrast a perfect generator at that resolution could give back. Thin
+scratches lose most; blobs keep theirs. Images must be square (SD-Saliency-900's are).
+"""
+from __future__ import annotations
+
+import argparse
+from functools import partial
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from dataset.categories import categories_from_config
+from dataset.io import write_json_atomic, write_png_atomic
+from evaluation.folders import MASK_EXTS, MaskReader, image_folder, list_by_stem, mask_folder, read_gray
+from evaluation.mask_adherence import folder_contrasts, summarize
+from inference.generate import resize_images
+from ldm.cli import positive_int
+from ldm.errors import UserError, run_cli
+
+
+def round_trip(image: np.ndarray, side: int, where: str = "image") -> np.ndarray:
+    """uint8 (N, N) grey image -> resized to side x side and back, as a generator at ``side`` px."""
+    if image.shape[0] != image.shape[1]:
+        raise UserError(f"{where}: {image.shape[1]}x{image.shape[0]} is not square; the generator's "
+                        "output is square, so crop the images to squares first")
+    small = np.asarray(Image.fromarray(image).resize((side, side), Image.BICUBIC), np.float32) / 255.0
+    back = resize_images(torch.from_numpy(small)[None, None], image.shape[0])
+    return (back[0, 0].numpy() * 255.0).round().astype(np.uint8)
+
+
+def ceiling_table(root: str | Path, sizes: Sequence[int], ring: int = 6) -> dict[str, dict[str, float]]:
+    """{"stored" | "<side> px": {category | "all": mean CNR of the real pairs}}."""
+    cats = categories_from_config(None)
+    rows = {"stored": folder_contrasts(root, cats, ring)}
+    for side in sizes:
+        rows[f"{side} px"] = folder_contrasts(root, cats, ring, transform=partial(round_trip, side=side))
+    return {name: {cat: row["cnr_generated"] for cat, row in summarize(c).items()} for name, c in rows.items()}
+
+
+def format_table(table: dict[str, dict[str, float]]) -> str:
+    cats = list(next(iter(table.values())))
+    lines = ["| representation | " + " | ".join(cats) + " |", "|---|" + "---:|" * len(cats)]
+    for name, row in table.items():
+        lines.append(f"| {name} | " + " | ".join(f"{row[c]:.2f}" for c in cats) + " |")
+    return "\n".join(lines)
+
+
+def picture(root: str | Path, sizes: Sequence[int], stems: Sequence[str], path: str | Path, tile: int = 160) -> Path:
+    """One row per stem: mask | stored image | the image through each round trip."""
+    images = list_by_stem(image_folder(root), what="image")
+    masks = list_by_stem(mask_folder(root), MASK_EXTS, what="mask")
+    missing = [s for s in stems if s not in images or s not in masks]
+    if missing:
+        raise UserError(f"{root}: no image/mask pair named {missing[0]!r}; pick --show from its file names")
+    reader = MaskReader()
+    rows = []
+    for stem in stems:
+        image = read_gray(images[stem])
+        tiles = [reader(masks[stem]).astype(np.uint8) * 255, image] + [round_trip(image, s) for s in sizes]
+        rows.append(np.concatenate([np.asarray(Image.fromarray(t).resize((tile, tile), Image.NEAREST))
+                                    for t in tiles], axis=1))
+    return write_png_atomic(Image.fromarray(np.concatenate(rows, axis=0)), path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m evaluation.resolution_ceiling", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--real", required=True, help="paired folder of real images and masks")
+    p.add_argument("--sizes", type=positive_int, nargs="+", default=[64, 96, 128],
+                   help="generator sides in pixels (default: %(default)s)")
+    p.add_argument("--ring", type=int, default=6, help="ring width in pixels at 256 px (default: %(default)s)")
+    p.add_argument("--out", help="write the table as JSON here")
+    p.add_argument("--picture", help="write a PNG of --show pairs here: mask | stored | each round trip")
+    p.add_argument("--show", nargs="+", default=["In_1", "Pa_1", "Sc_1"], help="stems for --picture")
+    return p
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    table = ceiling_table(args.real, args.sizes, args.ring)
+    print(format_table(table))
+    if args.out:
+        write_json_atomic(table, args.out)
+    if args.picture:
+        print(f"picture -> {picture(args.real, args.sizes, args.show, args.picture)}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
