@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import re
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Optional
@@ -31,27 +30,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--repeats", type=int, default=5, help="timed rounds after one warm-up round (default 5)")
     args = p.parse_args(argv)
 
-    from playwright.sync_api import sync_playwright
-
-    import app
-    from webapp.browser import free_port, launch
+    from webapp.browser import served_page
     from webapp.canvas import mask_from_upload
 
-    out = Path(tempfile.mkdtemp(prefix="deffiller_bench_"))
-    demo = app.build_app(args.ckpt, out, device="cpu")
-    engine = demo.deffiller_page.engine
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    mask = mask_from_upload(args.mask, engine.size)
-    cat = engine.category(args.mask.name.split("_")[0])
-    opts = engine.options(args.sampler, args.steps, 3.0)
     page_s, lib_s, added = [], [], []
-    with sync_playwright() as pw:
-        browser = launch(pw)
-        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-        pg.set_default_timeout(300_000)
-        pg.goto(f"http://127.0.0.1:{port}/")
-        pg.wait_for_selector("#mask_canvas canvas")
+    with served_page(args.ckpt, 1400, 1000) as (demo, pg):
+        engine = demo.deffiller_page.engine
+        mask = mask_from_upload(args.mask, engine.size)
+        cat = engine.category(args.mask.name.split("_")[0])
+        opts = engine.options(args.sampler, args.steps, 3.0)
         with pg.expect_file_chooser() as chooser:
             pg.click("#upload_mask")
         chooser.value.set_files(str(args.mask))
@@ -80,8 +67,6 @@ def main(argv: Optional[list[str]] = None) -> int:
                 added.append(elapsed / inside - 1)
             print(f"round {k}: page {elapsed:.3f} s (its generate_batch call {inside:.3f} s), "
                   f"library {library:.3f} s")
-        browser.close()
-    demo.close()
     page_m, lib_m = statistics.median(page_s), statistics.median(lib_s)
     print(f"median of {args.repeats}: page {page_m:.3f} s, library (infer.py's call) {lib_m:.3f} s "
           f"({100 * (page_m / lib_m - 1):+.1f} %); within the same request the page adds "

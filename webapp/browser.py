@@ -1,11 +1,15 @@
-"""Headless Chromium for the page's browser test and latency benchmark: the distribution's Chromium
-(``apt-get install chromium``) driven by Playwright's Python package, no browser download."""
+"""Headless Chromium for the page's browser test, latency benchmark and screenshots: the
+distribution's Chromium (``apt-get install chromium``) driven by Playwright's Python package, no
+browser download."""
 from __future__ import annotations
 
 import os
 import shutil
 import socket
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Iterator
 
 CHROMIUM = os.environ.get("DEFFILLER_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -34,3 +38,28 @@ def free_port() -> int:
 def launch(playwright):
     """A headless Chromium browser from a started ``sync_playwright()``."""
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+@contextmanager
+def served_page(ckpt: Path, width: int, height: int, timeout_ms: int = 300_000) -> Iterator[tuple[Any, Any]]:
+    """Serve the page for ``ckpt`` (CPU, outputs in a new temporary folder) on a free local port and
+    open it in headless Chromium once its mask canvas is there: yields ``(demo, page)``."""
+    import app
+    from playwright.sync_api import sync_playwright
+
+    demo = app.build_app(ckpt, Path(tempfile.mkdtemp(prefix="deffiller_page_")), device="cpu")
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        with sync_playwright() as pw:
+            browser = launch(pw)
+            try:
+                page = browser.new_page(viewport={"width": width, "height": height})
+                page.set_default_timeout(timeout_ms)
+                page.goto(f"http://127.0.0.1:{port}/")
+                page.wait_for_selector("#mask_canvas canvas")
+                yield demo, page
+            finally:
+                browser.close()
+    finally:
+        demo.close()

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import argparse
-import tempfile
 from io import BytesIO
 from pathlib import Path
 from typing import Optional
@@ -42,21 +41,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--out", type=Path, default=Path("docs"), help="folder for the PNGs (default docs)")
     args = p.parse_args(argv)
 
-    from playwright.sync_api import sync_playwright
+    from webapp.browser import served_page
 
-    import app
-    from webapp.browser import free_port, launch
-
-    demo = app.build_app(args.ckpt, Path(tempfile.mkdtemp(prefix="deffiller_shots_")), device="cpu")
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as pw:
-        browser = launch(pw)
-        pg = browser.new_page(viewport={"width": 1280, "height": 860})
-        pg.set_default_timeout(300_000)
-        pg.goto(f"http://127.0.0.1:{port}/")
-        pg.wait_for_selector("#mask_canvas canvas")
+    with served_page(args.ckpt, 1280, 860) as (_, pg):
         stroke(pg, [(0.15, 0.25), (0.5, 0.35), (0.85, 0.5)])
         pg.get_by_label("scratches").check()
         pg.locator("#variants input[type=number]").fill("4")
@@ -73,8 +61,6 @@ def main(argv: Optional[list[str]] = None) -> int:
         pg.wait_for_selector("#zip_file a")
         pg.locator("#kept").scroll_into_view_if_needed()
         save_small(pg.screenshot(), args.out / "app_kept.png")
-        browser.close()
-    demo.close()
     print(f"wrote {args.out}/app_draw.png, app_result.png, app_kept.png")
     return 0
 
