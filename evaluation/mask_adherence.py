@@ -78,8 +78,12 @@ def folder_contrasts(root: str | Path, categories, ring: int = 6,
     out = {}
     for stem in matched.stems:
         image = read_gray(images[stem])
-        c = defect_contrast(transform(image) if transform else image, reader(masks[stem]), ring,
-                            where=str(images[stem]))
+        if transform is not None:
+            try:
+                image = transform(image)
+            except UserError as exc:
+                raise UserError(f"{images[stem]}: {exc}") from None
+        c = defect_contrast(image, reader(masks[stem]), ring, where=str(images[stem]))
         if c is not None:
             out[stem] = (category_of(stem, categories), c)
     reader.report()

@@ -29,10 +29,10 @@ from ldm.cli import positive_int
 from ldm.errors import UserError, run_cli
 
 
-def round_trip(image: np.ndarray, side: int, where: str = "image") -> np.ndarray:
+def round_trip(image: np.ndarray, side: int) -> np.ndarray:
     """uint8 (N, N) grey image -> resized to side x side and back, as a generator at ``side`` px."""
     if image.shape[0] != image.shape[1]:
-        raise UserError(f"{where}: {image.shape[1]}x{image.shape[0]} is not square; the generator's "
+        raise UserError(f"the image is {image.shape[1]}x{image.shape[0]}, not square; the generator's "
                         "output is square, so crop the images to squares first")
     small = np.asarray(Image.fromarray(image).resize((side, side), Image.BICUBIC), np.float32) / 255.0
     back = resize_images(torch.from_numpy(small)[None, None], image.shape[0])

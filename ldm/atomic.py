@@ -23,10 +23,9 @@ def _new_file_mode(path: Path) -> int:
     try:
         return stat.S_IMODE(path.stat().st_mode)
     except FileNotFoundError:
-        pass
-    if _UMASK is None:
-        _UMASK = os.umask(0o022)   # read once: os.umask can only be read by setting it
-        os.umask(_UMASK)
+        if _UMASK is None:
+            _UMASK = os.umask(0o022)   # read once: os.umask can only be read by setting it
+            os.umask(_UMASK)
     return 0o666 & ~_UMASK
 
 

@@ -54,3 +54,10 @@ def test_thin_scratches_lose_contrast_blobs_keep_it(tmp_path, capsys):
     assert Image.open(pic).size == (4 * 160, 2 * 160)               # mask | stored | 24 | 60, two rows
     with pytest.raises(UserError, match="Sc_9"):
         rc.main(["--real", str(tmp_path / "real"), "--sizes", "24", "--picture", str(pic), "--show", "Sc_9"])
+
+
+def test_a_non_square_image_is_named(tmp_path):
+    thin_line_and_blob(tmp_path, n=1)
+    write_pair(tmp_path, "In_1", np.full((40, 60), 100), np.ones((40, 60), bool))
+    with pytest.raises(UserError, match=r"In_1\.png: the image is 60x40, not square"):
+        rc.main(["--real", str(tmp_path), "--sizes", "16"])
