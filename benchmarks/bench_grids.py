@@ -32,7 +32,6 @@ from benchmarks.bench_infer import batch_inputs  # noqa: E402
 from dataset.categories import categories_from_config  # noqa: E402
 from inference.jobs import build_jobs  # noqa: E402
 from ldm.checkpoint import load_models  # noqa: E402
-from ldm.cli import add_guidance_scale, add_threads, positive_int  # noqa: E402
 from ldm.diffusion.guidance import guided_eps_fn  # noqa: E402
 from ldm.diffusion.samplers import (  # noqa: E402
     _dpmpp_2m,
@@ -42,8 +41,9 @@ from ldm.diffusion.samplers import (  # noqa: E402
     sample_reference,
     strictly_decreasing,
 )
-from ldm.errors import run_cli  # noqa: E402
 from ldm.pipeline import DefFillerPipeline  # noqa: E402
+from runtime.cli import add_guidance_scale, add_threads, positive_int  # noqa: E402
+from runtime.errors import run_cli  # noqa: E402
 
 
 def grid_families(ac: torch.Tensor, t_start: int, steps: int, rho: float = 7.0) -> dict[str, list[int]]:

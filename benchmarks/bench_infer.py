@@ -22,7 +22,6 @@ random-weight model is made (numbers then only show the pipeline overheads).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import resource
 import subprocess
@@ -34,15 +33,14 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-REPO = Path(__file__).resolve().parents[1]
-
-from dataset.sem_dataset import one_hot_sem  # noqa: E402
-from inference.jobs import build_jobs, job_noise, mask_tensor  # noqa: E402
-from ldm.checkpoint import load_models  # noqa: E402
-from ldm.cli import add_guidance_scale, add_threads, positive_int  # noqa: E402
-from ldm.diffusion.guidance import guided_eps_fn, original_eps_fn  # noqa: E402
-from ldm.diffusion.samplers import SAMPLERS, sample_ddim_dense, sample_reference, start_timestep  # noqa: E402
-from ldm.pipeline import DefFillerPipeline  # noqa: E402
+from dataset.sem_dataset import one_hot_sem
+from inference.jobs import build_jobs, job_noise, mask_tensor
+from ldm.checkpoint import load_models
+from ldm.diffusion.guidance import guided_eps_fn, original_eps_fn
+from ldm.diffusion.samplers import SAMPLERS, sample_ddim_dense, sample_reference, start_timestep
+from ldm.pipeline import DefFillerPipeline
+from runtime.cli import add_guidance_scale, add_threads, positive_int
+from tools.tiny_model import make_tiny_checkpoint, write_masks
 
 
 def batch_inputs(pipe: DefFillerPipeline, jobs):
@@ -50,14 +48,6 @@ def batch_inputs(pipe: DefFillerPipeline, jobs):
     sem = one_hot_sem(masks, torch.tensor([j.category.index for j in jobs]), pipe.in_dim)
     noise = torch.stack([job_noise(j, pipe.latent_shape(1)[1:]) for j in jobs])
     return sem, noise, [j.prompt for j in jobs]
-
-
-def _tiny_model():
-    """The test suite's tiny random-weight model (tests/tiny_model.py), for runs without --ckpt."""
-    spec = importlib.util.spec_from_file_location("tiny_model", REPO / "tests" / "tiny_model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def run_mode(args) -> dict:
@@ -138,10 +128,9 @@ def main() -> None:
         print(json.dumps(run_mode(args)))
         return
     tmp = Path(tempfile.mkdtemp(prefix="bench_infer_"))
-    if args.ckpt is None:
-        args.ckpt = _tiny_model().make_tiny_checkpoint(tmp / "tiny.safetensors")
+    if args.ckpt is None:  # the test suite's tiny random-weight model
+        args.ckpt = make_tiny_checkpoint(tmp / "tiny.safetensors")
     if args.mask_dir is None:
-        write_masks = _tiny_model().write_masks
         names = [f"{c}_{i}" for i in range(1, 1 + (args.masks + 2) // 3) for c in ("In", "Pa", "Sc")]
         args.mask_dir = tmp / "masks"
         write_masks(args.mask_dir, names[: args.masks], size=200)

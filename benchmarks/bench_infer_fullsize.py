@@ -30,12 +30,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 from ldm.build import build_models  # noqa: E402
 from ldm.checkpoint import load_models, model_sections, save_checkpoint  # noqa: E402
-from ldm.cli import add_config, add_device, positive_int  # noqa: E402
 from ldm.config import load_config  # noqa: E402
-from ldm.device import pick_device  # noqa: E402
 from ldm.diffusion.guidance import guided_eps_fn, original_eps_fn  # noqa: E402
-from ldm.errors import run_cli  # noqa: E402
 from ldm.pipeline import DefFillerPipeline  # noqa: E402
+from runtime.cli import add_config, add_device, positive_int  # noqa: E402
+from runtime.device import pick_device  # noqa: E402
+from runtime.errors import run_cli  # noqa: E402
 
 
 def median_time(fn, repeats: int, device: torch.device) -> float:

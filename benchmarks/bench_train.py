@@ -26,16 +26,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from ldm.cli import add_config, add_data_root, add_threads, non_negative_int, positive_int  # noqa: E402
+from runtime.cli import add_config, add_data_root, add_threads, non_negative_int, positive_int  # noqa: E402
 
 
 def child(args: argparse.Namespace) -> None:
     import torch
     from omegaconf import OmegaConf
 
-    import trainer as trainer_module
     from ldm.config import load_config
     from training import distributed as D
+    from training import trainer as trainer_module
     from training.options import parse_args, resolve_options
 
     def random_weights(models, ckpt):

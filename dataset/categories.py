@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from ldm.errors import UserError
+from runtime.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ def categories_from_config(cfg: Any = None, where: str = "categories") -> list[C
 
 def load_categories_yaml(path: str | Path) -> list[Category] | None:
     """Read the ``categories:`` list of a YAML file (top level or under ``data:``), else ``None``."""
-    from ldm.options import read_yaml
+    from runtime.options import read_yaml
 
     cfg = read_yaml(path, "categories YAML", "pass a YAML with a categories: list (see configs/)")
     for section in (cfg, cfg.get("data")):

@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from ldm.errors import UserError
+from runtime.errors import UserError
 
 IMAGE_EXTS = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
 MASK_EXTS = (".png", ".bmp", ".tif", ".tiff")

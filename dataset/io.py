@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ldm.atomic import write_atomic
-from ldm.errors import UserError, require_file
+from runtime.atomic import write_atomic
+from runtime.errors import UserError, require_file
 
 BINARIZE_MODES = ("warn", "error", "silent")
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from ldm.errors import UserError
+from runtime.errors import UserError
 
 from .categories import Category, categories_from_config, category_for_file
 from .files import CAPTION_FILE, IMAGE_EXTS, MASK_EXTS, few, list_by_stem, natural_key

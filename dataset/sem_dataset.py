@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ldm.errors import UserError
+from runtime.errors import UserError
 
 from .categories import Category, categories_from_config
 from .io import read_image, read_mask

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ldm.errors import UserError
+from runtime.errors import UserError
 
 from .io import read_json, write_json_atomic
 from .pairs import Pair, natural_key

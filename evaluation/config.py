@@ -1,5 +1,5 @@
 """YAML configs of the evaluation commands: defaults -> YAML -> ``--set key=value``, strict about keys
-(:mod:`ldm.options`); returned as OmegaConf for attribute access."""
+(:mod:`runtime.options`); returned as OmegaConf for attribute access."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,8 +7,8 @@ from typing import Any, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from ldm import options as O
-from ldm.errors import UserError
+from runtime import options as O
+from runtime.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs" / "eval"

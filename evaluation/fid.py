@@ -29,10 +29,10 @@ from tqdm import tqdm
 
 from dataset.files import IMAGE_EXTS, few
 from dataset.io import image_size, read_image
-from ldm.atomic import write_atomic
-from ldm.device import pick_device
-from ldm.errors import UserError, run_cli
-from ldm.safe_load import safe_torch_load
+from runtime.atomic import write_atomic
+from runtime.device import pick_device
+from runtime.errors import UserError, run_cli
+from runtime.safe_load import safe_torch_load
 
 from .config import REPO
 from .folders import category_of, image_folder, list_by_stem

@@ -20,7 +20,7 @@ from dataset.categories import Category, category_for_file
 from dataset.files import IMAGE_EXTS, MASK_EXTS, few
 from dataset.io import read_image, read_mask
 from dataset.pairs import IMAGE_DIRS, MASK_DIRS, natural_key
-from ldm.errors import UserError
+from runtime.errors import UserError
 
 
 def _sub(folder: Path, options: Sequence[str]) -> Path:

@@ -23,9 +23,9 @@ from dataset.categories import categories_from_config
 from dataset.files import MASK_EXTS
 from inference.generate import GenerationOptions, generate_dataset, load_pipeline
 from inference.jobs import JobSpec
-from ldm.atomic import savefig_atomic
-from ldm.errors import UserError, run_cli
-from ldm.options import add_set_argument
+from runtime.atomic import savefig_atomic
+from runtime.errors import UserError, run_cli
+from runtime.options import add_set_argument
 
 from .config import CONFIG_DIR, REPO, load_config
 from .fid import FeatureExtractor, InceptionFeatures, fid_from_features, folder_features, kid_from_features

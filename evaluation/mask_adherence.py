@@ -36,7 +36,7 @@ from evaluation.folders import (
     match_by_stem,
     read_gray,
 )
-from ldm.errors import UserError, run_cli
+from runtime.errors import UserError, run_cli
 
 REFERENCE_SIDE = 256
 

@@ -35,9 +35,9 @@ from omegaconf import DictConfig, OmegaConf
 from dataset.categories import categories_from_config
 from dataset.io import open_image, write_json_atomic
 from dataset.pairs import Pair, find_pairs, natural_key
-from ldm import options as O
-from ldm.atomic import write_text_atomic
-from ldm.errors import UserError, run_cli
+from runtime import options as O
+from runtime.atomic import write_text_atomic
+from runtime.errors import UserError, run_cli
 
 from .config import load_config, to_plain
 from .detector.train import DEFAULT_CONFIG as DETECTOR_CONFIG

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from ldm.atomic import savefig_atomic, write_text_atomic
+from runtime.atomic import savefig_atomic, write_text_atomic
 
 from .sod_metrics import HIGHER_IS_BETTER, TITLES
 

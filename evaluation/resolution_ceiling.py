@@ -25,8 +25,8 @@ from dataset.io import write_json_atomic, write_png_atomic
 from evaluation.folders import MASK_EXTS, MaskReader, image_folder, list_by_stem, mask_folder, read_gray
 from evaluation.mask_adherence import folder_contrasts, summarize
 from inference.generate import resize_images
-from ldm.cli import positive_int
-from ldm.errors import UserError, run_cli
+from runtime.cli import positive_int
+from runtime.errors import UserError, run_cli
 
 
 def round_trip(image: np.ndarray, side: int) -> np.ndarray:

@@ -20,8 +20,8 @@ import numpy as np
 
 from dataset.io import write_json_atomic
 from dataset.pairs import IMAGE_DIRS, MASK_DIRS, Pair, find_pairs
-from ldm.atomic import write_text_atomic
-from ldm.errors import UserError, run_cli
+from runtime.atomic import write_text_atomic
+from runtime.errors import UserError, run_cli
 
 from .folders import MaskReader, few, resize_map
 from .report import csv_text

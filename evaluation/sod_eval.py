@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from ldm.errors import run_cli
+from runtime.errors import run_cli
 
 from .folders import load_map_pairs
 from .report import write_tables

@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 
 from dataset.pairs import Pair, find_pairs
 from dataset.splits import load_split, make_split, parse_ratio, save_split, subset_pairs
-from ldm.errors import UserError
+from runtime.errors import UserError
 
 from .config import REPO
 

@@ -1,6 +1,6 @@
 """The generation library behind ``infer.py``: mask(s) in, image(s) or a paired dataset out.
 
-API (everything raises :class:`ldm.errors.UserError`, one line naming the ``infer.py`` flag)::
+API (everything raises :class:`runtime.errors.UserError`, one line naming the ``infer.py`` flag)::
 
     GenerationOptions(sampler="plms", steps=None, guidance_scale=3.0, negative_prompt="", alpha_type=None,
                       mode="generate", strength=0.8, dilate=4, precision="fp32", output_size=None,
@@ -58,10 +58,10 @@ from inference.lock import FolderLock
 from inference.preview import write_preview
 from inference.writer import PairedWriter, prepare_folder, prepare_root
 from ldm.checkpoint import file_sha256, load_models
-from ldm.device import pick_device
 from ldm.diffusion.samplers import SAMPLERS, start_timestep
-from ldm.errors import UserError
 from ldm.pipeline import DefFillerPipeline, gate_schedule
+from runtime.device import pick_device
+from runtime.errors import UserError
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MODES = ("generate", "implant", "sdedit")

@@ -18,7 +18,7 @@ from PIL import Image
 
 from dataset.files import IMAGE_EXTS, list_by_stem
 from dataset.io import read_image
-from ldm.errors import UserError
+from runtime.errors import UserError
 
 
 def load_background(path: Path, size: int) -> torch.Tensor:

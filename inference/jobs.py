@@ -14,7 +14,7 @@ from dataset.categories import Category, category_for_file
 from dataset.files import MASK_EXTS, list_by_stem
 from dataset.io import read_mask
 from dataset.pairs import load_captions
-from ldm.errors import UserError
+from runtime.errors import UserError
 
 
 @dataclass(frozen=True)

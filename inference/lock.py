@@ -10,7 +10,7 @@ import os
 import socket
 from pathlib import Path
 
-from ldm.errors import UserError
+from runtime.errors import UserError
 
 LOCK_NAME = ".generation.lock"
 

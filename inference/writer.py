@@ -18,13 +18,13 @@ from PIL import Image
 
 from dataset.files import is_hidden
 from dataset.io import read_json, write_json_atomic, write_png_atomic
-from ldm.errors import UserError
+from runtime.errors import UserError
 
 IMAGES, MASKS, RECORD = "Source_Images", "Ground_truth", "generation.json"
 SETTING_KEYS = ("checkpoint_sha256", "config_sha256", "weights", "precision", "mask_dir", "num_per_mask", "seed",
                 "prompt", "negative_prompt", "sampler", "steps", "guidance_scale", "alpha_type", "mode", "strength",
                 "dilate", "background", "output_size", "grayscale")
-TEMP_GLOB = ".*.tmp"  # unfinished atomic writes (ldm.atomic) of a killed run
+TEMP_GLOB = ".*.tmp"  # unfinished atomic writes (runtime.atomic) of a killed run
 
 
 @contextlib.contextmanager

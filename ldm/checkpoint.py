@@ -28,13 +28,13 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save_bytes
 
-from ldm.atomic import write_bytes_atomic, write_text_atomic
 from ldm.build import DefFillerModels, build_models
 from ldm.config import PARTS, config_from_mapping, config_from_text, to_original_targets
 from ldm.diffusion.schedule import BUFFER_NAMES
-from ldm.errors import UserError
 from ldm.modules.unet import is_gligen_layer
-from ldm.safe_load import SAFE_GLOBALS, safe_torch_load  # noqa: F401  (SAFE_GLOBALS re-exported)
+from runtime.atomic import write_bytes_atomic, write_text_atomic
+from runtime.errors import UserError
+from runtime.safe_load import SAFE_GLOBALS, safe_torch_load  # noqa: F401  (SAFE_GLOBALS re-exported)
 
 FORMAT_NAME = "deffiller"
 FORMAT_VERSION = "1"

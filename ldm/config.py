@@ -14,8 +14,8 @@ from typing import Any, Mapping, Optional, Union
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ldm import options as O
-from ldm.errors import UserError, require_file
+from runtime import options as O
+from runtime.errors import UserError, require_file
 
 REGISTRY = {
     "ldm.modules.unet.UNetModel",

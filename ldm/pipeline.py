@@ -12,7 +12,7 @@ import torch
 from ldm.build import DefFillerModels
 from ldm.diffusion.guidance import Conditioning, guided_eps_fn
 from ldm.diffusion.samplers import SAMPLERS, Hook
-from ldm.errors import UserError
+from runtime.errors import UserError
 
 
 def gate_schedule(steps: int, alpha_type: Sequence[float]) -> list[float]:

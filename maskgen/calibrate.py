@@ -25,26 +25,18 @@ from tqdm.auto import tqdm
 
 from dataset.categories import Category
 from dataset.io import write_json_atomic
-from ldm.device import pick_device
-from ldm.errors import UserError, run_cli
-from ldm.safe_load import first_line
+from runtime.device import pick_device
+from runtime.errors import UserError, run_cli
 
+from .calibration import calibration_path, fitted_settings
 from .config import checked
 from .data import load_masks
-from .model import MaskDiffusion, load_checkpoint, model_from_checkpoint, resolve_checkpoint
+from .model import MaskDiffusion, load_checkpoint, model_from_checkpoint
 from .postprocess import binarize_prob, min_pixels, resize_soft
 from .report import ks, stats_table
 from .sample import SampleSettings, add_settings_arguments, draw_soft, sample_overrides, settings_from
 
-CALIBRATION = "calibration.json"
 GRID = tuple(round(0.05 + 0.025 * k, 3) for k in range(33))  # 0.050 ... 0.850
-
-
-def calibration_path(ckpt: str | Path) -> Path:
-    """``calibration.json`` of the run folder a checkpoint belongs to."""
-    path = resolve_checkpoint(ckpt)
-    run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    return run / CALIBRATION
 
 
 def areas_at(soft: np.ndarray, settings: SampleSettings, grid: Sequence[float]) -> np.ndarray:
@@ -91,42 +83,6 @@ def calibrate(model: MaskDiffusion, categories: Sequence[Category], real: Mappin
         raise UserError("no category has real masks to calibrate against; check --data_root")
     return {"thresholds": levels, "per_category": rows, "grid": list(grid), "n_per_category": n_per_category,
             "seed": settings.seed, "settings": fitted_settings(settings)}
-
-
-def read_calibration(path: str | Path, settings: Optional[SampleSettings] = None,
-                     ckpt: Optional[Mapping[str, Any]] = None) -> dict[str, float]:
-    """The per-category thresholds of a ``calibration.json``; a one-line error when it is unusable, was
-    fitted with other sampling / decoding settings than ``settings`` or on another training step of ``ckpt``."""
-    import json
-
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-        levels = {str(k): float(v) for k, v in data["thresholds"].items()}
-        fitted = dict(data["settings"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise UserError(f"{path}: not a readable calibration ({first_line(exc)}); rerun python -m maskgen.calibrate "
-                        "or pass --calibration none") from None
-    bad = {k: v for k, v in levels.items() if not 0.0 < v < 1.0}
-    if bad:
-        raise UserError(f"{path}: thresholds must be in (0, 1), got {bad}; rerun python -m maskgen.calibrate")
-    if settings is not None:
-        now = fitted_settings(settings)
-        differ = [f"{k} {fitted.get(k)!r} vs {v!r}" for k, v in now.items() if fitted.get(k) != v]
-        if differ:
-            raise UserError(f"{path}: fitted with other settings than these ({', '.join(differ)}); rerun "
-                            "python -m maskgen.calibrate with the same flags, or pass --calibration none")
-    if ckpt is not None and data.get("step") != ckpt.get("step"):
-        raise UserError(f"{path}: fitted on the model at step {data.get('step')}, but {ckpt.get('path')} is at step "
-                        f"{ckpt.get('step')} (trained further since); rerun python -m maskgen.calibrate, or pass "
-                        "--calibration none")
-    return levels
-
-
-def fitted_settings(settings: SampleSettings) -> dict[str, Any]:
-    """The settings a calibration depends on (those that change the decoded masks, bar the seed)."""
-    return {k: getattr(settings, k) for k in ("sampler", "steps", "eta", "guidance", "clip_x0", "upsample",
-                                              "low_threshold", "min_area", "size")}
 
 
 def build_parser() -> argparse.ArgumentParser:

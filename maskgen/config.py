@@ -1,12 +1,12 @@
 """Configuration of the mask DDPM: :data:`SCHEMA` (the one set of defaults: the paper's settings), a
-YAML file on top, ``--set key=value`` overrides last (strict: see :mod:`ldm.options`)."""
+YAML file on top, ``--set key=value`` overrides last (strict: see :mod:`runtime.options`)."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ldm import options as O
-from ldm.errors import UserError
+from runtime import options as O
+from runtime.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from dataset.categories import Category, category_for_file
 from dataset.io import read_mask
 from dataset.pairs import MASK_DIRS, MASK_EXTS, natural_key
-from ldm.errors import UserError
+from runtime.errors import UserError
 
 
 def mask_dir(path: str | Path) -> Path:

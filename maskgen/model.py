@@ -14,8 +14,8 @@ from torch import nn
 from dataset.categories import Category, categories_from_config
 from ldm.diffusion.samplers import EpsFn
 from ldm.diffusion.schedule import NoiseSchedule, min_snr_weight
-from ldm.errors import UserError
-from ldm.safe_load import first_line, safe_torch_load
+from runtime.errors import UserError
+from runtime.safe_load import first_line, safe_torch_load
 
 from .unet import MaskUNet, build_unet
 

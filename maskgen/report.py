@@ -25,8 +25,8 @@ from scipy import ndimage, stats
 from dataset.categories import Category, categories_from_config, load_categories_yaml
 from dataset.io import write_json_atomic, write_png_atomic
 from evaluation.report import fid_kid_lines
-from ldm.atomic import savefig_atomic, write_text_atomic
-from ldm.errors import UserError, run_cli
+from runtime.atomic import savefig_atomic, write_text_atomic
+from runtime.errors import UserError, run_cli
 
 from .data import MaskSet, load_masks, mask_dir
 from .postprocess import EIGHT

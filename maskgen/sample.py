@@ -23,11 +23,11 @@ from tqdm.auto import tqdm
 
 from dataset.categories import Category
 from dataset.io import write_json_atomic, write_png_atomic
-from ldm import options as O
-from ldm.device import pick_device
 from ldm.diffusion.samplers import SAMPLERS
-from ldm.errors import UserError, run_cli
-from ldm.seeds import generator
+from runtime import options as O
+from runtime.device import pick_device
+from runtime.errors import UserError, run_cli
+from runtime.seeds import generator
 
 from .config import SCHEMA, checked
 from .model import MaskDiffusion, load_checkpoint, model_from_checkpoint
@@ -298,7 +298,7 @@ def calibration_file(args: argparse.Namespace, overrides: dict[str, Any]) -> Opt
     if choice == "none" or args.threshold is not None or "threshold" in overrides:
         return None
     if choice == "auto":
-        from .calibrate import calibration_path
+        from .calibration import calibration_path
 
         path = calibration_path(args.ckpt)
         return path if path.is_file() else None
@@ -321,7 +321,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     settings = settings_from(args, stored["sample"], overrides)
     calibration = calibration_file(args, overrides)
     if calibration is not None:
-        from .calibrate import read_calibration
+        from .calibration import read_calibration
 
         settings.thresholds = read_calibration(calibration, settings, ckpt)
         print(f"maskgen.sample: thresholds from {calibration}: "

@@ -20,12 +20,12 @@ import torch
 from tqdm.auto import tqdm
 
 from dataset.categories import categories_from_config
-from ldm.atomic import torch_save_atomic, write_text_atomic
-from ldm.device import pick_device
-from ldm.errors import UserError, run_cli
-from ldm.options import add_set_argument
-from ldm.safe_load import first_line
-from ldm.seeds import generator
+from runtime.atomic import torch_save_atomic, write_text_atomic
+from runtime.device import pick_device
+from runtime.errors import UserError, run_cli
+from runtime.options import add_set_argument
+from runtime.safe_load import first_line
+from runtime.seeds import generator
 from training.ema import EMA
 from training.lr_schedule import lr_factor
 

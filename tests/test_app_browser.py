@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from webapp.browser import chromium_missing, free_port, launch
+from tools.browser import chromium_missing, free_port, launch
 
 WAIT_MS = 60_000
 
@@ -34,9 +34,8 @@ def browser():
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    from tiny_model import make_tiny_checkpoint
-
-    import app
+    from tools.tiny_model import make_tiny_checkpoint
+    from webapp import app
 
     root = tmp_path_factory.mktemp("app")
     old = torch.get_num_threads()

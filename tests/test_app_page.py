@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_model import make_tiny_checkpoint, write_masks
 
 import infer
-from ldm.errors import UserError
+from runtime.errors import UserError
+from tools.tiny_model import make_tiny_checkpoint, write_masks
 from webapp.canvas import editor_value, mask_from_upload
 from webapp.engine import Engine
 from webapp.handlers import MODE_LABELS, Page

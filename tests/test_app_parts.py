@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-import app
 from inference.lock import FolderLock
-from ldm.errors import UserError
+from runtime.errors import UserError
+from webapp import app
 from webapp.canvas import canvas_side, editor_value, mask_from_editor, mask_from_upload
 from webapp.handlers import guarded
 from webapp.keep import KeptPairs

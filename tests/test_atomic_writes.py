@@ -1,10 +1,10 @@
-"""ldm.atomic: replaced files get the permissions a plain open() would give them."""
+"""runtime.atomic: replaced files get the permissions a plain open() would give them."""
 import os
 import stat
 
 import pytest
 
-from ldm import atomic
+from runtime import atomic
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ldm.errors import run_cli
+from runtime.errors import run_cli
 
 IMAGE_KINDS = ("truncated", "empty", "text", "huge", "loop")
 CKPT_KINDS = ("truncated", "empty", "text", "loop", "image")
@@ -68,12 +68,11 @@ def plant(kind: str, dest: Path) -> Path:
 @pytest.fixture(scope="module")
 def good(tmp_path_factory) -> dict[str, Path]:
     """Valid inputs every case starts from (copied before a zoo file is planted)."""
-    from tiny_model import make_tiny_checkpoint
-
     from dataset.procedural import write_procedural_dataset
     from evaluation.config import load_config, to_plain
     from evaluation.detector.model import build_model
     from evaluation.detector.train import DEFAULT_CONFIG
+    from tools.tiny_model import make_tiny_checkpoint
 
     root = tmp_path_factory.mktemp("good")
     pairs = root / "pairs"
@@ -312,7 +311,7 @@ def test_bad_config(cli, kind, good, tmp_path, monkeypatch, capsys):
 def test_every_image_reader_refuses_a_decompression_bomb(tmp_path, side, reader):
     """Above Pillow's MAX_IMAGE_PIXELS it warns, above twice that it raises: both are one line."""
     from dataset import io
-    from ldm.errors import UserError
+    from runtime.errors import UserError
 
     bomb = tmp_path / "Source_Images" / "In_1.png"
     bomb.parent.mkdir()

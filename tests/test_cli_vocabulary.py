@@ -108,5 +108,5 @@ def test_flags_are_snake_case_with_help_and_canonical_names(command: str, monkey
         if action.dest == "device" and action.default not in ("auto", None):
             problems.append(f"{prog}: --device defaults to {action.default!r}, not auto")
         if "--set" in names and not isinstance(action, argparse._ExtendAction):
-            problems.append(f"{prog}: a repeated --set replaces the earlier ones (use ldm.options.add_set_argument)")
+            problems.append(f"{prog}: a repeated --set replaces the earlier ones (use runtime.options.add_set_argument)")
     assert not problems, "\n".join(problems)

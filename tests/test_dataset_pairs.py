@@ -22,7 +22,7 @@ from dataset import (
     write_procedural_dataset,
 )
 from dataset.pairs import natural_key
-from ldm.errors import UserError
+from runtime.errors import UserError
 
 
 def one_line_error(exc: pytest.ExceptionInfo, *needles: str) -> str:

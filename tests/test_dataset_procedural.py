@@ -17,7 +17,7 @@ from dataset import (
     write_procedural_dataset,
 )
 from dataset.sem_dataset import image_to_tensor
-from ldm.errors import UserError
+from runtime.errors import UserError
 
 CATS = ("inclusion", "patches", "scratches")
 

@@ -10,7 +10,7 @@ import pytest
 
 import process_json
 from dataset import category_for_file, find_pairs, load_captions, write_procedural_dataset
-from ldm.errors import UserError
+from runtime.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from dataset import SemanticMaskDataset, find_pairs, one_hot_sem, read_mask, write_procedural_dataset
-from ldm.errors import UserError
+from runtime.errors import UserError
 
 KEYS = {"image", "sem", "mask", "caption", "category", "name"}
 

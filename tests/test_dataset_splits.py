@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dataset import find_pairs, load_split, make_split, parse_ratio, save_split, subset_pairs, write_procedural_dataset
-from ldm.errors import UserError
+from runtime.errors import UserError
 
 STEMS = [f"{p}_{i}" for p in ("In", "Pa", "Sc") for i in range(1, 301)]
 

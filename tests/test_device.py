@@ -1,4 +1,4 @@
-"""One device choice (ldm/device.py) for every command: auto, cpu, cuda, cuda:N, mps; one line otherwise."""
+"""One device choice (runtime/device.py) for every command: auto, cpu, cuda, cuda:N, mps; one line otherwise."""
 from __future__ import annotations
 
 import re
@@ -6,8 +6,8 @@ import re
 import pytest
 import torch
 
-from ldm.device import pick_device
-from ldm.errors import UserError, run_cli
+from runtime.device import pick_device
+from runtime.errors import UserError, run_cli
 
 
 @pytest.mark.parametrize("gpus,arg,rank,world,expect", [

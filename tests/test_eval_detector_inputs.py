@@ -12,7 +12,7 @@ from evaluation.config import load_config, to_plain
 from evaluation.detector import predict
 from evaluation.detector.model import build_model
 from evaluation.detector.train import DEFAULT_CONFIG
-from ldm.errors import run_cli
+from runtime.errors import run_cli
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from evaluation import fid
-from ldm.errors import UserError, run_cli
+from runtime.errors import UserError, run_cli
 
 
 def scipy_frechet(mu1, s1, mu2, s2):

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from evaluation.sample_filter import filter_samples
-from ldm.errors import UserError
+from runtime.errors import UserError
 
 #: columns of the predicted rectangle -> IoU with the 10-column mask = k / 10
 COLUMNS = {"In_1": 10, "In_2": 8, "Pa_1": 6, "Pa_2": 5, "Sc_1": 3, "Sc_2": 0}

@@ -8,7 +8,7 @@ from PIL import Image
 
 from evaluation import sod_eval
 from evaluation.folders import load_map_pairs
-from ldm.errors import UserError, run_cli
+from runtime.errors import UserError, run_cli
 
 
 def _mask(size=32):

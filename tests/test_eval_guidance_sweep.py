@@ -11,7 +11,7 @@ from PIL import Image
 from dataset.procedural import write_procedural_dataset
 from evaluation.guidance_sweep import main as sweep_main
 from evaluation.guidance_sweep import run_sweep
-from ldm.errors import UserError, run_cli
+from runtime.errors import UserError, run_cli
 
 
 class CountingExtractor:
@@ -83,9 +83,8 @@ def test_sweep_errors(tmp_path, capsys):
 def test_sweep_generates_in_process_with_one_model_load(tmp_path, monkeypatch):
     import json
 
-    from tiny_model import make_tiny_checkpoint
-
     import evaluation.guidance_sweep as gs
+    from tools.tiny_model import make_tiny_checkpoint
 
     ckpt = make_tiny_checkpoint(tmp_path / "tiny.safetensors")
     write_procedural_dataset(tmp_path / "real", 3, size=32, seed=1)

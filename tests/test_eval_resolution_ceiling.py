@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from evaluation import resolution_ceiling as rc
-from ldm.errors import UserError
+from runtime.errors import UserError
 
 
 def write_pair(root, stem, image, mask):

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from ldm.errors import UserError
+from runtime.errors import UserError
 from tools import gpu_check
 
 SECTION_KEYS = [key for key, _, _ in gpu_check.SECTIONS]

@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_model import make_tiny_checkpoint, write_masks
 
 import infer
 from dataset.pairs import natural_key
 from inference.jobs import Job, job_seed, shard
 from inference.preview import write_preview
-from ldm.errors import UserError
+from runtime.errors import UserError
+from tools.tiny_model import make_tiny_checkpoint, write_masks
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = ["In_1", "In_2", "In_10", "Pa_1", "Pa_2", "Sc_1", "Sc_2", "Sc_3"]

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_model import make_tiny_checkpoint, write_masks
 
 import dataset.files
 import dataset.pairs
@@ -19,7 +18,8 @@ from dataset.categories import DEFAULT_CATEGORIES
 from inference.jobs import build_jobs, list_masks
 from inference.lock import LOCK_NAME, FolderLock
 from inference.writer import PairedWriter
-from ldm.errors import UserError
+from runtime.errors import UserError
+from tools.tiny_model import make_tiny_checkpoint, write_masks
 
 NAMES = ["In_1", "Sc_2"]
 REPO = Path(__file__).resolve().parents[1]
@@ -196,7 +196,7 @@ def test_full_disk_is_one_line_and_leaves_no_temp_files(tiny, tmp_path, monkeypa
 
     def full(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    monkeypatch.setattr("ldm.atomic.os.fsync", full)
+    monkeypatch.setattr("runtime.atomic.os.fsync", full)
     with pytest.raises(UserError, match="cannot write .No space left on device.*rerun to resume"):
         infer.main(args(ckpt, masks, tmp_path))
     assert not [p for p in (tmp_path / "s").rglob("*") if p.name.endswith(".tmp")]

@@ -10,12 +10,12 @@ import torch
 from PIL import Image
 
 from dataset.categories import DEFAULT_CATEGORIES, category_for_file
-from ldm.errors import UserError, run_cli
 from maskgen import sample as sample_mod
 from maskgen.config import load_config
 from maskgen.model import build_model, load_checkpoint, model_from_checkpoint
 from maskgen.train import main as train_main
 from maskgen.train import train
+from runtime.errors import UserError, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -294,19 +294,20 @@ def test_calibrate_writes_levels_that_sample_uses_unless_a_threshold_is_given(tr
     import json
 
     from maskgen import calibrate as cal_mod
+    from maskgen.calibration import CALIBRATION
 
     run = tmp_path / "run"
     import shutil
     shutil.copytree(trained["run"], run)
     assert cal_mod.main(["--ckpt", str(run), "--data_root", str(trained["data"]), "--n_per_category", "12",
                          "--no_progress"]) == 0
-    cal = json.loads((run / cal_mod.CALIBRATION).read_text())
+    cal = json.loads((run / CALIBRATION).read_text())
     assert set(cal["thresholds"]) == {"In", "Pa", "Sc"} and all(v in cal_mod.GRID for v in cal["thresholds"].values())
     assert cal["seed"] == 1000 and cal["step"] == load_checkpoint(run)["step"]
     out = tmp_path / "m"
     assert sample_mod.main(["--ckpt", str(run), "--out", str(out), "--n_per_category", "2", "--no_progress"]) == 0
     manifest = json.loads((out / sample_mod.MANIFEST).read_text())
-    assert manifest["calibration"] == str(run / cal_mod.CALIBRATION)
+    assert manifest["calibration"] == str(run / CALIBRATION)
     assert manifest["settings"]["thresholds"] == cal["thresholds"]
     # an explicit threshold (flag or --set) wins over the calibration; so does --calibration none
     for extra in (["--threshold", "0.5"], ["--set", "sample.threshold=0.5"], ["--calibration", "none"]):
@@ -320,10 +321,10 @@ def test_calibrate_writes_levels_that_sample_uses_unless_a_threshold_is_given(tr
     assert "fitted with other settings" in line and "eta 0.0 vs 0.5" in line and not (tmp_path / "e").exists()
     # levels fitted on an earlier step of the model (trained further since) are refused
     cal_stale = dict(cal, step=cal["step"] - 1)
-    (run / cal_mod.CALIBRATION).write_text(json.dumps(cal_stale))
+    (run / CALIBRATION).write_text(json.dumps(cal_stale))
     line = _cli_error(sample_mod.main, ["--ckpt", str(run), "--out", str(tmp_path / "s"), "--no_progress"], capsys)
     assert "trained further since" in line and not (tmp_path / "s").exists()
     # a damaged calibration file is a one-line error naming it
-    (run / cal_mod.CALIBRATION).write_text("{not json")
+    (run / CALIBRATION).write_text("{not json")
     line = _cli_error(sample_mod.main, ["--ckpt", str(run), "--out", str(tmp_path / "n"), "--no_progress"], capsys)
-    assert cal_mod.CALIBRATION in line and "maskgen.calibrate" in line and not (tmp_path / "n").exists()
+    assert CALIBRATION in line and "maskgen.calibrate" in line and not (tmp_path / "n").exists()

@@ -9,11 +9,11 @@ import pytest
 from PIL import Image
 
 from dataset.categories import DEFAULT_CATEGORIES
-from ldm.errors import UserError
 from maskgen.data import load_masks
 from maskgen.postprocess import binarize, nonempty_fallback, postprocess, remove_specks, resize_nearest
 from maskgen.report import compare, mask_stats, run_report
 from maskgen.report import main as report_main
+from runtime.errors import UserError
 
 
 def test_postprocess_threshold_resize_and_specks():

@@ -5,7 +5,7 @@ import pytest
 
 from ldm.build import build_models
 from ldm.config import load_config
-from ldm.errors import UserError
+from runtime.errors import UserError
 from tools.check_fixture import TOLERANCE, relative_errors
 
 EXPECTED_OUTPUTS = {"eps", "grounding_tokens", "downsampled", "plms10_cfg3", "ddim10_cfg3", "ae_moments", "ae_decoded"}

@@ -1,4 +1,4 @@
-"""One strict options layer (ldm/options.py): defaults -> YAML -> --set, for every tool. A mistyped
+"""One strict options layer (runtime/options.py): defaults -> YAML -> --set, for every tool. A mistyped
 key, in a YAML file or in --set, at any depth, is one line naming the key, where it came from and
 the nearest valid key."""
 from __future__ import annotations
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ldm import options as O
-from ldm.errors import UserError, run_cli
+from runtime import options as O
+from runtime.errors import UserError, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = (REPO / "configs" / "demo.yaml").read_text()

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from dataset.procedural import write_procedural_dataset
-from ldm.errors import UserError, run_cli
-from ldm.safe_load import UnreadableFileError, UnsafeFileError, safe_torch_load
+from runtime.errors import UserError, run_cli
+from runtime.safe_load import UnreadableFileError, UnsafeFileError, safe_torch_load
 
 
 class Payload:
@@ -184,11 +184,10 @@ def test_model_checkpoint_refusal_names_the_unsafe_flag_only_where_it_exists(tmp
     """infer.py and main.py have no --allow_unsafe_pickle; tools/check_checkpoint.py has."""
     import sys
 
-    from tiny_model import write_masks
-
     import infer
     import main as train_main
     from tools import check_checkpoint
+    from tools.tiny_model import write_masks
 
     marker = tmp_path / "marker"
     evil = tmp_path / "release.bin"

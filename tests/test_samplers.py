@@ -189,10 +189,9 @@ def test_fewer_step_solvers_beat_ddim20_on_a_mixture_ode():
 
 def test_fewer_step_solvers_beat_ddim20_on_the_tiny_guided_model(tmp_path):
     """The issue's check on the real generation path (tiny random model, guidance 3)."""
-    from tiny_model import make_tiny_checkpoint
-
     from ldm.checkpoint import load_models
     from ldm.pipeline import DefFillerPipeline
+    from tools.tiny_model import make_tiny_checkpoint
 
     pipe = DefFillerPipeline(load_models(make_tiny_checkpoint(tmp_path / "tiny.safetensors")))
     size = pipe.image_size

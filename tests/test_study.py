@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from dataset.procedural import write_procedural_dataset
 from evaluation.study import main as study_main
-from ldm.errors import UserError, run_cli
+from runtime.errors import UserError, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 DETECTOR = ["model.encoder=test_resnet", "model.decoder_channels=[32,24,16,16]", "data.image_size=32",

@@ -10,8 +10,8 @@ import pytest
 import torch
 from train_helpers import run_main, tiny_train_config
 
-import trainer as trainer_module
-from ldm.errors import UserError
+from runtime.errors import UserError
+from training import trainer as trainer_module
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import torch
 from train_helpers import REPO
 
 from ldm.config import load_config
-from ldm.errors import UserError
+from runtime.errors import UserError
 from training.data import SampleStream, build_dataset, grid_indices, make_loader
 
 FULL = REPO / "configs" / "sd_saliency_900.yaml"

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 from train_helpers import REPO, run_main, tiny_train_config, write_release
 
-import trainer as trainer_module
 from ldm.checkpoint import CheckpointError
-from ldm.errors import UserError
+from runtime.errors import UserError
+from training import trainer as trainer_module
 from training.options import RELEASE_URL
 
 

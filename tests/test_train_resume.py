@@ -67,7 +67,7 @@ def test_resumed_run_matches_uninterrupted_run(config, tmp_path):
 
     # infer.py's loader overlays the saved EMA on the UNet (mask-encoder names differ from timm's)
     from ldm.checkpoint import load_models
-    from trainer import checkpoint_names
+    from training.trainer import checkpoint_names
 
     ema_models = load_models(tmp_path / "full" / "checkpoints" / "latest.safetensors", weights="ema")
     loaded = ema_models.model.state_dict()

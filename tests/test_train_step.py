@@ -5,8 +5,8 @@ import pytest
 import torch
 from train_helpers import make_trainer, state_of, tiny_train_config
 
-from trainer import trainable_names
 from training.lr_schedule import WarmupSchedule
+from training.trainer import trainable_names
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +94,8 @@ def test_warmup_then_constant_or_cosine():
 def test_original_training_semantics_are_the_default(config, tmp_path):
     """The original drops the grounding of a whole batch with probability 0.1 and its warm-up's first
     step uses lr 0; per-sample dropping and a first step at lr/warmup are options."""
-    from trainer import null_grounding_mask
     from training.options import DEFAULTS
+    from training.trainer import null_grounding_mask
 
     assert DEFAULTS.null_grounding_per == "batch" and DEFAULTS.warmup_from_zero is True
     gen = torch.Generator().manual_seed(0)
@@ -164,7 +164,7 @@ def test_min_snr_weighting_downweights_only_the_nearly_clean_timesteps(tmp_path)
     # same draws per seed: never more than the plain loss, less where a nearly clean timestep was drawn
     assert all(torch.isfinite(w) and w <= p + 1e-6 for w, p in zip(weighted, plain))
     assert any(w < 0.8 * p for w, p in zip(weighted, plain)), (weighted, plain)
-    from ldm.errors import UserError
+    from runtime.errors import UserError
 
     (tmp_path / "bad").mkdir()
     with pytest.raises(UserError, match="min_snr_gamma must be >= 0"):

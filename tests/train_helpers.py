@@ -66,9 +66,9 @@ def run_main(config: Path, out: Path, name: str = "run", *extra: str) -> int:
 def make_trainer(config: Path, out: Path, name: str = "run", *extra: str):
     """A Trainer built exactly as main.py builds it (single process)."""
     from ldm.config import load_config
-    from trainer import Trainer
     from training import distributed as D
     from training.options import parse_args, resolve_options
+    from training.trainer import Trainer
 
     cli = parse_args(["--yaml_file", str(config), "--OUTPUT_ROOT", str(out), "--name", name, *extra])
     cfg = load_config(cli.yaml_file)

@@ -16,7 +16,7 @@ from pathlib import Path
 from ldm.build import build_models  # noqa: E402
 from ldm.checkpoint import CheckpointError, fit_sections, read_checkpoint  # noqa: E402
 from ldm.config import PARTS, load_config  # noqa: E402
-from ldm.errors import run_cli  # noqa: E402
+from runtime.errors import run_cli  # noqa: E402
 
 
 def main() -> int:

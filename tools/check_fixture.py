@@ -19,7 +19,7 @@ from ldm.build import build_models  # noqa: E402
 from ldm.config import load_config  # noqa: E402
 from ldm.diffusion.guidance import Conditioning, guided_eps_fn  # noqa: E402
 from ldm.diffusion.samplers import sample_ddim, sample_plms  # noqa: E402
-from ldm.errors import UserError, run_cli  # noqa: E402
+from runtime.errors import UserError, run_cli  # noqa: E402
 
 TOLERANCE = 1e-4
 

@@ -47,7 +47,7 @@ from typing import Callable, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from ldm.errors import UserError, run_cli  # noqa: E402
+from runtime.errors import UserError, run_cli  # noqa: E402
 
 SECTIONS: list[tuple[str, str, str]] = [  # key, number, title
     ("train", "1", "1. Training steps (batch 2): precision x gradient checkpointing"),

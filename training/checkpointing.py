@@ -6,7 +6,7 @@ fsync, rename) by ``ldm.checkpoint``'s writer:
   checkpoints/ckpt_N.safetensors (+ .yaml)   weights of every part + config (loadable by infer.py,
                                              ``ldm.checkpoint.load_models``); EMA in section ``ema``
   checkpoints/state_N.pt                     optimiser, scheduler, grad scaler, per-rank RNG states,
-                                             iteration (read back with ``ldm.safe_load.safe_torch_load``)
+                                             iteration (read back with ``runtime.safe_load.safe_torch_load``)
   latest.json                                the pointer, moved only after both files are complete
   checkpoints/latest.safetensors             convenience symlink to the newest weights
 
@@ -30,10 +30,10 @@ from typing import Any, Mapping, Optional
 import numpy as np
 import torch
 
-from ldm.atomic import write_bytes_atomic
 from ldm.checkpoint import read_checkpoint, save_checkpoint
-from ldm.errors import UserError
-from ldm.safe_load import safe_torch_load
+from runtime.atomic import write_bytes_atomic
+from runtime.errors import UserError
+from runtime.safe_load import safe_torch_load
 
 STATE_FORMAT = "deffiller-train-state"
 STATE_VERSION = 1

@@ -22,9 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data._utils.collate import default_collate
 
-from ldm import options as O
-from ldm.errors import UserError
-from ldm.seeds import mix_seed  # noqa: F401  (re-exported: trainer and tests import it from here)
+from runtime import options as O
+from runtime.errors import UserError
+from runtime.seeds import mix_seed  # noqa: F401  (re-exported: trainer and tests import it from here)
 
 ERROR_KEY = "__error__"
 

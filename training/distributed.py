@@ -12,7 +12,7 @@ from typing import Any, Optional
 import torch
 import torch.distributed as dist
 
-from ldm.device import pick_device
+from runtime.device import pick_device
 
 
 @dataclass

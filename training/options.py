@@ -3,7 +3,7 @@
 Every option has four sources, strongest first: the command line flags, ``--set key=value`` (any
 config key, e.g. ``train.sample_steps=25`` or ``data.image_size=64``), the config's ``train:``
 section, then :data:`DEFAULTS` (the original trainer's defaults where it had the option). Keys are
-strict (:mod:`ldm.options`): an unknown key in the YAML or in ``--set`` is an error naming the
+strict (:mod:`runtime.options`): an unknown key in the YAML or in ``--set`` is an error naming the
 nearest valid one. ``--name``, ``--yaml_file`` and ``--allow_config_change`` only come from the
 command line.
 """
@@ -16,9 +16,9 @@ from typing import Any, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from ldm import options as O
 from ldm.config import check_config
-from ldm.errors import UserError
+from runtime import options as O
+from runtime.errors import UserError
 from training.data import DATA_SCHEMA
 
 DEFAULT_CKPT = "model_sem/sem_diffusion_pytorch_model.bin"

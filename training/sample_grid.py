@@ -53,7 +53,7 @@ def write_grid(path: Path, sem: torch.Tensor, real: torch.Tensor, generated: tor
                captions: Sequence[str]) -> Path:
     """PNG grid plus a caption list next to it, both written atomically."""
     from dataset import write_png_atomic
-    from ldm.atomic import write_text_atomic
+    from runtime.atomic import write_text_atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_png_atomic(compose(sem, real, generated), path)

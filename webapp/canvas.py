@@ -17,7 +17,7 @@ from PIL import Image
 
 from inference.jobs import mask_tensor
 from inference.preview import outlined
-from ldm.errors import UserError
+from runtime.errors import UserError
 
 DISPLAY = 384  # on-screen canvas side the editor is scaled to
 RESULT_SIDE = 256  # generated images are shown enlarged to this side, mask outline drawn at it

@@ -25,7 +25,7 @@ from inference.generate import (
     settings_for,
 )
 from inference.implant import load_background
-from ldm.errors import UserError
+from runtime.errors import UserError
 
 # settings that the page lets change from one image to the next: they go into each image's record
 PER_IMAGE = ("sampler", "steps", "guidance_scale", "negative_prompt", "alpha_type", "mode", "strength", "dilate",

@@ -18,7 +18,7 @@ import gradio as gr
 import torch
 
 from inference.generate import DEFAULT_STEPS, MODES
-from ldm.errors import UserError
+from runtime.errors import UserError
 from webapp.canvas import editor_value, mask_from_editor, mask_from_upload, with_outline
 from webapp.engine import Engine
 from webapp.keep import KeptPairs

@@ -18,7 +18,7 @@ import torch
 
 from inference.lock import FolderLock
 from inference.writer import IMAGES, MASKS, RECORD, PairedWriter
-from ldm.atomic import write_atomic
+from runtime.atomic import write_atomic
 
 _NAME = re.compile(r"_app_(\d+)$")
 

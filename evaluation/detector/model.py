@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ldm.errors import UserError
+from runtime.errors import UserError
 
 
 def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:

@@ -17,9 +17,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from dataset.io import image_size, write_png_atomic
-from ldm.device import pick_device
-from ldm.errors import UserError, run_cli
-from ldm.safe_load import first_line, safe_torch_load
+from runtime.device import pick_device
+from runtime.errors import UserError, run_cli
+from runtime.safe_load import first_line, safe_torch_load
 
 from ..folders import IMAGE_EXTS, few, image_folder, list_by_stem
 from .data import load_image_array, to_tensor

@@ -24,11 +24,11 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from dataset.io import write_json_atomic
-from ldm.atomic import torch_save_atomic
-from ldm.device import pick_device
-from ldm.errors import UserError, run_cli
-from ldm.options import add_set_argument
-from ldm.safe_load import first_line, safe_torch_load
+from runtime.atomic import torch_save_atomic
+from runtime.device import pick_device
+from runtime.errors import UserError, run_cli
+from runtime.options import add_set_argument
+from runtime.safe_load import first_line, safe_torch_load
 from training.lr_schedule import WarmupSchedule
 
 from ..config import CONFIG_DIR, load_config, to_plain

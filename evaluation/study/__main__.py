@@ -1,4 +1,4 @@
-from ldm.errors import run_cli
+from runtime.errors import run_cli
 
 from . import main
 

@@ -6,13 +6,14 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ldm.errors import UserError
-from ldm.options import add_set_argument
+from runtime.errors import UserError, run_cli
+from runtime.options import add_set_argument
 
 from .config import load_study_config
+from .context import Ctx, seconds_text
 from .pipeline import format_plan, plan, resolve_names, run_stages, select_until
 from .preflight import inception_note, preflight
-from .stages import Ctx, StageStopped, build_stages, seconds_text
+from .stages import StageStopped, build_stages
 from .stamps import StampStore
 
 EPILOG = """examples:
@@ -91,3 +92,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
          + (f"; report: {Path(cfg['out']) / 'report' / 'report.md'}" if any(s.kind == "report" for s in selected)
             else f"; stopped after {args.until} (--until)"))
     return 0
+
+
+def entry_point() -> None:
+    """The ``deffiller-study`` script (``python -m evaluation.study``): :func:`main` with one-line errors and exit
+    codes."""
+    run_cli(main)

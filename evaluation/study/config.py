@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from ldm import options as O
-from ldm.errors import UserError
+from runtime import options as O
+from runtime.errors import UserError
 
 from ..config import REPO
 

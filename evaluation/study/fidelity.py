@@ -18,8 +18,8 @@ import numpy as np
 
 from dataset.io import write_json_atomic
 from dataset.pairs import find_pairs
-from ldm.atomic import write_text_atomic
-from ldm.errors import UserError
+from runtime.atomic import write_text_atomic
+from runtime.errors import UserError
 
 from ..report import csv_text
 

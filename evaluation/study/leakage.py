@@ -17,7 +17,7 @@ from typing import Iterable, Optional, Sequence
 from dataset.files import few, natural_key
 from dataset.pairs import MASK_DIRS
 from dataset.splits import load_split
-from ldm.errors import UserError
+from runtime.errors import UserError
 
 from .config import repo_path
 

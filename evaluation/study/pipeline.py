@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ldm.errors import UserError
+from runtime.errors import UserError
 
-from .stages import KINDS, Ctx, Stage, StageStopped, _rm, seconds_text
+from .context import KINDS, Ctx, seconds_text
+from .stages import Stage, StageStopped, _rm
 from .stamps import digest_of
 
 

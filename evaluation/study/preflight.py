@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Callable
 
 from dataset.pairs import IMAGE_DIRS, MASK_DIRS
-from ldm.errors import UserError
+from runtime.errors import UserError
 
 from .config import enabled_studies
-from .stages import Ctx, GeneratorStage, PretrainStage, detector_cfg, latest_weights, main_argv
+from .context import Ctx
+from .stages import GeneratorStage, PretrainStage, detector_cfg, latest_weights, main_argv
 
 
 def check_data_root(root: str) -> None:

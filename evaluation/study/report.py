@@ -17,13 +17,13 @@ from PIL import Image, ImageDraw, ImageFont
 
 from dataset.io import write_json_atomic, write_png_atomic
 from dataset.pairs import find_pairs
-from ldm.atomic import write_text_atomic
+from runtime.atomic import write_text_atomic
 
 from ..report import PAPER_METRICS, bar_chart, csv_text, fid_kid_lines
 from ..sod_metrics import HIGHER_IS_BETTER, METRICS, TITLES
 from .config import enabled_studies
+from .context import KINDS, Ctx, seconds_text
 from .fidelity import OVERALL
-from .stages import KINDS, Ctx, seconds_text
 
 TABLE = {"substitution": 5, "expansion": 8}
 FILL = "*fill in*"

@@ -10,25 +10,20 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from dataset.categories import categories_from_config
 from dataset.files import few, natural_key
 from dataset.pairs import Pair, find_pairs
-from dataset.splits import load_split, parse_ratio
-from ldm.errors import UserError
+from dataset.splits import parse_ratio
+from runtime.errors import UserError
 
-from ..config import REPO
 from ..folders import image_folder, mask_folder
 from . import leakage
-from .stamps import StampStore, file_digest, file_stat, folder_fingerprint
+from .context import Ctx
+from .stamps import file_digest, file_stat, folder_fingerprint
 
-#: stage kinds in execution order within a study
-KINDS = ("split", "pretrain", "generator", "maskgen", "generation", "filter", "detectors", "fidelity", "report")
 SUBSTITUTION_SETTINGS = ("real", "generated")
 EXPANSION_SETTINGS = ("real", "real+generated", "real+filtered")
 
@@ -39,61 +34,6 @@ class StageStopped(Exception):
     def __init__(self, stage: str, code: int) -> None:
         super().__init__(f"stage {stage} stopped (exit {code}); rerun the same command to resume")
         self.code = code
-
-
-@dataclass
-class Ctx:
-    """What every stage sees: the config, the stamps, logging and the set of forced stages."""
-
-    cfg: dict[str, Any]
-    store: StampStore
-    log: Callable[[str], None] = print
-    progress: bool = True
-    forced: set[str] = field(default_factory=set)
-
-    @property
-    def out(self) -> Path:
-        return Path(self.cfg["out"])
-
-    @property
-    def data_root(self) -> str:
-        return str(self.cfg["data_root"])
-
-    @property
-    def categories(self):
-        return categories_from_config(self.cfg.get("categories"))
-
-    def sc(self, study: str) -> dict[str, Any]:
-        return self.cfg["studies"][study]
-
-    def study_dir(self, study: str) -> Path:
-        return self.out / study
-
-    def outputs(self, key: str) -> dict[str, Any]:
-        stamp = self.store.read(key)
-        if stamp is None:
-            raise UserError(f"stage {key} has not finished; run the study without --until (or up to {key}) first")
-        return stamp["outputs"]
-
-    def split(self, study: str) -> tuple[dict, Path]:
-        path = Path(self.outputs(f"{study}.split")["split"])
-        return load_split(path), path
-
-    def pairs(self, study: str) -> tuple[list[Pair], list[Pair]]:
-        """(training pairs, test pairs) of a study's split."""
-        split, _ = self.split(study)
-        by_stem = {p.stem: p for p in find_pairs(self.data_root, self.categories, check_sizes=False)}
-        return [by_stem[s] for s in split["train"]], [by_stem[s] for s in split["test"]]
-
-    def test_stems(self, study: str) -> set[str]:
-        return set(self.split(study)[0]["test"])
-
-    def device_overrides(self) -> list[str]:
-        """Detector config overrides for the study's device and threads."""
-        out = [f"train.device={self.cfg['device']}"]
-        if int(self.cfg.get("threads") or 0) > 0:
-            out.append(f"train.num_threads={int(self.cfg['threads'])}")
-        return out
 
 
 class Stage:
@@ -126,12 +66,10 @@ class Stage:
 
 # -- helpers ---------------------------------------------------------------------------------------
 def _main_module():
-    """``main.py`` (the training command) imported from the repository root."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    import main
+    """``main.py``'s training command (:mod:`training.cli`)."""
+    from training import cli
 
-    return main
+    return cli
 
 
 def latest_weights(run_dir: Path) -> Optional[tuple[Path, int]]:
@@ -423,13 +361,13 @@ class MaskgenStage(Stage):
         return [self.run_dir(ctx)]
 
     def run(self, ctx: Ctx) -> dict[str, Any]:
-        from ldm.device import pick_device
         from maskgen import calibrate as mg_calibrate
         from maskgen import sample as mg_sample
         from maskgen.config import load_config
         from maskgen.data import list_masks
         from maskgen.report import run_report
         from maskgen.train import train
+        from runtime.device import pick_device
 
         m = ctx.sc(self.study)["maskgen"]
         masks_in = Path(ctx.outputs(f"{self.study}.split")["train_masks"])
@@ -513,12 +451,9 @@ class GenerationStage(Stage):
     def run(self, ctx: Ctx) -> dict[str, Any]:
         import torch
 
+        from inference.cli import tqdm_progress
         from inference.generate import GenerationOptions, generate_dataset, load_pipeline
         from inference.jobs import JobSpec
-
-        if str(REPO) not in sys.path:
-            sys.path.insert(0, str(REPO))
-        from infer import tqdm_progress
 
         g = ctx.sc(self.study)["generation"]
         if int(ctx.cfg.get("threads") or 0) > 0:
@@ -728,14 +663,4 @@ def build_stages(cfg: dict[str, Any]) -> list[Stage]:
         stages.append(FidelityStage(study, [k("split"), k("generation"), k("detectors")]))
     stages.append(ReportStage(None, [s.key for s in stages if s.kind == "fidelity"]))
     return stages
-
-
-def seconds_text(seconds: float) -> str:
-    seconds = float(seconds)
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, sec = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m{sec:02d}s" if hours else f"{minutes}m{sec:02d}s"
-
 

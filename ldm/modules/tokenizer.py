@@ -14,7 +14,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from ldm.errors import UserError
+from runtime.errors import UserError
 
 NUM_MERGES = 49152 - 256 - 2  # CLIP keeps this many merges: 256 bytes x2 + merges + 2 specials = 49408
 SPECIALS = ("<|startoftext|>", "<|endoftext|>")

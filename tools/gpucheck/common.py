@@ -135,8 +135,8 @@ def random_initial_weights(models: Any, ckpt: Optional[str]) -> str:
 @contextlib.contextmanager
 def random_weight_trainer(device: torch.device) -> Iterator[Any]:
     """``trainer`` whose runs start from random weights built on ``device`` (nothing is read)."""
-    import trainer
     from ldm.build import build_models
+    from training import trainer
 
     on = build_device(device)
     with mock.patch.object(trainer, "initial_weights", random_initial_weights), \

@@ -32,7 +32,7 @@ def main() -> int:
     p.add_argument("--tiny", action="store_true")
     args = p.parse_args()
 
-    from ldm.atomic import write_text_atomic
+    from runtime.atomic import write_text_atomic
     from tools.gpucheck.common import PLANS, Context, random_weight_trainer
     from tools.gpucheck.train_checks import StepProbe, make_trainer, no_checkpoint_writes
     from training import distributed as D

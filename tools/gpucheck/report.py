@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-from ldm.atomic import write_text_atomic
+from runtime.atomic import write_text_atomic
 
 
 def _cell(value: Any) -> str:

@@ -1,6 +1,6 @@
 """The README's screenshots of the page: drawing, result, kept pairs (small palette PNGs in docs/).
 
-    python -m webapp.screenshots --ckpt OUTPUT/demo/checkpoints/latest.safetensors --out docs
+    python -m tools.screenshots --ckpt OUTPUT/demo/checkpoints/latest.safetensors --out docs
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Optional
 from PIL import Image
 
 from dataset.io import write_png_atomic
-from ldm.errors import run_cli
+from runtime.errors import run_cli
 
 
 def save_small(png: bytes, path: Path, width: int = 900) -> None:
@@ -41,7 +41,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--out", type=Path, default=Path("docs"), help="folder for the PNGs (default docs)")
     args = p.parse_args(argv)
 
-    from webapp.browser import served_page
+    from tools.browser import served_page
 
     args.out.mkdir(parents=True, exist_ok=True)
     with served_page(args.ckpt, 1280, 860) as (_, pg):

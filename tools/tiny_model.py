@@ -11,7 +11,7 @@ from ldm.build import build_models
 from ldm.checkpoint import model_sections, save_checkpoint
 from ldm.config import load_config
 
-TINY = Path(__file__).resolve().parent / "assets" / "tiny.yaml"
+TINY = Path(__file__).resolve().parents[1] / "tests" / "assets" / "tiny.yaml"
 
 
 def make_tiny_checkpoint(path: Path, seed: int = 0) -> Path:

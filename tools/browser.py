@@ -44,10 +44,11 @@ def launch(playwright):
 def served_page(ckpt: Path, width: int, height: int, timeout_ms: int = 300_000) -> Iterator[tuple[Any, Any]]:
     """Serve the page for ``ckpt`` (CPU, outputs in a new temporary folder) on a free local port and
     open it in headless Chromium once its mask canvas is there: yields ``(demo, page)``."""
-    import app
     from playwright.sync_api import sync_playwright
 
-    demo = app.build_app(ckpt, Path(tempfile.mkdtemp(prefix="deffiller_page_")), device="cpu")
+    from webapp.app import build_app
+
+    demo = build_app(ckpt, Path(tempfile.mkdtemp(prefix="deffiller_page_")), device="cpu")
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:

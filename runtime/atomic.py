@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable
 
-from ldm.errors import UserError
+from runtime.errors import UserError
 
 _UMASK: int | None = None
 

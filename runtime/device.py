@@ -6,7 +6,7 @@ from typing import Optional
 
 import torch
 
-from ldm.errors import UserError
+from runtime.errors import UserError
 
 CHOICES = "auto, cpu, cuda, cuda:N or mps"
 

@@ -9,7 +9,7 @@ A *schema* describes what a config may hold; it doubles as the defaults:
   leaf refuses ``"five"`` and ``2.5``; a ``float`` leaf takes ints and numeric strings such as
   YAML 1.1's ``5e-5``). A leaf whose default is ``None`` takes any value.
 
-Every unknown key is a :class:`~ldm.errors.UserError` naming the key, where it came from and the
+Every unknown key is a :class:`~runtime.errors.UserError` naming the key, where it came from and the
 nearest valid key (:mod:`difflib`).
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import yaml
 
-from ldm.errors import UserError, require_file
+from runtime.errors import UserError, require_file
 
 
 @dataclass(frozen=True)

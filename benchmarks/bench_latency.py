@@ -1,6 +1,6 @@
 """Latency of one generation through the page vs the same call ``infer.py`` makes, same process and model.
 
-    python -m webapp.bench_latency --ckpt OUTPUT/demo/checkpoints/latest.safetensors \\
+    python -m benchmarks.bench_latency --ckpt OUTPUT/demo/checkpoints/latest.safetensors \\
         --mask OUTPUT/demo/procedural/Ground_truth/Sc_1.png --steps 50 --repeats 5
 
 Page: from the click on Generate in headless Chromium until the image is shown (queue, canvas decode,
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from ldm.errors import run_cli
+from runtime.errors import run_cli
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -30,7 +30,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--repeats", type=int, default=5, help="timed rounds after one warm-up round (default 5)")
     args = p.parse_args(argv)
 
-    from webapp.browser import served_page
+    from tools.browser import served_page
     from webapp.canvas import mask_from_upload
 
     page_s, lib_s, added = [], [], []

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ldm.errors import UserError, require_file
+from runtime.errors import UserError, require_file
 
 __all__ = ["SAFE_GLOBALS", "UnreadableFileError", "UnsafeFileError", "first_line", "safe_torch_load"]
 

@@ -1,0 +1,3 @@
+"""The platform every DefFiller command runs on: one-line user errors and exit codes (``errors``), atomic
+file writes (``atomic``), strict layered options (``options``), the shared flag vocabulary (``cli``), the
+device choice (``device``), seeded random streams (``seeds``) and the safe torch-file reader (``safe_load``)."""
