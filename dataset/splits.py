@@ -83,6 +83,16 @@ def make_split(pairs_or_stems: Sequence[Pair | str], test_fraction: float, seed:
             "stratify_by_category": bool(stratify_by_category)}
 
 
+def carve_validation(split: dict[str, Any], fraction: float = 0.1, seed: int = 0) -> dict[str, Any]:
+    """A split of ``split``'s training pairs alone: ``train`` the pairs to train on, ``test`` the validation
+    pairs every design choice is made on (stratified like :func:`make_split`). The parent's test pairs are
+    in neither; ``parent_test`` lists them so that a run can check it never sees them."""
+    carved = make_split(split["train"], fraction, seed)
+    carved.update({"validation_of": {"seed": split.get("seed"), "test_fraction": split.get("test_fraction")},
+                   "parent_test": list(split["test"])})
+    return carved
+
+
 def _check_split(split: Any, where: str) -> dict[str, Any]:
     if not isinstance(split, dict):
         raise UserError(f"{where}: a split must be a JSON object with keys {', '.join(SPLIT_KEYS)}")

@@ -140,7 +140,8 @@ def load_pipeline(ckpt: str | Path, device: Optional[str | torch.device] = None,
 def check_options(pipe: DefFillerPipeline, opts: GenerationOptions) -> None:
     """What only the loaded model can tell: step counts its schedule holds, fp16 on CUDA only."""
     try:  # e.g. UniPC beyond its 981 start
-        start_timestep(opts.sampler, pipe.models.diffusion.alphas_cumprod, opts.steps)
+        start_timestep(opts.sampler, pipe.models.diffusion.alphas_cumprod, opts.steps,
+                       spacing=pipe.models.diffusion.timestep_spacing)
     except ValueError as err:
         raise UserError(f"--steps {opts.steps}: {err}") from None
     if PRECISIONS[opts.precision] != pipe.dtype:
@@ -174,7 +175,8 @@ def generate_batch(pipe: DefFillerPipeline, masks: torch.Tensor, category_indice
     masks = (masks > 0.5).float()
     device = pipe.device
     sem = one_hot_sem(masks, torch.as_tensor(list(category_indices)), pipe.in_dim)
-    noise = torch.stack([seed_noise(s, pipe.latent_shape(1)[1:]) for s in seeds]).to(device)
+    offset = pipe.models.diffusion.offset_noise
+    noise = torch.stack([seed_noise(s, pipe.latent_shape(1)[1:], offset) for s in seeds]).to(device)
     cond, uncond = pipe.conditioning(sem, list(prompts), opts.negative_prompt)
     hook, start_step, x = None, 0, noise
     if opts.mode != "generate":
@@ -189,7 +191,8 @@ def generate_batch(pipe: DefFillerPipeline, masks: torch.Tensor, category_indice
         hook = blend_hook(z_real, latent_mask(region, noise.shape[-1]), pipe.models.diffusion, noise)
     elif opts.mode == "sdedit":
         start_step = opts.steps - max(1, round(opts.strength * opts.steps))
-        t0 = start_timestep(opts.sampler, pipe.models.diffusion.alphas_cumprod, opts.steps, start_step)
+        t0 = start_timestep(opts.sampler, pipe.models.diffusion.alphas_cumprod, opts.steps, start_step,
+                            pipe.models.diffusion.timestep_spacing)
         x = pipe.models.diffusion.q_sample(z_real, torch.full((b,), t0, device=device), noise)
     latents = pipe.sample(cond, uncond, x, opts.sampler, opts.steps, opts.guidance_scale, hook=hook,
                           alpha_type=opts.alpha_type, start_step=start_step)

@@ -110,10 +110,14 @@ def shard(jobs: Sequence[Job], rank: int, world: int) -> list[Job]:
     return list(jobs[rank::world])
 
 
-def seed_noise(seed: int, shape: Sequence[int]) -> torch.Tensor:
-    """The starting noise for ``seed`` (CPU generator, identical on every device)."""
+def seed_noise(seed: int, shape: Sequence[int], offset: float = 0.0) -> torch.Tensor:
+    """The starting noise for ``seed`` (CPU generator, identical on every device); with ``offset`` (a model
+    trained with offset noise) plus ``offset`` times one normal constant per channel, drawn after it."""
     g = torch.Generator().manual_seed(int(seed))
-    return torch.randn(tuple(shape), generator=g)
+    noise = torch.randn(tuple(shape), generator=g)
+    if offset:
+        noise = noise + offset * torch.randn((shape[0], *([1] * (len(shape) - 1))), generator=g)
+    return noise
 
 
 def job_noise(job: Job, shape: Sequence[int]) -> torch.Tensor:

@@ -276,12 +276,37 @@ def load_models(path: Union[str, Path], config: Optional[Union[DictConfig, str, 
     parts = [p for p in parts if p in PARTS and (p in ("model", "diffusion") or p in ckpt.sections
                                                  or (p in cfg and cfg[p].get("target") in WEIGHTLESS_TARGETS))]
     fit_sections(build_models(cfg, parts=parts, device="meta"), ckpt)  # refuse a mismatch before allocating
+    check_diffusion(cfg, ckpt)
     models = build_models(cfg, parts=parts)
     load_into(models, ckpt)
     models.extra["checkpoint_kind"] = ckpt.kind
     models.extra["weights"] = used
     models.extra["checkpoint_path"] = str(path)
     return models.to(device).eval()
+
+
+PROCESS_KEYS = ("parameterization", "zero_terminal_snr", "offset_noise", "uncond_drop")
+
+
+def check_diffusion(cfg: DictConfig, ckpt: Checkpoint) -> None:
+    """Refuse a config whose diffusion process differs from the one the checkpoint was trained with: its
+    schedule (the ``alphas_cumprod`` the checkpoint stores) or what its model predicts and was trained on."""
+    from ldm.config import instantiate
+
+    process = instantiate(cfg["diffusion"])
+    given = ckpt.sections.get("diffusion", {}).get("alphas_cumprod")
+    if given is not None and not torch.allclose(given.float(), process.alphas_cumprod, rtol=1e-4, atol=1e-7):
+        raise CheckpointError(f"{ckpt.path} was trained with another noise schedule than the config's diffusion "
+                              f"part (zero_terminal_snr {process.zero_terminal_snr}, alphas_cumprod[-1] "
+                              f"{float(given[-1]):.3g} vs {float(process.alphas_cumprod[-1]):.3g}); use the "
+                              "checkpoint's own config (leave out --config)")
+    saved = (ckpt.config or {}).get("diffusion", {}) or {}
+    saved = instantiate(saved) if "target" in saved else None
+    for key in PROCESS_KEYS if saved is not None else ():
+        if getattr(saved, key) != getattr(process, key):
+            raise CheckpointError(f"{ckpt.path} was trained with diffusion {key} {getattr(saved, key)!r} but the "
+                                  f"config says {getattr(process, key)!r}; use the checkpoint's own config "
+                                  "(leave out --config)")
 
 
 # -- writing ------------------------------------------------------------------------------------

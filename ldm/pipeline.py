@@ -1,7 +1,7 @@
 """Mask + prompt -> image: the generation path shared by ``infer.py`` and the trainer's sample grids.
 
 conditioning (text context, grounding tokens, downsampler features: once per batch)
-  -> sampler (PLMS / DDIM / DPM-Solver++ over a guided ``eps_fn``) -> autoencoder decode.
+  -> sampler (PLMS / DDIM / DPM-Solver++ / UniPC over a guided eps- or v-model) -> autoencoder decode.
 """
 from __future__ import annotations
 
@@ -74,8 +74,9 @@ class DefFillerPipeline:
                      grounding_mask: Optional[torch.Tensor] = None) -> tuple[Conditioning, Conditioning]:
         """Conditional and unconditional inputs for a batch of one-hot maps (B x in_dim x H x W).
 
-        As in the original, the unconditional branch gets the negative/empty prompt and the null
-        grounding tokens but the same downsampler features.
+        The unconditional branch replaces what ``diffusion.uncond_drop`` names: by default, as in the
+        original, the prompt (by the negative/empty prompt) and the grounding tokens (by the null
+        tokens) but not the downsampler features (zeros when ``downsampler`` is named).
         """
         b = sem.shape[0]
         sem = sem.to(self.device)
@@ -83,19 +84,25 @@ class DefFillerPipeline:
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
             tokens, extra = grounding_inputs(self.unet, sem, gmask)
             null = self.unet.null_grounding(b, device=self.device)
+        drop = self.models.diffusion.uncond_drop
         context = self.encode_text(list(prompts))
-        uncond_ctx = self.encode_text([negative_prompt] * b)
-        return Conditioning(context, tokens, extra), Conditioning(uncond_ctx, null.to(tokens.dtype), extra)
+        uncond_ctx = self.encode_text([negative_prompt] * b) if "prompt" in drop else context
+        uncond_tokens = null.to(tokens.dtype) if "tokens" in drop else tokens
+        uncond_extra = torch.zeros_like(extra) if "downsampler" in drop and extra is not None else extra
+        return Conditioning(context, tokens, extra), Conditioning(uncond_ctx, uncond_tokens, uncond_extra)
 
     @torch.no_grad()
     def sample(self, cond: Conditioning, uncond: Optional[Conditioning], noise: torch.Tensor, sampler: str = "plms",
                steps: int = 50, guidance_scale: float = 3.0, hook: Optional[Hook] = None,
                alpha_type: Optional[Sequence[float]] = None, batched_cfg: bool = True,
-               progress: bool = False, start_step: int = 0) -> torch.Tensor:
-        """Run a sampler from ``noise`` (latent shape); returns latents."""
+               progress: bool = False, start_step: int = 0,
+               guidance_interval: Optional[tuple[int, int]] = None) -> torch.Tensor:
+        """Run a sampler from ``noise`` (latent shape); returns latents. The prediction type and the
+        timestep spacing come from the model's diffusion settings."""
         if sampler not in SAMPLERS:
             raise UserError(f"unknown sampler {sampler!r}; choose from {sorted(SAMPLERS)}")
-        eps_fn = guided_eps_fn(self.unet, cond, uncond, guidance_scale, batched=batched_cfg)
+        eps_fn = guided_eps_fn(self.unet, cond, uncond, guidance_scale, batched=batched_cfg,
+                               interval=guidance_interval)
         if self.dtype != torch.float32:
             inner = eps_fn
 
@@ -106,7 +113,8 @@ class DefFillerPipeline:
         ac = self.models.diffusion.alphas_cumprod.to(self.device)
         try:
             return SAMPLERS[sampler](eps_fn, noise.to(self.device, torch.float32), ac, steps, hook=hook,
-                                     progress=progress, start_step=start_step)
+                                     progress=progress, start_step=start_step,
+                                     **self.models.diffusion.sampling_kwargs())
         finally:
             if alpha_type is not None:
                 self.unet.set_gate_scale(1.0)

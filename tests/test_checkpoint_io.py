@@ -26,8 +26,10 @@ def tiny_cfg():
 def tiny_sections(tiny_cfg):
     torch.manual_seed(0)
     models = build_models(tiny_cfg)
-    # random, non-trivial values everywhere (fresh init has zeros in many places)
-    return {part: {k: (torch.randn_like(v) if v.is_floating_point() else v) for k, v in sd.items()}
+    # random, non-trivial weights everywhere (fresh init has zeros in many places); the schedule buffers
+    # stay those of the config's schedule (loading refuses a checkpoint of another schedule)
+    return {part: {k: (torch.randn_like(v) if v.is_floating_point() and part != "diffusion" else v)
+                   for k, v in sd.items()}
             for part, sd in model_sections(models).items()}
 
 

@@ -109,3 +109,16 @@ def test_subset_pairs_errors(tmp_path: Path) -> None:
     assert "\n" not in msg and "In_9" in msg and "Zz_3" in msg and "In_1," not in msg
     with pytest.raises(UserError):
         subset_pairs(pairs, ["In_1", "In_1"])
+
+
+def test_validation_is_carved_from_the_training_pairs_only():
+    from dataset.splits import carve_validation, make_split
+
+    stems = [f"{c}_{i}" for c in ("In", "Pa", "Sc") for i in range(1, 101)]
+    parent = make_split(stems, 0.1, 0)
+    val = carve_validation(parent, 0.1, 0)
+    assert set(val["train"]) | set(val["test"]) == set(parent["train"])
+    assert not set(val["test"]) & set(parent["test"]) and not set(val["train"]) & set(parent["test"])
+    assert val["parent_test"] == parent["test"]
+    assert sorted(s.split("_")[0] for s in val["test"]).count("Pa") == 9  # stratified: 9 of each 90
+    assert carve_validation(parent, 0.1, 0) == val and carve_validation(parent, 0.1, 1)["test"] != val["test"]

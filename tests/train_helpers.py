@@ -67,11 +67,11 @@ def make_trainer(config: Path, out: Path, name: str = "run", *extra: str):
     """A Trainer built exactly as main.py builds it (single process)."""
     from ldm.config import load_config
     from training import distributed as D
-    from training.options import parse_args, resolve_options
+    from training.options import apply_overrides, parse_args, resolve_options
     from training.trainer import Trainer
 
     cli = parse_args(["--yaml_file", str(config), "--OUTPUT_ROOT", str(out), "--name", name, *extra])
-    cfg = load_config(cli.yaml_file)
+    cfg = apply_overrides(load_config(cli.yaml_file), cli.set)
     opts = resolve_options(cli, cfg)
     torch.set_num_threads(1)
     return Trainer(opts, cfg, D.init_distributed(opts.device))

@@ -60,6 +60,7 @@ class TrainOptions:
     trainable: str = "grounding"
     null_grounding_prob: float = 0.1
     null_grounding_per: str = "batch"        # batch: the whole batch at once (the original); sample: each sample
+    cond_drop_prob: float = 0.0              # per sample: all of diffusion.uncond_drop dropped together (0: never)
     warmup_from_zero: bool = True            # true: warm-up's first step uses lr 0 (the original); false: lr/warmup
     grad_clip: float = 0.0                   # 0: no clipping (the original does not clip)
     min_snr_gamma: float = 0.0               # 0: plain MSE on eps (the original); >0: Min-SNR-gamma weights
@@ -194,8 +195,9 @@ def _check(opts: TrainOptions) -> None:
         raise UserError(f"weight_decay must be >= 0, got {opts.weight_decay}")
     if not 0.0 <= opts.ema_rate < 1.0:
         raise UserError(f"ema_rate must lie in [0, 1), got {opts.ema_rate}")
-    if not 0.0 <= opts.null_grounding_prob <= 1.0:
-        raise UserError(f"null_grounding_prob must lie in [0, 1], got {opts.null_grounding_prob}")
+    for name in ("null_grounding_prob", "cond_drop_prob"):
+        if not 0.0 <= getattr(opts, name) <= 1.0:
+            raise UserError(f"{name} must lie in [0, 1], got {getattr(opts, name)}")
     if opts.grad_clip < 0:
         raise UserError(f"grad_clip must be >= 0, got {opts.grad_clip}")
     if not (math.isfinite(opts.min_snr_gamma) and opts.min_snr_gamma >= 0):

@@ -29,7 +29,7 @@ import time
 import warnings
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
 from ldm.build import DefFillerModels, build_models
-from ldm.checkpoint import load_into, model_sections, read_checkpoint
+from ldm.checkpoint import check_diffusion, load_into, model_sections, read_checkpoint
 from ldm.diffusion.schedule import min_snr_weight
 from ldm.modules.unet import is_gligen_layer
 from ldm.pipeline import DefFillerPipeline, grounding_inputs
@@ -119,8 +119,10 @@ class GroundedDenoiser(nn.Module):
         self.unet = unet
 
     def forward(self, x_noisy: torch.Tensor, t: torch.Tensor, context: torch.Tensor, sem: torch.Tensor,
-                grounding_mask: torch.Tensor) -> torch.Tensor:
+                grounding_mask: torch.Tensor, keep_extra: Optional[torch.Tensor] = None) -> torch.Tensor:
         tokens, extra = grounding_inputs(self.unet, sem, grounding_mask)
+        if keep_extra is not None and extra is not None:  # zero downsampler features where 0
+            extra = extra * keep_extra.to(extra.dtype).view(-1, *([1] * (extra.dim() - 1)))
         return self.unet(x_noisy, t, context, tokens, extra)
 
 
@@ -132,6 +134,20 @@ def null_grounding_mask(batch: int, prob: float, per: str, gen: torch.Generator,
         keep = torch.rand((), generator=gen, device=device) >= prob
         return keep.float().expand(batch).clone()
     return (torch.rand(batch, generator=gen, device=device) >= prob).float()
+
+
+def unconditional_inputs(captions: list[str], grounding_mask: torch.Tensor, drop: torch.Tensor,
+                         parts: Sequence[str]) -> tuple[list[str], torch.Tensor, Optional[torch.Tensor]]:
+    """Where ``drop`` is true, the inputs of guidance's unconditional branch: the empty prompt, the null
+    grounding tokens and zero downsampler features, each only if ``parts`` (``diffusion.uncond_drop``) names
+    it. Returns captions, grounding mask and the downsampler keep mask (None: keep all)."""
+    flags = drop.tolist()
+    if "prompt" in parts:
+        captions = ["" if d else c for c, d in zip(captions, flags)]
+    if "tokens" in parts:
+        grounding_mask = grounding_mask * (~drop).to(grounding_mask.dtype)
+    keep_extra = (~drop).float() if "downsampler" in parts else None
+    return captions, grounding_mask, keep_extra
 
 
 def seed_globals(seed: int) -> None:
@@ -173,6 +189,7 @@ def initial_weights(models: DefFillerModels, ckpt: Optional[str]) -> str:
                 "SD-1.x .ckpt, or --ckpt none to train a tiny config from scratch)")
         raise UserError(f"--ckpt {ckpt}: file not found")
     loaded = read_checkpoint(path)
+    loaded.sections.pop("diffusion", None)  # the schedule is the run's config's, not a weight to start from
     load_into(models, loaded)  # strict: a checkpoint of another architecture raises CheckpointError
     return f"{path} ({loaded.kind} checkpoint)"
 
@@ -286,6 +303,7 @@ class Trainer:
             self.init_source = initial_weights(self.models, opts.ckpt)
         else:
             self.config_changes = check_config_changes(resume[2].config, cfg, resume[0], opts.allow_config_change)
+            check_diffusion(cfg, resume[2])  # a resumed run keeps its diffusion process
             load_into(self.models, resume[2])
             self.init_source = f"{resume[0].weights} (resuming)"
         check_image_size(cfg, self.models)
@@ -378,28 +396,39 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def compute_loss(self, batch: dict[str, Any], gen: torch.Generator) -> torch.Tensor:
-        """MSE between the UNet's noise prediction and the noise, t uniform over the schedule
-        (per-sample Min-SNR-gamma weights when ``min_snr_gamma`` > 0; off by default, as the paper)."""
+        """MSE between the UNet's output and its target (the noise, or v: ``diffusion.parameterization``),
+        t uniform over the schedule (per-sample Min-SNR-gamma weights when ``min_snr_gamma`` > 0; off by
+        default, as the paper)."""
+        diffusion = self.models.diffusion
         image = batch["image"].to(self.device, non_blocking=True)
         sem = batch["sem"].to(self.device, non_blocking=True)
         b = image.shape[0]
         with torch.no_grad(), (self.autocast() if self.opts.precision == "bf16" else nullcontext()):
             x0 = self.models.autoencoder.encode(image, generator=gen).float()  # scaled latent (fp16: fp32 VAE)
-        context = self.text_context(list(batch["caption"]))
         # Null grounding input with probability null_grounding_prob: for the whole batch at once (the
         # original GLIGEN/DefFiller) or per sample (train.null_grounding_per). The downsampler
         # features stay, as in the original and in classifier-free guidance.
         grounding_mask = null_grounding_mask(b, self.opts.null_grounding_prob, self.opts.null_grounding_per,
                                              gen, self.device)
-        t = torch.randint(0, self.models.diffusion.num_timesteps, (b,), generator=gen, device=self.device)
-        noise = torch.randn(x0.shape, generator=gen, device=self.device)
-        x_noisy = self.models.diffusion.q_sample(x0, t, noise)
+        captions, keep_extra = list(batch["caption"]), None
+        if self.opts.cond_drop_prob > 0:  # the unconditional branch's inputs, all together
+            drop = torch.rand(b, generator=gen, device=self.device) < self.opts.cond_drop_prob
+            captions, grounding_mask, keep_extra = unconditional_inputs(captions, grounding_mask, drop,
+                                                                        diffusion.uncond_drop)
+        context = self.text_context(captions)
+        t = torch.randint(0, diffusion.num_timesteps, (b,), generator=gen, device=self.device)
+        noise = diffusion.noise(x0.shape, generator=gen, device=self.device)
+        x_noisy = diffusion.q_sample(x0, t, noise)
+        target = diffusion.target(x0, noise, t)
         with self.autocast():
-            eps = self.denoiser(x_noisy, t, context, sem, grounding_mask)
+            out = self.denoiser(x_noisy, t, context, sem, grounding_mask, keep_extra)
         if not self.opts.min_snr_gamma:
-            return F.mse_loss(eps.float(), noise)
-        per_sample = (eps.float() - noise).pow(2).flatten(1).mean(1)
-        return (per_sample * min_snr_weight(self.models.diffusion.alphas_cumprod[t], self.opts.min_snr_gamma)).mean()
+            return F.mse_loss(out.float(), target)
+        per_sample = (out.float() - target).pow(2).flatten(1).mean(1)
+        v = diffusion.parameterization == "v"
+        weight = min_snr_weight(diffusion.alphas_cumprod[t], self.opts.min_snr_gamma, diffusion.parameterization,
+                                plus_one=v)
+        return (per_sample * weight).mean()
 
     # -- the loop -------------------------------------------------------------------------------
     def train(self) -> int:

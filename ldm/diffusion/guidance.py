@@ -1,8 +1,9 @@
-"""Classifier-free guidance as an ``eps_fn`` for the samplers.
+"""Classifier-free guidance as a ``model_fn`` for the samplers (eps or v: guidance is linear in both).
 
-The unconditional branch, as in the original GLIGEN samplers, gets the empty-prompt context and the
-null grounding tokens but keeps the downsampler features (those are concatenated to the latent, and
-the original passes ``grounding_extra_input`` to both branches).
+By default the unconditional branch, as in the original GLIGEN samplers, gets the empty-prompt context
+and the null grounding tokens but keeps the downsampler features (those are concatenated to the latent,
+and the original passes ``grounding_extra_input`` to both branches); ``diffusion.uncond_drop`` says
+what it drops (``DefFillerPipeline.conditioning``).
 """
 from __future__ import annotations
 
@@ -29,13 +30,17 @@ class Conditioning:
 
 
 def guided_eps_fn(unet: torch.nn.Module, cond: Conditioning, uncond: Optional[Conditioning],
-                  guidance_scale: float, batched: bool = True) -> EpsFn:
-    """eps = eps_u + w (eps_c - eps_u). With ``batched`` both branches run as one forward."""
+                  guidance_scale: float, batched: bool = True,
+                  interval: Optional[tuple[int, int]] = None) -> EpsFn:
+    """out = out_u + w (out_c - out_u). With ``batched`` both branches run as one forward. With
+    ``interval = (lo, hi)`` guidance applies only at timesteps ``lo <= t <= hi`` (Kynkaanniemi et al.
+    2024); elsewhere the conditional output alone is used."""
     use_cfg = uncond is not None and guidance_scale != 1.0
     both = cond.cat(uncond) if (use_cfg and batched) else None
 
     def eps_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if not use_cfg:
+        outside = interval is not None and not interval[0] <= int(t[0]) <= interval[1]
+        if not use_cfg or outside:
             return unet(x, t, cond.context, cond.grounding_tokens, cond.extra)
         if batched:
             out = unet(torch.cat([x, x]), torch.cat([t, t]), both.context, both.grounding_tokens, both.extra)

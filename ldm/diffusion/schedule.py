@@ -1,7 +1,9 @@
-"""The DDPM noise schedule and the 12 buffers the original ``LatentDiffusion`` stores."""
+"""The diffusion process: the DDPM noise schedule (the 12 buffers the original ``LatentDiffusion`` stores),
+what the model predicts, and what the unconditional branch of classifier-free guidance drops."""
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -36,10 +38,21 @@ def make_betas(schedule: str, timesteps: int, linear_start: float, linear_end: f
     raise ValueError(f"unknown beta schedule {schedule!r}; use 'linear' or 'cosine'")
 
 
+def rescale_zero_terminal_snr(betas: np.ndarray) -> np.ndarray:
+    """Lin et al. 2024, Algorithm 1: shift and scale ``sqrt(alphas_cumprod)`` so that the last is exactly 0
+    (no signal left at ``t = T - 1``) and the first is unchanged; returns the matching betas."""
+    root = np.sqrt(np.cumprod(1.0 - betas))
+    first, last = root[0], root[-1]
+    ac = ((root - last) * first / (first - last)) ** 2
+    return 1.0 - np.concatenate([ac[:1], ac[1:] / ac[:-1]])
+
+
 def schedule_buffers(timesteps: int = 1000, linear_start: float = 0.00085, linear_end: float = 0.012,
-                     schedule: str = "linear") -> dict[str, torch.Tensor]:
+                     schedule: str = "linear", zero_terminal_snr: bool = False) -> dict[str, torch.Tensor]:
     """All 12 schedule buffers as float32 tensors, computed in float64 like the original."""
     betas = make_betas(schedule, timesteps, linear_start, linear_end)
+    if zero_terminal_snr:
+        betas = rescale_zero_terminal_snr(betas)
     alphas = 1.0 - betas
     ac = np.cumprod(alphas)
     ac_prev = np.append(1.0, ac[:-1])
@@ -51,8 +64,8 @@ def schedule_buffers(timesteps: int = 1000, linear_start: float = 0.00085, linea
         "sqrt_alphas_cumprod": np.sqrt(ac),
         "sqrt_one_minus_alphas_cumprod": np.sqrt(1.0 - ac),
         "log_one_minus_alphas_cumprod": np.log(1.0 - ac),
-        "sqrt_recip_alphas_cumprod": np.sqrt(1.0 / ac),
-        "sqrt_recipm1_alphas_cumprod": np.sqrt(1.0 / ac - 1),
+        "sqrt_recip_alphas_cumprod": np.sqrt(np.divide(1.0, ac, out=np.full_like(ac, np.inf), where=ac > 0)),
+        "sqrt_recipm1_alphas_cumprod": np.sqrt(np.divide(1.0 - ac, ac, out=np.full_like(ac, np.inf), where=ac > 0)),
         "posterior_variance": post_var,
         "posterior_log_variance_clipped": np.log(np.maximum(post_var, 1e-20)),
         "posterior_mean_coef1": betas * np.sqrt(ac_prev) / (1.0 - ac),
@@ -61,30 +74,105 @@ def schedule_buffers(timesteps: int = 1000, linear_start: float = 0.00085, linea
     return {k: torch.tensor(values[k], dtype=torch.float32) for k in BUFFER_NAMES}
 
 
-def min_snr_weight(alphas_cumprod_t: torch.Tensor, gamma: float, parameterization: str = "eps") -> torch.Tensor:
+def min_snr_weight(alphas_cumprod_t: torch.Tensor, gamma: float, parameterization: str = "eps",
+                   plus_one: bool = False) -> torch.Tensor:
     """Min-SNR-gamma loss weights (Hang et al. 2023): the implied clean-sample error is weighted by
     ``min(SNR, gamma)``. The plain loss of an eps / v / x0 prediction is that error times SNR / SNR + 1 / 1,
     so the weight on it is ``min(SNR, gamma)`` divided by that. For eps: 1 where the noise dominates,
     less than 1 on the nearly clean timesteps, whose targets are mostly unpredictable pixel noise.
+
+    ``plus_one`` weights the clean-sample error by ``min(SNR + 1, gamma)`` instead: for v that is the
+    plain v-loss wherever ``SNR + 1 <= gamma``. The published weight is 0 at zero SNR, which would leave
+    the last timestep of a zero-terminal-SNR schedule (where the image's brightness is chosen) untrained.
     """
-    snr = alphas_cumprod_t.float() / (1 - alphas_cumprod_t.float())
+    ac = alphas_cumprod_t.float()
+    snr = ac / (1 - ac)
     scale = {"eps": snr, "v": snr + 1, "x0": torch.ones_like(snr)}[parameterization]
-    return snr.clamp(max=float(gamma)) / scale
+    return (snr + float(plus_one)).clamp(max=float(gamma)) / scale
+
+
+PARAMETERIZATIONS = ("eps", "v")
+SPACINGS = ("leading", "trailing")
+UNCOND_PARTS = ("prompt", "tokens", "downsampler")
 
 
 class NoiseSchedule(nn.Module):
-    """Holds the schedule buffers (state-dict compatible with the original ``diffusion`` part)."""
+    """The schedule buffers (state-dict compatible with the original ``diffusion`` part) and the process
+    settings that training and sampling must share:
+
+    * ``zero_terminal_snr``: rescale the betas so that no signal is left at the last timestep (Lin et al.
+      2024); needs ``parameterization: v``;
+    * ``parameterization``: the model predicts ``eps`` (the original) or ``v``;
+    * ``timestep_spacing``: the samplers' grid, ``leading`` (the original) or ``trailing`` (starts at T - 1);
+    * ``offset_noise``: the training noise and the sampler's starting noise get a per-image, per-channel
+      constant of this standard deviation added (Guttenberg 2023);
+    * ``uncond_drop``: what the unconditional branch of guidance replaces by its null value: ``prompt`` (the
+      empty prompt), ``tokens`` (the null grounding tokens), ``downsampler`` (zero downsampler features);
+      training drops the same parts together (``train.cond_drop_prob``).
+    """
 
     def __init__(self, linear_start: float = 0.00085, linear_end: float = 0.012, timesteps: int = 1000,
-                 beta_schedule: str = "linear") -> None:
+                 beta_schedule: str = "linear", zero_terminal_snr: bool = False, parameterization: str = "eps",
+                 timestep_spacing: str = "leading", offset_noise: float = 0.0,
+                 uncond_drop: Sequence[str] = ("prompt", "tokens")) -> None:
         super().__init__()
+        if parameterization not in PARAMETERIZATIONS:
+            raise ValueError(f"parameterization must be one of {', '.join(PARAMETERIZATIONS)}, "
+                             f"got {parameterization!r}")
+        if zero_terminal_snr and parameterization == "eps":
+            raise ValueError("zero_terminal_snr needs parameterization: v (an eps-model cannot denoise pure noise)")
+        if timestep_spacing not in SPACINGS:
+            raise ValueError(f"timestep_spacing must be one of {', '.join(SPACINGS)}, got {timestep_spacing!r}")
+        if not (math.isfinite(float(offset_noise)) and 0.0 <= float(offset_noise) <= 1.0):
+            raise ValueError(f"offset_noise must lie in [0, 1], got {offset_noise!r}")
+        unknown = [p for p in uncond_drop if p not in UNCOND_PARTS]
+        if unknown or not uncond_drop:
+            raise ValueError(f"uncond_drop must be a non-empty list of {', '.join(UNCOND_PARTS)}, "
+                             f"got {list(uncond_drop)}")
         self.num_timesteps = int(timesteps)
-        for name, value in schedule_buffers(timesteps, linear_start, linear_end, beta_schedule).items():
+        self.zero_terminal_snr = bool(zero_terminal_snr)
+        self.parameterization = str(parameterization)
+        self.timestep_spacing = str(timestep_spacing)
+        self.offset_noise = float(offset_noise)
+        self.uncond_drop = tuple(str(p) for p in uncond_drop)
+        buffers = schedule_buffers(timesteps, linear_start, linear_end, beta_schedule, self.zero_terminal_snr)
+        for name, value in buffers.items():
             self.register_buffer(name, value)
+
+    def _per_sample(self, values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return values.to(like.device)[t].view(-1, *([1] * (like.dim() - 1))).to(like.dtype)
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         """Noise ``x0`` to timestep ``t`` (one integer per sample)."""
         noise = torch.randn_like(x0) if noise is None else noise
-        a = self.sqrt_alphas_cumprod.to(x0.device)[t].view(-1, *([1] * (x0.dim() - 1)))
-        s = self.sqrt_one_minus_alphas_cumprod.to(x0.device)[t].view(-1, *([1] * (x0.dim() - 1)))
-        return a.to(x0.dtype) * x0 + s.to(x0.dtype) * noise
+        a = self._per_sample(self.sqrt_alphas_cumprod, t, x0)
+        s = self._per_sample(self.sqrt_one_minus_alphas_cumprod, t, x0)
+        return a * x0 + s * noise
+
+    def noise(self, shape: Sequence[int], generator: torch.Generator | None = None,
+              device: torch.device | str | None = None) -> torch.Tensor:
+        """Standard normal noise plus ``offset_noise`` times a per-sample, per-channel normal constant."""
+        noise = torch.randn(tuple(shape), generator=generator, device=device)
+        return self.add_offset(noise, generator)
+
+    def add_offset(self, noise: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``noise`` plus the offset component (drawn from ``generator`` after the noise itself); unchanged
+        without offset noise."""
+        if self.offset_noise == 0.0:
+            return noise
+        offset = torch.randn((*noise.shape[:2], *([1] * (noise.dim() - 2))), generator=generator,
+                             device=noise.device, dtype=noise.dtype)
+        return noise + self.offset_noise * offset
+
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What the model is trained to output at ``q_sample(x0, t, noise)``: the noise, or
+        ``v = sqrt(a) noise - sqrt(1 - a) x0``."""
+        if self.parameterization == "eps":
+            return noise
+        a = self._per_sample(self.sqrt_alphas_cumprod, t, x0)
+        s = self._per_sample(self.sqrt_one_minus_alphas_cumprod, t, x0)
+        return a * noise - s * x0
+
+    def sampling_kwargs(self) -> dict:
+        """The keyword arguments every sampler of ``ldm.diffusion.samplers`` takes from the process."""
+        return {"prediction": self.parameterization, "spacing": self.timestep_spacing}
