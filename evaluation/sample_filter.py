@@ -22,6 +22,7 @@ from dataset.io import write_json_atomic
 from dataset.pairs import IMAGE_DIRS, MASK_DIRS, Pair, find_pairs
 from runtime.atomic import write_text_atomic
 from runtime.errors import UserError, run_cli
+from runtime.lock import locked
 
 from .folders import MaskReader, few, resize_map
 from .report import csv_text
@@ -65,7 +66,7 @@ def _stems_in_csv(path: Path) -> set[str]:
 def filter_samples(generated: str | Path, out: str | Path, predict: Predictor, threshold: float = 0.6,
                    bin_threshold: float = 0.5, categories=None, overwrite: bool = False,
                    log: Callable[[str], None] = print) -> dict:
-    """Score every pair of ``generated``, copy those with IoU >= ``threshold`` into ``out``."""
+    """Score every pair of ``generated``, copy those with IoU >= ``threshold`` into ``out`` (under its lock)."""
     if not 0.0 <= threshold <= 1.0:
         raise UserError(f"--threshold {threshold} must lie in [0, 1]")
     if not 0.0 < bin_threshold < 1.0:
@@ -73,6 +74,12 @@ def filter_samples(generated: str | Path, out: str | Path, predict: Predictor, t
     generated, out = Path(generated), Path(out)
     if out.resolve() == generated.resolve():
         raise UserError(f"{out}: the output folder must differ from the generated folder")
+    with locked(out, "choose another --out"):  # one writer per output folder
+        return _filter_into(generated, out, predict, threshold, bin_threshold, categories, overwrite, log)
+
+
+def _filter_into(generated: Path, out: Path, predict: Predictor, threshold: float, bin_threshold: float,
+                 categories, overwrite: bool, log: Callable[[str], None]) -> dict:
     pairs = find_pairs(generated, categories)
     img_out, mask_out = out / IMAGE_DIRS[1], out / MASK_DIRS[1]
     for folder in (img_out, mask_out):

@@ -19,7 +19,7 @@ API (everything raises :class:`runtime.errors.UserError`, one line naming the ``
                      preview=True) -> Path
         jobs: JobSpec(mask_dir, num_per_mask=1, seed=0, prompt=None, skip_empty=False);
         writes out_dir/{Source_Images,Ground_truth}/NAME.png, generation.json, preview.png and
-        returns out_dir; locks out_dir (inference.lock.FolderLock), resumes, refuses other settings;
+        returns out_dir; locks out_dir (runtime.lock.FolderLock), resumes, refuses other settings;
         progress(done, total) after every batch of this rank
     settings_for(pipe, opts, spec=None, background=None) -> dict      generation.json "settings"
     record_for(mask, category, prompt, seed, opts, source=None) -> dict   one generation.json image entry
@@ -54,14 +54,14 @@ from inference.implant import (
     load_background,
 )
 from inference.jobs import Job, JobSpec, build_jobs, mask_tensor, seed_noise, shard
-from inference.lock import FolderLock
 from inference.preview import write_preview
-from inference.writer import PairedWriter, prepare_folder, prepare_root
+from inference.writer import INFER_FIX, PairedWriter, prepare_folder, prepare_root
 from ldm.checkpoint import file_sha256, load_models
 from ldm.diffusion.samplers import SAMPLERS, start_timestep
 from ldm.pipeline import DefFillerPipeline, gate_schedule
 from runtime.device import pick_device
 from runtime.errors import UserError
+from runtime.lock import FolderLock
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MODES = ("generate", "implant", "sdedit")
@@ -270,7 +270,7 @@ def _lock_folder(root: Path, rank: int, world: int, device: torch.device) -> Opt
     if rank == 0:
         try:
             prepare_root(root)
-            lock = FolderLock(root).acquire()
+            lock = FolderLock(root, INFER_FIX).acquire()
             prepare_folder(root)  # now no other writer is live: stale temporary files can go
         except UserError as exc:
             error = str(exc)

@@ -27,6 +27,7 @@ from ldm.diffusion.samplers import SAMPLERS
 from runtime import options as O
 from runtime.device import pick_device
 from runtime.errors import UserError, run_cli
+from runtime.lock import locked
 from runtime.seeds import generator
 
 from .config import SCHEMA, checked
@@ -332,19 +333,20 @@ def main(argv: Optional[list[str]] = None) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder; choose another --out")
-    results = sample_masks(model, cats, selected, args.n_per_category, settings,
-                           int(ckpt["config"]["data"]["image_size"]), device, progress=not args.no_progress)
-    written = write_masks(results, out, overwrite=args.overwrite)
-    manifest = {
-        "checkpoint": ckpt["path"], "weights": args.weights, "epoch": ckpt.get("epoch"),
-        "step": ckpt.get("step"), "settings": vars(settings),
-        "calibration": str(calibration) if calibration is not None else None,
-        "categories": {r.category.name: {"prefix": r.category.prefix, "count": len(r.masks),
-                                         "redraws": r.redraws, "fallbacks": r.fallbacks,
-                                         "mean_area": float(np.mean([m.mean() for m in r.masks]))}
-                       for r in results},
-    }
-    write_json_atomic(manifest, out / MANIFEST)
+    with locked(out, "choose another --out"):  # one writer per mask folder
+        results = sample_masks(model, cats, selected, args.n_per_category, settings,
+                               int(ckpt["config"]["data"]["image_size"]), device, progress=not args.no_progress)
+        written = write_masks(results, out, overwrite=args.overwrite)
+        manifest = {
+            "checkpoint": ckpt["path"], "weights": args.weights, "epoch": ckpt.get("epoch"),
+            "step": ckpt.get("step"), "settings": vars(settings),
+            "calibration": str(calibration) if calibration is not None else None,
+            "categories": {r.category.name: {"prefix": r.category.prefix, "count": len(r.masks),
+                                             "redraws": r.redraws, "fallbacks": r.fallbacks,
+                                             "mean_area": float(np.mean([m.mean() for m in r.masks]))}
+                           for r in results},
+        }
+        write_json_atomic(manifest, out / MANIFEST)
     summary = ", ".join(f"{r.category.prefix} {len(r.masks)} (redrawn {r.redraws}, fallback {len(r.fallbacks)})"
                         for r in results)
     print(f"maskgen.sample: wrote {len(written)} masks to {out}: {summary}")

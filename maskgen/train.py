@@ -23,6 +23,7 @@ from dataset.categories import categories_from_config
 from runtime.atomic import torch_save_atomic, write_text_atomic
 from runtime.device import pick_device
 from runtime.errors import UserError, run_cli
+from runtime.lock import locked
 from runtime.options import add_set_argument
 from runtime.safe_load import first_line
 from runtime.seeds import generator
@@ -33,6 +34,7 @@ from .config import check_config, load_config
 from .data import training_data
 from .model import CKPT_FORMAT, MaskDiffusion, build_model, categories_to_list, load_checkpoint
 
+OUT_FIX = "choose another --out"
 # config entries a resumed run must share with its checkpoint
 _FROZEN = (("model",), ("diffusion",), ("data", "image_size"), ("data", "binarize"), ("categories",))
 
@@ -64,9 +66,14 @@ def _lr_at(step: int, cfg: Mapping[str, Any]) -> float:
 
 def train(cfg: dict[str, Any], data_root: str | Path, out: str | Path, device: str = "cpu",
           max_minutes: Optional[float] = None, progress: bool = True) -> dict[str, Any]:
-    """Train (or resume) into ``out``; returns a summary (epochs, steps, minutes, losses)."""
+    """Train (or resume) into ``out`` under its folder lock; returns a summary (epochs, steps, minutes, losses)."""
     check_config(cfg)
-    out = Path(out)
+    with locked(out, OUT_FIX):  # one writer per run folder
+        return _train(cfg, data_root, Path(out), device, max_minutes, progress)
+
+
+def _train(cfg: dict[str, Any], data_root: str | Path, out: Path, device: str, max_minutes: Optional[float],
+           progress: bool) -> dict[str, Any]:
     ckpt_dir = out / "checkpoints"
     last = ckpt_dir / "last.pt"
     cats = categories_from_config(cfg["categories"])

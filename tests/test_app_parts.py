@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from inference.lock import FolderLock
 from runtime.errors import UserError
+from runtime.lock import FolderLock
 from webapp import app
 from webapp.canvas import canvas_side, editor_value, mask_from_editor, mask_from_upload
 from webapp.handlers import guarded

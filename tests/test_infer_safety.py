@@ -16,9 +16,9 @@ import infer
 import inference.jobs
 from dataset.categories import DEFAULT_CATEGORIES
 from inference.jobs import build_jobs, list_masks
-from inference.lock import LOCK_NAME, FolderLock
 from inference.writer import PairedWriter
 from runtime.errors import UserError
+from runtime.lock import LOCK_NAME, FolderLock
 from tools.tiny_model import make_tiny_checkpoint, write_masks
 
 NAMES = ["In_1", "Sc_2"]
@@ -57,7 +57,7 @@ def test_second_writer_refused_and_stale_lock_taken_over(tiny, tmp_path):
     out = tmp_path / "s"
     out.mkdir()
     holder = subprocess.Popen(  # another process writing into the folder
-        [sys.executable, "-c", "import sys, time; from inference.lock import FolderLock; "
+        [sys.executable, "-c", "import sys, time; from runtime.lock import FolderLock; "
          "FolderLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)", str(out)],
         cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
@@ -186,7 +186,7 @@ def test_unwritable_output_is_one_line(tiny, tmp_path, monkeypatch):
         if str(path).endswith(LOCK_NAME):
             raise PermissionError(errno.EROFS, os.strerror(errno.EROFS))
         return real_open(path, flags, *a)
-    monkeypatch.setattr("inference.lock.os.open", read_only)
+    monkeypatch.setattr("runtime.lock.os.open", read_only)
     with pytest.raises(UserError, match="cannot write there .Read-only file system"):
         infer.main(args(ckpt, masks, tmp_path, name="ro"))
 

@@ -2,7 +2,7 @@
 
 ``<out>/Source_Images/<name>.png``, ``<out>/Ground_truth/<name>.png`` and ``<out>/generation.json``
 (``settings`` of the checkpoint, ``images`` with one ``infer.py`` record per pair), every file
-written atomically under the folder's lock (``inference.lock.FolderLock``), so another app or an
+written atomically under the folder's lock (``runtime.lock.FolderLock``), so another app or an
 ``infer.py`` run into the same folder cannot interleave. Names are ``<category prefix>_app_<n>`` so the
 dataset loader reads the category from the filename.
 """
@@ -16,11 +16,12 @@ from pathlib import Path
 
 import torch
 
-from inference.lock import FolderLock
 from inference.writer import IMAGES, MASKS, RECORD, PairedWriter
 from runtime.atomic import write_atomic
+from runtime.lock import FolderLock
 
 _NAME = re.compile(r"_app_(\d+)$")
+KEEP_FIX = "start the app with another --out"
 
 
 class KeptPairs:
@@ -29,12 +30,12 @@ class KeptPairs:
     def __init__(self, root: Path, settings: dict) -> None:
         self.root, self.settings = Path(root), settings
         self.root.mkdir(parents=True, exist_ok=True)
-        with FolderLock(self.root):  # a folder made with another checkpoint is refused now, not at Keep
+        with FolderLock(self.root, KEEP_FIX):  # a folder made with another checkpoint is refused now, not at Keep
             PairedWriter(self.root, settings)
 
     def next_name(self, prefix: str, records: dict | None = None) -> str:
         if records is None:
-            with FolderLock(self.root):
+            with FolderLock(self.root, KEEP_FIX):
                 records = PairedWriter(self.root, self.settings).records
         numbers = [int(m.group(1)) for n in records if (m := _NAME.search(n))]
         return f"{prefix}_app_{max(numbers, default=0) + 1:04d}"
@@ -42,7 +43,7 @@ class KeptPairs:
     def add(self, prefix: str, image01: torch.Tensor, mask: torch.Tensor, record: dict,
             grayscale: bool = False) -> str:
         """Write one pair and its record; returns the pair's name."""
-        with FolderLock(self.root):
+        with FolderLock(self.root, KEEP_FIX):
             writer = PairedWriter(self.root, self.settings)  # re-read: another process may have added pairs
             name = self.next_name(prefix, writer.records)
             writer.write(name, image01, mask, record, grayscale)

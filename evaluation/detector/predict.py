@@ -19,6 +19,7 @@ from tqdm import tqdm
 from dataset.io import image_size, write_png_atomic
 from runtime.device import pick_device
 from runtime.errors import UserError, run_cli
+from runtime.lock import locked
 from runtime.safe_load import first_line, safe_torch_load
 
 from ..folders import IMAGE_EXTS, few, image_folder, list_by_stem
@@ -87,10 +88,20 @@ def to_png(prob: np.ndarray) -> Image.Image:
 
 def write_maps(detector: Detector, paths: Sequence[Path], out_dir: str | Path, progress: bool = True,
                log: Callable[[str], None] = print) -> Path:
-    """Predict every image in ``paths`` and write ``out_dir/<stem>.png``."""
+    """Predict every image in ``paths`` and write ``out_dir/<stem>.png`` under the folder's lock."""
     out_dir = Path(out_dir)
     made = not out_dir.exists()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with locked(out_dir, "choose another --out"):  # one writer per map folder
+            return _write_maps(detector, paths, out_dir, progress, log)
+    except BaseException:
+        if made and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
+
+
+def _write_maps(detector: Detector, paths: Sequence[Path], out_dir: Path, progress: bool,
+                log: Callable[[str], None]) -> Path:
     written: list[Path] = []
     try:
         for path, prob in detector.predict_paths(paths, progress):
@@ -102,8 +113,6 @@ def write_maps(detector: Detector, paths: Sequence[Path], out_dir: str | Path, p
     except BaseException:  # a bad image half-way: leave no partial set of new maps behind
         for target in written:
             target.unlink(missing_ok=True)
-        if made and not any(out_dir.iterdir()):
-            out_dir.rmdir()
         raise
     log(f"wrote {len(paths)} map(s) to {out_dir}")
     return out_dir

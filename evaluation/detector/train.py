@@ -27,6 +27,7 @@ from dataset.io import write_json_atomic
 from runtime.atomic import torch_save_atomic
 from runtime.device import pick_device
 from runtime.errors import UserError, run_cli
+from runtime.lock import locked
 from runtime.options import add_set_argument
 from runtime.safe_load import first_line, safe_torch_load
 from training.lr_schedule import WarmupSchedule
@@ -36,6 +37,7 @@ from .data import SaliencyPairs
 from .model import build_model
 
 DEFAULT_CONFIG = CONFIG_DIR / "detector.yaml"
+OUT_FIX = "choose another --out"
 
 
 def saliency_loss(logits: torch.Tensor, target: torch.Tensor, bce_weight: float = 1.0,
@@ -52,11 +54,15 @@ def saliency_loss(logits: torch.Tensor, target: torch.Tensor, bce_weight: float 
 
 def train_detector(cfg: DictConfig, train_pairs: Sequence, out_dir: str | Path, resume: bool = False,
                    log: Callable[[str], None] = print, progress: bool = True) -> Path:
-    """Train on ``train_pairs`` and return the path of ``detector.pt``."""
+    """Train on ``train_pairs`` under ``out_dir``'s folder lock and return the path of ``detector.pt``."""
     if not train_pairs:
         raise UserError("no training pairs; check the dataset folder and the split")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with locked(out_dir, OUT_FIX):  # one writer per run folder
+        return _train_detector(cfg, train_pairs, Path(out_dir), resume, log, progress)
+
+
+def _train_detector(cfg: DictConfig, train_pairs: Sequence, out_dir: Path, resume: bool,
+                    log: Callable[[str], None], progress: bool) -> Path:
     t = cfg.train
     torch.manual_seed(int(t.seed))
     np.random.seed(int(t.seed))

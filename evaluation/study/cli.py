@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from runtime.errors import UserError, run_cli
+from runtime.lock import locked
 from runtime.options import add_set_argument
 
 from .config import load_study_config
@@ -79,10 +80,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise UserError("\nerror: ".join(errors))
     if args.plan:
         return 0
-    Path(cfg["out"]).mkdir(parents=True, exist_ok=True)
     _log(f"study {cfg['name']} -> {cfg['out']}")
     try:
-        ran = run_stages(selected, ctx, forced)
+        with locked(cfg["out"], "choose another out (--set out=PATH)"):  # one study per output folder
+            ran = run_stages(selected, ctx, forced)
     except StageStopped as exc:
         print(str(exc), file=sys.stderr)
         return exc.code
