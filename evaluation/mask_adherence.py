@@ -36,6 +36,7 @@ from evaluation.folders import (
     match_by_stem,
     read_gray,
 )
+from runtime.cli import int_in
 from runtime.errors import UserError, run_cli
 
 REFERENCE_SIDE = 256
@@ -175,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        "generation_samples/demo --real OUTPUT/demo/procedural")
     p.add_argument("--generated", required=True, help="paired folder written by infer.py")
     p.add_argument("--real", help="paired folder of real images with the same mask names (optional)")
-    p.add_argument("--ring", type=int, default=6, help="ring width in pixels at 256 px (default: %(default)s)")
+    p.add_argument("--ring", type=int_in(1, 256), default=6,
+                   help="ring width in pixels at 256 px (default: %(default)s)")
     p.add_argument("--out", help="write the report as JSON here")
     return p
 

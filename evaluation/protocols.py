@@ -40,6 +40,7 @@ from runtime.atomic import write_text_atomic
 from runtime.errors import UserError, run_cli
 
 from .config import load_config, to_plain
+from .detector.checks import check_detector_config
 from .detector.train import DEFAULT_CONFIG as DETECTOR_CONFIG
 from .detector.train import train_detector
 from .folders import few, mask_folder
@@ -112,12 +113,23 @@ def _signature(det_cfg: DictConfig, pairs: Sequence[Pair]) -> str:
     return h.hexdigest()[:20]
 
 
+def _read_meta(path: Path) -> dict:
+    """A run's ``run.json`` (its reuse signature); missing, damaged or not an object: ``{}``, so the run retrains."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
 def detector_config(det: DictConfig, global_overrides: Sequence[str]) -> DictConfig:
     """One detector's config: configs/eval/detector.yaml, its ``config`` file, its ``overrides``, then
     the protocol's ``detector_overrides`` (every key checked against configs/eval/detector.yaml)."""
-    return load_config(det.get("config") or DETECTOR_CONFIG, DETECTOR_CONFIG,
-                       [*(det.get("overrides") or []), *global_overrides],
-                       flag=f"detector {det.get('name')!r} overrides / detector_overrides")
+    flag = f"detector {det.get('name')!r} overrides / detector_overrides"
+    cfg = load_config(det.get("config") or DETECTOR_CONFIG, DETECTOR_CONFIG,
+                      [*(det.get("overrides") or []), *global_overrides], flag=flag)
+    check_detector_config(cfg, f"detector {det.get('name')!r}")
+    return cfg
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -179,7 +191,7 @@ def run_protocol(cfg: DictConfig, force: bool = False, progress: bool = True,
             sig = _signature(det_cfg, train_pairs)
             meta_path = run_dir / "run.json"
             ckpt = run_dir / "detector.pt"
-            meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+            meta = _read_meta(meta_path)
             log(f"[{det.name} / {setting.name}] training on {len(train_pairs)} pairs ({info['sources']})")
             if ckpt.is_file() and meta.get("signature") == sig and not force:
                 log(f"[{det.name} / {setting.name}] reusing {ckpt} (same data and config; --force retrains)")

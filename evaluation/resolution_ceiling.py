@@ -25,7 +25,7 @@ from dataset.io import write_json_atomic, write_png_atomic
 from evaluation.folders import MASK_EXTS, MaskReader, image_folder, list_by_stem, mask_folder, read_gray
 from evaluation.mask_adherence import folder_contrasts, summarize
 from inference.generate import resize_images
-from runtime.cli import positive_int
+from runtime.cli import image_side, int_in
 from runtime.errors import UserError, run_cli
 
 
@@ -77,9 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m evaluation.resolution_ceiling", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--real", required=True, help="paired folder of real images and masks")
-    p.add_argument("--sizes", type=positive_int, nargs="+", default=[64, 96, 128],
+    p.add_argument("--sizes", type=image_side, nargs="+", default=[64, 96, 128],
                    help="generator sides in pixels (default: %(default)s)")
-    p.add_argument("--ring", type=int, default=6, help="ring width in pixels at 256 px (default: %(default)s)")
+    p.add_argument("--ring", type=int_in(1, 256), default=6,
+                   help="ring width in pixels at 256 px (default: %(default)s)")
     p.add_argument("--out", help="write the table as JSON here")
     p.add_argument("--picture", help="write a PNG of --show pairs here: mask | stored | each round trip")
     p.add_argument("--show", nargs="+", default=["In_1", "Pa_1", "Sc_1"], help="stems for --picture")

@@ -21,6 +21,7 @@ import numpy as np
 from dataset.io import write_json_atomic
 from dataset.pairs import IMAGE_DIRS, MASK_DIRS, Pair, find_pairs
 from runtime.atomic import write_text_atomic
+from runtime.cli import finite_float
 from runtime.errors import UserError, run_cli
 from runtime.lock import locked
 
@@ -132,8 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ckpt", required=True, help="detector.pt from evaluation.detector.train")
     parser.add_argument("--generated", required=True, help="generated pairs (Source_Images/ + Ground_truth/)")
     parser.add_argument("--out", required=True, help="output folder for the kept pairs")
-    parser.add_argument("--threshold", type=float, default=0.6, help="minimum IoU to keep (default 0.6)")
-    parser.add_argument("--bin_threshold", type=float, default=0.5, help="map binarisation level (default 0.5)")
+    parser.add_argument("--threshold", type=finite_float, default=0.6, help="minimum IoU to keep (default 0.6)")
+    parser.add_argument("--bin_threshold", type=finite_float, default=0.5, help="map binarisation level (default 0.5)")
     parser.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto)")
     args = parser.parse_args(argv)

@@ -68,6 +68,7 @@ MODES = ("generate", "implant", "sdedit")
 # PLMS/DDIM: the paper's 50; UniPC and DPM-Solver++ reach PLMS 50's error in fewer (benchmarks/README.md)
 DEFAULT_STEPS = {"plms": 50, "ddim": 50, "dpmsolver++": 25, "unipc": 20}
 Progress = Callable[[int, int], None]
+MAX_OUTPUT_SIZE = 4096  # pixels a side: a typo (100000) would ask for hundreds of GB
 
 
 @dataclass(frozen=True)
@@ -104,8 +105,9 @@ class GenerationOptions:
             raise UserError(f"--dilate must be >= 0 pixels, got {self.dilate}")
         if self.precision not in PRECISIONS:
             raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.output_size is not None and self.output_size < 1:
-            raise UserError(f"--output_size must be a positive number of pixels, got {self.output_size}")
+        if self.output_size is not None and not 1 <= self.output_size <= MAX_OUTPUT_SIZE:
+            raise UserError(f"--output_size must be a number of pixels from 1 to {MAX_OUTPUT_SIZE}, "
+                            f"got {self.output_size}")
         if self.batch_size < 1:
             raise UserError(f"--batch_size must be >= 1, got {self.batch_size}")
         if self.alpha_type is not None:

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from dataset.categories import Category
 from dataset.io import write_json_atomic
+from runtime.cli import non_negative_int
 from runtime.device import pick_device
 from runtime.errors import UserError, run_cli
 
@@ -105,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", choices=("ema", "raw"), default="ema", help="EMA or raw weights (default: ema)")
     p.add_argument("--device", default="auto",
                    help="auto, cpu, cuda, cuda:N or mps (default: auto: cuda when available)")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--threads", type=non_negative_int, help="torch CPU threads")
     p.add_argument("--no_progress", action="store_true", help="no progress bars")
     return p
 

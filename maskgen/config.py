@@ -44,9 +44,9 @@ def check_config(cfg: Mapping[str, Any], where: str = "config") -> None:
     size = cfg["data"]["image_size"]
     model = cfg["model"]
     factor = int(model["patch_size"]) * 2 ** (len(model["channel_mult"]) - 1)
-    if not isinstance(size, int) or size < 8 or size % factor:
-        raise UserError(f"{where}: data.image_size {size!r} must be an integer divisible by "
-                        f"patch_size * 2**(levels-1) = {factor}")
+    if not isinstance(size, int) or not 8 <= size <= 1024 or size % factor:
+        raise UserError(f"{where}: data.image_size {size!r} must be an integer from 8 to 1024 "
+                        f"divisible by patch_size * 2**(levels-1) = {factor}")
     if model["base_channels"] % model["groups"]:
         raise UserError(f"{where}: model.base_channels {model['base_channels']} must be divisible by "
                         f"model.groups {model['groups']}")

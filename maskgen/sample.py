@@ -25,6 +25,7 @@ from dataset.categories import Category
 from dataset.io import write_json_atomic, write_png_atomic
 from ldm.diffusion.samplers import SAMPLERS
 from runtime import options as O
+from runtime.cli import MAX_SIDE, non_negative_int
 from runtime.device import pick_device
 from runtime.errors import UserError, run_cli
 from runtime.lock import locked
@@ -85,8 +86,8 @@ class SampleSettings:
             raise UserError(f"--upsample must be one of {', '.join(UPSAMPLING)}, got {self.upsample!r}")
         if not 0.0 <= self.min_area < 1.0:
             raise UserError(f"--min_area is a fraction of the image in [0, 1), got {self.min_area}")
-        if self.size < 8:
-            raise UserError(f"--size must be at least 8 pixels, got {self.size}")
+        if not 8 <= self.size <= MAX_SIDE:
+            raise UserError(f"--size must be from 8 to {MAX_SIDE} pixels, got {self.size}")
         if self.batch_size < 1 or self.steps < 1 or self.max_retries < 0:
             raise UserError("--batch_size and --steps must be positive and --max_retries >= 0")
 
@@ -258,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace generated masks already in --out")
     p.add_argument("--device", default="auto",
                    help="auto, cpu, cuda, cuda:N or mps (default: auto: cuda when available)")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--threads", type=non_negative_int, help="torch CPU threads")
     p.add_argument("--no_progress", action="store_true", help="no progress bars")
     return p
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 
 # -- argparse types --------------------------------------------------------------------------------
@@ -42,6 +42,25 @@ def finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
     return value
+
+
+MAX_SIDE = 4096  # pixels a side: the largest image size any option takes (a typo must not eat the memory)
+
+
+def int_in(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high]."""
+    def parse(text: str) -> int:
+        value = _int_at_least(text, low)
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high}, got {value}")
+        return value
+    parse.__name__ = f"integer from {low} to {high}"
+    return parse
+
+
+def image_side(text: str) -> int:
+    """An image side in pixels: an integer from 1 to :data:`MAX_SIDE`."""
+    return int_in(1, MAX_SIDE)(text)
 
 
 def positive_float(text: str) -> float:

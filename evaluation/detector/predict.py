@@ -23,6 +23,7 @@ from runtime.lock import locked
 from runtime.safe_load import first_line, safe_torch_load
 
 from ..folders import IMAGE_EXTS, few, image_folder, list_by_stem
+from .checks import MAX_BATCH_SIZE
 from .data import load_image_array, to_tensor
 from .model import build_model
 
@@ -33,8 +34,8 @@ class Detector:
     def __init__(self, ckpt: str | Path, device: str | None = None, batch_size: int | None = None,
                  num_threads: int | None = None):
         ckpt = Path(ckpt)
-        if batch_size is not None and batch_size < 1:
-            raise UserError(f"--batch_size must be at least 1, got {batch_size}")
+        if batch_size is not None and not 1 <= batch_size <= MAX_BATCH_SIZE:
+            raise UserError(f"--batch_size must be at least 1 and at most {MAX_BATCH_SIZE}, got {batch_size}")
         state = safe_torch_load(ckpt, "detector checkpoint", "point --ckpt at the detector.pt written by "
                                 "python -m evaluation.detector.train, or train one")
         if not isinstance(state, dict) or "model" not in state or "config" not in state:
@@ -137,7 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output folder for <stem>.png maps")
     parser.add_argument("--split", default=None, help="split JSON: predict only its --subset stems")
     parser.add_argument("--subset", default="test", choices=("train", "test"), help="split part (default: test)")
-    parser.add_argument("--batch_size", type=int, default=None, help="images per batch (default: the checkpoint's)")
+    parser.add_argument("--batch_size", type=int, default=None,
+                        help="images per batch (default: the checkpoint's)")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto)")
     args = parser.parse_args(argv)
     stems = None

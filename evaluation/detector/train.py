@@ -14,7 +14,7 @@ import argparse
 import math
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from dataset.io import write_json_atomic
 from runtime.atomic import torch_save_atomic
+from runtime.cli import non_negative_int
 from runtime.device import pick_device
 from runtime.errors import UserError, run_cli
 from runtime.lock import locked
@@ -33,6 +34,7 @@ from runtime.safe_load import first_line, safe_torch_load
 from training.lr_schedule import WarmupSchedule
 
 from ..config import CONFIG_DIR, load_config, to_plain
+from .checks import check_detector_config
 from .data import SaliencyPairs
 from .model import build_model
 
@@ -52,9 +54,38 @@ def saliency_loss(logits: torch.Tensor, target: torch.Tensor, bce_weight: float 
     return loss
 
 
+# what a resumed run may change: how long it trains and where; everything else is what the run is
+RESUMABLE = ("train.epochs", "train.min_steps", "train.max_minutes", "train.num_threads", "train.device",
+             "predict.batch_size")
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(node, dict):
+        return {prefix: node}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def check_resume_config(last: Path, state: Any, cfg: dict) -> None:
+    """A resumed run keeps its model, data and training settings (all but :data:`RESUMABLE`), as main.py does."""
+    saved = state.get("config") if isinstance(state, dict) else None
+    if not isinstance(saved, dict):
+        return  # a foreign file: the load below names it
+    before, now = _flat(saved), _flat(cfg)
+    changed = [k for k in sorted(set(before) | set(now))
+               if before.get(k) != now.get(k) and k not in RESUMABLE]
+    if changed:
+        listed = ", ".join(f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in changed[:3])
+        raise UserError(f"{last}: resuming with a different {listed}; rerun with the run's settings, or use a new "
+                        "--out (or delete last.pt) to train from scratch")
+
+
 def train_detector(cfg: DictConfig, train_pairs: Sequence, out_dir: str | Path, resume: bool = False,
                    log: Callable[[str], None] = print, progress: bool = True) -> Path:
     """Train on ``train_pairs`` under ``out_dir``'s folder lock and return the path of ``detector.pt``."""
+    check_detector_config(cfg)
     if not train_pairs:
         raise UserError("no training pairs; check the dataset folder and the split")
     with locked(out_dir, OUT_FIX):  # one writer per run folder
@@ -100,6 +131,7 @@ def _train_detector(cfg: DictConfig, train_pairs: Sequence, out_dir: Path, resum
     if resume and (last.is_file() or last.is_symlink()):  # a broken link is an error, not a fresh start
         state = safe_torch_load(last, "detector training state", "use a new --out, or delete it to start "
                                 "from scratch", map_location=device)
+        check_resume_config(last, state, to_plain(cfg))
         try:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
@@ -160,7 +192,7 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
                         help="split JSON (dataset.splits); made from --ratio/--seed when it does not exist "
                              "(default DATA/splits/<folder>_<ratio>_seed<seed>.json)")
     parser.add_argument("--ratio", default="9:1", help="train:test ratio for a new split (default 9:1)")
-    parser.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="split seed (default 0)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -179,6 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..splitfile import split_pairs
 
     cfg = load_config(args.config, DEFAULT_CONFIG, args.set)
+    check_detector_config(cfg, "--config / --set")  # before the data is read
     train_pairs, _, _ = split_pairs(args.data_root, args.split, args.ratio, args.seed)
     train_detector(cfg, train_pairs, args.out, resume=True, progress=not args.no_progress)
     return 0

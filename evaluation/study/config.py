@@ -5,9 +5,11 @@ current directory. Only enabled studies are checked for their required keys.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
+from dataset.splits import parse_ratio
 from runtime import options as O
 from runtime.errors import UserError
 
@@ -99,6 +101,9 @@ def load_study_config(path: str | Path, overrides: Sequence[str] = ()) -> dict[s
                         "studies.expansion.enabled to true")
     for study in STUDIES:
         sc = cfg["studies"][study]
+        if isinstance(sc.get("ratio"), (int, float)) and not isinstance(sc.get("ratio"), bool):
+            raise UserError(f"{where}: studies.{study}.ratio {sc['ratio']!r} is a number; write the train:test "
+                            f"ratio in quotes, e.g. ratio: '9:1' (YAML reads an unquoted 9:1 as the number 541)")
         sc["ratio"] = str(sc.get("ratio") or RATIOS[study])
         for key in _STUDY_PATHS:
             if key.split(".")[0] in sc:
@@ -123,7 +128,67 @@ def load_study_config(path: str | Path, overrides: Sequence[str] = ()) -> dict[s
             sc["pretrain"]["config"] = sc["generator"]["config"]
     for key in ("substitution_s_ratio", "iou_ratio"):
         O.finite(cfg["targets"][key], f"{where}: targets.{key}", 0.0)
+    check_numbers(cfg, where)
     return cfg
+
+
+def _whole(value: Any, name: str, low: int, high: float = math.inf) -> int:
+    """``value`` as a whole number in [low, high]; else a one-line UserError."""
+    x = O.finite(value, name, low)
+    if not x.is_integer() or x > high:
+        span = f">= {low}" + ("" if high == math.inf else f" and <= {high:g}")
+        raise UserError(f"{name} must be a whole number {span}, got {value!r}")
+    return int(x)
+
+
+def _in_unit(value: Any, name: str, open_low: bool = False, open_high: bool = False) -> float:
+    x = O.finite(value, name, 0.0, low_inclusive=not open_low)
+    if x > 1.0 or (open_high and x == 1.0):
+        raise UserError(f"{name} must lie in {'(' if open_low else '['}0, 1{')' if open_high else ']'}, got {value!r}")
+    return x
+
+
+def _check_ratio(text: str, name: str) -> None:
+    """A study split needs training and test samples: both sides of train:test above 0."""
+    fraction = parse_ratio(text)
+    if not 0.0 < fraction < 1.0:
+        raise UserError(f"{name} {text!r} leaves the {'test' if fraction == 0 else 'training'} set empty; "
+                        "both sides of train:test must be above 0 (e.g. 9:1)")
+
+
+def check_numbers(cfg: dict[str, Any], where: str) -> None:
+    """Every number of an enabled study in range (what the run would refuse later, refused now and by --plan)."""
+    from inference.generate import MAX_OUTPUT_SIZE
+
+    _whole(cfg["threads"], f"{where}: threads", 0)
+    f = cfg["fidelity"]
+    for key in ("batch_size", "kid_subsets", "kid_subset_size"):
+        _whole(f[key], f"{where}: fidelity.{key}", 1)
+    _whole(cfg["report"]["n_grid"], f"{where}: report.n_grid", 0, 64)
+    _whole(cfg["report"]["seed"], f"{where}: report.seed", 0)
+    for study in enabled_studies(cfg):
+        sc, at = cfg["studies"][study], f"{where}: studies.{study}"
+        _check_ratio(sc["ratio"], f"{at}.ratio")
+        _whole(sc["seed"], f"{at}.seed", 0)
+        g = sc["generation"]
+        for key, low in (("steps", 1), ("batch_size", 1), ("seed", 0), ("num_per_mask", 1)):
+            _whole(g[key], f"{at}.generation.{key}", low)
+        if g["output_size"] is not None:
+            _whole(g["output_size"], f"{at}.generation.output_size", 1, MAX_OUTPUT_SIZE)
+        O.finite(g["guidance_scale"], f"{at}.generation.guidance_scale")
+        if sc["pretrain"]["enabled"]:
+            _whole(sc["pretrain"]["n_per_category"], f"{at}.pretrain.n_per_category", 1)
+        if study != "expansion":
+            continue
+        m = sc["maskgen"]
+        _whole(m["n_per_category"], f"{at}.maskgen.n_per_category", 1)
+        _whole(m["seed"], f"{at}.maskgen.seed", 0)
+        if m["calibrate"]["enabled"]:  # maskgen.calibrate needs at least 10 draws per category
+            _whole(m["calibrate"]["n_per_category"], f"{at}.maskgen.calibrate.n_per_category", 10)
+            _whole(m["calibrate"]["seed"], f"{at}.maskgen.calibrate.seed", 0)
+        _in_unit(sc["filter"]["threshold"], f"{at}.filter.threshold")
+        _in_unit(sc["filter"]["bin_threshold"], f"{at}.filter.bin_threshold", open_low=True, open_high=True)
+        _whole(sc["filter"]["seed"], f"{at}.filter.seed", 0)
 
 
 def enabled_studies(cfg: dict[str, Any]) -> list[str]:

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from runtime.errors import UserError
+
 # Original (facebookresearch ConvNeXt) parameter names  <->  timm names, relative to the backbone.
 _TO_TIMM = [
     (re.compile(r"^downsample_layers\.0\.(\d)\."), r"stem.\1."),
@@ -44,6 +46,9 @@ class ConvNeXtBackbone(nn.Module):
 
     def __init__(self, name: str = "convnext_tiny"):
         super().__init__()
+        if not str(name).startswith("convnext") or not timm.is_model(name):
+            raise UserError(f"model.params.grounding_tokenizer.params.backbone {name!r} is not a timm ConvNeXt; "
+                            "use one such as convnext_tiny (the paper's) or convnext_atto")
         model = timm.create_model(name, pretrained=False)
         model.head = nn.Identity()
         self.stem, self.stages = model.stem, model.stages
