@@ -128,3 +128,62 @@ def test_bad_input_is_one_line(page, call, message):
     with pytest.raises(UserError, match=message) as err:
         call(page, editor_value(mask, page.engine.size))
     assert "\n" not in str(err.value)
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda p, e: p.generate(e, "canvas", "patches", GEN, None, 0.8, "ddim", NAN, 3.0, 0, 1, no_progress), "Steps"),
+    (lambda p, e: p.generate(e, "canvas", "patches", GEN, None, 0.8, "ddim", INF, 3.0, 0, 1, no_progress), "Steps"),
+    (lambda p, e: p.generate(e, "canvas", "patches", GEN, None, 0.8, "ddim", 2, 3.0, NAN, 1, no_progress), "Seed"),
+    (lambda p, e: p.generate(e, "canvas", "patches", GEN, None, 0.8, "ddim", 2, 3.0, INF, 1, no_progress), "Seed"),
+    (lambda p, e: p.generate(e, "canvas", "patches", GEN, None, 0.8, "ddim", 2, 3.0, 1e30, 1, no_progress), "Seed"),
+    (lambda p, e: p.generate(e, "canvas", "patches", GEN, None, 0.8, "ddim", 2, 3.0, -1, 1, no_progress), "Seed"),
+    (lambda p, e: p.generate(e, "canvas", "patches", GEN, None, 0.8, "ddim", 2, NAN, 0, 1, no_progress), "Guidance"),
+    (lambda p, e: p.generate(e, "canvas", "patches", GEN, None, NAN, "ddim", 2, 3.0, 0, 1, no_progress), "Strength"),
+    (lambda p, e: p.generate(e, "canvas", "patches", GEN, None, 0.8, "ddim", 2, 3.0, 0, NAN, no_progress),
+     "Variants"),
+    (lambda p, e: p.keep({"images": np.zeros((1, 3, 8, 8)), "records": [{}], "mask": None, "prefix": "Pa"}, NAN),
+     "the selected image"),
+    (lambda p, e: p.batch("/tmp", NAN, "x", 1, [], GEN, None, "", 0.8, "ddim", 2, 3.0, 0, no_progress),
+     "new masks per category"),
+    (lambda p, e: p.batch("/tmp", 0, "x", NAN, [], GEN, None, "", 0.8, "ddim", 2, 3.0, 0, no_progress),
+     "images per mask"),
+    (lambda p, e: p.batch("/tmp", 0, "x", 1, [], GEN, None, "", 0.8, "ddim", 2, 3.0, 1e30, no_progress), "Seed"),
+    (lambda p, e: p.batch("/tmp", 0, "x", 1, [], GEN, None, "", 0.8, "ddim", INF, 3.0, 0, no_progress), "Steps"),
+    (lambda p, e: p.new_mask("patches", NAN), "Seed"),
+    (lambda p, e: p.new_mask("patches", 1e30), "Seed"),
+], ids=["steps_nan", "steps_inf", "seed_nan", "seed_inf", "seed_1e30", "seed_negative", "guidance_nan",
+        "strength_nan", "variants_nan", "keep_index_nan", "batch_new_nan", "batch_per_mask_nan", "batch_seed_1e30",
+        "batch_steps_inf", "new_mask_seed_nan", "new_mask_seed_1e30"])
+def test_every_number_a_handler_receives_is_checked(page, call, message):
+    """NaN, inf and 1e30 (which the Seed box accepts) are one-line messages, never an internal error."""
+    mask = np.zeros((page.engine.size,) * 2, bool)
+    mask[2:6, 2:6] = True
+    with pytest.raises(UserError, match=message) as err:
+        call(page, editor_value(mask, page.engine.size))
+    assert "\n" not in str(err.value)
+
+
+def test_a_huge_upload_and_a_damaged_kept_record_are_one_line(page, tmp_path):
+    from webapp.handlers import MAX_UPLOAD_BYTES
+
+    big = tmp_path / "big.png"
+    with open(big, "wb") as fh:  # sparse: no disk used
+        fh.truncate(MAX_UPLOAD_BYTES + 1)
+    with pytest.raises(UserError, match="big.png: the mask is 20 MB; upload one of at most 20 MB"):
+        page.upload_mask(str(big))
+    mask = np.zeros((page.engine.size,) * 2, bool)
+    mask[2:6, 2:6] = True
+    with pytest.raises(UserError, match="the image is 20 MB"):
+        page.generate(editor_value(mask, page.engine.size), "canvas", "patches", SDEDIT, str(big), 0.8, "ddim", 2,
+                      3.0, 0, 1, no_progress)
+
+    kept = KeptPairs(tmp_path / "kept", page.engine.keep_settings())
+    (kept.root / "generation.json").write_text("{broken")
+    with pytest.raises(UserError, match="generation.json: cannot read the kept pairs' record"):
+        kept.items()
+    (kept.root / "generation.json").write_text("[]")
+    with pytest.raises(UserError, match="not a generation record"):
+        kept.items()

@@ -94,9 +94,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up probes
     demo = build_app(ckpt, args.out, args.maskgen_ckpt, args.device, args.precision, args.weights)
+    from webapp.handlers import MAX_UPLOAD_BYTES
+
     try:
         demo.launch(server_name=args.host, server_port=args.port, allowed_paths=[str(args.out.resolve())],
-                    share=False, show_error=False)
+                    share=False, show_error=False, max_file_size=MAX_UPLOAD_BYTES)
     except OSError as exc:
         raise UserError(f"cannot serve on {args.host}:{args.port} ({exc}); choose another --port") from None
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import re
 import tempfile
 import time
@@ -28,6 +29,51 @@ MODE_LABELS = {"generate": "generate a defect", "implant": "implant into a backg
                "sdedit": "start from an image (SDEdit)"}
 MODE_OF_LABEL = {v: k for k, v in MODE_LABELS.items()}
 MAX_VARIANTS = 8
+MAX_SEED = 2**63 - 1          # the Seed box takes any number; torch seeds must fit 64 bits (seed + variant)
+MAX_STEPS = 100_000           # absurd values only: check_options refuses more than the checkpoint holds
+MAX_PER_MASK = 100
+MAX_NEW_MASKS = 1000
+MAX_UPLOAD_BYTES = 20 * 2**20  # a mask or background image; the server refuses larger uploads too
+
+
+def whole(value: Any, name: str, low: int, high: int) -> int:
+    """A number the page sent as a whole number in [low, high]; NaN, inf, 1e30 or 2.5 is a one-line error."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        x: float | int = value  # exact: seeds of infer.py's records are 64-bit integers
+    else:
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            raise UserError(f"{name} must be a whole number, got {value!r}") from None
+        if not math.isfinite(x) or not x.is_integer():
+            raise UserError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
+    if not low <= x <= high:
+        raise UserError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
+    return int(x)
+
+
+def finite(value: Any, name: str) -> float:
+    """A number the page sent as a finite float; else a one-line error."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(x):
+        raise UserError(f"{name} must be a finite number, got {value!r}")
+    return x
+
+
+def upload(path: str | Path, what: str) -> Path:
+    """An uploaded file's path, refused when larger than :data:`MAX_UPLOAD_BYTES`."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise UserError(f"{path.name}: cannot read the {what} ({exc.strerror}); upload it again") from None
+    if size > MAX_UPLOAD_BYTES:
+        raise UserError(f"{path.name}: the {what} is {size / 2**20:.0f} MB; upload one of at most "
+                        f"{MAX_UPLOAD_BYTES // 2**20} MB")
+    return path
 
 
 def _message(exc: Exception) -> str:
@@ -85,14 +131,15 @@ class Page:
     def upload_mask(self, file: Any) -> tuple[dict, str]:
         if file is None:
             raise UserError("no file received; choose a mask PNG")
-        path = Path(getattr(file, "name", file))
+        path = upload(getattr(file, "name", file), "mask")
         mask = mask_from_upload(path, self.engine.size)
         return editor_value(mask, self.engine.size), f"upload {path.name}"
 
     def new_mask(self, category: str, seed: float) -> tuple[dict, str]:
         cat = self.engine.category(category or "")
-        mask = self.engine.new_mask(cat, int(seed))
-        return editor_value(mask, self.engine.size), f"maskgen {self.engine.maskgen.path} seed {int(seed)}"
+        seed = whole(seed, "Seed", 0, MAX_SEED)
+        mask = self.engine.new_mask(cat, seed)
+        return editor_value(mask, self.engine.size), f"maskgen {self.engine.maskgen.path} seed {seed}"
 
     # -- generation -----------------------------------------------------------------------------
     def generate(self, editor: Optional[dict], origin: str, category: str, mode_label: str,
@@ -102,20 +149,20 @@ class Page:
         mask = mask_from_editor(editor, engine.size)
         cat = engine.category(category or "")
         mode = _mode(mode_label)
-        opts = engine.options(sampler, int(steps), float(guidance), mode, float(strength))
-        n = int(variants)
-        if not 1 <= n <= MAX_VARIANTS:
-            raise UserError(f"variants must be between 1 and {MAX_VARIANTS}")
+        opts = engine.options(sampler, whole(steps, "Steps", 1, MAX_STEPS), finite(guidance, "Guidance"), mode,
+                              finite(strength, "Strength"))
+        n = whole(variants, "Variants", 1, MAX_VARIANTS)
+        seed = whole(seed, "Seed", 0, MAX_SEED - MAX_VARIANTS)
         background, source = None, None
         if mode != "generate":
             if not image_path:
                 what = "a defect-free background" if mode == "implant" else "a start image"
                 raise UserError(f"{MODE_LABELS[mode]} needs {what}: upload it under 'Image'")
-            background, note = engine.background(image_path)
+            background, note = engine.background(upload(image_path, "image"))
             source = Path(image_path).name
             if note:
                 gr.Warning(note)
-        seeds = [int(seed) + k for k in range(n)]
+        seeds = [seed + k for k in range(n)]
         progress(0, desc=f"generating {n} image(s): {sampler}, {opts.steps} steps")
         start = time.perf_counter()
         images = engine.generate(mask, cat, seeds, opts, background)
@@ -131,8 +178,8 @@ class Page:
     def keep(self, result: Optional[dict], selected: Optional[int]) -> tuple[list, str]:
         if not result:
             raise UserError("nothing to keep yet: press Generate first")
-        index = int(selected or 0)
-        if not 0 <= index < len(result["images"]):
+        index = whole(selected or 0, "the selected image", 0, MAX_VARIANTS)
+        if index >= len(result["images"]):
             raise UserError("pick one of the generated images first")
         image = torch.from_numpy(result["images"][index])
         name = self.kept.add(result["prefix"], image, torch.from_numpy(result["mask"]), result["records"][index])
@@ -155,22 +202,25 @@ class Page:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
             raise UserError("give the dataset a folder name (letters, digits, _ . -)")
         mode = _mode(mode_label)
-        opts = engine.options(sampler, int(steps), float(guidance), mode, float(strength))
+        opts = engine.options(sampler, whole(steps, "Steps", 1, MAX_STEPS), finite(guidance, "Guidance"), mode,
+                              finite(strength, "Strength"))
+        seed = whole(seed, "Seed", 0, MAX_SEED)
+        n_new = whole(n_new or 0, "new masks per category", 0, MAX_NEW_MASKS)
+        per_mask = whole(per_mask, "images per mask", 1, MAX_PER_MASK)
         background = None
         if mode != "generate":
             background = Path(background_dir.strip()) if (background_dir or "").strip() else (
-                Path(image_path) if image_path else None)
+                upload(image_path, "image") if image_path else None)
             if background is None:
                 raise UserError(f"{MODE_LABELS[mode]} needs a background image or folder: type a folder "
                                 "or upload an image")
         out = self.batch_root / name
         if (mask_dir or "").strip():
             masks = Path(mask_dir.strip()).expanduser()
-        elif int(n_new or 0) > 0:
+        elif n_new > 0:
             cats = [engine.category(c) for c in (category_names or [])] or list(engine.categories)
             progress(0, desc="drawing new masks")
-            masks = engine.write_new_masks(Path(tempfile.mkdtemp(prefix="deffiller_masks_")), int(n_new), cats,
-                                           int(seed))
+            masks = engine.write_new_masks(Path(tempfile.mkdtemp(prefix="deffiller_masks_")), n_new, cats, seed)
         else:
             raise UserError("type a folder of mask PNGs, or ask for new masks from the mask producer")
 
@@ -178,7 +228,7 @@ class Page:
             progress((done, max(total, 1)), desc="generating pairs", unit="pairs")
 
         start = time.perf_counter()
-        root = engine.dataset(masks, out, opts, int(per_mask), int(seed), background, report)
+        root = engine.dataset(masks, out, opts, per_mask, seed, background, report)
         seconds = time.perf_counter() - start
         count = len(list((root / "Source_Images").glob("*.png")))
         preview = root / "preview.png"

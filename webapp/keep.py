@@ -18,6 +18,7 @@ import torch
 
 from inference.writer import IMAGES, MASKS, RECORD, PairedWriter
 from runtime.atomic import write_atomic
+from runtime.errors import UserError
 from runtime.lock import FolderLock
 
 _NAME = re.compile(r"_app_(\d+)$")
@@ -29,8 +30,7 @@ class KeptPairs:
 
     def __init__(self, root: Path, settings: dict) -> None:
         self.root, self.settings = Path(root), settings
-        self.root.mkdir(parents=True, exist_ok=True)
-        with FolderLock(self.root, KEEP_FIX):  # a folder made with another checkpoint is refused now, not at Keep
+        with FolderLock(self.root, KEEP_FIX, create=True):  # another checkpoint's folder is refused now, not at Keep
             PairedWriter(self.root, settings)
 
     def next_name(self, prefix: str, records: dict | None = None) -> str:
@@ -53,14 +53,29 @@ class KeptPairs:
 
     def items(self) -> list[tuple[str, str]]:
         """(image path, caption) of every kept pair, newest first."""
-        path = self.root / RECORD
-        records = json.loads(path.read_text()).get("images", {}) if path.is_file() else {}
+        records = self._records()
         out = []
         for name, rec in records.items():
             image = self.root / IMAGES / f"{name}.png"
             if image.is_file():
                 out.append((str(image), f"{name} · {rec.get('category', '')} · seed {rec.get('seed', '')}"))
         return sorted(out, key=lambda item: _order(Path(item[0]).stem), reverse=True)
+
+    def _records(self) -> dict:
+        """The kept pairs' records; a damaged ``generation.json`` is a one-line error naming it."""
+        path = self.root / RECORD
+        if not path.is_file():
+            return {}
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise UserError(f"{path}: cannot read the kept pairs' record ({type(exc).__name__}); move it away "
+                            "or start the app with another --out") from None
+        images = data.get("images") if isinstance(data, dict) else None
+        if not isinstance(images, dict):
+            raise UserError(f"{path}: not a generation record (no 'images' object); move it away or start the "
+                            "app with another --out")
+        return {k: v if isinstance(v, dict) else {} for k, v in images.items()}
 
     def zip(self) -> Path:
         """The whole folder as ``<name>.zip`` in a fresh temporary folder (written atomically)."""
