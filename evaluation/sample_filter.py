@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import shutil
+import json
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -20,7 +20,7 @@ import numpy as np
 
 from dataset.io import write_json_atomic
 from dataset.pairs import IMAGE_DIRS, MASK_DIRS, Pair, find_pairs
-from runtime.atomic import write_text_atomic
+from runtime.atomic import copy_atomic, write_text_atomic
 from runtime.cli import finite_float
 from runtime.errors import UserError, run_cli
 from runtime.lock import locked
@@ -64,6 +64,35 @@ def _stems_in_csv(path: Path) -> set[str]:
         return set()
 
 
+def _read_object(path: Path) -> dict | None:
+    """A JSON object file, or None when it is missing or not an object (then it is not copied)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_records(generated: Path, out: Path, kept: Sequence[Pair]) -> None:
+    """``generation.json`` and ``caption.json`` of ``generated`` narrowed to the kept pairs (every record
+    names a pair of the folder); one that cannot be read is dropped, not copied."""
+    stems = {p.stem for p in kept}
+    files = {p.image.name for p in kept}
+    for name in ("generation.json", "caption.json"):
+        target = out / name
+        data = _read_object(generated / name)
+        if data is None:
+            if target.is_file() or target.is_symlink():
+                target.unlink()  # an earlier run's record would list pairs this run did not keep
+            continue
+        if name == "generation.json":
+            images = data.get("images") if isinstance(data.get("images"), dict) else {}
+            data = {**data, "images": {k: v for k, v in images.items() if k in stems}}
+        else:
+            data = {k: v for k, v in data.items() if k in files}
+        write_json_atomic(data, target)
+
+
 def filter_samples(generated: str | Path, out: str | Path, predict: Predictor, threshold: float = 0.6,
                    bin_threshold: float = 0.5, categories=None, overwrite: bool = False,
                    log: Callable[[str], None] = print) -> dict:
@@ -92,24 +121,28 @@ def _filter_into(generated: Path, out: Path, predict: Predictor, threshold: floa
         if foreign:
             raise UserError(f"{folder}: holds files this filter did not write ({few(foreign)}); "
                             "choose a fresh --out or remove them")
+    for folder in (img_out, mask_out):
+        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+            raise UserError(f"{folder}: not a folder of this output (a link or a file); choose a fresh --out or "
+                            "remove it")
     rows = score_pairs(pairs, predict, bin_threshold, log)
     img_out.mkdir(parents=True, exist_ok=True)
     mask_out.mkdir(parents=True, exist_ok=True)
     kept_names: set[str] = set()
+    kept_pairs = []
     for pair, row in zip(pairs, rows):
         row["kept"] = row["iou"] >= threshold
         if row["kept"]:
-            shutil.copy2(pair.image, img_out / pair.image.name)
-            shutil.copy2(pair.mask, mask_out / pair.mask.name)
+            copy_atomic(pair.image, img_out / pair.image.name)  # replaces a planted link, never writes through it
+            copy_atomic(pair.mask, mask_out / pair.mask.name)
             kept_names.update((pair.image.name, pair.mask.name))
+            kept_pairs.append(pair)
     kept = sum(int(r["kept"]) for r in rows)
     for folder in (img_out, mask_out):  # pairs an earlier run kept that this one rejects
         for stale in _files(folder):
             if stale.name not in kept_names:
                 stale.unlink()
-    for extra in ("generation.json", "caption.json"):
-        if (generated / extra).is_file():
-            shutil.copy2(generated / extra, out / extra)
+    write_records(generated, out, kept_pairs)
     write_text_atomic(csv_text(rows, ["stem", "category", "iou", "mask_area", "kept"]), out / "filter_iou.csv")
     per_cat: dict[str, list[int]] = {}
     for row in rows:

@@ -21,11 +21,14 @@ def _new_file_mode(path: Path) -> int:
     """
     global _UMASK
     try:
-        return stat.S_IMODE(path.stat().st_mode)
+        st = path.lstat()  # a symbolic link planted in the output folder is replaced, never followed
+        if stat.S_ISREG(st.st_mode):
+            return stat.S_IMODE(st.st_mode)
     except FileNotFoundError:
-        if _UMASK is None:
-            _UMASK = os.umask(0o022)   # read once: os.umask can only be read by setting it
-            os.umask(_UMASK)
+        pass
+    if _UMASK is None:
+        _UMASK = os.umask(0o022)   # read once: os.umask can only be read by setting it
+        os.umask(_UMASK)
     return 0o666 & ~_UMASK
 
 
@@ -48,11 +51,13 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], Any], make_paren
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)  # the one-line message names the file
         raise
     return path
 
@@ -65,10 +70,25 @@ def write_text_atomic(text: str, path: str | Path) -> Path:
     return write_bytes_atomic(text.encode("utf-8"), path)
 
 
+def copy_atomic(src: str | Path, dst: str | Path) -> Path:
+    """Copy ``src``'s bytes to ``dst`` atomically; a symbolic link at ``dst`` is replaced, never written through."""
+    import shutil
+
+    with open(src, "rb") as fh_in:
+        return write_atomic(dst, lambda fh: shutil.copyfileobj(fh_in, fh, 1 << 20))
+
+
 def torch_save_atomic(obj: Any, path: str | Path) -> Path:
     import torch
 
-    return write_atomic(path, lambda fh: torch.save(obj, fh))
+    def save(fh: IO[bytes]) -> None:
+        try:
+            torch.save(obj, fh)
+        except RuntimeError as exc:  # torch wraps a failed write (full disk, file-size limit): raise the OSError
+            if isinstance(exc.__context__, OSError):
+                raise exc.__context__ from None
+            raise
+    return write_atomic(path, save)
 
 
 def savefig_atomic(fig: Any, path: str | Path, **kwargs: Any) -> Path:

@@ -101,8 +101,18 @@ def write_maps(detector: Detector, paths: Sequence[Path], out_dir: str | Path, p
         raise
 
 
+def _refuse_stale_maps(out_dir: Path, paths: Sequence[Path]) -> None:
+    """Maps in ``out_dir`` that this run does not write would mix with its own: refused, never deleted."""
+    wanted = {f"{Path(p).stem}.png" for p in paths}
+    stale = sorted(f.name for f in out_dir.iterdir() if f.suffix.lower() == ".png" and f.name not in wanted)
+    if stale:
+        raise UserError(f"{out_dir}: holds {len(stale)} map(s) this run does not write ({few(stale)}); they would "
+                        "mix with the new ones: choose a fresh --out or remove them")
+
+
 def _write_maps(detector: Detector, paths: Sequence[Path], out_dir: Path, progress: bool,
                 log: Callable[[str], None]) -> Path:
+    _refuse_stale_maps(out_dir, paths)
     written: list[Path] = []
     try:
         for path, prob in detector.predict_paths(paths, progress):

@@ -1,0 +1,79 @@
+"""Outputs a command owns: rebuilt whole (stale files removed or refused, every generation.json lists exactly
+the pairs of its folder), never written through a symbolic link planted in the output folder."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_eval_filter import _generated, fake_predictor
+
+from evaluation.sample_filter import filter_samples
+from runtime.atomic import copy_atomic, write_text_atomic
+from runtime.errors import UserError
+
+
+def test_a_planted_symlink_is_replaced_not_written_through(tmp_path):
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(b"precious")
+    root, preds = _generated(tmp_path)
+    out = tmp_path / "kept"
+    filter_samples(root, out, fake_predictor(preds), threshold=0.6, log=lambda m: None)
+    planted = out / "Source_Images" / "In_1.png"
+    planted.unlink()
+    planted.symlink_to(outside)  # a file of the output folder replaced by a link to a file outside
+    filter_samples(root, out, fake_predictor(preds), threshold=0.6, overwrite=True, log=lambda m: None)
+    assert outside.read_bytes() == b"precious"
+    assert not planted.is_symlink() and planted.read_bytes() == (root / "Source_Images" / "In_1.png").read_bytes()
+
+    link = tmp_path / "link.txt"
+    link.symlink_to(outside)
+    write_text_atomic("new", link)
+    copy_atomic(root / "Ground_truth" / "In_1.png", link)
+    assert outside.read_bytes() == b"precious" and not link.is_symlink()
+
+
+def test_a_linked_output_subfolder_is_refused(tmp_path):
+    root, preds = _generated(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "Source_Images").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(UserError, match="not a folder of this output"):
+        filter_samples(root, tmp_path / "kept", fake_predictor(preds), overwrite=True, log=lambda m: None)
+    assert not any(elsewhere.iterdir())
+
+
+def test_the_kept_folders_records_list_exactly_its_pairs(tmp_path):
+    root, preds = _generated(tmp_path)
+    stems = [name[:-4] for name in preds]
+    (root / "generation.json").write_text(json.dumps(
+        {"settings": {"seed": 0}, "images": {stem: {"seed": i} for i, stem in enumerate(stems)}}))
+    prompts = {"In": "inclusion", "Pa": "patches", "Sc": "scratches"}
+    (root / "caption.json").write_text(json.dumps({f"{s}.png": f"A photo of {prompts[s[:2]]}" for s in stems}))
+    out = tmp_path / "kept"
+    for threshold in (0.0, 0.6):  # a second, stricter run drops pairs: its records drop them too
+        filter_samples(root, out, fake_predictor(preds), threshold=threshold, overwrite=True, log=lambda m: None)
+        on_disk = sorted(p.stem for p in (out / "Source_Images").iterdir())
+        record = json.loads((out / "generation.json").read_text())
+        assert sorted(record["images"]) == on_disk and record["settings"] == {"seed": 0}
+        assert sorted(json.loads((out / "caption.json").read_text())) == [f"{s}.png" for s in on_disk]
+    assert on_disk == ["In_1", "In_2", "Pa_1"]
+
+
+def test_predictions_into_a_folder_with_foreign_maps_are_refused(tmp_path):
+    from evaluation.detector.predict import write_maps
+
+    class Fixed:
+        def predict_paths(self, paths, progress):
+            for p in paths:
+                yield p, np.zeros((4, 4), np.float32)
+
+    images = [tmp_path / "In_1.png", tmp_path / "In_2.png"]
+    maps = tmp_path / "maps"
+    write_maps(Fixed(), images, maps, progress=False, log=lambda m: None)
+    write_maps(Fixed(), images, maps, progress=False, log=lambda m: None)  # the same run again: fine
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(maps / "Old_9.png")
+    with pytest.raises(UserError, match=r"holds 1 map\(s\) this run does not write \(Old_9.png\)"):
+        write_maps(Fixed(), images, maps, progress=False, log=lambda m: None)
