@@ -22,6 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -128,6 +130,14 @@ def tqdm_progress(desc: str, enabled: bool):
     return progress
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM ends the run like Ctrl-C: the records of the images written so far are flushed; exit 143."""
+    def stop(signum, frame) -> None:
+        raise SystemExit(128 + signum)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     opts = options_from_args(args)
@@ -156,7 +166,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def entry_point() -> None:
-    """``python infer.py`` / the ``deffiller-infer`` script: :func:`main` with one-line errors and exit codes."""
+    """``python infer.py`` / the ``deffiller-infer`` script: :func:`main` with one-line errors and exit codes;
+    SIGTERM stops it with its records flushed (exit 143)."""
+    stop_on_sigterm()
     run_cli(main)
 
 

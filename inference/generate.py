@@ -291,6 +291,22 @@ def _generate_into(pipe: DefFillerPipeline, all_jobs: list[Job], root: Path, opt
                    settings: dict, extras: list[Path], rank: int, world: int, progress: Optional[Progress],
                    preview: bool) -> None:
     writer = PairedWriter(root, settings, rank)
+    writer.flush()  # the settings reach the disk before any image: a run killed in its first batch resumes
+    try:
+        _generate_batches(pipe, all_jobs, root, opts, writer, extras, rank, world, progress)
+    finally:  # SIGTERM (SystemExit), Ctrl-C, a full disk: what was written stays recorded
+        writer.flush_quietly()
+    if world > 1:
+        torch.distributed.barrier()
+    if rank == 0:
+        writer.merge()
+        if preview:
+            write_preview(root, [j.name for j in all_jobs])
+
+
+def _generate_batches(pipe: DefFillerPipeline, all_jobs: list[Job], root: Path, opts: GenerationOptions,
+                      writer: PairedWriter, extras: list[Path], rank: int, world: int,
+                      progress: Optional[Progress]) -> None:
     index = {job.name: i for i, job in enumerate(all_jobs)}
     todo = [j for j in shard(all_jobs, rank, world) if not writer.done(j.name)]
     size, out_size = pipe.image_size, opts.output_size or pipe.image_size
@@ -312,13 +328,6 @@ def _generate_into(pipe: DefFillerPipeline, all_jobs: list[Job], root: Path, opt
         done += len(batch)
         if progress is not None:
             progress(done, len(todo))
-    writer.flush()
-    if world > 1:
-        torch.distributed.barrier()
-    if rank == 0:
-        writer.merge()
-        if preview:
-            write_preview(root, [j.name for j in all_jobs])
 
 
 __all__ = ["DEFAULT_STEPS", "MODES", "PRECISIONS", "FolderLock", "GenerationOptions", "JobSpec", "PairedWriter",

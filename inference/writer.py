@@ -97,6 +97,7 @@ class PairedWriter:
             data = _read_record(part)
             merged = merged or {"settings": data["settings"], "images": {}}
             merged["images"].update(data["images"])
+        # records are written before any image (flush before the first batch): images without them are not ours
         if merged is None and self.images.is_dir() and any(not is_hidden(p) for p in self.images.iterdir()):
             raise UserError(f"{self.images} already holds images without a {RECORD}; "
                             "choose another --save_folder_name (nothing was overwritten)")
@@ -122,6 +123,11 @@ class PairedWriter:
         path = self.root / f"generation.rank{self.rank}.json"
         with writing(path):
             write_json_atomic({"settings": self.settings, "images": self.records}, path)
+
+    def flush_quietly(self) -> None:
+        """:meth:`flush`, when stopping: a failure here (the disk that stopped the run) must not hide the first."""
+        with contextlib.suppress(UserError, OSError):
+            self.flush()
 
     def merge(self) -> Path:
         """Rank 0, after every rank flushed: one ``generation.json``, rank files removed."""
