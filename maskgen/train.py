@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import math
 import sys
 import time
@@ -190,12 +191,14 @@ def _train(cfg: dict[str, Any], data_root: str | Path, out: Path, device: str, m
 
 
 def _append_log(path: Path, row: Mapping[str, Any]) -> None:
-    new = not path.is_file()
-    with open(path, "a", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(row))
-        if new:
-            w.writeheader()
-        w.writerow(row)
+    """Add ``row`` to the CSV log, rewritten atomically (a full disk leaves the old log whole)."""
+    old = path.read_text() if path.is_file() else ""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(row))
+    if not old:
+        w.writeheader()
+    w.writerow(row)
+    write_text_atomic(old + buf.getvalue(), path)
 
 
 def _yaml(cfg: Mapping[str, Any]) -> str:

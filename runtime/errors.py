@@ -1,6 +1,7 @@
 """User-facing errors: one line that names the file and the fix, never a deep traceback."""
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
 from typing import Callable, Union
@@ -29,12 +30,36 @@ def require_file(path: Union[str, Path], what: str = "file", fix: str = "check t
     return path
 
 
+#: errors of a write that the user can fix: a full disk or quota, a file-size limit, a read-only or
+#: unwritable folder, a path through a file
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
+                errno.EISDIR}
+
+
+def write_error_message(exc: OSError) -> str:
+    """One line for a failed write: the path, the cause and what to do; the atomic writes left no partial file."""
+    what = exc.filename or "the output"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free disk space, then rerun the same command to resume"
+    elif exc.errno == errno.EFBIG:
+        fix = "raise the file-size limit (ulimit -f), then rerun the same command to resume"
+    else:
+        fix = "fix the folder's permissions or choose a writable output folder, then rerun"
+    return f"{what}: cannot write ({exc.strerror or exc}); {fix}"
+
+
 def run_cli(main: Callable[[], int | None]) -> None:
-    """Run ``main`` and turn a :class:`UserError` into a one-line message and exit code 2."""
+    """Run ``main``; a :class:`UserError` or a write error the user can fix (full disk, read-only folder,
+    file-size limit) becomes a one-line message and exit code 2."""
     try:
         code = main()
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        print(f"error: {write_error_message(exc)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

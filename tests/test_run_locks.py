@@ -94,7 +94,11 @@ def test_detector_predictions_and_filter_refuse_a_second_writer(tmp_path, holder
     from evaluation.sample_filter import filter_samples
 
     proc = holder(tmp_path / "det", tmp_path / "maps", tmp_path / "kept")
-    refused(proc, lambda: train_detector(None, [object()], tmp_path / "det"))
+    from evaluation.config import load_config
+    from evaluation.detector.train import DEFAULT_CONFIG
+
+    cfg = load_config(DEFAULT_CONFIG, DEFAULT_CONFIG, [])
+    refused(proc, lambda: train_detector(cfg, [object()], tmp_path / "det"))
     refused(proc, lambda: write_maps(None, [Path("x.png")], tmp_path / "maps"))
     refused(proc, lambda: filter_samples(tmp_path / "gen", tmp_path / "kept", lambda paths: []))
     assert sorted(p.name for p in (tmp_path / "det").iterdir()) == [LOCK_NAME]
