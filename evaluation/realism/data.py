@@ -1,0 +1,133 @@
+"""Reading the three image sets of the realism card: real pairs, generated pairs, training images."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from dataset.categories import Category
+from dataset.files import MASK_EXTS, few
+from evaluation.folders import (
+    MaskReader,
+    category_of,
+    image_folder,
+    list_by_stem,
+    mask_folder,
+    match_by_stem,
+    read_gray,
+)
+from runtime.errors import UserError
+
+OVERALL = "overall"
+_SAMPLE_SUFFIX = re.compile(r"_s\d+$")
+
+
+@dataclass
+class ImageSet:
+    """Images of one folder (native size, uint8 grey), their stems, categories and, for pairs, masks."""
+
+    root: Path
+    what: str
+    stems: list[str]
+    categories: list[str]
+    images: list[np.ndarray] = field(default_factory=list)
+    masks: list[Optional[np.ndarray]] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+    mask_files: list[Optional[Path]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.stems)
+
+
+def base_stem(stem: str) -> str:
+    """The mask stem a generated image was made from (``In_12_s3`` -> ``In_12``)."""
+    return _SAMPLE_SUFFIX.sub("", stem)
+
+
+def _select(files: dict[str, Path], stems: Optional[Sequence[str]], root: Path, what: str) -> dict[str, Path]:
+    if stems is None:
+        return files
+    missing = [s for s in stems if s not in files]
+    if missing:
+        raise UserError(f"{root}: {len(missing)} {what} sample(s) of the split are missing ({few(missing)}); "
+                        "use the split made for this dataset")
+    return {s: files[s] for s in stems}
+
+
+def list_set(root: str | Path, what: str, categories: Sequence[Category], stems: Optional[Sequence[str]] = None,
+             with_masks: bool = True) -> ImageSet:
+    """List (without reading) the images of ``root`` and, with ``with_masks``, their masks matched by stem."""
+    root = Path(root)
+    images = _select(list_by_stem(image_folder(root), what=f"{what} image"), stems, root, what)
+    masks: dict[str, Path] = {}
+    if with_masks:
+        if mask_folder(root) == root != image_folder(root):
+            raise UserError(f"{root}: no Ground_truth/ (or 'Ground truth/') mask folder beside "
+                            f"{image_folder(root).name}/; put the {what} masks there")
+        masks = list_by_stem(mask_folder(root), MASK_EXTS, what=f"{what} mask")
+        try:
+            keep = match_by_stem(images, masks, f"{what} image", f"{what} mask").stems
+        except UserError as exc:
+            raise UserError(f"{root}: {exc}; put the masks in Ground_truth/ with the images' names") from None
+    else:
+        keep = list(images)
+    return ImageSet(root, what, keep, [category_of(s, categories) for s in keep],
+                    files=[images[s] for s in keep], mask_files=[masks.get(s) for s in keep])
+
+
+def read_set(image_set: ImageSet) -> ImageSet:
+    """Read the listed images (grey, native size) and masks; unreadable files raise :class:`UserError`."""
+    reader = MaskReader()
+    for path, mask_path in tqdm(list(zip(image_set.files, image_set.mask_files)), desc=f"read {image_set.what}",
+                                unit="img", leave=False, disable=None):
+        image = read_gray(path)
+        mask = reader(mask_path) if mask_path is not None else None
+        if mask is not None and mask.shape != image.shape:
+            raise UserError(f"{path}: image {image.shape[::-1]} and mask {mask.shape[::-1]} differ in size; "
+                            "write masks at the image size")
+        image_set.images.append(image)
+        image_set.masks.append(mask)
+    reader.report(what=f"{image_set.what} mask")
+    return image_set
+
+
+def check_categories(real: ImageSet, generated: ImageSet) -> None:
+    """Every category of ``generated`` must have real images to compare with."""
+    absent = sorted(set(generated.categories) - set(real.categories))
+    if absent:
+        raise UserError(f"{generated.root}: generated categories {', '.join(absent)} have no real images in "
+                        f"{real.root}; pass as --real a set with those categories or leave them out of --generated")
+
+
+def category_order(categories: Sequence[Category], present: Sequence[str]) -> list[str]:
+    """Category names present in ``present``, in the configured order, ``other`` last."""
+    names = [c.name for c in categories if c.name in present]
+    return names + (["other"] if "other" in present else [])
+
+
+def group_indices(image_set: ImageSet, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """``{category: indices}`` for ``names`` plus ``overall`` (all indices)."""
+    cats = np.asarray(image_set.categories)
+    out = {name: np.flatnonzero(cats == name) for name in names}
+    out[OVERALL] = np.arange(len(image_set))
+    return out
+
+
+def resized(images: Sequence[np.ndarray], side: int) -> np.ndarray:
+    """``(N, side, side)`` float64 stack in [0, 1] (bilinear, antialiased when shrinking)."""
+    out = np.empty((len(images), side, side), np.float64)
+    for i, image in enumerate(images):
+        if image.shape != (side, side):
+            image = np.asarray(Image.fromarray(image).resize((side, side), Image.BILINEAR))
+        out[i] = image / 255.0
+    return out
+
+
+def default_side(images: Sequence[np.ndarray]) -> int:
+    """The real images' side (median of their longer sides)."""
+    return int(np.median([max(image.shape) for image in images]))

@@ -1,0 +1,296 @@
+"""evaluation.realism: brightness, contrast, CNR, FWD and memorisation of generated vs real pairs, on tiny images."""
+import csv
+import json
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy import ndimage
+
+from dataset.splits import make_split, save_split
+from evaluation import realism
+from evaluation.realism import fwd as rfwd
+from evaluation.realism.fwd import frechet_distances, halves, packet_stats
+from runtime.errors import run_cli
+
+SIDE = 32
+DELTA = {"In": -45.0, "Pa": -35.0, "Sc": 45.0}
+
+
+def write_pair(root, stem, image, mask=None):
+    (root / "Source_Images").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(root / "Source_Images" / f"{stem}.png")
+    if mask is not None:
+        (root / "Ground_truth").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(mask.astype(np.uint8) * 255).save(root / "Ground_truth" / f"{stem}.png")
+
+
+def sample(rng, stem, contrast=1.0):
+    """A textured grey background (random level) with a defect of the stem's category inside a random box."""
+    background = rng.normal(110, 25) + 15 * ndimage.gaussian_filter(rng.normal(size=(SIDE, SIDE)), 2) / 0.14
+    mask = np.zeros((SIDE, SIDE), bool)
+    y, x = rng.integers(4, SIDE - 14, size=2)
+    mask[y:y + 10, x:x + 8] = True
+    return np.where(mask, background + contrast * DELTA[stem[:2]], background), mask
+
+
+STEMS = [f"{c}_{i}" for c in ("In", "Pa", "Sc") for i in range(1, 9)]
+
+
+def make_set(root, seed, stems=STEMS, contrast=1.0):
+    rng = np.random.default_rng(seed)
+    for stem in stems:
+        write_pair(root, stem, *sample(rng, stem, contrast))
+    return root
+
+
+def copy_set(src, dst, transform=lambda im: im):
+    for path in sorted((src / "Source_Images").iterdir()):
+        mask = np.asarray(Image.open(src / "Ground_truth" / path.name)) > 0
+        write_pair(dst, path.stem, transform(np.asarray(Image.open(path), np.float64)), mask)
+    return dst
+
+
+def card_for(real, generated, *extra):
+    args = realism.build_parser().parse_args(["--real", str(real), "--generated", str(generated), *map(str, extra)])
+    return realism.build_card(realism.load_inputs(args))
+
+
+def target(card, category, prefix):
+    return next(t for t in card["targets"] if t["category"] == category and t["target"].startswith(prefix))
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory):
+    return make_set(tmp_path_factory.mktemp("real"), 0)
+
+
+def test_identical_copies_match_everywhere(real, tmp_path):
+    card = card_for(real, copy_set(real, tmp_path / "gen"))
+    for cat in ("inclusion", "patches", "scratches", "overall"):
+        b = card["brightness"][cat]
+        assert b["ks"] == pytest.approx(0) and b["spread_ratio"] == pytest.approx(1)
+        assert card["contrast"][cat]["ratio"] == pytest.approx(1)
+        assert card["cnr"][cat]["ratio"] == pytest.approx(1)
+        f = card["fwd"][cat]
+        assert f["paired"] and f["fwd"] == pytest.approx(0, abs=1e-6) and f["ratio"] == pytest.approx(1)
+    assert all(t["met"] for t in card["targets"])
+
+
+def test_mid_grey_generated_set_fails_brightness(real, tmp_path):
+    card = card_for(real, copy_set(real, tmp_path / "gen", lambda im: np.full_like(im, 128)))
+    b = card["brightness"]["overall"]
+    assert b["ks"] > 0.4 and b["spread_ratio"] < 0.3
+    assert target(card, "overall", "brightness KS")["met"] is False
+    assert target(card, "overall", "brightness spread")["met"] is False
+    assert card["contrast"]["overall"]["ratio"] < 0.1 and card["cnr"]["overall"]["ratio"] < 0.1
+
+
+def test_half_contrast_defects_halve_the_cnr(real, tmp_path):
+    card = card_for(real, make_set(tmp_path / "gen", 0, contrast=0.5))   # same backgrounds and masks
+    for cat in ("inclusion", "scratches", "overall"):
+        assert 0.35 < card["cnr"][cat]["ratio"] < 0.65
+        assert target(card, cat, "CNR")["met"] is False
+
+
+def test_fwd_orders_copies_before_noise_and_floor_uses_halves(real, tmp_path):
+    rng = np.random.default_rng(5)
+    x = realism.data.resized(realism.read_set(realism.list_set(real, "real", [])).images, SIDE)
+    noise = rng.uniform(0, 1, x.shape)
+    assert realism.fwd_sets(x, x.copy(), 4) < 1e-9 < realism.fwd_sets(x, noise, 4)
+    card = card_for(real, copy_set(real, tmp_path / "noise", lambda im: rng.uniform(0, 255, im.shape)))
+    f = card["fwd"]["overall"]
+    assert f["n_half_a"] + f["n_half_b"] == f["n_real"] == 24 and f["n_half_a"] == 12
+    assert 0 < f["floor"] < f["same_size"] and f["ratio"] > 2 and f["met"] is False
+
+
+def test_halves_are_disjoint_stratified_and_seeded(real):
+    image_set = realism.list_set(real, "real", realism.cli.categories_from_config(None))
+    names = ["inclusion", "patches", "scratches"]
+    h = halves(image_set, names, seed=0, draw=0)
+    for name in names:
+        a, b = h[name]
+        assert not set(a) & set(b) and len(a) == len(b) == 4
+        assert {image_set.categories[i] for i in np.concatenate([a, b])} == {name}
+    assert sorted(np.concatenate(h["overall"])) == list(range(24))
+    assert np.array_equal(halves(image_set, names, 0, 0)["overall"][0], h["overall"][0])
+    assert not np.array_equal(halves(image_set, names, 1, 0)["overall"][0], h["overall"][0])
+
+
+def test_frechet_distance_matches_pytorchfwd(real):
+    """The batched distance equals pytorchfwd's per packet, and grey x 3 equals pytorchfwd's RGB statistics."""
+    pytest.importorskip("pytorchfwd", reason="optional cross-check: pip install --no-deps pytorchfwd")
+    from pytorchfwd.freq_math import calculate_frechet_distance
+
+    rng = np.random.default_rng(1)
+    a_img, b_img = rng.uniform(0, 1, (20, SIDE, SIDE)), rng.uniform(0, 1, (9, SIDE, SIDE)) ** 2
+    a, b = packet_stats(a_img, 4), packet_stats(b_img, 4)
+    old = torch.get_default_dtype()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")     # scipy's sqrtm on the singular covariances of identical RGB channels
+        reference = [calculate_frechet_distance(a.mu[p], a.sigma[p], b.mu[p], b.sigma[p]) for p in range(len(a.mu))]
+        try:
+            from pytorchfwd.fwd import _compute_avg_frechet_distance, compute_packet_statistics
+
+            rgb = [[torch.from_numpy(np.repeat(x[:, None], 3, axis=1))] for x in (a_img, b_img)]
+            (mu1, s1), (mu2, s2) = (compute_packet_statistics(batches, "Haar", 4, False) for batches in rgb)
+            expected = _compute_avg_frechet_distance(mu1, mu2, s1, s2)
+        finally:
+            torch.set_default_dtype(old)    # pytorchfwd.fwd sets float64 when imported
+    assert np.allclose(frechet_distances(a, b), reference, rtol=1e-6, atol=1e-9)
+    assert realism.fwd_sets(a_img, b_img, 4) == pytest.approx(expected, rel=1e-6)
+
+
+def test_haar_packets_are_the_orthonormal_two_by_two_transform():
+    """Level 1 of the packet transform on 2x2 blocks: the mean and the three differences, orthonormal."""
+    img = np.array([[[1.0, 2.0], [3.0, 5.0]]])
+    coefficients = rfwd.packets(img, 1)[:, 0, 0]
+    a, b, c, d = 1.0, 2.0, 3.0, 5.0
+    assert coefficients.shape == (4,)
+    assert coefficients[0] == pytest.approx((a + b + c + d) / 2)
+    assert sorted(np.abs(coefficients[1:])) == pytest.approx(sorted(
+        [abs(a + b - c - d) / 2, abs(a - b + c - d) / 2, abs(a - b - c + d) / 2]))
+    assert np.sum(coefficients ** 2) == pytest.approx(np.sum(img ** 2))
+
+
+def test_auto_level_keeps_packets_small():
+    assert rfwd.auto_level(32) == 4 and rfwd.auto_level(64) == 4 and rfwd.auto_level(128) == 4
+    assert rfwd.auto_level(200) == 5 and rfwd.auto_level(256) == 5
+
+
+def make_train(root, seed, n=40):
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        write_pair(root, f"{('In', 'Pa', 'Sc')[i % 3]}_{100 + i}", sample(rng, ("In", "Pa", "Sc")[i % 3])[0])
+    return root
+
+
+def test_memorisation_flags_copies_of_training_images(real, tmp_path):
+    train = make_train(tmp_path / "train", 7)
+    copies = tmp_path / "copies"
+    train_files = sorted((train / "Source_Images").iterdir())
+    for k, stem in enumerate(STEMS):   # generated "from real masks" but showing training images
+        mask = np.asarray(Image.open(real / "Ground_truth" / f"{stem}.png")) > 0
+        write_pair(copies, stem, np.asarray(Image.open(train_files[k % len(train_files)]), np.float64), mask)
+    card = card_for(real, copies, "--train", train)
+    m = card["memorisation"]["overall"]
+    assert m["generated_median"] == pytest.approx(0, abs=1e-9) and m["fraction_below_real_p5"] == 1.0
+    assert m["possible_memorisation"] is True
+    assert card["images"]["generated"][0]["nn_train"].endswith("_100")
+    fresh = card_for(real, make_set(tmp_path / "fresh", 99), "--train", train)
+    assert fresh["memorisation"]["overall"]["possible_memorisation"] is False
+    assert fresh["memorisation"]["overall"]["generated_median"] > 0.05
+    assert not fresh["warnings"]
+
+
+def test_real_image_identical_to_a_training_image_is_a_split_leak(real, tmp_path):
+    train = make_train(tmp_path / "train", 7, n=10)
+    write_pair(train, "In_999", np.asarray(Image.open(real / "Source_Images" / "In_3.png"), np.float64))
+    card = card_for(real, copy_set(real, tmp_path / "gen"), "--train", train)
+    assert card["images"]["leaked"] == ["In_3"]
+    assert any("split leak" in w and "In_3" in w for w in card["warnings"])
+    assert card["memorisation"]["inclusion"]["real_n"] == 7
+
+
+def test_real_split_selects_the_test_part_and_its_training_part(real, tmp_path):
+    split = make_split(STEMS, 0.5, seed=0)
+    path = save_split(split, tmp_path / "split.json")
+    gen = tmp_path / "gen"
+    for stem in split["test"]:
+        write_pair(gen, f"{stem}_s0", *sample(np.random.default_rng(3), stem))
+    inputs = realism.load_inputs(realism.build_parser().parse_args(
+        ["--real", str(real), "--real_split", str(path), "--generated", str(gen)]))
+    assert inputs.real.stems == split["test"] and inputs.train.stems == split["train"]
+    assert realism.base_stem("In_12_s3") == "In_12"
+    card = realism.build_card(inputs)
+    assert all(card["fwd"][c]["paired"] for c in card["categories"])
+
+
+def run_main(argv):
+    with pytest.raises(SystemExit) as exc:
+        run_cli(lambda: realism.main([str(a) for a in argv]))
+    return exc.value.code
+
+
+def one_error_line(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "Traceback" not in err[0]
+    return err[0]
+
+
+def test_empty_folder_is_one_line_error_and_writes_nothing(real, tmp_path, capsys):
+    (tmp_path / "gen" / "Source_Images").mkdir(parents=True)
+    out = tmp_path / "out"
+    assert run_main(["--real", real, "--generated", tmp_path / "gen", "--out", out]) == 2
+    assert "Source_Images" in one_error_line(capsys) and not out.exists()
+
+
+def test_categories_absent_from_real_are_refused(tmp_path, capsys):
+    real_in = make_set(tmp_path / "real", 0, stems=["In_1", "In_2", "In_3", "In_4"])
+    gen = make_set(tmp_path / "gen", 1, stems=["In_1", "Sc_1"])
+    out = tmp_path / "out"
+    assert run_main(["--real", real_in, "--generated", gen, "--out", out]) == 2
+    line = one_error_line(capsys)
+    assert "scratches" in line and str(gen) in line and not out.exists()
+
+
+def test_unmatched_masks_and_unreadable_images_are_refused(real, tmp_path, capsys):
+    gen = copy_set(real, tmp_path / "gen")
+    for path in (gen / "Ground_truth").iterdir():
+        path.rename(path.with_name("x" + path.name))
+    assert run_main(["--real", real, "--generated", gen, "--out", tmp_path / "o1"]) == 2
+    assert "matches" in one_error_line(capsys) and not (tmp_path / "o1").exists()
+    (gen / "Ground_truth").rename(gen / "masks")
+    assert run_main(["--real", real, "--generated", gen, "--out", tmp_path / "o1"]) == 2
+    assert "no Ground_truth/" in one_error_line(capsys) and not (tmp_path / "o1").exists()
+    bad = copy_set(real, tmp_path / "bad")
+    (bad / "Source_Images" / "In_2.png").write_bytes(b"not a png")
+    assert run_main(["--real", real, "--generated", bad, "--out", tmp_path / "o2"]) == 2
+    assert "In_2.png" in one_error_line(capsys) and not (tmp_path / "o2").exists()
+
+
+def test_cli_writes_markdown_csv_json_and_picture(real, tmp_path, capsys):
+    gen = copy_set(real, tmp_path / "gen", lambda im: im * 0.7)
+    train = make_train(tmp_path / "train", 7, n=12)
+    assert realism.main(["--real", str(real), "--generated", str(gen), "--train", str(train), "--threads", "1",
+                         "--fwd_draws", "2"]) == 0
+    out = gen / "realism"
+    assert sorted(p.name for p in out.iterdir()) == ["realism.csv", "realism.json", "realism.md", "realism.png"]
+    text = (out / "realism.md").read_text()
+    assert "## Brightness" in text and "## Fréchet Wavelet Distance" in text and "## Memorisation" in text
+    rows = list(csv.DictReader((out / "realism.csv").open()))
+    assert set(rows[0]) == {"category", "metric", "real", "generated", "value"}
+    assert {r["category"] for r in rows} == {"inclusion", "patches", "scratches", "overall"}
+    ks = next(r for r in rows if r["category"] == "overall" and r["metric"] == "brightness_ks")
+    card = json.loads((out / "realism.json").read_text(), parse_constant=lambda c: pytest.fail(f"JSON has {c}"))
+    assert float(ks["value"]) == pytest.approx(card["brightness"]["overall"]["ks"], rel=1e-5)
+    assert card["settings"]["fwd"]["level"] == 4 and len(card["fwd"]["overall"]["floor_draws"]) == 2
+    assert (out / "realism.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    printed = capsys.readouterr().out
+    assert "realism.md" in printed and "overall" in printed
+
+
+def test_real_dataset_card(saliency_root, tmp_path):
+    """A small card on SD-Saliency-900 pairs: 6 per class real, darkened copies generated, 6 per class train."""
+    real, gen, train = tmp_path / "real", tmp_path / "gen", tmp_path / "train"
+    for d in (real, gen, train):
+        (d / "Source_Images").mkdir(parents=True)
+        (d / "Ground_truth").mkdir()
+    for prefix in ("In", "Pa", "Sc"):
+        for i in range(1, 13):
+            stem, dst = f"{prefix}_{i}", real if i <= 6 else train
+            os.symlink(saliency_root / "Source Images" / f"{stem}.bmp", dst / "Source_Images" / f"{stem}.bmp")
+            os.symlink(saliency_root / "Ground truth" / f"{stem}.png", dst / "Ground_truth" / f"{stem}.png")
+            if i <= 6:
+                image = np.asarray(Image.open(saliency_root / "Source Images" / f"{stem}.bmp").convert("L"), float)
+                mask = np.asarray(Image.open(saliency_root / "Ground truth" / f"{stem}.png")) > 0
+                write_pair(gen, stem, image - 40, mask)
+    assert realism.main(["--real", str(real), "--generated", str(gen), "--train", str(train), "--size", "64",
+                         "--out", str(tmp_path / "card")]) == 0
+    card = json.loads((tmp_path / "card" / "realism.json").read_text())
+    assert card["inputs"]["n_real"] == 18 and card["settings"]["size"] == 64
+    assert card["brightness"]["overall"]["generated_mean"] < card["brightness"]["overall"]["real_mean"] - 0.1
+    assert card["images"]["leaked"] == []
