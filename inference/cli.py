@@ -37,6 +37,7 @@ from inference.generate import (
     GenerationOptions,
     generate_dataset,
     load_pipeline,
+    sampling_defaults,
 )
 from inference.jobs import JobSpec
 from inference.writer import RECORD
@@ -52,7 +53,11 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--mask_dir", default="DATA/SD-saliency-900/Ground_truth", help="folder of mask images")
     p.add_argument("--prompt", default=None, help="force this prompt for every mask (default: per category)")
     p.add_argument("--save_folder_name", default="samples", help="output subfolder of FOLDER (default: %(default)s)")
-    p.add_argument("--guidance_scale", type=float, default=3.0, help="classifier-free guidance (2-4 is best)")
+    p.add_argument("--guidance_scale", type=float, default=None,
+                   help="classifier-free guidance (default: the checkpoint's recommendation, else 3)")
+    p.add_argument("--guidance_interval", type=int, nargs=2, default=None, metavar=("LO", "HI"),
+                   help="guide only at timesteps LO <= t <= HI (default: the checkpoint's recommendation, else "
+                        "every step; 0 999 guides every step)")
     p.add_argument("--batch_size", type=int, default=4, help="masks per batch")
     p.add_argument("--no_plms", action="store_true", help="use DDIM (same as --sampler ddim)")
     p.add_argument("--negative_prompt", default="", help="prompt for the unconditional branch")
@@ -60,11 +65,11 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                    help="checkpoint to sample from (default: newest .safetensors under OUTPUT/)")
     p.add_argument("--config", type=Path, default=None, help="YAML config (default: the checkpoint's own)")
     p.add_argument("--sampler", choices=sorted(SAMPLERS), default=None,
-                   help="default plms (the paper's, 50 steps); for speed: unipc (20 steps, 2.5x fewer model "
-                        "evaluations, 0.2-1.2x PLMS 50's ODE error on the demo checkpoints measured, far "
-                        "under one grey level; see benchmarks/README.md)")
+                   help="default: the checkpoint's recommendation (its config's sampling: section), else plms "
+                        "(the paper's); unipc needs the fewest steps (benchmarks/README.md)")
     p.add_argument("--steps", type=int, default=None,
-                   help="sampler steps (default: " + ", ".join(f"{k} {v}" for k, v in DEFAULT_STEPS.items()) + ")")
+                   help="sampler steps (default: the checkpoint's recommendation for its sampler, else "
+                        + ", ".join(f"{k} {v}" for k, v in DEFAULT_STEPS.items()) + ")")
     p.add_argument("--seed", type=int, default=0, help="base seed; each image's seed derives from it")
     p.add_argument("--num_per_mask", type=int, default=1, help="images per mask")
     p.add_argument("--output_size", type=int, default=None, help="output side in pixels (e.g. 200)")
@@ -101,13 +106,15 @@ def setup_distributed() -> tuple[int, int, int]:
     return rank, world, local
 
 
-def options_from_args(args: argparse.Namespace) -> GenerationOptions:
-    """Flags -> validated options (one-line errors naming the flag)."""
+def options_from_args(args: argparse.Namespace, config=None) -> GenerationOptions:
+    """Flags -> validated options (one-line errors naming the flag); sampling settings not given come
+    from ``config``'s ``sampling:`` section (the checkpoint's recommendation), else the paper's."""
     if args.background and args.init_image:
         raise UserError("use either --background (implant) or --init_image (SDEdit), not both")
     mode = "implant" if args.background else "sdedit" if args.init_image else "generate"
-    return GenerationOptions(sampler=args.sampler or ("ddim" if args.no_plms else "plms"), steps=args.steps,
-                             guidance_scale=args.guidance_scale, negative_prompt=args.negative_prompt,
+    sampling = sampling_defaults(config, args.sampler or ("ddim" if args.no_plms else None), args.steps,
+                                 args.guidance_scale, args.guidance_interval)
+    return GenerationOptions(**sampling, negative_prompt=args.negative_prompt,
                              alpha_type=tuple(args.alpha_type) if args.alpha_type else None, mode=mode,
                              strength=args.strength, dilate=args.dilate, precision=args.precision,
                              output_size=args.output_size, grayscale=args.grayscale, batch_size=args.batch_size)
@@ -140,7 +147,7 @@ def stop_on_sigterm() -> None:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
-    opts = options_from_args(args)
+    options_from_args(args)  # bad flags are refused before the checkpoint loads
     spec = JobSpec(Path(args.mask_dir), args.num_per_mask, args.seed, args.prompt, args.skip_empty_masks)
     rank, world, local = setup_distributed()
     ckpt = args.ckpt or find_default_ckpt()
@@ -148,8 +155,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"checkpoint {ckpt}")
     pipe = load_pipeline(ckpt, device=args.device, precision=args.precision, weights=args.weights,
                          config=args.config, local_rank=local)
-    if rank == 0 and pipe.models.extra["weights"] == "ema":
-        print("using the checkpoint's EMA weights (--weights raw for the trained ones)")
+    opts = options_from_args(args, pipe.models.config)
+    if rank == 0:
+        if pipe.models.extra["weights"] == "ema":
+            print("using the checkpoint's EMA weights (--weights raw for the trained ones)")
+        interval = f" at timesteps {opts.guidance_interval[0]}-{opts.guidance_interval[1]}" \
+            if opts.guidance_interval else ""
+        print(f"sampling: {opts.sampler} {opts.steps} steps, guidance {opts.guidance_scale:g}{interval}")
     progress = tqdm_progress(f"generating ({opts.sampler}, {opts.steps} steps)", rank == 0)
     root = generate_dataset(pipe, spec, args.out or Path(args.folder) / args.save_folder_name, opts,
                             background=args.background or args.init_image, rank=rank, world=world,

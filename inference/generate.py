@@ -4,9 +4,13 @@ API (everything raises :class:`runtime.errors.UserError`, one line naming the ``
 
     GenerationOptions(sampler="plms", steps=None, guidance_scale=3.0, negative_prompt="", alpha_type=None,
                       mode="generate", strength=0.8, dilate=4, precision="fp32", output_size=None,
-                      grayscale=False, batch_size=4)
+                      grayscale=False, batch_size=4, guidance_interval=None)
         frozen, validated on construction (finite guidance, batch_size >= 1, output_size >= 1, ...);
-        steps=None -> DEFAULT_STEPS[sampler]; mode: generate | implant | sdedit
+        steps=None -> DEFAULT_STEPS[sampler]; mode: generate | implant | sdedit;
+        guidance_interval (lo, hi): guidance only at timesteps lo <= t <= hi
+    recommended_sampling(config) -> dict       the config's ``sampling:`` section, checked (may be empty)
+    sampling_defaults(config, sampler=None, steps=None, guidance_scale=None, guidance_interval=None) -> dict
+        the given flags, else the checkpoint's recommendation, else plms 50 / guidance 3
     load_pipeline(ckpt, device=None, precision="fp32", weights="auto", config=None, local_rank=0)
         -> DefFillerPipeline   (device None/"auto": this rank's GPU, else CPU; loaded once, reuse it)
     check_options(pipe, opts) -> None          steps the checkpoint's schedule holds, matching precision
@@ -87,6 +91,7 @@ class GenerationOptions:
     output_size: Optional[int] = None  # None: the model size
     grayscale: bool = False
     batch_size: int = 4
+    guidance_interval: Optional[tuple[int, int]] = None  # None: every step
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -116,6 +121,52 @@ class GenerationOptions:
                 raise UserError(f"--alpha_type needs three finite fractions, got {list(self.alpha_type)}")
             gate_schedule(self.steps, alpha)  # fractions summing to 1
             object.__setattr__(self, "alpha_type", alpha)
+        if self.guidance_interval is not None:
+            object.__setattr__(self, "guidance_interval", _interval(self.guidance_interval))
+
+
+def _interval(value) -> tuple[int, int]:
+    """``(lo, hi)`` timesteps with ``0 <= lo <= hi``, or a one-line error."""
+    try:
+        lo, hi = (int(v) for v in value)
+        ok = all(float(v) == int(v) for v in value) and 0 <= lo <= hi
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise UserError(f"--guidance_interval needs two whole timesteps LO HI with 0 <= LO <= HI, got {value!r}")
+    return lo, hi
+
+
+def recommended_sampling(config) -> dict:
+    """The config's ``sampling:`` section (sampler, steps, guidance_scale, guidance_interval), checked by
+    building :class:`GenerationOptions` from it; ``{}`` when the config has none."""
+    section = config.get("sampling") if config is not None else None
+    if section is None:
+        return {}
+    plain = dict(section)
+    if plain.get("guidance_interval") is not None:
+        plain["guidance_interval"] = list(plain["guidance_interval"])
+    try:
+        GenerationOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in plain.items() if v is not None})
+    except (UserError, TypeError) as exc:
+        raise UserError(f"the checkpoint's config, section sampling: {exc}; fix it with --config") from None
+    return {k: v for k, v in plain.items() if v is not None}
+
+
+def sampling_defaults(config, sampler: Optional[str] = None, steps: Optional[int] = None,
+                      guidance_scale: Optional[float] = None,
+                      guidance_interval: Optional[Sequence[int]] = None) -> dict:
+    """Sampler, steps, guidance scale and interval: each given value, else the config's recommendation,
+    else the paper's (PLMS 50, guidance 3, every step). The recommended steps and interval apply only to
+    the recommended sampler."""
+    rec = recommended_sampling(config)
+    chosen = sampler or rec.get("sampler", "plms")
+    same = chosen == rec.get("sampler", "plms")
+    interval = guidance_interval if guidance_interval is not None else (
+        rec.get("guidance_interval") if same else None)
+    return dict(sampler=chosen, steps=steps if steps is not None else (rec.get("steps") if same else None),
+                guidance_scale=guidance_scale if guidance_scale is not None else rec.get("guidance_scale", 3.0),
+                guidance_interval=tuple(interval) if interval is not None else None)
 
 
 def load_pipeline(ckpt: str | Path, device: Optional[str | torch.device] = None, precision: str = "fp32",
@@ -197,7 +248,8 @@ def generate_batch(pipe: DefFillerPipeline, masks: torch.Tensor, category_indice
                             pipe.models.diffusion.timestep_spacing)
         x = pipe.models.diffusion.q_sample(z_real, torch.full((b,), t0, device=device), noise)
     latents = pipe.sample(cond, uncond, x, opts.sampler, opts.steps, opts.guidance_scale, hook=hook,
-                          alpha_type=opts.alpha_type, start_step=start_step)
+                          alpha_type=opts.alpha_type, start_step=start_step,
+                          guidance_interval=opts.guidance_interval)
     images = pipe.decode(latents)
     if opts.mode == "implant":
         images = composite(images, (real + 1) / 2, region)
@@ -213,6 +265,7 @@ def settings_for(pipe: DefFillerPipeline, opts: GenerationOptions, spec: Optiona
     settings = dict(checkpoint=str(extra.get("checkpoint_path")), checkpoint_sha256=extra.get("checkpoint_sha256"),
                     config=extra.get("config_path"), config_sha256=extra.get("config_sha256"),
                     sampler=opts.sampler, steps=opts.steps, guidance_scale=opts.guidance_scale,
+                    guidance_interval=list(opts.guidance_interval) if opts.guidance_interval else None,
                     negative_prompt=opts.negative_prompt,
                     alpha_type=list(opts.alpha_type) if opts.alpha_type is not None else None,
                     output_size=opts.output_size or pipe.image_size, mode=opts.mode,
@@ -230,6 +283,8 @@ def record_for(mask: str | Path, category: str, prompt: str, seed: int, opts: Ge
     """One image's entry in ``generation.json``."""
     record = dict(mask=str(mask), category=category, prompt=prompt, seed=seed, sampler=opts.sampler,
                   steps=opts.steps, guidance_scale=opts.guidance_scale)
+    if opts.guidance_interval is not None:
+        record["guidance_interval"] = list(opts.guidance_interval)
     if source is not None:
         record["background" if opts.mode == "implant" else "init_image"] = str(source)
     return record
@@ -332,5 +387,5 @@ def _generate_batches(pipe: DefFillerPipeline, all_jobs: list[Job], root: Path, 
 
 __all__ = ["DEFAULT_STEPS", "MODES", "PRECISIONS", "FolderLock", "GenerationOptions", "JobSpec", "PairedWriter",
            "check_options",
-           "generate_batch", "generate_dataset", "load_pipeline", "record_for", "resize_images",
-           "settings_for"]
+           "generate_batch", "generate_dataset", "load_pipeline", "recommended_sampling", "record_for",
+           "resize_images", "sampling_defaults", "settings_for"]

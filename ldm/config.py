@@ -42,9 +42,12 @@ OUR_TO_ORIGINAL = {ours: orig for orig, ours in ORIGINAL_TARGETS.items()}
 PARTS = ("model", "autoencoder", "text_encoder", "diffusion")
 
 
-# top-level sections: the four parts, the training sections (checked by training/options.py) and the
+# top-level sections: the four parts, the training sections (checked by training/options.py), the
+# recommended sampling settings (values checked by inference.generate.recommended_sampling) and the
 # original DefFiller/GLIGEN keys that original config files carry (read by nothing here)
-SECTIONS = (*PARTS, "data", "train")
+SECTIONS = (*PARTS, "data", "train", "sampling")
+SAMPLING_SCHEMA = {"sampler": O.Open(), "steps": O.Open(), "guidance_scale": O.Open(),
+                   "guidance_interval": O.Open()}
 ORIGINAL_EXTRA = ("train_dataset_names", "grounding_tokenizer_input", "train_dataset_repeats")
 
 
@@ -110,6 +113,8 @@ def schema_for(cfg: Mapping[str, Any], sections: Optional[Mapping[str, Any]] = N
     schema: dict[str, Any] = {part: part_schema(cfg.get(part)) for part in PARTS}
     for name in ("data", "train"):
         schema[name] = (sections or {}).get(name, O.Open())
+    if "sampling" in cfg:
+        schema["sampling"] = SAMPLING_SCHEMA
     for name in ORIGINAL_EXTRA:
         schema[name] = O.Open()
     return schema

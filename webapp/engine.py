@@ -22,14 +22,15 @@ from inference.generate import (
     generate_dataset,
     load_pipeline,
     record_for,
+    sampling_defaults,
     settings_for,
 )
 from inference.implant import load_background
 from runtime.errors import UserError
 
 # settings that the page lets change from one image to the next: they go into each image's record
-PER_IMAGE = ("sampler", "steps", "guidance_scale", "negative_prompt", "alpha_type", "mode", "strength", "dilate",
-             "background")
+PER_IMAGE = ("sampler", "steps", "guidance_scale", "guidance_interval", "negative_prompt", "alpha_type", "mode",
+             "strength", "dilate", "background")
 
 
 @dataclass
@@ -54,6 +55,8 @@ class Engine:
         self.categories: list[Category] = categories_from_config(
             self.pipe.models.config.get("data", {}).get("categories"))
         self.size: int = self.pipe.image_size
+        # the checkpoint's recommended sampler, steps, guidance scale and interval (else the paper's)
+        self.recommended: dict = sampling_defaults(self.pipe.models.config)
         self.maskgen = load_mask_producer(maskgen_ckpt) if maskgen_ckpt else None
 
     def category(self, name: str) -> Category:
@@ -65,9 +68,10 @@ class Engine:
     def options(self, sampler: str, steps: int, guidance_scale: float, mode: str = "generate",
                 strength: float = 0.8, dilate: int = 4, negative_prompt: str = "",
                 batch_size: int = 4) -> GenerationOptions:
+        interval = self.recommended["guidance_interval"] if sampler == self.recommended["sampler"] else None
         opts = GenerationOptions(sampler=sampler, steps=int(steps), guidance_scale=float(guidance_scale), mode=mode,
                                  strength=float(strength), dilate=int(dilate), negative_prompt=negative_prompt,
-                                 precision=self.precision, batch_size=batch_size)
+                                 precision=self.precision, batch_size=batch_size, guidance_interval=interval)
         check_options(self.pipe, opts)
         return opts
 

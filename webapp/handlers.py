@@ -235,8 +235,11 @@ class Page:
         return (f"{count} pairs in `{root}` ({seconds:.1f} s)", str(preview) if preview.is_file() else None)
 
     # -- settings -------------------------------------------------------------------------------
-    @staticmethod
-    def default_steps(sampler: str) -> int:
+    def default_steps(self, sampler: str) -> int:
+        """The checkpoint's recommended steps for its recommended sampler, else the sampler's default."""
+        rec = self.engine.recommended
+        if sampler == rec["sampler"] and rec["steps"] is not None:
+            return int(rec["steps"])
         return DEFAULT_STEPS.get(sampler, 50)
 
     @staticmethod

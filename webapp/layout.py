@@ -77,9 +77,13 @@ def build(page: Page, title: str = "DefFiller") -> gr.Blocks:
                                  sources=["upload"], visible=False, height=220, elem_id="background")
                 strength = gr.Slider(0.05, 1.0, value=0.8, step=0.05, label="Strength (fraction of steps run)",
                                      visible=False, elem_id="strength")
-                sampler = gr.Dropdown(sorted(SAMPLERS), value="plms", label="Sampler", elem_id="sampler")
-                steps = gr.Slider(1, 200, value=page.default_steps("plms"), step=1, label="Steps", elem_id="steps")
-                guidance = gr.Slider(1.0, 10.0, value=3.0, step=0.5, label="Guidance", elem_id="guidance")
+                recommended = engine.recommended
+                sampler = gr.Dropdown(sorted(SAMPLERS), value=recommended["sampler"], label="Sampler",
+                                      elem_id="sampler")
+                steps = gr.Slider(1, 200, value=page.default_steps(recommended["sampler"]), step=1, label="Steps",
+                                  elem_id="steps")
+                guidance = gr.Slider(1.0, 10.0, value=recommended["guidance_scale"], step=0.5, label="Guidance",
+                                     elem_id="guidance")
                 seed = gr.Number(0, precision=0, label="Seed", elem_id="seed")
                 variants = gr.Slider(1, MAX_VARIANTS, value=2, step=1, label="Variants", elem_id="variants")
         with gr.Accordion("Kept pairs", open=True):
