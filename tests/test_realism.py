@@ -14,7 +14,7 @@ from dataset.splits import make_split, save_split
 from evaluation import realism
 from evaluation.realism import fwd as rfwd
 from evaluation.realism.fwd import frechet_distances, halves, packet_stats
-from runtime.errors import run_cli
+from runtime.errors import UserError, run_cli
 
 SIDE = 32
 DELTA = {"In": -45.0, "Pa": -35.0, "Sc": 45.0}
@@ -294,3 +294,38 @@ def test_real_dataset_card(saliency_root, tmp_path):
     assert card["inputs"]["n_real"] == 18 and card["settings"]["size"] == 64
     assert card["brightness"]["overall"]["generated_mean"] < card["brightness"]["overall"]["real_mean"] - 0.1
     assert card["images"]["leaked"] == []
+
+
+def _fake_card(ks: float) -> dict:
+    cats = ["inclusion", "overall"]
+    cell = {"ks": ks, "spread_ratio": 0.5, "ratio": 1.25}
+    return {"categories": cats, **{s: {c: dict(cell) for c in cats} for s in ("brightness", "contrast", "cnr", "fwd")},
+            "targets": [{"met": True}, {"met": False}, {"met": True}]}
+
+
+def test_compare_puts_cards_side_by_side(tmp_path, capsys):
+    from evaluation.realism import compare
+
+    for name, ks in (("a", 0.5), ("b", 0.125)):
+        (tmp_path / name / "realism").mkdir(parents=True)
+        (tmp_path / name / "realism" / "realism.json").write_text(json.dumps(_fake_card(ks)))
+    assert compare.main([str(tmp_path / "a" / "realism"), str(tmp_path / "b" / "realism"),
+                         "--out", str(tmp_path / "cmp")]) == 0
+    lines = (tmp_path / "cmp.md").read_text().splitlines()
+    assert lines[2].startswith("| a | 0.50 / 0.50 |") and lines[3].startswith("| b | 0.12 / 0.12 |")
+    assert lines[2].endswith("| 2/3 |")
+    csv_rows = (tmp_path / "cmp.csv").read_text().splitlines()
+    assert csv_rows[0].startswith("run,brightness KS In,brightness KS all,") and csv_rows[2].startswith("b,0.125,")
+    assert capsys.readouterr().out.startswith("| run |")
+
+
+def test_compare_refuses_what_is_not_a_card(tmp_path):
+    from evaluation.realism import compare
+
+    (tmp_path / "x.json").write_text("{}")
+    for bad in (tmp_path / "missing", tmp_path / "x.json"):
+        with pytest.raises(UserError, match="realism card") as err:
+            compare.main([str(bad)])
+        assert "\n" not in str(err.value)
+    with pytest.raises(UserError, match="--labels"):
+        compare.main([str(tmp_path / "x.json"), "--labels", "a", "b"])
