@@ -1,6 +1,7 @@
 # Two commands from a fresh clone:
 #   make demo   set up .venv, train the CPU demo, generate pairs + preview, print where they are
-#   make test   set up .venv and run the whole test suite
+#   make test   set up .venv and run the whole test suite (the browser tests skip without Chromium)
+#   make browser   install Debian's Chromium for the browser tests (apt-get; sudo when not root)
 # CUDA users: make demo TORCH="torch torchvision --index-url https://download.pytorch.org/whl/cu124"
 PYTHON ?= python3
 VENV   ?= .venv
@@ -8,7 +9,7 @@ TORCH  ?= torch==2.14.1 torchvision==0.29.1
 BIN    := $(VENV)/bin
 DEMO_CKPT := OUTPUT/demo/checkpoints/latest.safetensors
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test lint browser
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -31,3 +32,8 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check .
+
+browser:
+	@if [ -x "$${DEFFILLER_CHROMIUM:-/usr/bin/chromium}" ]; then echo "Chromium: $${DEFFILLER_CHROMIUM:-/usr/bin/chromium}"; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
+	else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi

@@ -1,6 +1,6 @@
 """Headless Chromium for the page's browser test, latency benchmark and screenshots: the
-distribution's Chromium (``apt-get install chromium``) driven by Playwright's Python package, no
-browser download."""
+distribution's Chromium (``make browser``: ``apt-get install chromium``) driven by Playwright's Python
+package, no browser download."""
 from __future__ import annotations
 
 import os
@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 CHROMIUM = os.environ.get("DEFFILLER_CHROMIUM", "/usr/bin/chromium")
+#: set (to anything but "" or 0) where the browser tests must run: a missing browser fails them instead of
+#: skipping them (``.ci/run`` sets it)
+REQUIRE_BROWSER_ENV = "DEFFILLER_REQUIRE_BROWSER"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -19,13 +22,18 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 def chromium_missing() -> str | None:
     """Why the browser cannot start (a sentence with the fix), or None when it can."""
     if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
-        return (f"Chromium not found at {CHROMIUM}: install it with `apt-get install chromium` (Debian's "
-                "package), or point DEFFILLER_CHROMIUM at a Chromium executable")
+        return (f"Chromium not found at {CHROMIUM}: install it with `make browser` (Debian's package: "
+                "`apt-get install chromium`), or point DEFFILLER_CHROMIUM at a Chromium executable")
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
         return "Playwright's Python package is missing: pip install -r requirements.txt"
     return None
+
+
+def browser_required() -> bool:
+    """Whether the environment asks for the browser tests to run (``DEFFILLER_REQUIRE_BROWSER``)."""
+    return os.environ.get(REQUIRE_BROWSER_ENV, "").strip() not in ("", "0")
 
 
 def free_port() -> int:
