@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from dataset.categories import categories_from_config
 from dataset.pairs import Pair, find_pairs
@@ -26,6 +26,7 @@ class Ctx:
     log: Callable[[str], None] = print
     progress: bool = True
     forced: set[str] = field(default_factory=set)
+    _pairs_by_stem: Optional[dict[str, Pair]] = field(default=None, init=False, repr=False)
 
     @property
     def out(self) -> Path:
@@ -39,7 +40,8 @@ class Ctx:
     def categories(self):
         return categories_from_config(self.cfg.get("categories"))
 
-    def sc(self, study: str) -> dict[str, Any]:
+    def study_config(self, study: str) -> dict[str, Any]:
+        """The ``studies.<study>`` section of the config."""
         return self.cfg["studies"][study]
 
     def study_dir(self, study: str) -> Path:
@@ -58,8 +60,14 @@ class Ctx:
     def pairs(self, study: str) -> tuple[list[Pair], list[Pair]]:
         """(training pairs, test pairs) of a study's split."""
         split, _ = self.split(study)
-        by_stem = {p.stem: p for p in find_pairs(self.data_root, self.categories, check_sizes=False)}
+        by_stem = self.pairs_by_stem()
         return [by_stem[s] for s in split["train"]], [by_stem[s] for s in split["test"]]
+
+    def pairs_by_stem(self) -> dict[str, Pair]:
+        """The data root's pairs by stem, scanned once per context (the dataset does not change during a run)."""
+        if self._pairs_by_stem is None:
+            self._pairs_by_stem = {p.stem: p for p in find_pairs(self.data_root, self.categories, check_sizes=False)}
+        return self._pairs_by_stem
 
     def test_stems(self, study: str) -> set[str]:
         return set(self.split(study)[0]["test"])

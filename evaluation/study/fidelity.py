@@ -51,7 +51,7 @@ def detector_iou(ctx, study: str, generated: Path, folder: Path) -> dict[str, An
     det_root = ctx.study_dir(study) / "detectors"
     per_seed: dict[str, dict[str, dict[str, float]]] = {}
     pair_rows = []
-    for seed in ctx.sc(study)["detectors"]["seeds"]:
+    for seed in ctx.study_config(study)["detectors"]["seeds"]:
         ckpt = det_root / f"seed{seed}" / "real" / "detector.pt"
         det = Detector(ckpt, ctx.cfg["device"])
         scores = {}

@@ -20,7 +20,7 @@ from typing import Any, Optional, Sequence
 from runtime.errors import UserError
 
 from .context import KINDS, Ctx, seconds_text
-from .stages import Stage, StageStopped, _rm
+from .stages import Stage, StageStopped, remove_path
 from .stamps import digest_of
 
 
@@ -151,13 +151,13 @@ def run_stages(stages: Sequence[Stage], ctx: Ctx, forced: set[str]) -> list[str]
             for path in stage.reset(ctx):
                 _move_aside(path, ctx.log)
             for path in stage.clear(ctx):
-                _rm(path)
+                remove_path(path)
         elif ((previous is not None and previous["hash"] != start_hash)
               or ctx.store.started_hash(stage.key) not in (None, start_hash)):
             for path in stage.clear(ctx):
                 if path.exists():
                     ctx.log(f"[{stage.key}] inputs changed: clearing {path}")
-                _rm(path)
+                remove_path(path)
         ctx.store.remove(stage.key)
         ctx.store.mark_started(stage.key, start_hash)
         t0 = time.perf_counter()

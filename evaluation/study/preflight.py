@@ -10,10 +10,11 @@ from typing import Callable
 
 from dataset.pairs import IMAGE_DIRS, MASK_DIRS
 from runtime.errors import UserError
+from training.runs import check_main_options, latest_weights
 
 from .config import enabled_studies
 from .context import Ctx
-from .stages import GeneratorStage, PretrainStage, detector_cfg, latest_weights, main_argv
+from .stages import GeneratorStage, PretrainStage, detector_cfg, main_argv
 
 
 def check_data_root(root: str) -> None:
@@ -48,25 +49,23 @@ def _weights_exist(ckpt: str | None, what: str, where: str) -> None:
 
 def check_generator(ctx: Ctx, study: str) -> None:
     """main.py's own option checks on the generator (and pre-training) command, and their weight files."""
-    from .stages import check_main_options
-
-    sc = ctx.sc(study)
+    study_cfg = ctx.study_config(study)
     gen = GeneratorStage(study, [])
     placeholder = "<split>"
-    argv = main_argv(ctx, gen.run_dir(ctx).name, gen.run_dir(ctx).parent, sc["generator"]["config"],
-                     list(sc["generator"]["set"]), ["--DATA_ROOT", ctx.data_root, "--split", placeholder])
+    argv = main_argv(ctx, gen.run_dir(ctx).name, gen.run_dir(ctx).parent, study_cfg["generator"]["config"],
+                     list(study_cfg["generator"]["set"]), ["--DATA_ROOT", ctx.data_root, "--split", placeholder])
     opts = check_main_options(argv)
-    if not sc["pretrain"]["enabled"] and latest_weights(gen.run_dir(ctx)) is None:
-        _weights_exist(opts.ckpt, f"studies.{study}.generator", f"{sc['generator']['config']} + generator.set")
-    if sc["pretrain"]["enabled"]:
+    if not study_cfg["pretrain"]["enabled"] and latest_weights(gen.run_dir(ctx)) is None:
+        _weights_exist(opts.ckpt, f"studies.{study}.generator", f"{study_cfg['generator']['config']} + generator.set")
+    if study_cfg["pretrain"]["enabled"]:
         pre = PretrainStage(study, [])
         popts = check_main_options(pre.argv(ctx))
         if latest_weights(pre.run_dir(ctx)) is None:
-            _weights_exist(popts.ckpt, f"studies.{study}.pretrain", f"{sc['pretrain']['config']} + pretrain.set")
+            _weights_exist(popts.ckpt, f"studies.{study}.pretrain", f"{study_cfg['pretrain']['config']} + pretrain.set")
 
 
 def check_detector(ctx: Ctx, study: str) -> None:
-    cfg = detector_cfg(ctx, study, ctx.sc(study)["detectors"]["seeds"][0])
+    cfg = detector_cfg(ctx, study, ctx.study_config(study)["detectors"]["seeds"][0])
     pretrained = cfg.model.get("pretrained")
     if isinstance(pretrained, str) and not Path(pretrained).is_file():
         raise UserError(f"{pretrained}: encoder weights of studies.{study}.detectors (model.pretrained) not found; "
@@ -76,7 +75,7 @@ def check_detector(ctx: Ctx, study: str) -> None:
 def check_generation(ctx: Ctx, study: str) -> None:
     from inference.generate import GenerationOptions
 
-    g = ctx.sc(study)["generation"]
+    g = ctx.study_config(study)["generation"]
     GenerationOptions(sampler=g["sampler"], steps=g["steps"], guidance_scale=float(g["guidance_scale"]),
                       precision=g["precision"], output_size=g["output_size"], grayscale=bool(g["grayscale"]),
                       batch_size=int(g["batch_size"]))
@@ -88,7 +87,7 @@ def check_generation(ctx: Ctx, study: str) -> None:
 def check_maskgen(ctx: Ctx) -> None:
     from maskgen.config import check_config, load_config
 
-    m = ctx.sc("expansion")["maskgen"]
+    m = ctx.study_config("expansion")["maskgen"]
     check_config(load_config(m["config"], list(m["set"])), f"maskgen config {m['config']}")
 
 

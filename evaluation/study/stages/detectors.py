@@ -1,0 +1,75 @@
+"""The detectors stage: every setting of the study x every seed."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dataset.pairs import find_pairs
+
+from .. import leakage
+from ..context import Ctx
+from ..stamps import file_digest
+from .base import Stage
+
+SUBSTITUTION_SETTINGS = ("real", "generated")
+EXPANSION_SETTINGS = ("real", "real+generated", "real+filtered")
+
+
+class DetectorsStage(Stage):
+    """Every setting of the study x every seed (evaluation.protocols.run_protocol; finished runs are reused)."""
+
+    kind = "detectors"
+
+    def folder(self, ctx: Ctx) -> Path:
+        return ctx.study_dir(self.study) / "detectors"
+
+    def inputs(self, ctx: Ctx) -> dict[str, Any]:
+        d = ctx.study_config(self.study)["detectors"]
+        return {**d, "config_sha256": file_digest(d["config"]), "device": ctx.device_overrides()}
+
+    def settings(self, ctx: Ctx) -> tuple[list[dict], dict[str, str]]:
+        """Protocol settings and the settings left out (with why)."""
+        gen = ctx.outputs(f"{self.study}.generation")["generated"]
+        if self.study == "substitution":
+            return [{"name": "real", "real": True},
+                    {"name": "generated", "real": False, "generated": [{"dir": gen, "n": None}]}], {}
+        settings = [{"name": "real", "real": True},
+                    {"name": "real+generated", "real": True, "generated": [{"dir": gen, "n": None}]}]
+        filt = ctx.outputs(f"{self.study}.filter")
+        if filt["n_kept"] > 0:
+            settings.append({"name": "real+filtered", "real": True, "generated": [{"dir": filt["kept"], "n": None}]})
+            return settings, {}
+        threshold = ctx.study_config(self.study)["filter"]["threshold"]
+        return settings, {"real+filtered": f"no generated pair reached IoU >= {threshold}"}
+
+    def run(self, ctx: Ctx) -> dict[str, Any]:
+        from omegaconf import OmegaConf
+
+        from ...config import to_plain
+        from ...protocols import run_protocol
+
+        study_cfg = ctx.study_config(self.study)
+        split, split_path = ctx.split(self.study)
+        test_stems = set(split["test"])
+        settings, skipped = self.settings(ctx)
+        for setting in settings:
+            where = f"{self.key} (setting {setting['name']})"
+            if setting.get("real"):
+                leakage.check_stems(where, split["train"], test_stems, f"the split {split_path}")
+            for g in setting.get("generated", []):
+                stems = [p.stem for p in find_pairs(g["dir"], ctx.categories, check_sizes=False)]
+                leakage.check_generated(where, Path(g["dir"]), stems, ctx.data_root, test_stems)
+        for name, why in skipped.items():
+            ctx.log(f"[{self.key}] setting {name} left out: {why}")
+        d = study_cfg["detectors"]
+        detectors = [{"name": f"seed{s}", "config": d["config"],
+                      "overrides": [*d["overrides"], *ctx.device_overrides(), f"train.seed={int(s)}"]}
+                     for s in d["seeds"]]
+        cfg = OmegaConf.create({"protocol": self.study, "data_root": ctx.data_root, "ratio": study_cfg["ratio"],
+                                "seed": study_cfg["seed"], "split": str(split_path), "out": str(self.folder(ctx)),
+                                "categories": ctx.cfg.get("categories"), "detectors": detectors,
+                                "detector_overrides": [], "settings": settings})
+        rows = run_protocol(cfg, force=self.key in ctx.forced, progress=ctx.progress, log=ctx.log)
+        return {"results": str(self.folder(ctx) / "results.json"), "skipped": skipped,
+                "settings": [s["name"] for s in settings], "seeds": list(d["seeds"]), "n_rows": len(to_plain(rows)),
+                "paths": [str(self.folder(ctx) / "results.json")]}

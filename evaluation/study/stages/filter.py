@@ -1,0 +1,62 @@
+"""The IoU sample filter stage (expansion): a detector trained on the real training split keeps the
+generated pairs it agrees with."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .. import leakage
+from ..context import Ctx
+from ..stamps import file_digest
+from .base import Stage
+
+
+def detector_cfg(ctx: Ctx, study: str, seed: int):
+    from ...protocols import detector_config
+
+    d = ctx.study_config(study)["detectors"]
+    from omegaconf import OmegaConf
+
+    det = OmegaConf.create({"name": f"seed{seed}", "config": d["config"],
+                            "overrides": [*d["overrides"], *ctx.device_overrides(), f"train.seed={int(seed)}"]})
+    return detector_config(det, [])
+
+
+class FilterStage(Stage):
+    """A detector trained on the study's real training split keeps the generated pairs it agrees with."""
+
+    kind = "filter"
+
+    def folder(self, ctx: Ctx) -> Path:
+        return ctx.study_dir(self.study) / "filter"
+
+    def inputs(self, ctx: Ctx) -> dict[str, Any]:
+        from ...config import to_plain
+
+        f = ctx.study_config(self.study)["filter"]
+        d = ctx.study_config(self.study)["detectors"]
+        return {**f, "detector": to_plain(detector_cfg(ctx, self.study, f["seed"])),
+                "detector_config_sha256": file_digest(d["config"])}
+
+    def clear(self, ctx: Ctx) -> list[Path]:
+        return [self.folder(ctx)]
+
+    def run(self, ctx: Ctx) -> dict[str, Any]:
+        from ...detector.predict import Detector
+        from ...detector.train import train_detector
+        from ...sample_filter import filter_samples
+
+        f = ctx.study_config(self.study)["filter"]
+        train_pairs, _ = ctx.pairs(self.study)
+        leakage.check_stems(self.key, [p.stem for p in train_pairs], ctx.test_stems(self.study), "its training pairs")
+        det_dir = self.folder(ctx) / "detector"
+        train_detector(detector_cfg(ctx, self.study, f["seed"]), train_pairs, det_dir, resume=True, log=ctx.log,
+                       progress=ctx.progress)
+        det = Detector(det_dir / "detector.pt", ctx.cfg["device"])
+        kept = self.folder(ctx) / "kept"
+        summary = filter_samples(ctx.outputs(f"{self.study}.generation")["generated"], kept,
+                                 lambda paths: det(paths, progress=ctx.progress), float(f["threshold"]),
+                                 float(f["bin_threshold"]), ctx.categories, overwrite=True, log=ctx.log)
+        return {"kept": str(kept), "n_kept": summary["kept"], "total": summary["total"],
+                "per_category": summary["per_category"], "mean_iou": summary["mean_iou"],
+                "detector": str(det_dir / "detector.pt"), "paths": [str(kept / "filter.json")]}

@@ -1,0 +1,58 @@
+"""The generation stage: generated pairs from the study's masks with the trained generator."""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+from ..context import Ctx
+from .base import Stage
+
+
+class GenerationStage(Stage):
+    """Generated pairs from the study's masks (training masks, or the mask producer's new masks)."""
+
+    kind = "generation"
+
+    def folder(self, ctx: Ctx) -> Path:
+        return ctx.study_dir(self.study) / "generated"
+
+    def inputs(self, ctx: Ctx) -> dict[str, Any]:
+        return {**ctx.study_config(self.study)["generation"], "device": ctx.cfg["device"]}
+
+    def clear(self, ctx: Ctx) -> list[Path]:
+        return [self.folder(ctx)]
+
+    def mask_dir(self, ctx: Ctx) -> Path:
+        g = ctx.study_config(self.study)["generation"]
+        if g["mask_dir"]:
+            return Path(g["mask_dir"])
+        if self.study == "expansion":
+            return Path(ctx.outputs(f"{self.study}.maskgen")["masks"])
+        return Path(ctx.outputs(f"{self.study}.split")["train_masks"])
+
+    def run(self, ctx: Ctx) -> dict[str, Any]:
+        import torch
+
+        from inference.cli import tqdm_progress
+        from inference.generate import GenerationOptions, generate_dataset, load_pipeline
+        from inference.jobs import JobSpec
+
+        g = ctx.study_config(self.study)["generation"]
+        if int(ctx.cfg.get("threads") or 0) > 0:
+            torch.set_num_threads(int(ctx.cfg["threads"]))
+        ckpt = ctx.outputs(f"{self.study}.generator")["ckpt"]
+        opts = GenerationOptions(sampler=g["sampler"], steps=g["steps"], guidance_scale=float(g["guidance_scale"]),
+                                 precision=g["precision"], output_size=g["output_size"], grayscale=bool(g["grayscale"]),
+                                 batch_size=int(g["batch_size"]))
+        pipe = load_pipeline(ckpt, device=ctx.cfg["device"], precision=g["precision"])
+        folder = self.folder(ctx)
+        spec = JobSpec(self.mask_dir(ctx), int(g["num_per_mask"]), int(g["seed"]))
+        ctx.log(f"[{self.key}] {ckpt} -> {folder} ({opts.sampler} {opts.steps} steps, guidance {opts.guidance_scale})")
+        with warnings.catch_warnings():  # maskgen.sample's manifest sits beside the masks
+            warnings.filterwarnings("ignore", message=".*maskgen_manifest.json")
+            generate_dataset(pipe, spec, folder, opts,
+                             progress=tqdm_progress(f"{self.key} ({opts.sampler})", ctx.progress))
+        n = len(json.loads((folder / "generation.json").read_text())["images"])
+        return {"generated": str(folder), "n": n, "mask_dir": str(spec.mask_dir), "paths": [str(folder)]}

@@ -1,0 +1,86 @@
+"""The split stage: the study's train/test split and a copy of its training masks."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from dataset.files import few, natural_key
+from dataset.pairs import Pair, find_pairs
+from dataset.splits import parse_ratio
+from runtime.errors import UserError
+
+from ...folders import image_folder, mask_folder
+from ..context import Ctx
+from ..stamps import file_digest, folder_fingerprint
+from .base import Stage, remove_path
+
+
+class SplitStage(Stage):
+    """The study's train/test split (made on first use) and a copy of its training masks."""
+
+    kind = "split"
+
+    def split_path(self, ctx: Ctx) -> Path:
+        from ...splitfile import default_split_path
+
+        study_cfg = ctx.study_config(self.study)
+        if study_cfg["split"]:
+            return Path(study_cfg["split"])
+        return default_split_path(ctx.data_root, study_cfg["ratio"], study_cfg["seed"])
+
+    def inputs(self, ctx: Ctx) -> dict[str, Any]:
+        study_cfg = ctx.study_config(self.study)
+        path = self.split_path(ctx)
+        return {"data_root": ctx.data_root, "categories": ctx.cfg.get("categories"),
+                "data": folder_fingerprint([image_folder(ctx.data_root), mask_folder(ctx.data_root)]),
+                "ratio": study_cfg["ratio"], "seed": study_cfg["seed"], "split": str(path),
+                "split_sha256": file_digest(path)}
+
+    def masks_dir(self, ctx: Ctx) -> Path:
+        return ctx.study_dir(self.study) / "train_masks"
+
+    def clear(self, ctx: Ctx) -> list[Path]:
+        return [self.masks_dir(ctx)]
+
+    def run(self, ctx: Ctx) -> dict[str, Any]:
+        from ...splitfile import get_split
+
+        study_cfg = ctx.study_config(self.study)
+        pairs = find_pairs(ctx.data_root, ctx.categories)
+        split, path = get_split(pairs, self.split_path(ctx), study_cfg["ratio"], study_cfg["seed"], ctx.data_root,
+                                ctx.log)
+        check_split_matches(split, path, pairs, ctx.data_root, self.study, study_cfg["ratio"])
+        by_stem = {p.stem: p for p in pairs}
+        masks = self.masks_dir(ctx)
+        remove_path(masks)
+        masks.mkdir(parents=True)
+        for stem in split["train"]:
+            shutil.copy2(by_stem[stem].mask, masks / by_stem[stem].mask.name)
+        ctx.log(f"[{self.key}] {len(split['train'])} training / {len(split['test'])} test pairs ({path}); "
+                f"training masks -> {masks}")
+        return {"split": str(path), "split_sha256": file_digest(path), "n_train": len(split["train"]),
+                "n_test": len(split["test"]),
+                "train_masks": str(masks), "paths": [str(path), str(masks)]}
+
+
+def check_split_matches(split: dict, path: Path, pairs: list[Pair], data_root: str, study: str, ratio: str) -> None:
+    """A split file made for this dataset and this study's ratio, or a one-line error."""
+    stems = {p.stem for p in pairs}
+    listed = split["train"] + split["test"]
+    missing = sorted((s for s in listed if s not in stems), key=natural_key)
+    fix = (f"use the split made for this dataset, or set studies.{study}.split: null (or delete {path}) "
+           "to make a new one")
+    if missing:
+        raise UserError(f"{path}: {len(missing)} sample(s) of the split are not in data_root {data_root} "
+                        f"({few(missing)}); {fix}")
+    unlisted = sorted(stems - set(listed), key=natural_key)
+    if unlisted:
+        raise UserError(f"{path}: {len(unlisted)} pair(s) of data_root {data_root} are in neither train nor test "
+                        f"({few(unlisted)}); {fix}")
+    want = parse_ratio(ratio)
+    got = len(split["test"]) / max(1, len(listed))
+    if abs(got - want) > max(0.02, 1.5 / max(1, len(listed))):
+        raise UserError(f"{path}: {len(split['test'])} of {len(listed)} samples are test samples ({got:.3f}), but the "
+                        f"{study} study is a {ratio} split ({want:.3f}); point studies.{study}.split at a {ratio} "
+                        "split or set it to null")

@@ -1,0 +1,87 @@
+"""evaluation.study.preflight on its own: the dataset folder check, the initial-weights messages, and every
+problem of a study config reported at once (one line each) before anything runs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from test_study import write_tiny_study
+
+from evaluation.study import preflight
+from evaluation.study.config import load_study_config
+from evaluation.study.context import Ctx
+from evaluation.study.stamps import StampStore
+from runtime.errors import UserError
+from training.options import DEFAULT_CKPT, RELEASE_URL
+
+
+def test_check_data_root(tmp_path):
+    with pytest.raises(UserError, match="dataset folder not found"):
+        preflight.check_data_root(str(tmp_path / "missing"))
+    (tmp_path / "Source Images").mkdir()
+    with pytest.raises(UserError, match=r"no mask folder \(Ground truth or Ground_truth\)"):
+        preflight.check_data_root(str(tmp_path))
+    (tmp_path / "Ground_truth").mkdir()  # either spelling of either folder
+    preflight.check_data_root(str(tmp_path))
+    (tmp_path / "Source Images").rmdir()
+    with pytest.raises(UserError, match="no image folder"):
+        preflight.check_data_root(str(tmp_path))
+
+
+def test_weights_exist(tmp_path):
+    preflight._weights_exist(None, "g", "here")  # no initial weights: nothing to check
+    (tmp_path / "w.bin").write_bytes(b"x")
+    preflight._weights_exist(str(tmp_path / "w.bin"), "g", "here")
+    with pytest.raises(UserError) as exc:
+        preflight._weights_exist(str(tmp_path / Path(DEFAULT_CKPT).name), "studies.x.generator", "gen.yaml")
+    assert RELEASE_URL in str(exc.value) and "studies.x.generator" in str(exc.value)
+    with pytest.raises(UserError, match="change train.ckpt"):
+        preflight._weights_exist(str(tmp_path / "other.bin"), "g", "gen.yaml")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return write_tiny_study(tmp_path_factory.mktemp("preflight"))
+
+
+def context(config: Path, *overrides: str) -> Ctx:
+    cfg = load_study_config(str(config), list(overrides))
+    return Ctx(cfg, StampStore(cfg["out"]), log=lambda _: None)
+
+
+def test_a_ready_study_has_no_problem(tiny):
+    assert preflight.preflight(context(tiny)) == []
+    assert preflight.inception_note(context(tiny)) == "FID/KID: off (fidelity.fid: false)"
+
+
+def test_every_problem_is_listed_at_once(tiny, tmp_path):
+    missing_weights = tmp_path / "weights" / "missing.bin"
+    errors = preflight.preflight(context(
+        tiny, f"data_root={tmp_path / 'no_data'}",
+        f"studies.substitution.generation.mask_dir={tmp_path / 'no_masks'}",
+        f"studies.substitution.generator.set=[train.ckpt={missing_weights}]"))
+    assert len(errors) == 3, errors
+    assert all("\n" not in e for e in errors)
+    assert "dataset folder not found" in errors[0]
+    assert any(f"{missing_weights}: initial weights of studies.substitution.generator not found" in e for e in errors)
+    assert any("generation.mask_dir" in e and "folder not found" in e for e in errors)
+
+
+def test_weights_are_not_needed_once_the_run_has_a_checkpoint(tiny, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    missing = [f"studies.substitution.generator.set=[train.ckpt={tmp_path / 'missing.bin'}]",
+               f"studies.substitution.generator.run={run}", "studies.expansion.enabled=false"]
+    assert len(preflight.preflight(context(tiny, *missing))) == 1
+    (run / "latest.json").write_text('{"weights": "checkpoints/w.safetensors", "iteration": 5}')
+    assert preflight.preflight(context(tiny, *missing)) == []
+
+
+def test_a_bad_maskgen_config_is_reported(tiny, tmp_path):
+    bad = tmp_path / "maskgen.yaml"
+    cfg = yaml.safe_load((tiny.parent / "maskgen.yaml").read_text())
+    cfg["train"]["epochs"] = 0
+    bad.write_text(yaml.safe_dump(cfg))
+    errors = preflight.preflight(context(tiny, f"studies.expansion.maskgen.config={bad}"))
+    assert len(errors) == 1 and "maskgen config" in errors[0], errors
