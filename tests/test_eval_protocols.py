@@ -18,7 +18,8 @@ from evaluation.protocols import main as protocols_main
 from evaluation.protocols import run_protocol
 from runtime.errors import UserError, run_cli
 
-TINY = ["model.encoder=test_resnet", "model.decoder_channels=[32,24,16,16]", "data.image_size=32",
+TINY = ["model.arch=unet", "model.encoder=test_resnet", "model.decoder_channels=[32,24,16,16]",
+        "data.image_size=32",
         "train.epochs=1", "train.batch_size=8", "train.num_threads=1", "train.device=cpu"]
 
 

@@ -11,7 +11,8 @@ from evaluation.detector.checks import check_detector_config
 from evaluation.detector.train import DEFAULT_CONFIG
 from runtime.errors import UserError, run_cli
 
-TINY_DETECTOR = ["model.encoder=test_resnet", "model.decoder_channels=[32,24,16,16]", "data.image_size=32",
+TINY_DETECTOR = ["model.arch=unet", "model.encoder=test_resnet", "model.decoder_channels=[32,24,16,16]",
+                 "data.image_size=32",
                  "train.device=cpu", "train.batch_size=4", "train.augment=false", "train.epochs=1"]
 
 

@@ -1,1 +1,2 @@
-"""A compact saliency detector (U-Net decoder on a timm encoder): model, training, prediction."""
+"""The saliency detector (from-scratch MSINet, or a U-Net decoder on a timm encoder): model, training with an
+optional validation carve-out, prediction."""

@@ -12,6 +12,8 @@ from runtime.errors import UserError
 
 MAX_IMAGE_SIZE = 2048
 MAX_BATCH_SIZE = 4096
+#: the networks ``model.arch`` names (evaluation/detector/model.py builds them)
+ARCHS = ("msinet", "unet")
 
 
 def _number(value: Any, name: str, low: float, high: float = math.inf, integer: bool = False,
@@ -57,6 +59,36 @@ def check_detector_config(cfg: Any, where: str = "detector config") -> None:
     predict = cfg.get("predict") or {}
     if predict.get("batch_size") is not None:
         _number(predict.get("batch_size"), f"{where}: predict.batch_size", 1, MAX_BATCH_SIZE, integer=True)
-    in_chans = (cfg.get("model") or {}).get("in_chans", 3)
+    _number(train.get("side_weight", 0), f"{where}: train.side_weight", 0)
+    val = _number(train.get("val_fraction", 0), f"{where}: train.val_fraction", 0, 0.9)
+    _number(train.get("val_seed", 0), f"{where}: train.val_seed", 0, integer=True)
+    _number(train.get("val_every", 1), f"{where}: train.val_every", 1, integer=True)
+    if train.get("keep_best") and val == 0:
+        raise UserError(f"{where}: train.keep_best needs validation pairs; set train.val_fraction above 0 "
+                        "(e.g. 0.1) or keep_best to false")
+    model = cfg.get("model") or {}
+    in_chans = model.get("in_chans", 3)
     if in_chans not in (1, 3):
         raise UserError(f"{where}: model.in_chans must be 1 or 3, got {in_chans!r}")
+    arch = model.get("arch", "unet")
+    if arch not in ARCHS:
+        raise UserError(f"{where}: model.arch must be one of {', '.join(ARCHS)}, got {arch!r}")
+    if arch == "msinet":
+        _check_msinet(model, where)
+
+
+def _check_msinet(model: Any, where: str) -> None:
+    """Widths, depths and dilations an MSINet can be built from."""
+    widths, depths, dilations = (list(model.get(k) or []) for k in ("widths", "depths", "dilations"))
+    if len(widths) < 2 or len(widths) != len(depths):
+        raise UserError(f"{where}: model.widths and model.depths need the same length (at least 2), got "
+                        f"{len(widths)} and {len(depths)}")
+    if not dilations:
+        raise UserError(f"{where}: model.dilations needs at least one entry, e.g. [1, 2, 4, 8]")
+    for name, values, low in (("widths", widths, 1), ("depths", depths, 0), ("dilations", dilations, 1)):
+        for v in values:
+            _number(v, f"{where}: model.{name} entry", low, 4096, integer=True)
+    odd = [int(w) for w in widths if int(w) % len(dilations)]
+    if odd:
+        raise UserError(f"{where}: model.widths {odd} do not split into {len(dilations)} dilation groups; use "
+                        "widths divisible by the number of model.dilations")

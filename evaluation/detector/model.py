@@ -1,6 +1,7 @@
-"""U-Net style saliency network on top of any timm ``features_only`` encoder.
+"""The detector's networks: a U-Net on any timm ``features_only`` encoder (``model.arch: unet``) and the
+from-scratch MSINet (``model.arch: msinet``, :mod:`.msinet`); :func:`build_model` picks one from the config.
 
-The encoder yields feature maps at strides 2..32 (or a subset); the decoder walks back up, each
+U-Net: the encoder yields feature maps at strides 2..32 (or a subset); the decoder walks back up, each
 step upsampling to the next skip's size, concatenating it and applying two 3x3 conv-BN-ReLU
 layers. A 1x1 head gives one logit per pixel at the input resolution.
 """
@@ -14,6 +15,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from runtime.errors import UserError
+
+from .checks import ARCHS
+from .msinet import MSINet
 
 
 def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
@@ -94,10 +98,20 @@ class SaliencyUNet(nn.Module):
         y = self.head(y)
         return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
+    def forward_all(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The prediction alone (no side outputs), as a list like :meth:`MSINet.forward_all`."""
+        return [self(x)]
 
-def build_model(cfg) -> SaliencyUNet:
+
+def build_model(cfg) -> nn.Module:
     """Model from the ``model:`` section of a detector config (mapping or OmegaConf)."""
     get = cfg.get if hasattr(cfg, "get") else (lambda k, d=None: getattr(cfg, k, d))
+    arch = get("arch", "unet")
+    if arch not in ARCHS:
+        raise UserError(f"model.arch must be one of {', '.join(ARCHS)}, got {arch!r}")
+    if arch == "msinet":
+        return MSINet(in_chans=int(get("in_chans", 3)), widths=tuple(get("widths", (16, 32, 64, 96, 128))),
+                      depths=tuple(get("depths", (0, 3, 4, 6, 3))), dilations=tuple(get("dilations", (1, 2, 4, 8))))
     return SaliencyUNet(encoder=str(get("encoder", "mobilenetv3_small_100")),
                         pretrained=get("pretrained", False) or False,
                         in_chans=int(get("in_chans", 3)),

@@ -7,6 +7,11 @@
 Writes ``OUT/last.pt`` after every epoch (model, optimiser, schedule, history; a rerun with the same OUT
 continues from it), ``OUT/detector.pt`` (weights + config, for prediction) and
 ``OUT/train_log.json`` at the end. All writes are atomic.
+
+With ``train.val_fraction > 0`` a validation share of the training pairs is held out
+(:mod:`.validation`), scored every ``train.val_every`` epochs and after the last one (history entries
+``val_S``, ``val_MAE``, ...); with ``train.keep_best`` detector.pt holds the weights of the epoch with the
+best validation S instead of the last epoch's.
 """
 from __future__ import annotations
 
@@ -37,9 +42,20 @@ from ..config import CONFIG_DIR, load_config, to_plain
 from .checks import check_detector_config
 from .data import SaliencyPairs
 from .model import build_model
+from .validation import ValidationSet, carve_pairs
 
 DEFAULT_CONFIG = CONFIG_DIR / "detector.yaml"
 OUT_FIX = "choose another --out"
+
+
+def deep_supervision_loss(outputs: Sequence[torch.Tensor], target: torch.Tensor, bce_weight: float = 1.0,
+                          iou_weight: float = 1.0, side_weight: float = 0.0) -> torch.Tensor:
+    """:func:`saliency_loss` of the prediction ``outputs[0]`` plus ``side_weight`` times that of each side output."""
+    loss = saliency_loss(outputs[0], target, bce_weight, iou_weight)
+    if side_weight:
+        for side in outputs[1:]:
+            loss = loss + side_weight * saliency_loss(side, target, bce_weight, iou_weight)
+    return loss
 
 
 def saliency_loss(logits: torch.Tensor, target: torch.Tensor, bce_weight: float = 1.0,
@@ -56,7 +72,7 @@ def saliency_loss(logits: torch.Tensor, target: torch.Tensor, bce_weight: float 
 
 # what a resumed run may change: how long it trains and where; everything else is what the run is
 RESUMABLE = ("train.epochs", "train.min_steps", "train.max_minutes", "train.num_threads", "train.device",
-             "predict.batch_size")
+             "train.val_every", "predict.batch_size")
 
 
 def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -104,6 +120,12 @@ def _train_detector(cfg: DictConfig, train_pairs: Sequence, out_dir: Path, resum
     in_chans = int(cfg.model.get("in_chans", 3))
 
     t0 = time.time()
+    val_set = None
+    if float(t.get("val_fraction") or 0) > 0:
+        train_pairs, val_pairs = carve_pairs(train_pairs, float(t.val_fraction), int(t.get("val_seed") or 0))
+        val_set = ValidationSet(val_pairs, size, in_chans)
+        log(f"validation: {len(val_set)} of the training pairs held out (val_fraction {float(t.val_fraction):g}, "
+            f"val_seed {int(t.get('val_seed') or 0)})")
     data = SaliencyPairs(train_pairs, size, augment=bool(t.augment), in_chans=in_chans, seed=int(t.seed))
     bs = min(int(t.batch_size), len(data))
     loader = DataLoader(data, batch_size=bs, shuffle=True, drop_last=len(data) > bs,
@@ -123,7 +145,11 @@ def _train_detector(cfg: DictConfig, train_pairs: Sequence, out_dir: Path, resum
         opt, WarmupSchedule("cosine", int(float(t.warmup_epochs) * steps_per_epoch), epochs * steps_per_epoch,
                             warmup_from_zero=False))
     n_params = sum(p.numel() for p in model.parameters()) / 1e6
-    log(f"model: {cfg.model.encoder} U-Net, {n_params:.2f}M parameters, device {device}")
+    arch = cfg.model.get("arch", "unet")
+    log(f"model: {'MSINet' if arch == 'msinet' else f'{cfg.model.encoder} U-Net'}, {n_params:.3f}M parameters, "
+        f"device {device}")
+    keep_best = bool(t.get("keep_best"))
+    best: dict | None = None  # {"epoch", "S", "model"}: the best validation epoch so far (keep_best)
 
     history: list[dict] = []
     start_epoch = 0
@@ -138,6 +164,7 @@ def _train_detector(cfg: DictConfig, train_pairs: Sequence, out_dir: Path, resum
             sched.load_state_dict(state["scheduler"])
             history = list(state.get("history", []))
             start_epoch = int(state["epoch"])
+            best = state.get("best")
         except Exception as exc:  # another model, another optimiser or a foreign file: many types
             raise UserError(f"{last}: cannot resume from it ({type(exc).__name__}: {first_line(exc)}); it was "
                             "written with another model config or is not a detector.train last.pt; use a new "
@@ -148,7 +175,7 @@ def _train_detector(cfg: DictConfig, train_pairs: Sequence, out_dir: Path, resum
 
     plain_cfg = to_plain(cfg)
     max_minutes = t.get("max_minutes")
-    train_t0 = time.time() - sum(h["seconds"] for h in history)
+    train_t0 = time.time() - sum(h["seconds"] + h.get("val_seconds", 0.0) for h in history)
     for epoch in range(start_epoch, epochs):
         model.train()
         e0, losses = time.time(), []
@@ -156,7 +183,8 @@ def _train_detector(cfg: DictConfig, train_pairs: Sequence, out_dir: Path, resum
                    dynamic_ncols=True)
         for x, y in bar:
             x, y = x.to(device), y.to(device)
-            loss = saliency_loss(model(x), y, float(t.bce_weight), float(t.iou_weight))
+            loss = deep_supervision_loss(model.forward_all(x), y, float(t.bce_weight), float(t.iou_weight),
+                                         float(t.get("side_weight") or 0))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -164,23 +192,37 @@ def _train_detector(cfg: DictConfig, train_pairs: Sequence, out_dir: Path, resum
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")
         bar.close()
-        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": time.time() - e0})
-        log(f"epoch {epoch + 1}/{epochs}: loss {history[-1]['loss']:.4f}, "
-            f"{history[-1]['seconds']:.0f}s (total {(time.time() - train_t0) / 60:.1f} min)")
+        entry = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": time.time() - e0}
+        stop = bool(max_minutes and (time.time() - train_t0) / 60 >= float(max_minutes) and epoch + 1 < epochs)
+        note = ""
+        if val_set is not None and ((epoch + 1) % int(t.get("val_every") or 1) == 0 or epoch + 1 == epochs or stop):
+            v0 = time.time()
+            scores = val_set.score(model, device, int(cfg.get("predict", {}).get("batch_size") or 32))
+            entry.update({f"val_{k}": v for k, v in scores.items()}, val_seconds=time.time() - v0)
+            note = ", val " + " ".join(f"{k} {v:.3f}" for k, v in scores.items())
+            if keep_best and (best is None or scores["S"] > best["S"]):
+                best = {"epoch": epoch + 1, "S": scores["S"],
+                        "model": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+        history.append(entry)
+        log(f"epoch {epoch + 1}/{epochs}: loss {entry['loss']:.4f}{note}, "
+            f"{entry['seconds']:.0f}s (total {(time.time() - train_t0) / 60:.1f} min)")
         torch_save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(),
                            "scheduler": sched.state_dict(), "epoch": epoch + 1,
-                           "history": history, "config": plain_cfg}, last)
-        if max_minutes and (time.time() - train_t0) / 60 >= float(max_minutes) and epoch + 1 < epochs:
+                           "history": history, "config": plain_cfg, "best": best}, last)
+        if stop:
             log(f"stopping after epoch {epoch + 1}: train.max_minutes={max_minutes} reached")
             break
     final = out_dir / "detector.pt"
-    torch_save_atomic({"model": model.state_dict(), "config": plain_cfg,
-                       "epochs": history[-1]["epoch"] if history else 0,
-                       "n_train": len(data)}, final)
+    selected = best["epoch"] if best is not None else (history[-1]["epoch"] if history else 0)
+    if best is not None:
+        log(f"keep_best: weights of epoch {best['epoch']} (validation S {best['S']:.4f})")
+    torch_save_atomic({"model": best["model"] if best is not None else model.state_dict(), "config": plain_cfg,
+                       "epochs": selected, "n_train": len(data)}, final)
     minutes = (time.time() - train_t0) / 60
-    write_json_atomic({"epochs": len(history), "minutes": minutes, "n_train": len(data),
-                       "image_size": size, "history": history, "config": plain_cfg},
-                      out_dir / "train_log.json")
+    extra = {"n_val": len(val_set), "val_stems": val_set.stems} if val_set is not None else {}
+    write_json_atomic({"epochs": len(history), "selected_epoch": selected, "minutes": minutes,
+                       "n_train": len(data), **extra, "image_size": size, "history": history,
+                       "config": plain_cfg}, out_dir / "train_log.json")
     log(f"saved {final} ({minutes:.1f} min of training)")
     return final
 
@@ -198,7 +240,8 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m evaluation.detector.train",
-        description="Train the saliency detector (U-Net on a timm encoder) on a split's training pairs.")
+        description="Train the saliency detector (MSINet, or a U-Net on a timm encoder) on a split's "
+                    "training pairs.")
     add_data_args(parser)
     parser.add_argument("--out", required=True, help="output folder for last.pt / detector.pt / train_log.json")
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="detector YAML (default %(default)s)")
