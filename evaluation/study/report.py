@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 
-from dataset.io import write_json_atomic, write_png_atomic
+from dataset.io import write_json_atomic
 from dataset.pairs import find_pairs
+from metrics.fid import fid_kid_lines
 from runtime.atomic import write_text_atomic
 
-from ..report import PAPER_METRICS, bar_chart, csv_text, fid_kid_lines
+from ..pictures import picture_grid
+from ..report import PAPER_METRICS, bar_chart, csv_text
 from ..sod_metrics import HIGHER_IS_BETTER, METRICS, TITLES
 from .config import enabled_studies
 from .context import KINDS, Ctx, seconds_text
@@ -105,33 +106,6 @@ def targets(cfg: dict, agg: dict[str, list[dict]], fidelity: dict[str, dict]) ->
 
 
 # -- pictures --------------------------------------------------------------------------------------
-def _font(size: int = 14):
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1
-        return ImageFont.load_default()
-
-
-def _thumb(path: Path, size: int) -> Image.Image:
-    with Image.open(path) as img:
-        return img.convert("RGB").resize((size, size), Image.BICUBIC if img.mode != "1" else Image.NEAREST)
-
-
-def picture_grid(rows: Sequence[Sequence[Path]], titles: Sequence[str], path: Path, thumb: int = 128,
-                 gap: int = 4, head: int = 22) -> Path:
-    """A grid of image files, one row per entry of ``rows``, columns titled by ``titles``."""
-    cols = max(len(r) for r in rows)
-    sheet = Image.new("RGB", (gap + cols * (thumb + gap), head + gap + len(rows) * (thumb + gap)), (255, 255, 255))
-    draw = ImageDraw.Draw(sheet)
-    font = _font()
-    for c, title in enumerate(titles):
-        draw.text((gap + c * (thumb + gap) + 4, 3), title, fill=(0, 0, 0), font=font)
-    for r, row in enumerate(rows):
-        for c, file in enumerate(row):
-            sheet.paste(_thumb(file, thumb), (gap + c * (thumb + gap), head + gap + r * (thumb + gap)))
-    return write_png_atomic(sheet, path)
-
-
 def write_grids(ctx: Ctx, study: str, folder: Path) -> list[Path]:
     """Per category: mask | real | generated (substitution) or new mask | generated, twice per row (expansion)."""
     gen_dir = Path(ctx.outputs(f"{study}.generation")["generated"])
