@@ -329,3 +329,32 @@ def test_compare_refuses_what_is_not_a_card(tmp_path):
         assert "\n" not in str(err.value)
     with pytest.raises(UserError, match="--labels"):
         compare.main([str(tmp_path / "x.json"), "--labels", "a", "b"])
+
+
+def test_grid_shows_mask_real_and_each_generated_set(real, tmp_path):
+    from evaluation.realism import grid
+
+    dark = copy_set(real, tmp_path / "dark", lambda im: im * 0 + 10)
+    renamed = tmp_path / "bright"
+    for path in sorted((real / "Source_Images").iterdir()):     # In_1 -> In_1_s0, In_1_s1: the first sample shows
+        mask = np.asarray(Image.open(real / "Ground_truth" / path.name)) > 0
+        for k, level in ((0, 240), (1, 120)):
+            write_pair(renamed, f"{path.stem}_s{k}", np.full((SIDE, SIDE), level), mask)
+    out = tmp_path / "grid.png"
+    assert grid.main(["--real", str(real), "--generated", str(dark), str(renamed), "--per_category", "2",
+                      "--thumb", "32", "--out", str(out)]) == 0
+    sheet = np.asarray(Image.open(out).convert("L")).astype(int)
+    assert sheet.shape == (22 + 4 + 6 * 36, 4 + 4 * 36)                # 3 categories x 2 rows, 4 columns
+    tile = lambda r, c: sheet[26 + r * 36: 26 + r * 36 + 32, 4 + c * 36: 4 + c * 36 + 32]  # noqa: E731
+    for r in range(6):
+        assert abs(tile(r, 2).mean() - 10) < 2 and abs(tile(r, 3).mean() - 240) < 2
+        assert set(np.unique(tile(r, 0))) <= {0, 255}                  # the mask, kept binary
+
+
+def test_grid_refuses_sets_without_common_masks(real, tmp_path):
+    from evaluation.realism import grid
+
+    other = make_set(tmp_path / "other", 1, stems=["In_90", "Pa_91"])
+    with pytest.raises(UserError, match="no mask is in the real set"):
+        grid.main(["--real", str(real), "--generated", str(other), "--out", str(tmp_path / "g.png")])
+    assert not (tmp_path / "g.png").exists()
