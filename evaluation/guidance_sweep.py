@@ -21,15 +21,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from dataset.categories import categories_from_config
 from dataset.files import MASK_EXTS
+from dataset.folders import category_of, list_by_stem, mask_folder
 from inference.generate import GenerationOptions, generate_dataset, load_pipeline
 from inference.jobs import JobSpec
+from metrics.fid import FeatureExtractor, InceptionFeatures, fid_from_features, folder_features, kid_from_features
 from runtime.atomic import savefig_atomic
 from runtime.errors import UserError, run_cli
 from runtime.options import add_set_argument
 
 from .config import CONFIG_DIR, REPO, load_config
-from .fid import FeatureExtractor, InceptionFeatures, fid_from_features, folder_features, kid_from_features
-from .folders import category_of, list_by_stem, mask_folder
 from .report import write_tables
 
 DEFAULT_CONFIG = CONFIG_DIR / "guidance_sweep.yaml"

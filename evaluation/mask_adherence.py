@@ -24,8 +24,7 @@ from PIL import Image
 from scipy import ndimage
 
 from dataset.categories import categories_from_config
-from dataset.io import write_json_atomic
-from evaluation.folders import (
+from dataset.folders import (
     MASK_EXTS,
     MaskReader,
     category_of,
@@ -36,6 +35,7 @@ from evaluation.folders import (
     match_by_stem,
     read_gray,
 )
+from dataset.io import write_json_atomic
 from runtime.cli import int_in
 from runtime.errors import UserError, run_cli
 

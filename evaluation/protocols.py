@@ -33,6 +33,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from dataset.categories import categories_from_config
+from dataset.folders import few, mask_folder
 from dataset.io import open_image, write_json_atomic
 from dataset.pairs import Pair, find_pairs, natural_key
 from runtime import options as O
@@ -43,7 +44,6 @@ from .config import load_config, to_plain
 from .detector.checks import check_detector_config
 from .detector.train import DEFAULT_CONFIG as DETECTOR_CONFIG
 from .detector.train import train_detector
-from .folders import few, mask_folder
 from .report import PAPER_METRICS, bar_chart, csv_text, write_tables
 from .sod_metrics import METRICS
 from .splitfile import get_split

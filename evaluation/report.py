@@ -48,15 +48,6 @@ def markdown_table(rows: Sequence[Mapping], columns: Sequence[str], titles: Mapp
     return "\n".join(lines) + "\n"
 
 
-def fid_kid_lines(rows: Sequence[Mapping]) -> list[str]:
-    """Markdown table lines of FID / KID rows (``category, n_real, n_fake, FID, KID, KID_std``)."""
-    lines = ["| category | n real | n generated | FID | KID ×1e3 |", "|---|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['category']} | {r['n_real']} | {r['n_fake']} | {r['FID']:.2f} | "
-                     f"{r['KID'] * 1e3:.2f} ± {r['KID_std'] * 1e3:.2f} |")
-    return lines
-
-
 def csv_text(rows: Sequence[Mapping], columns: Sequence[str], digits: int = 6) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")

@@ -21,8 +21,8 @@ import torch
 from PIL import Image
 
 from dataset.categories import categories_from_config
+from dataset.folders import MASK_EXTS, MaskReader, image_folder, list_by_stem, mask_folder, read_gray
 from dataset.io import write_json_atomic, write_png_atomic
-from evaluation.folders import MASK_EXTS, MaskReader, image_folder, list_by_stem, mask_folder, read_gray
 from evaluation.mask_adherence import folder_contrasts, summarize
 from inference.generate import resize_images
 from runtime.cli import image_side, int_in

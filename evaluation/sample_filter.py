@@ -18,6 +18,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from dataset.folders import MaskReader, few, resize_map
 from dataset.io import write_json_atomic
 from dataset.pairs import IMAGE_DIRS, MASK_DIRS, Pair, find_pairs
 from runtime.atomic import copy_atomic, write_text_atomic
@@ -25,7 +26,6 @@ from runtime.cli import finite_float
 from runtime.errors import UserError, run_cli
 from runtime.lock import locked
 
-from .folders import MaskReader, few, resize_map
 from .report import csv_text
 from .sod_metrics import binary_iou
 

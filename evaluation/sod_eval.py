@@ -13,9 +13,9 @@ import argparse
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from dataset.folders import load_map_pairs
 from runtime.errors import run_cli
 
-from .folders import load_map_pairs
 from .report import write_tables
 from .sod_metrics import METRICS, GroupedSODMetrics, format_results
 

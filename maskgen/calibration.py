@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 from runtime.errors import UserError
 from runtime.safe_load import first_line
 
 from .model import resolve_checkpoint
-
-if TYPE_CHECKING:
-    from .sample import SampleSettings
+from .settings import SampleSettings
 
 CALIBRATION = "calibration.json"
 

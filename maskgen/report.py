@@ -5,7 +5,7 @@ elongation (area-weighted mean over components of sqrt(lambda_max / lambda_min) 
 coordinates' second moments, each pixel counted as a unit square: a disk is 1, a 1×20 line ~20).
 Per category and statistic: summary numbers and the two-sample Kolmogorov-Smirnov statistic
 (scipy.stats.ks_2samp). Also a PNG grid of real and generated masks, histograms, and mask FID
-(evaluation.fid) when the Inception weights file is present.
+(metrics.fid) when the Inception weights file is present.
 
     python -m maskgen.report --real DATA/SD-saliency-900 --generated OUTPUT/maskgen/masks --out OUTPUT/maskgen/report
 """
@@ -24,7 +24,7 @@ from scipy import ndimage, stats
 
 from dataset.categories import Category, categories_from_config, load_categories_yaml
 from dataset.io import write_json_atomic, write_png_atomic
-from evaluation.report import fid_kid_lines
+from metrics.fid import fid_kid_lines
 from runtime.atomic import savefig_atomic, write_text_atomic
 from runtime.errors import UserError, run_cli
 
@@ -174,9 +174,9 @@ def mask_fid(real_root: str | Path, generated: str | Path, categories: Sequence[
              inception: Optional[str], device: str = "cpu") -> dict[str, Any]:
     """Per-category and overall FID of the masks (as grey images), or why it was skipped."""
     try:
-        from evaluation import fid as fidmod
-    except ImportError as exc:  # pragma: no cover - evaluation.fid is part of the project
-        return {"skipped": f"evaluation.fid unavailable ({exc})"}
+        from metrics import fid as fidmod
+    except ImportError as exc:  # pragma: no cover - metrics.fid is part of the project
+        return {"skipped": f"metrics.fid unavailable ({exc})"}
     try:
         fidmod.find_inception_weights(inception)
     except UserError as exc:

@@ -324,7 +324,7 @@ def test_every_image_reader_refuses_a_decompression_bomb(tmp_path, side, reader)
             from dataset.pairs import find_pairs
             find_pairs(tmp_path)
         elif reader == "list_by_stem+fid":
-            from evaluation import fid
+            from metrics import fid
             fid.folder_features(tmp_path, TinyExtractor(), None, progress=False, log=lambda m: None)
         else:
             getattr(io, reader)(bomb)

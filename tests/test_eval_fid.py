@@ -8,7 +8,8 @@ import scipy.linalg
 import torch
 from PIL import Image
 
-from evaluation import fid
+from evaluation import fid as fid_command
+from metrics import fid
 from runtime.errors import UserError, run_cli
 
 
@@ -138,7 +139,7 @@ def test_fid_cli_missing_weights_and_empty_folder(tmp_path, monkeypatch, capsys)
     for argv, expect in ((["--real", str(tmp_path / "a"), "--fake", str(tmp_path / "a")], fid.INCEPTION_FILE),
                          (["--real", str(tmp_path / "a"), "--fake", str(tmp_path / "empty")], "no image files")):
         with pytest.raises(SystemExit) as code:
-            run_cli(lambda: fid.main(argv))
+            run_cli(lambda: fid_command.main(argv))
         assert code.value.code == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and expect in err and len(err.splitlines()) == 1
@@ -175,7 +176,7 @@ def test_inception_wrapper_loads_a_local_weights_file(tmp_path, monkeypatch):
 def test_fid_cli_refuses_bad_numbers_before_loading_anything(tmp_path, capsys, argv, expect):
     _write_images(tmp_path / "a", ["In_1", "In_2"], np.random.default_rng(0))
     with pytest.raises(SystemExit) as code:
-        run_cli(lambda: fid.main(["--real", str(tmp_path / "a"), "--fake", str(tmp_path / "a"), *argv]))
+        run_cli(lambda: fid_command.main(["--real", str(tmp_path / "a"), "--fake", str(tmp_path / "a"), *argv]))
     err = capsys.readouterr().err.strip().splitlines()
     assert code.value.code == 2 and len(err) == 1 and expect in err[0]
     with pytest.raises(UserError, match="kid_subsets"):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dataset.folders import load_map_pairs
 from evaluation import sod_eval
-from evaluation.folders import load_map_pairs
 from runtime.errors import UserError, run_cli
 
 

@@ -94,7 +94,7 @@ def adherence(ctx, study: str, generated: Path) -> dict[str, Any]:
 
 def fid_kid(ctx, generated: Path) -> dict[str, Any]:
     """FID/KID rows per category and overall, or ``{"skipped": why}``."""
-    from .. import fid as fidmod
+    from metrics import fid as fidmod
 
     f = ctx.cfg["fidelity"]
     if not f["fid"]:
@@ -113,7 +113,7 @@ def fid_kid(ctx, generated: Path) -> dict[str, Any]:
 
 def inception_extractor(weights, device: str):
     """torch-fidelity's Inception-v3 features from the local weights file (a UserError when it is missing)."""
-    from ..fid import InceptionFeatures
+    from metrics.fid import InceptionFeatures
 
     return InceptionFeatures(weights, device)
 

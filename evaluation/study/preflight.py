@@ -105,7 +105,7 @@ def preflight(ctx: Ctx) -> list[str]:
 
 
 def inception_note(ctx: Ctx) -> str:
-    from ..fid import find_inception_weights
+    from metrics.fid import find_inception_weights
 
     if not ctx.cfg["fidelity"]["fid"]:
         return "FID/KID: off (fidelity.fid: false)"

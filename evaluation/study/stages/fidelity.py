@@ -19,7 +19,7 @@ class FidelityStage(Stage):
         return ctx.study_dir(self.study) / "fidelity"
 
     def inputs(self, ctx: Ctx) -> dict[str, Any]:
-        from ...fid import find_inception_weights
+        from metrics.fid import find_inception_weights
 
         fid = dict(ctx.cfg["fidelity"])
         try:

@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from dataset.files import few, natural_key
+from dataset.folders import image_folder, mask_folder
 from dataset.pairs import Pair, find_pairs
 from dataset.splits import parse_ratio
 from runtime.errors import UserError
 
-from ...folders import image_folder, mask_folder
 from ..context import Ctx
 from ..stamps import file_digest, folder_fingerprint
 from .base import Stage, remove_path

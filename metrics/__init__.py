@@ -1,0 +1,2 @@
+"""Image-set metrics below the packages that report them: FID/KID between image folders (:mod:`metrics.fid`),
+used by the evaluation commands and by the mask producer's report (``python -m evaluation.fid`` is its command)."""
