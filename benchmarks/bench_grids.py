@@ -32,7 +32,7 @@ from benchmarks.bench_infer import batch_inputs  # noqa: E402
 from dataset.categories import categories_from_config  # noqa: E402
 from inference.jobs import build_jobs  # noqa: E402
 from ldm.checkpoint import load_models  # noqa: E402
-from ldm.diffusion.guidance import guided_eps_fn  # noqa: E402
+from ldm.diffusion.guidance import DEFAULT_GUIDANCE_SCALE, guided_eps_fn  # noqa: E402
 from ldm.diffusion.samplers import (  # noqa: E402
     _dpmpp_2m,
     _unipc,
@@ -71,7 +71,7 @@ def main() -> None:
     p.add_argument("--ckpt", type=Path, required=True, help="checkpoint to measure")
     p.add_argument("--mask_dir", type=Path, required=True, help="folder of mask images")
     p.add_argument("--masks", type=positive_int, default=8, help="masks to solve for (default: 8)")
-    add_guidance_scale(p)
+    add_guidance_scale(p, DEFAULT_GUIDANCE_SCALE)
     p.add_argument("--t_start", type=int, default=981,
                    help="start timestep of every solve (default: 981, PLMS 50's)")
     p.add_argument("--steps", type=positive_int, nargs="+", default=[15, 20, 25], help="step counts to try")

@@ -36,7 +36,7 @@ from safetensors.torch import load_file, save_file
 from dataset.sem_dataset import one_hot_sem
 from inference.jobs import build_jobs, job_noise, mask_tensor
 from ldm.checkpoint import load_models
-from ldm.diffusion.guidance import guided_eps_fn, original_eps_fn
+from ldm.diffusion.guidance import DEFAULT_GUIDANCE_SCALE, guided_eps_fn, original_eps_fn
 from ldm.diffusion.samplers import SAMPLERS, sample_ddim_dense, sample_reference, start_timestep
 from ldm.pipeline import DefFillerPipeline
 from runtime.cli import add_guidance_scale, add_threads, positive_int
@@ -108,7 +108,7 @@ def main() -> None:
     p.add_argument("--mask_dir", type=Path, default=None, help="folder of mask images (default: synthetic masks)")
     p.add_argument("--masks", type=positive_int, default=8, help="masks to generate for (default: 8)")
     p.add_argument("--batch_size", type=positive_int, default=8, help="masks per batch, our way (default: 8)")
-    add_guidance_scale(p)
+    add_guidance_scale(p, DEFAULT_GUIDANCE_SCALE)
     p.add_argument("--original_steps", type=positive_int, default=50,
                    help="PLMS steps of the original way (default: 50)")
     add_threads(p, torch.get_num_threads())

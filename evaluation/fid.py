@@ -19,6 +19,7 @@ from metrics.fid import (
     compare_folders,
     format_rows,
 )
+from runtime.cli import add_categories, add_device
 from runtime.device import pick_device
 from runtime.errors import run_cli
 
@@ -35,8 +36,8 @@ def add_fid_args(parser: argparse.ArgumentParser) -> None:
                         help="random subsets averaged for KID (default %(default)s)")
     parser.add_argument("--kid_subset_size", type=int, default=1000,
                         help="capped at the smaller set size (default %(default)s)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    parser.add_argument("--categories", default=None, help="YAML with a top-level categories: list")
+    add_device(parser)
+    add_categories(parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,7 +22,7 @@ from dataset.folders import MaskReader, few, resize_map
 from dataset.io import write_json_atomic
 from dataset.pairs import IMAGE_DIRS, MASK_DIRS, Pair, find_pairs
 from runtime.atomic import copy_atomic, write_text_atomic
-from runtime.cli import finite_float
+from runtime.cli import add_device, finite_float
 from runtime.errors import UserError, run_cli
 from runtime.lock import locked
 
@@ -169,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threshold", type=finite_float, default=0.6, help="minimum IoU to keep (default 0.6)")
     parser.add_argument("--bin_threshold", type=finite_float, default=0.5, help="map binarisation level (default 0.5)")
     parser.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")
-    parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto)")
+    add_device(parser, None, "auto")
     args = parser.parse_args(argv)
     from .detector.predict import Detector
 

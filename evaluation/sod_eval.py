@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from dataset.folders import load_map_pairs
+from runtime.cli import add_categories
 from runtime.errors import run_cli
 
 from .report import write_tables
@@ -41,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--gt", required=True, help="folder of ground-truth masks, or a dataset root")
     parser.add_argument("--split", default=None, help="split JSON: evaluate only its --subset stems")
     parser.add_argument("--subset", default="test", choices=("train", "test"), help="split part (default test)")
-    parser.add_argument("--categories", default=None, help="YAML with a top-level categories: list")
+    add_categories(parser)
     parser.add_argument("--strict", action="store_true",
                         help="fail on unmatched names or non-binary masks instead of noting them")
     parser.add_argument("--out", default=None, help="write OUT.md and OUT.csv")

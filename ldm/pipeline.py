@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 import torch
 
 from ldm.build import DefFillerModels
-from ldm.diffusion.guidance import Conditioning, guided_eps_fn
+from ldm.diffusion.guidance import DEFAULT_GUIDANCE_SCALE, Conditioning, guided_eps_fn
 from ldm.diffusion.samplers import SAMPLERS, Hook
 from runtime.errors import UserError
 
@@ -93,7 +93,7 @@ class DefFillerPipeline:
 
     @torch.no_grad()
     def sample(self, cond: Conditioning, uncond: Optional[Conditioning], noise: torch.Tensor, sampler: str = "plms",
-               steps: int = 50, guidance_scale: float = 3.0, hook: Optional[Hook] = None,
+               steps: int = 50, guidance_scale: float = DEFAULT_GUIDANCE_SCALE, hook: Optional[Hook] = None,
                alpha_type: Optional[Sequence[float]] = None, batched_cfg: bool = True,
                progress: bool = False, start_step: int = 0,
                guidance_interval: Optional[tuple[int, int]] = None) -> torch.Tensor:

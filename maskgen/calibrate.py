@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from dataset.categories import Category
 from dataset.io import write_json_atomic
-from runtime.cli import non_negative_int
+from runtime.cli import add_device, add_threads
 from runtime.device import pick_device
 from runtime.errors import UserError, run_cli
 
@@ -104,9 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output JSON (default: RUN/calibration.json)")
     add_settings_arguments(p)
     p.add_argument("--weights", choices=("ema", "raw"), default="ema", help="EMA or raw weights (default: ema)")
-    p.add_argument("--device", default="auto",
-                   help="auto, cpu, cuda, cuda:N or mps (default: auto: cuda when available)")
-    p.add_argument("--threads", type=non_negative_int, help="torch CPU threads")
+    add_device(p)
+    add_threads(p, None, "torch's choice")
     p.add_argument("--no_progress", action="store_true", help="no progress bars")
     return p
 

@@ -26,6 +26,7 @@ from dataset.categories import Category, categories_from_config, load_categories
 from dataset.io import write_json_atomic, write_png_atomic
 from metrics.fid import fid_kid_lines
 from runtime.atomic import savefig_atomic, write_text_atomic
+from runtime.cli import add_categories, add_device
 from runtime.errors import UserError, run_cli
 
 from .data import MaskSet, load_masks, mask_dir
@@ -281,13 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--real", required=True, help="real masks: folder of PNGs or dataset root with 'Ground truth'")
     p.add_argument("--generated", required=True, help="generated masks (<prefix>_gen_*.png)")
     p.add_argument("--out", required=True, help="report folder")
-    p.add_argument("--config", help="YAML with a top-level categories: list (default: In/Pa/Sc)")
+    add_categories(p, aliases=("--config",))  # --config: this command's earlier spelling
     p.add_argument("--n_grid", type=int, default=8, help="masks per row in grid.png (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed for picking grid masks")
     p.add_argument("--no_fid", action="store_true", help="skip mask FID even when Inception weights exist")
     p.add_argument("--inception", help="path to the Inception weights for mask FID (see evaluation.fid)")
-    p.add_argument("--device", default="auto",
-                   help="device for the Inception network: auto, cpu, cuda or cuda:N (default: auto)")
+    add_device(p)
     p.add_argument("--max_ks_area", type=float,
                    help="exit with status 1 when any category's KS statistic on area exceeds this")
     return p
@@ -295,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    cats = load_categories_yaml(args.config) if args.config else None
+    cats = load_categories_yaml(args.categories) if args.categories else None
     report = run_report(args.real, args.generated, args.out, cats, args.n_grid, args.seed,
                         "skip" if args.no_fid else "auto", args.inception, args.device,
                         log=lambda m: print(m, file=sys.stderr))

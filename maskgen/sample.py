@@ -24,7 +24,7 @@ from dataset.categories import Category
 from dataset.io import write_json_atomic, write_png_atomic
 from ldm.diffusion.samplers import SAMPLERS
 from runtime import options as O
-from runtime.cli import non_negative_int
+from runtime.cli import add_device, add_threads
 from runtime.device import pick_device
 from runtime.errors import UserError, run_cli
 from runtime.lock import locked
@@ -203,9 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_arguments(p)
     p.add_argument("--weights", choices=("ema", "raw"), default="ema", help="EMA or raw weights (default: ema)")
     p.add_argument("--overwrite", action="store_true", help="replace generated masks already in --out")
-    p.add_argument("--device", default="auto",
-                   help="auto, cpu, cuda, cuda:N or mps (default: auto: cuda when available)")
-    p.add_argument("--threads", type=non_negative_int, help="torch CPU threads")
+    add_device(p)
+    add_threads(p, None, "torch's choice")
     p.add_argument("--no_progress", action="store_true", help="no progress bars")
     return p
 

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from dataset.categories import categories_from_config
 from runtime.atomic import torch_save_atomic, write_text_atomic
-from runtime.cli import non_negative_int, positive_float
+from runtime.cli import add_device, add_threads, positive_float
 from runtime.device import pick_device
 from runtime.errors import UserError, run_cli
 from runtime.lock import locked
@@ -228,9 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_set_argument(p, "model.base_channels=32 train.ema_decay=0.995")
     p.add_argument("--max_minutes", type=positive_float,
                    help="stop (and checkpoint) after this many minutes of this session; rerun to resume")
-    p.add_argument("--device", default="auto",
-                   help="auto, cpu, cuda, cuda:N or mps (default: auto: cuda when available)")
-    p.add_argument("--threads", type=non_negative_int, help="torch CPU threads (default: torch's choice)")
+    add_device(p)
+    add_threads(p, None, "torch's choice")
     p.add_argument("--no_progress", action="store_true", help="no tqdm bars (epoch lines are still printed)")
     return p
 

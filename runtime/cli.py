@@ -85,10 +85,19 @@ def add_data_root(p: argparse.ArgumentParser, default: Optional[str] = None,
                    help=help + (f" (default: {default})" if default else ""))
 
 
-def add_device(p: argparse.ArgumentParser, default: str = "auto") -> None:
-    """``--device``: auto, cpu, cuda or cuda:N."""
-    p.add_argument("--device", default=default,
-                   help=f"auto (a CUDA GPU when there is one, else the CPU), cpu, cuda or cuda:N (default: {default})")
+#: what ``--device`` takes, in every command's help (``runtime.device.pick_device`` reads it)
+DEVICE_HELP = "auto (a CUDA GPU when there is one, else the CPU), cpu, cuda, cuda:N or mps"
+
+
+def add_device(p: argparse.ArgumentParser, default: Optional[str] = "auto", default_text: Optional[str] = None) -> None:
+    """``--device`` with :data:`DEVICE_HELP`; ``default_text`` says what a ``None`` default stands for."""
+    p.add_argument("--device", default=default, help=f"{DEVICE_HELP} (default: {default_text or default})")
+
+
+def add_categories(p: argparse.ArgumentParser, aliases: tuple[str, ...] = ()) -> None:
+    """``--categories``: the YAML whose top-level ``categories:`` list names the defect categories."""
+    p.add_argument("--categories", *aliases, dest="categories", default=None,
+                   help="YAML with a top-level categories: list (default: In/Pa/Sc, the SD-Saliency-900 prefixes)")
 
 
 def add_seed(p: argparse.ArgumentParser, default: int = 0, help: str = "random seed") -> None:
@@ -96,13 +105,17 @@ def add_seed(p: argparse.ArgumentParser, default: int = 0, help: str = "random s
     p.add_argument("--seed", type=int, default=default, help=f"{help} (default: {default})")
 
 
-def add_guidance_scale(p: argparse.ArgumentParser, default: float = 3.0) -> None:
-    """``--guidance_scale`` (alias ``--guidance``): classifier-free guidance weight."""
+def add_guidance_scale(p: argparse.ArgumentParser, default: float) -> None:
+    """``--guidance_scale`` (alias ``--guidance``): classifier-free guidance weight (generators pass
+    ``ldm.diffusion.guidance.DEFAULT_GUIDANCE_SCALE``)."""
     p.add_argument("--guidance_scale", "--guidance", dest="guidance_scale", type=finite_float, default=default,
                    help=f"classifier-free guidance scale; 1 = none (default: {default})")
 
 
-def add_threads(p: argparse.ArgumentParser, default: int = 0) -> None:
-    """``--threads``: CPU threads for torch (0 = torch's default)."""
+def add_threads(p: argparse.ArgumentParser, default: Optional[int] = 0, default_text: Optional[str] = None,
+                note: str = "") -> None:
+    """``--threads``: CPU threads for torch (0 = torch's default; negatives refused); ``default_text`` says what a
+    ``None`` default stands for, ``note`` is advice added to the help."""
     p.add_argument("--threads", type=non_negative_int, default=default,
-                   help=f"CPU threads for torch; 0 = torch's default, all cores (default: {default})")
+                   help=f"CPU threads for torch; 0 = torch's default, all cores{note} "
+                        f"(default: {default_text if default_text is not None else default})")

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ldm.config import check_config
 from runtime import options as O
+from runtime.cli import add_device, add_threads
 from runtime.errors import UserError
 from training.data import DATA_SCHEMA
 
@@ -147,11 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--gradient_checkpointing", type=parse_bool, nargs="?", const=True, default=None,
         help="recompute activations in the backward pass to save memory (default: the config's "
              "model.params.use_checkpoint)")
-    add("--device", default=None, help="auto, cpu, cuda, cuda:N or mps (default: auto; under torchrun "
-                                       "each process takes GPU LOCAL_RANK)")
-    add("--threads", type=int, default=None,
-        help="CPU threads per process (0: PyTorch's default). On a busy or small CPU, 1 thread is often "
-             "faster than several that wait for each other (default: 0)")
+    add_device(p, None, "auto; under torchrun each process takes GPU LOCAL_RANK")
+    add_threads(p, None, "0", note=", per process; on a busy or small CPU, 1 thread is often faster than several "
+                                   "that wait for each other")
     add("--trainable", choices=TRAINABLE, default=None,
         help="grounding: gated self-attention, mask encoder, downsampler (+ widened first conv), as "
              "in the paper; all: the whole UNet, for from-scratch tiny models (default: grounding)")

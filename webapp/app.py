@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
+from runtime.cli import add_device
 from runtime.errors import UserError, run_cli
 
 DEMO_CKPT = Path("OUTPUT/demo/checkpoints/latest.safetensors")
@@ -34,7 +35,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                    help="mask producer checkpoint (file or maskgen.train run folder): enables 'new mask'")
     p.add_argument("--out", type=Path, default=Path("generation_samples/app"),
                    help="folder for kept pairs (<out>/kept) and batch datasets (<out>/<name>)")
-    p.add_argument("--device", default="auto", help="auto (a CUDA GPU when present, else CPU), cpu, cuda, cuda:N")
+    add_device(p)
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                    help="fp32 (default); bf16 on GPUs and CPUs with AVX-512 BF16/AMX; fp16 on CUDA only")
     p.add_argument("--weights", choices=("auto", "ema", "raw"), default="auto",

@@ -17,6 +17,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from dataset.io import image_size, write_png_atomic
+from runtime.cli import add_device
 from runtime.device import pick_device
 from runtime.errors import UserError, run_cli
 from runtime.lock import locked
@@ -150,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--subset", default="test", choices=("train", "test"), help="split part (default: test)")
     parser.add_argument("--batch_size", type=int, default=None,
                         help="images per batch (default: the checkpoint's)")
-    parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto)")
+    add_device(parser, None, "auto")
     args = parser.parse_args(argv)
     stems = None
     if args.split:

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from dataset.io import write_json_atomic
 from runtime.atomic import torch_save_atomic
-from runtime.cli import non_negative_int
+from runtime.cli import add_device, non_negative_int
 from runtime.device import pick_device
 from runtime.errors import UserError, run_cli
 from runtime.lock import locked
@@ -246,11 +246,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output folder for last.pt / detector.pt / train_log.json")
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="detector YAML (default %(default)s)")
     add_set_argument(parser, "train.epochs=5 data.image_size=160")
+    add_device(parser, None, "the config's train.device, auto")
     parser.add_argument("--resume", action="store_true",
                         help="accepted for compatibility: a run always continues from OUT/last.pt when it exists, "
                              "as main.py and maskgen.train do")
     parser.add_argument("--no_progress", action="store_true", help="no tqdm bars")
     args = parser.parse_args(argv)
+    if args.device is not None:
+        args.set = [*args.set, f"train.device={args.device}"]
     from ..splitfile import split_pairs
 
     cfg = load_config(args.config, DEFAULT_CONFIG, args.set)

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from runtime.cli import add_device, add_threads
 from runtime.errors import UserError, run_cli
 from runtime.lock import locked
 from runtime.options import add_set_argument
@@ -45,9 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", nargs="*", default=[], metavar="STAGE",
                    help="rebuild these stages (and what depends on them); a forced training stage restarts "
                         "from scratch, its old run folder moved aside")
-    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: the config's, auto)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads for every stage (default: the config's; 0: torch's default)")
+    add_device(p, None, "the config's, auto")
+    add_threads(p, None, "the config's", note=", for every stage")
     p.add_argument("--no_progress", action="store_true", help="no progress bars")
     return p
 

@@ -14,6 +14,9 @@ import torch
 
 from .samplers import EpsFn
 
+#: the paper's classifier-free guidance weight: the default of every command and call that generates
+DEFAULT_GUIDANCE_SCALE = 3.0
+
 
 @dataclass
 class Conditioning:

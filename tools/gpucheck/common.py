@@ -16,6 +16,8 @@ from unittest import mock
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ldm.diffusion.guidance import DEFAULT_GUIDANCE_SCALE
+
 REPO = Path(__file__).resolve().parents[2]
 
 FULL_CONFIG = REPO / "configs" / "sd_saliency_900.yaml"
@@ -42,7 +44,7 @@ class Plan:
     reference_masks: int              # masks solved with the dense reference (ODE error)
     original_masks: int               # masks generated the original's way
     samplers: tuple[tuple[str, int], ...] = (("plms", 50), ("unipc", 20))
-    guidance: float = 3.0
+    guidance: float = DEFAULT_GUIDANCE_SCALE
 
 
 PLANS = {
