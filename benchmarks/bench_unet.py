@@ -18,9 +18,9 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ldm.build import build_models  # noqa: E402
-from ldm.config import load_config  # noqa: E402
-from runtime.cli import add_config, add_threads, positive_int  # noqa: E402
+from ldm.build import build_models
+from ldm.config import load_config
+from runtime.cli import add_config, add_threads, positive_int
 
 
 def diffusers_peer(p: dict, in_channels: int) -> torch.nn.Module:

@@ -40,10 +40,3 @@ def to_plain(cfg: Any) -> Any:
     if isinstance(cfg, DictConfig) or OmegaConf.is_config(cfg):
         return OmegaConf.to_container(cfg, resolve=True)
     return cfg
-
-
-def require(cfg: DictConfig, key: str, where: str) -> Any:
-    value = OmegaConf.select(cfg, key)
-    if value is None:
-        raise UserError(f"{where}: missing '{key}'; add it to the config or pass --set {key}=...")
-    return value

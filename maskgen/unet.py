@@ -6,7 +6,7 @@ small probability, sampling mixes the conditional and null predictions.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -41,12 +41,6 @@ class UNetConfig:
         values = {k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in cfg.items()
                   if k != "num_classes"}
         return cls(num_classes=num_classes, **values)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["channel_mult"] = list(self.channel_mult)
-        out["attention_levels"] = list(self.attention_levels)
-        return out
 
 
 class ResBlock(nn.Module):
@@ -147,10 +141,6 @@ class MaskUNet(nn.Module):
         self.conv_out = nn.Conv2d(cur, pixels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
-
-    @property
-    def downsample_factor(self) -> int:
-        return self.patch * 2 ** (len(self.cfg.channel_mult) - 1)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         emb = self.time_mlp(timestep_embedding(t, self.time_dim)) + self.class_emb(y)

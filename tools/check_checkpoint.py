@@ -13,10 +13,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from ldm.build import build_models  # noqa: E402
-from ldm.checkpoint import CheckpointError, fit_sections, read_checkpoint  # noqa: E402
-from ldm.config import PARTS, load_config  # noqa: E402
-from runtime.errors import run_cli  # noqa: E402
+from ldm.build import build_models
+from ldm.checkpoint import CheckpointError, fit_sections, read_checkpoint
+from ldm.config import PARTS, load_config
+from runtime.errors import run_cli
 
 
 def main() -> int:

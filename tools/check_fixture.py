@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ldm.build import build_models  # noqa: E402
-from ldm.config import load_config  # noqa: E402
-from ldm.diffusion.guidance import Conditioning, guided_eps_fn  # noqa: E402
-from ldm.diffusion.samplers import sample_ddim, sample_plms  # noqa: E402
-from runtime.errors import UserError, run_cli  # noqa: E402
+from ldm.build import build_models
+from ldm.config import load_config
+from ldm.diffusion.guidance import Conditioning, guided_eps_fn
+from ldm.diffusion.samplers import sample_ddim, sample_plms
+from runtime.errors import UserError, run_cli
 
 TOLERANCE = 1e-4
 

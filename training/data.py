@@ -24,7 +24,7 @@ from torch.utils.data._utils.collate import default_collate
 
 from runtime import options as O
 from runtime.errors import UserError
-from runtime.seeds import mix_seed  # noqa: F401  (re-exported: trainer and tests import it from here)
+from runtime.seeds import mix_seed
 
 ERROR_KEY = "__error__"
 

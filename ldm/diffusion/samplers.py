@@ -158,11 +158,10 @@ def sample_reference(eps_fn: EpsFn, x: torch.Tensor, alphas_cumprod: torch.Tenso
     """Third-order UniPC through every integer timestep from ``t_start`` down to 0: the most
     accurate solve of the ODE that a model defined at integer timesteps allows.
 
-    Use this, not :func:`sample_ddim_dense`, to measure a sampler's ODE error. Dense DDIM is first
-    order and its last steps are long in log-SNR (t=1 -> 0 alone spans 0.35), so its own error is of
-    the size of the errors being measured, and it shares that error with DDIM and PLMS, whose last
-    step is the same DDIM step: on Gaussian data (exact solution known) dense DDIM is off by 1.5e-3
-    RMS, and PLMS 50 looks 3.5x more accurate against it than it is; this reference by 6.7e-5.
+    Use this, not :func:`sample_ddim_dense`, to measure a sampler's ODE error: dense DDIM is first
+    order and its last steps are long in log-SNR, so its own error is of the size of the errors being
+    measured, and it shares that error with DDIM and PLMS, whose last step is the same DDIM step
+    (figures in ``benchmarks/README.md``).
     """
     if not 1 <= t_start < alphas_cumprod.shape[0]:
         raise ValueError(f"t_start must be in 1..{alphas_cumprod.shape[0] - 1}, got {t_start}")

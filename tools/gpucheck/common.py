@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import resource
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -174,10 +173,6 @@ def peak_gib(device: torch.device) -> Optional[float]:
     if device.type != "cuda":
         return None
     return round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2)
-
-
-def peak_rss_gib() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2)
 
 
 def timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:

@@ -11,9 +11,6 @@ from ..context import Ctx
 from ..stamps import file_digest
 from .base import Stage
 
-SUBSTITUTION_SETTINGS = ("real", "generated")
-EXPANSION_SETTINGS = ("real", "real+generated", "real+filtered")
-
 
 class DetectorsStage(Stage):
     """Every setting of the study x every seed (evaluation.protocols.run_protocol; finished runs are reused)."""
