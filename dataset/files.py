@@ -19,6 +19,18 @@ MASK_EXTS = (".png", ".bmp", ".tif", ".tiff")
 LOSSY_EXTS = (".jpg", ".jpeg")
 CAPTION_FILE = "caption.json"  # may sit beside the masks; never reported as a stray file
 _SHOW = 5
+_SAMPLE_SUFFIX = re.compile(r"_s\d+$")
+
+
+def sample_stem(mask_stem: str, k: int, num_per_mask: int) -> str:
+    """The name of the ``k``-th sample generated from a mask: the mask's own stem when one sample per mask
+    is generated, else ``<mask>_s<k>``."""
+    return mask_stem if num_per_mask == 1 else f"{mask_stem}_s{k}"
+
+
+def source_stem(stem: str) -> str:
+    """``In_12_s3`` -> ``In_12``: the mask a generated sample is named after (see :func:`sample_stem`)."""
+    return _SAMPLE_SUFFIX.sub("", stem)
 
 
 def natural_key(text: str) -> tuple:

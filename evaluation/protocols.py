@@ -33,6 +33,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from dataset.categories import categories_from_config
+from dataset.files import source_stem
 from dataset.folders import few, mask_folder
 from dataset.io import open_image, write_json_atomic
 from dataset.pairs import Pair, find_pairs, natural_key
@@ -58,7 +59,6 @@ SCHEMA = {
     "detector_overrides": O.ListOf(None),
     "settings": O.ListOf({"name": None, "real": False, "generated": O.ListOf({"dir": None, "n": None})}),
 }
-_GEN_SUFFIX = re.compile(r"_s\d+$")
 
 
 def _safe(name: str) -> str:
@@ -90,7 +90,7 @@ def training_set(setting: DictConfig, real_train: Sequence[Pair], categories, se
             raise UserError(f"{where}: missing 'dir' (a folder of generated pairs from infer.py)")
         found = find_pairs(gen.dir, categories)
         chosen = select_generated(found, gen.get("n"), seed + k, where)
-        leaked = [p.stem for p in chosen if _GEN_SUFFIX.sub("", p.stem) in test_stems]
+        leaked = [p.stem for p in chosen if source_stem(p.stem) in test_stems]
         if leaked:
             msg = (f"{where}: {len(leaked)} generated pair(s) are named like test samples "
                    f"({few(leaked)}); generate from the training masks only")

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from dataset.categories import Category, category_for_file
-from dataset.files import MASK_EXTS, list_by_stem
+from dataset.files import MASK_EXTS, list_by_stem, sample_stem
 from dataset.io import read_mask
 from dataset.pairs import load_captions
 from runtime.errors import UserError
@@ -89,8 +89,8 @@ def build_jobs(mask_dir: Path, categories: Sequence[Category], num_per_mask: int
             continue
         category = category_for_file(path.name, categories, captions or None)
         for k in range(num_per_mask):
-            name = path.stem if num_per_mask == 1 else f"{path.stem}_s{k}"
-            jobs.append(Job(path, name, category, prompt or category.prompt, job_seed(seed, path.stem, k)))
+            jobs.append(Job(path, sample_stem(path.stem, k, num_per_mask), category, prompt or category.prompt,
+                            job_seed(seed, path.stem, k)))
     if cut:
         raise UserError(f"{len(cut)} non-square mask(s) in {mask_dir} have no defect inside their centred square, "
                         f"which is what is generated ({', '.join(cut[:5])}); crop them to a square around the "

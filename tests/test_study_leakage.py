@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dataset.files import sample_stem, source_stem
 from dataset.splits import save_split
 from evaluation.study import leakage
 from evaluation.study.leakage import LeakError
@@ -18,8 +19,10 @@ TEST = {"In_3", "Pa_7"}
 
 @pytest.mark.parametrize("stem, base", [("In_12_s3", "In_12"), ("In_12", "In_12"), ("Sc_5_s10", "Sc_5"),
                                         ("In_s1_x", "In_s1_x"), ("Pa_2_s", "Pa_2_s")])
-def test_base_stem_drops_only_the_sample_suffix(stem, base):
-    assert leakage.base_stem(stem) == base
+def test_source_stem_drops_only_the_sample_suffix(stem, base):
+    assert source_stem(stem) == base
+    if base == stem and not stem.endswith("_s"):
+        assert source_stem(sample_stem(stem, 4, 2)) == stem and sample_stem(stem, 0, 1) == stem
 
 
 def test_refuse_test_stems_names_the_stage_and_every_test_sample():

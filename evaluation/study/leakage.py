@@ -10,32 +10,24 @@ dataset as their source.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
-from dataset.files import few, natural_key
+from dataset.files import few, natural_key, source_stem
 from dataset.pairs import MASK_DIRS
 from dataset.splits import load_split
 from runtime.errors import UserError
 
 from .config import repo_path
 
-_SAMPLE_SUFFIX = re.compile(r"_s\d+$")
-
 
 class LeakError(UserError):
     """A test sample would reach a training stage."""
 
 
-def base_stem(stem: str) -> str:
-    """``In_12_s3`` -> ``In_12`` (infer.py names the k-th sample of a mask ``<mask>_s<k>``)."""
-    return _SAMPLE_SUFFIX.sub("", stem)
-
-
 def refuse_test_stems(stage: str, stems: Iterable[str], test_stems: set[str], source: str, fix: str) -> None:
     """Raise :class:`LeakError` when any of ``stems`` (or the mask it was generated from) is a test stem."""
-    leaked = sorted({s for s in stems if s in test_stems or base_stem(s) in test_stems}, key=natural_key)
+    leaked = sorted({s for s in stems if s in test_stems or source_stem(s) in test_stems}, key=natural_key)
     if leaked:
         raise LeakError(f"leak: stage {stage} would train on {len(leaked)} test sample(s) of its study "
                         f"({few(leaked)}) from {source}; {fix}")
