@@ -1,4 +1,5 @@
-"""Train/test splits: deterministic by seed, stratified per category.
+"""Train/test splits: deterministic by seed, stratified per category, and the split files that training,
+the protocols and the study share (made on first use under ``DATA/splits/``).
 
 The paper's protocols are written ``train:test``: ``9:1`` (``test_fraction`` 0.1) and ``1:5``
 (one part training, five parts test; ``test_fraction`` 5/6). Each category contributes
@@ -7,17 +8,19 @@ The paper's protocols are written ``train:test``: ``9:1`` (``test_fraction`` 0.1
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from runtime.errors import UserError
 
 from .io import read_json, write_json_atomic
-from .pairs import Pair, natural_key
+from .pairs import Pair, find_pairs, natural_key
 
 SPLIT_KEYS = ("train", "test", "seed", "test_fraction")
+_REPO = Path(__file__).resolve().parents[1]
 
 
 def parse_ratio(text: str) -> float:
@@ -133,3 +136,37 @@ def subset_pairs(pairs: Sequence[Pair], stems: Sequence[str]) -> list[Pair]:
     if len(set(stems)) != len(stems):
         raise UserError("the split lists a sample more than once; regenerate it")
     return [by_stem[s] for s in stems]
+
+
+def default_split_path(data_root: str | Path, ratio: str, seed: int) -> Path:
+    """``DATA/splits/<dataset folder>_<train>-<test>_seed<seed>.json`` (DATA/ is git-ignored)."""
+    name = re.sub(r"[^A-Za-z0-9.-]+", "_", Path(data_root).resolve().name)
+    tag = str(ratio).replace(":", "-")
+    return _REPO / "DATA" / "splits" / f"{name}_{tag}_seed{int(seed)}.json"
+
+
+def get_split(pairs: Sequence[Pair], split_path: str | Path | None, ratio: str, seed: int,
+              data_root: str | Path, log: Callable[[str], None] = print) -> tuple[dict, Path]:
+    """Load ``split_path``, or make and save the split there when it does not exist yet."""
+    path = Path(split_path) if split_path else default_split_path(data_root, ratio, seed)
+    if path.is_file():
+        split = load_split(path)
+        log(f"split: {path} (train {len(split['train'])}, test {len(split['test'])})")
+        return split, path
+    split = make_split(list(pairs), parse_ratio(ratio), int(seed))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_split(split, path)
+    log(f"split: made {ratio} (seed {seed}) -> {path} (train {len(split['train'])}, "
+        f"test {len(split['test'])})")
+    return split, path
+
+
+def split_pairs(data_root: str | Path, split_path: str | Path | None, ratio: str, seed: int,
+                categories=None, log: Callable[[str], None] = print):
+    """``(train_pairs, test_pairs, split_path)`` of a paired dataset folder."""
+    pairs = find_pairs(data_root, categories)
+    split, path = get_split(pairs, split_path, ratio, seed, data_root, log)
+    try:
+        return subset_pairs(pairs, split["train"]), subset_pairs(pairs, split["test"]), path
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None

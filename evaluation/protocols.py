@@ -37,6 +37,7 @@ from dataset.files import source_stem
 from dataset.folders import few, mask_folder
 from dataset.io import open_image, write_json_atomic
 from dataset.pairs import Pair, find_pairs, natural_key
+from dataset.splits import get_split
 from runtime import options as O
 from runtime.atomic import write_text_atomic
 from runtime.errors import UserError, run_cli
@@ -47,7 +48,6 @@ from .detector.train import DEFAULT_CONFIG as DETECTOR_CONFIG
 from .detector.train import train_detector
 from .report import PAPER_METRICS, bar_chart, csv_text, write_tables
 from .sod_metrics import METRICS
-from .splitfile import get_split
 
 PROTOCOLS = ("substitution", "expansion")
 

@@ -66,7 +66,7 @@ def _cfg(data, protocol, settings, ratio, extra=()):
 
 def test_substitution_end_to_end(data):
     # the split file is shared with training: make it first, then generate from its train masks
-    from evaluation.splitfile import split_pairs
+    from dataset.splits import split_pairs
 
     train, test, split_path = split_pairs(data / "real", data / "split_9-1.json", "9:1", 0, log=lambda m: None)
     gen = _generated_from(data / "real", [p.stem for p in train], data / "gen_sub")
@@ -97,7 +97,7 @@ def test_substitution_end_to_end(data):
 
 
 def test_substitution_refuses_generated_pairs_from_test_masks(data):
-    from evaluation.splitfile import split_pairs
+    from dataset.splits import split_pairs
 
     _, test, _ = split_pairs(data / "real", data / "split_9-1.json", "9:1", 0, log=lambda m: None)
     gen = _generated_from(data / "real", [p.stem for p in test], data / "gen_leak")

@@ -29,14 +29,10 @@ def digest_of(obj: Any) -> str:
 
 def file_digest(path: str | Path) -> Optional[str]:
     """sha256 of a file's bytes; None when it does not exist."""
+    from ldm.checkpoint import file_sha256
+
     path = Path(path)
-    if not path.is_file():
-        return None
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(path) if path.is_file() else None
 
 
 def file_stat(path: str | Path) -> Optional[list]:

@@ -8,7 +8,7 @@ from typing import Any
 from dataset.files import few, natural_key
 from dataset.folders import image_folder, mask_folder
 from dataset.pairs import Pair, find_pairs
-from dataset.splits import parse_ratio
+from dataset.splits import default_split_path, get_split, parse_ratio
 from runtime.errors import UserError
 
 from ..context import Ctx
@@ -22,8 +22,6 @@ class SplitStage(Stage):
     kind = "split"
 
     def split_path(self, ctx: Ctx) -> Path:
-        from ...splitfile import default_split_path
-
         study_cfg = ctx.study_config(self.study)
         if study_cfg["split"]:
             return Path(study_cfg["split"])
@@ -44,8 +42,6 @@ class SplitStage(Stage):
         return [self.masks_dir(ctx)]
 
     def run(self, ctx: Ctx) -> dict[str, Any]:
-        from ...splitfile import get_split
-
         study_cfg = ctx.study_config(self.study)
         pairs = find_pairs(ctx.data_root, ctx.categories)
         split, path = get_split(pairs, self.split_path(ctx), study_cfg["ratio"], study_cfg["seed"], ctx.data_root,
