@@ -24,6 +24,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from runtime.errors import UserError
+from runtime.seeds import procedural_seed
 
 from .categories import Category, categories_from_config
 from .io import write_png_atomic
@@ -225,10 +226,7 @@ def generate_pair(category_name: str, size: int, seed: int,
     return Image.fromarray(pixels, "L"), mask
 
 
-def sample_seed(seed: int, category_index: int, number: int) -> int:
-    """Seed of sample ``number`` (1-based) of a category, shared by the writer and the dataset."""
-    return int(np.random.SeedSequence([int(seed), int(category_index), int(number)])
-               .generate_state(1)[0])
+sample_seed = procedural_seed  # seed of sample ``number`` (1-based) of a category (runtime.seeds)
 
 
 def _procedural_categories(categories: Any) -> list[Category]:

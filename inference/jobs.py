@@ -1,7 +1,6 @@
 """What to generate: one job per (mask, sample index), each with its own seed."""
 from __future__ import annotations
 
-import hashlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from dataset.files import MASK_EXTS, list_by_stem, sample_stem
 from dataset.io import read_mask
 from dataset.pairs import load_captions
 from runtime.errors import UserError
+from runtime.seeds import stem_seed
 
 
 @dataclass(frozen=True)
@@ -46,11 +46,7 @@ class JobSpec:
                     prompt=self.prompt)
 
 
-def job_seed(base_seed: int, stem: str, k: int) -> int:
-    """A seed that depends only on (seed, mask, sample index): results do not change with batch size,
-    order or the number of ranks."""
-    digest = hashlib.sha256(f"{base_seed}:{stem}:{k}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
+job_seed = stem_seed  # a job's seed: (seed, mask, sample index) alone (runtime.seeds)
 
 
 def list_masks(mask_dir: Path) -> list[Path]:

@@ -24,7 +24,7 @@ from torch.utils.data._utils.collate import default_collate
 
 from runtime import options as O
 from runtime.errors import UserError
-from runtime.seeds import mix_seed
+from runtime.seeds import Stream, mix_seed
 
 ERROR_KEY = "__error__"
 
@@ -110,9 +110,9 @@ class SampleStream(Sampler):
         g = j * self.world_size + self.rank
         epoch, pos = divmod(g, self.size)
         if epoch != self._epoch:
-            gen = torch.Generator().manual_seed(mix_seed(self.seed, 1, epoch))
+            gen = torch.Generator().manual_seed(mix_seed(self.seed, Stream.EPOCH_ORDER, epoch))
             self._perm, self._epoch = torch.randperm(self.size, generator=gen).tolist(), epoch
-        return self._perm[pos], mix_seed(self.seed, 2, g)
+        return self._perm[pos], mix_seed(self.seed, Stream.SAMPLE, g)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         j = self.start
@@ -197,7 +197,7 @@ def grid_indices(dataset: Dataset, n: int) -> list[int]:
 def grid_batch(dataset: Dataset, n: int, seed: int) -> dict[str, Any]:
     """The fixed batch the sample grids show (the same at every checkpoint of a run)."""
     items = SeededItems(dataset)
-    batch = collate([items[(i, mix_seed(seed, 3, i))] for i in grid_indices(dataset, n)])
+    batch = collate([items[(i, mix_seed(seed, Stream.GRID_SAMPLE, i))] for i in grid_indices(dataset, n)])
     if ERROR_KEY in batch:
         raise UserError(batch[ERROR_KEY])
     return batch

@@ -46,7 +46,7 @@ from ldm.modules.unet import is_gligen_layer
 from ldm.pipeline import DefFillerPipeline, grounding_inputs
 from runtime.atomic import write_text_atomic
 from runtime.errors import UserError
-from runtime.seeds import mix_seed
+from runtime.seeds import Stream, mix_seed
 from training import distributed as D
 from training.checkpointing import RunCheckpoints, Saved, rng_state, set_rng_state, state_name, weights_name
 from training.data import DATA_SCHEMA, build_dataset, grid_batch, make_loader, write_held_out_procedural
@@ -310,7 +310,7 @@ class Trainer:
         # generation path (text cache, conditioning, samplers) shared with infer.py: the sample grids use
         # it, and training reads its text cache
         self.pipeline = DefFillerPipeline(self.models, self.device, self.autocast_dtype or torch.float32)
-        seed_globals(mix_seed(opts.seed, 6, self.info.rank))  # per-rank global RNGs (dropout, if any)
+        seed_globals(mix_seed(opts.seed, Stream.GLOBALS, self.info.rank))  # per-rank global RNGs (dropout, if any)
         self.unet = self.models.model
         self.named_params = freeze(self.models, trainable_names(self.unet, opts.trainable))
         self.params = [p for _, p in self.named_params]
@@ -383,7 +383,7 @@ class Trainer:
     # -- one batch -> loss ------------------------------------------------------------------------
     def step_generator(self) -> torch.Generator:
         """This iteration's random source (timesteps, noise, null grounding, latent sampling)."""
-        seed = mix_seed(self.opts.seed, 4, self.iteration, self.info.rank)
+        seed = mix_seed(self.opts.seed, Stream.STEP, self.iteration, self.info.rank)
         return torch.Generator(device=self.device).manual_seed(seed)
 
     def text_context(self, captions: list[str]) -> torch.Tensor:
@@ -545,7 +545,7 @@ class Trainer:
             grid, pipe = self.grid, self.pipeline
             self.models.eval()
             noise = torch.randn(pipe.latent_shape(grid["sem"].shape[0]),
-                                generator=torch.Generator().manual_seed(mix_seed(self.opts.seed, 5)))
+                                generator=torch.Generator().manual_seed(mix_seed(self.opts.seed, Stream.GRID_NOISE)))
             with self.ema.applied() if self.ema is not None else nullcontext():  # as infer.py samples
                 cond, uncond = pipe.conditioning(grid["sem"], list(grid["caption"]))
                 latents = pipe.sample(cond, uncond, noise, sampler=self.opts.sampler,
