@@ -317,8 +317,10 @@ def model_sections(models: DefFillerModels, parts: Iterable[str] = PARTS) -> dic
 
 
 def save_checkpoint(path: Union[str, Path], sections: Mapping[str, Mapping[str, torch.Tensor]],
-                    config: Union[DictConfig, dict], metadata: Optional[Mapping[str, str]] = None) -> Path:
-    """Write our format: ``path`` (.safetensors, config in its metadata) and ``path.yaml``, atomically."""
+                    config: Union[DictConfig, dict], metadata: Optional[Mapping[str, str]] = None,
+                    sidecar: bool = True) -> Path:
+    """Write our format: ``path`` (.safetensors, config in its metadata) and (``sidecar``) ``path.yaml``,
+    atomically."""
     path = Path(path)
     if path.suffix != ".safetensors":
         raise UserError(f"{path}: our checkpoints are .safetensors files")
@@ -327,7 +329,8 @@ def save_checkpoint(path: Union[str, Path], sections: Mapping[str, Mapping[str, 
     meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "config": yaml_text}
     meta.update({k: str(v) for k, v in (metadata or {}).items()})
     write_bytes_atomic(st_save_bytes(flat, metadata=meta), path)
-    write_text_atomic(yaml_text, path.with_suffix(".yaml"))
+    if sidecar:
+        write_text_atomic(yaml_text, path.with_suffix(".yaml"))
     return path
 
 
