@@ -61,6 +61,7 @@ from inference.jobs import Job, JobSpec, build_jobs, mask_tensor, seed_noise, sh
 from inference.preview import write_preview
 from inference.writer import INFER_FIX, PairedWriter, prepare_folder, prepare_root
 from ldm.checkpoint import file_sha256, load_models
+from ldm.diffusion.guidance import DEFAULT_GUIDANCE_SCALE
 from ldm.diffusion.samplers import SAMPLERS, start_timestep
 from ldm.pipeline import DefFillerPipeline, gate_schedule
 from runtime.device import pick_device
@@ -81,7 +82,7 @@ class GenerationOptions:
 
     sampler: str = "plms"
     steps: Optional[int] = None  # None: DEFAULT_STEPS[sampler]
-    guidance_scale: float = 3.0
+    guidance_scale: float = DEFAULT_GUIDANCE_SCALE
     negative_prompt: str = ""
     alpha_type: Optional[tuple[float, float, float]] = None
     mode: str = "generate"
@@ -164,8 +165,10 @@ def sampling_defaults(config, sampler: Optional[str] = None, steps: Optional[int
     same = chosen == rec.get("sampler", "plms")
     interval = guidance_interval if guidance_interval is not None else (
         rec.get("guidance_interval") if same else None)
+    if guidance_scale is None:
+        guidance_scale = rec.get("guidance_scale", DEFAULT_GUIDANCE_SCALE)
     return dict(sampler=chosen, steps=steps if steps is not None else (rec.get("steps") if same else None),
-                guidance_scale=guidance_scale if guidance_scale is not None else rec.get("guidance_scale", 3.0),
+                guidance_scale=guidance_scale,
                 guidance_interval=tuple(interval) if interval is not None else None)
 
 
