@@ -317,6 +317,11 @@ def test_compare_puts_cards_side_by_side(tmp_path, capsys):
     csv_rows = (tmp_path / "cmp.csv").read_text().splitlines()
     assert csv_rows[0].startswith("run,brightness KS In,brightness KS all,") and csv_rows[2].startswith("b,0.125,")
     assert capsys.readouterr().out.startswith("| run |")
+    assert compare.main([str(tmp_path / "a" / "realism"), str(tmp_path / "b" / "realism"), "--curve", "1", "2",
+                         "--out", str(tmp_path / "curve")]) == 0
+    assert Image.open(tmp_path / "curve.png").size[0] > 500
+    with pytest.raises(UserError, match="one number per card"):
+        compare.main([str(tmp_path / "a" / "realism"), "--curve", "1", "2", "--out", str(tmp_path / "c")])
 
 
 def test_compare_refuses_what_is_not_a_card(tmp_path):

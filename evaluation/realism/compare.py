@@ -1,9 +1,11 @@
 """Realism cards side by side: one row per generated set, the card's key numbers per category.
 
     python -m evaluation.realism.compare OUTPUT/val/A/realism OUTPUT/val/B/realism [--labels A B] [--out STEM]
+    python -m evaluation.realism.compare C1000 C2000 C3000 --curve 1000 2000 3000 --out STEM
 
 Each argument is a card folder (or its ``realism.json``). Prints a Markdown table; with ``--out``
-writes ``STEM.md`` and ``STEM.csv`` atomically.
+writes ``STEM.md`` and ``STEM.csv`` atomically, and with ``--curve X...`` (one number per card, e.g.
+training iterations) also ``STEM.png``: each column's value per category against X, the target drawn.
 """
 from __future__ import annotations
 
@@ -75,6 +77,34 @@ def markdown(cards: Sequence[dict], labels: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+TARGET_LINES = {"brightness KS": 0.2, "spread ratio": 0.8, "CNR ratio": 0.9, "FWD / floor": 2.0, "contrast ratio": 1.0}
+
+
+def curve(cards: Sequence[dict], xs: Sequence[float], path: Path, xlabel: str = "training iterations") -> Path:
+    """Each column's value per category against ``xs``, one panel per column, targets dashed."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from runtime.atomic import savefig_atomic
+
+    cats = cards[0].get("categories", [])
+    fig, axes = plt.subplots(1, len(COLUMNS), figsize=(3.2 * len(COLUMNS), 3.0))
+    for ax, (column, section, key, _) in zip(axes, COLUMNS):
+        for cat in cats:
+            ys = [card[section].get(cat, {}).get(key) for card in cards]
+            ax.plot(xs, [float("nan") if y is None else y for y in ys], marker="o", label=SHORT.get(cat, cat),
+                    linewidth=2.5 if cat == "overall" else 1.2)
+        ax.axhline(TARGET_LINES[column], color="grey", linestyle="--", linewidth=1)
+        ax.set_title(column, fontsize=10)
+        ax.set_xlabel(xlabel, fontsize=8)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    savefig_atomic(fig, path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def to_csv(table: list[dict]) -> str:
     import csv
     import io
@@ -91,7 +121,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("cards", nargs="+", help="realism card folders (or realism.json files)")
     p.add_argument("--labels", nargs="+", default=None, help="one row label per card (default: the folder names)")
     p.add_argument("--out", type=Path, default=None, help="write STEM.md and STEM.csv")
+    p.add_argument("--curve", type=float, nargs="+", default=None, metavar="X",
+                   help="one number per card (e.g. iterations): also draw STEM.png against it (needs --out)")
+    p.add_argument("--xlabel", default="training iterations", help="the curve's x axis (default: %(default)s)")
     args = p.parse_args(argv)
+    if args.curve is not None and (args.out is None or len(args.curve) != len(args.cards)):
+        raise UserError(f"--curve needs --out and one number per card ({len(args.cards)})")
     if args.labels is not None and len(args.labels) != len(args.cards):
         raise UserError(f"--labels: {len(args.labels)} labels for {len(args.cards)} cards; give one per card")
     cards = [read_card(c) for c in args.cards]
@@ -102,6 +137,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.out is not None:
         write_text_atomic(text, Path(f"{args.out}.md"))
         write_text_atomic(to_csv(rows(cards, labels)), Path(f"{args.out}.csv"))
+        if args.curve is not None:
+            curve(cards, args.curve, Path(f"{args.out}.png"), args.xlabel)
     return 0
 
 
