@@ -69,7 +69,7 @@ YAML_CASES = [
     ("main", DEMO, ("procedural: {n_per_category", "procedural: {n_per_categry"), "data.procedural.n_per_category"),
     ("protocols", SUBST, ("detector_overrides:", "detector_overide:"), "detector_overrides"),
     ("protocols", SUBST, ("    overrides: []", "    overrides: [train.epoch=5]"), "train.epochs"),
-    ("detector", DETECTOR, ("  epochs: 15", "  epoch: 15"), "train.epochs"),
+    ("detector", DETECTOR, ("  epochs: 40", "  epoch: 40"), "train.epochs"),
     ("maskgen.train", "model:\n  base_channel: 8\n", None, "model.base_channels"),
     ("maskgen.train", "modle:\n  base_channels: 8\n", None, "model"),
     ("maskgen.sample", "sample:\n  treshold: 0.6\n", None, "sample.threshold"),
