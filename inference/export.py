@@ -7,7 +7,8 @@ The exported file holds the EMA weights (``--weights auto``: when the checkpoint
 the UNet, every weight in half precision (``--dtype fp16``; the diffusion schedule stays in float32),
 no optimiser state, and the config with a ``sampling:`` section (``infer.py`` and the page use it
 when no flag says otherwise). Its metadata names the source checkpoint (SHA-256), the training
-split and the weights used. No ``.yaml`` sidecar is written: the config travels inside the file.
+data (folder, split file and the split's SHA-256, as the training run recorded them) and the weights
+used. No ``.yaml`` sidecar is written: the config travels inside the file.
 """
 from __future__ import annotations
 
@@ -20,7 +21,14 @@ import torch
 from omegaconf import OmegaConf
 
 from inference.generate import recommended_sampling
-from ldm.checkpoint import apply_weights_choice, file_sha256, load_models, read_checkpoint, save_checkpoint
+from ldm.checkpoint import (
+    PROVENANCE_KEYS,
+    apply_weights_choice,
+    file_sha256,
+    load_models,
+    read_checkpoint,
+    save_checkpoint,
+)
 from runtime import options as O
 from runtime.errors import UserError, run_cli
 
@@ -52,7 +60,8 @@ def export_release(ckpt: str | Path, out: str | Path, sampling: Optional[dict] =
     train = config.get("train") or {}
     metadata = {"source_checkpoint": Path(ckpt).name, "source_sha256": file_sha256(ckpt), "weights": used,
                 "dtype": dtype, "split": str(train.get("split")),
-                "iteration": str(source.metadata.get("iteration", "")), "init": str(source.metadata.get("init", ""))}
+                "iteration": str(source.metadata.get("iteration", "")), "init": str(source.metadata.get("init", "")),
+                **{k: str(source.metadata.get(k, "")) for k in PROVENANCE_KEYS if k != "split"}}
     save_checkpoint(out, sections, config, metadata, sidecar=False)
     load_models(out)  # the release must load strictly into the architecture its config describes
     size_mb = out.stat().st_size / 2**20

@@ -41,6 +41,8 @@ FORMAT_VERSION = "1"
 FIRST_CONV = "input_blocks.0.0.weight"
 POSITION_IDS = "transformer.text_model.embeddings.position_ids"
 WEIGHTLESS_TARGETS = ("ldm.modules.identity_autoencoder.IdentityAutoencoder",)
+#: metadata naming the data a checkpoint was trained on (written by training, kept by inference.export)
+PROVENANCE_KEYS = ("data_root", "split", "split_sha256", "procedural")
 
 
 class CheckpointError(UserError):
@@ -132,6 +134,18 @@ def read_checkpoint(path: Union[str, Path], allow_unsafe_pickle: bool = False,
         return Checkpoint(path, "sd", _split_sd(state))
     raise CheckpointError(f"{path} is neither a GLIGEN/DefFiller checkpoint (keys model, autoencoder, ...) "
                           "nor an SD-1.x .ckpt (state_dict with model.diffusion_model.*)")
+
+
+def read_metadata(path: Union[str, Path]) -> dict[str, str]:
+    """The metadata of one of our ``.safetensors`` files without reading its tensors ({} for other formats)."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        return {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from None
 
 
 def _read_safetensors(path: Path) -> Checkpoint:

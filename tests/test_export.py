@@ -23,7 +23,8 @@ def trained(tmp_path_factory):
     sections = model_sections(models)
     ema = {k: v + 0.25 for k, v in sections["model"].items() if v.is_floating_point()}
     path = save_checkpoint(root / "trained.safetensors", {**sections, "ema": ema}, models.config,
-                           {"iteration": "7", "init": "random initialisation (--ckpt none)"})
+                           {"iteration": "7", "init": "random initialisation (--ckpt none)", "data_root": "/d",
+                            "split": "/d/split.json", "split_sha256": "ab" * 32, "procedural": "false"})
     masks = root / "masks"
     write_masks(masks, ["In_1", "Pa_2"])
     return path, masks
@@ -40,6 +41,7 @@ def test_release_holds_half_precision_ema_weights_and_its_settings(trained, tmp_
     assert all(d == torch.float16 for k, d in dtypes.items() if k.startswith("model."))
     assert dtypes["diffusion.alphas_cumprod"] == torch.float32
     assert meta["weights"] == "ema" and meta["iteration"] == "7" and len(meta["source_sha256"]) == 64
+    assert (meta["split_sha256"], meta["data_root"], meta["procedural"]) == ("ab" * 32, "/d", "false")  # provenance
     source = read_checkpoint(ckpt)
     released = read_checkpoint(out)
     name = next(iter(source.sections["ema"]))

@@ -71,6 +71,17 @@ def dataset_folder(data_root: Optional[str], cfg: DictConfig) -> Optional[Path]:
     return nested if (not looks_like_dataset and nested.is_dir()) else root
 
 
+def data_provenance(data_root: Optional[str], cfg: DictConfig, split: Optional[str] = None) -> dict[str, str]:
+    """What a run trains on, for its checkpoints' metadata (:data:`ldm.checkpoint.PROVENANCE_KEYS`): the data
+    folder, the split file and the sha256 of its bytes, and whether the data is procedural."""
+    from ldm.checkpoint import file_sha256
+
+    folder = dataset_folder(data_root, cfg)
+    return {"data_root": "" if folder is None else str(folder.resolve()),
+            "split": str(Path(split).resolve()) if split else "", "split_sha256": file_sha256(split) if split else "",
+            "procedural": str(folder is None).lower()}
+
+
 def build_dataset(data_root: Optional[str], cfg: DictConfig, split: Optional[str] = None) -> Dataset:
     """The training dataset the config and ``--DATA_ROOT`` describe (see the module docstring)."""
     from dataset import ProceduralDefectDataset, SemanticMaskDataset, load_split

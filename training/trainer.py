@@ -49,7 +49,14 @@ from runtime.errors import UserError
 from runtime.seeds import Stream, mix_seed
 from training import distributed as D
 from training.checkpointing import RunCheckpoints, Saved, rng_state, set_rng_state, state_name, weights_name
-from training.data import DATA_SCHEMA, build_dataset, grid_batch, make_loader, write_held_out_procedural
+from training.data import (
+    DATA_SCHEMA,
+    build_dataset,
+    data_provenance,
+    grid_batch,
+    make_loader,
+    write_held_out_procedural,
+)
 from training.ema import EMA
 from training.lr_schedule import WarmupSchedule
 from training.metrics import MetricsLog, gate_stats
@@ -226,6 +233,15 @@ def _flat(cfg: Any) -> dict[str, Any]:
     return out
 
 
+def check_split_unchanged(saved_meta: Mapping[str, str], now: Mapping[str, str], saved: Saved, allow: bool) -> None:
+    """A resumed run keeps the content of its split file (its sha256, recorded in every checkpoint)."""
+    before, after = saved_meta.get("split_sha256"), now.get("split_sha256")
+    if before and after and before != after and not allow:
+        raise UserError(f"{now['split']}: the split file changed since this run trained on it (sha256 {before[:12]} "
+                        f"in {saved.weights.name}, {after[:12]} now); restore the split file, or start a new run "
+                        "(another --name)")
+
+
 def check_config_changes(saved_cfg: Optional[DictConfig], cfg: DictConfig, saved: Saved,
                          allow: bool) -> dict[str, list]:
     """``{key: [before, now]}`` of the data/train settings that differ from the checkpoint's config.
@@ -290,6 +306,7 @@ class Trainer:
 
         # 1. dataset
         self.dataset = build_dataset(opts.DATA_ROOT, cfg, opts.split)
+        self.provenance = data_provenance(opts.DATA_ROOT, cfg, opts.split)
 
         # 2. models: build, initial weights (unless resuming), freeze all but the trained parameters
         torch.manual_seed(opts.seed)  # from-scratch weights: identical on every rank
@@ -303,6 +320,7 @@ class Trainer:
             self.init_source = initial_weights(self.models, opts.ckpt)
         else:
             self.config_changes = check_config_changes(resume[2].config, cfg, resume[0], opts.allow_config_change)
+            check_split_unchanged(resume[2].metadata, self.provenance, resume[0], opts.allow_config_change)
             check_diffusion(cfg, resume[2])  # a resumed run keeps its diffusion process
             load_into(self.models, resume[2])
             self.init_source = f"{resume[0].weights} (resuming)"
@@ -571,7 +589,8 @@ class Trainer:
                      "rng": rngs, "world_size": self.info.world_size, "batch_size": self.opts.batch_size,
                      "seed": self.opts.seed, "trainable": [n for n, _ in self.named_params]}
             self.last_saved = self.checkpoints.save(self.iteration, sections, self.cfg, state,
-                                                    {"run": self.opts.name, "init": self.init_source})
+                                                    {"run": self.opts.name, "init": self.init_source,
+                                                     **self.provenance})
         else:
             self.last_saved = Saved(self.iteration, self.checkpoints.dir / weights_name(self.iteration),
                                     self.checkpoints.dir / state_name(self.iteration))
