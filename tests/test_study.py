@@ -242,15 +242,16 @@ def test_a_generator_trained_on_the_other_studys_split_is_refused(study, capsys)
     assert "test sample(s)" in line and "split_9-1.json" in line
 
 
-def test_a_generated_folder_named_after_test_samples_is_refused(study, capsys):
-    """Generation from every mask of the dataset (test masks included): the detectors stage refuses."""
+def test_generation_from_test_masks_is_refused(study, capsys):
+    """Generation from every mask of the dataset (test masks included): refused before generating."""
     masks = study["root"] / "data" / "Ground_truth"
     line = one_line_error(["--config", str(study["config"]), "--no_progress", "--until", "substitution.detectors",
                            "--set", f"studies.substitution.generation.mask_dir={masks}"], capsys)
-    assert line.startswith("error: leak: stage substitution.detectors (setting generated) would train on 3 test")
     split = json.loads((study["root"] / "split_9-1.json").read_text())
-    assert all(stem in line for stem in split["test"])
-    assert not (study["out"] / ".stamps" / "substitution.detectors.json").exists()
+    assert line.startswith(f"error: leak: stage substitution.generation would generate from {masks}")
+    assert "whose pixels equal the test mask" in line and "(and 2 more file(s))" in line
+    assert any(f"{stem}.png" in line for stem in split["test"])
+    assert not (study["out"] / ".stamps" / "substitution.generation.json").exists()
 
 
 def test_bad_input_is_one_line(tmp_path, capsys, monkeypatch):
@@ -303,3 +304,24 @@ def test_the_shipped_configs_load_and_plan(tmp_path):
     assert cpu["studies"]["substitution"]["detectors"]["seeds"] == [0, 1, 2]
     with pytest.raises(UserError, match="unknown key 'studies.expansion.filter.treshold'"):
         load_study_config(REPO / "configs" / "study" / "sd900_cpu.yaml", ["studies.expansion.filter.treshold=0.5"])
+
+
+def test_a_split_rewritten_after_training_is_refused(study, capsys):
+    """The 9:1 split rewritten (one training and one test sample swapped) after its generator trained: the
+    generator's checkpoints record the split's sha256, and the stage refuses to go on with the new split."""
+    path = study["root"] / "split_9-1.json"
+    original = path.read_bytes()
+    split = json.loads(original)
+    a = next(s for s in split["train"] if s.startswith("In_"))
+    b = next(s for s in split["test"] if s.startswith("In_"))
+    split["train"] = sorted([*split["train"], b])
+    split["train"].remove(a)
+    split["test"] = sorted([*split["test"], a])
+    split["test"].remove(b)
+    path.write_text(json.dumps(split))
+    try:
+        line = one_line_error(["--config", str(study["config"]), "--no_progress", "--until", "substitution.generator"],
+                              capsys)
+    finally:
+        path.write_bytes(original)
+    assert f"{path}: the split changed after " in line and "--force substitution.generator" in line

@@ -1,17 +1,27 @@
-"""evaluation.study.leakage on its own: which stems, run folders and generated folders count as test samples
-reaching a training stage, and what is let through."""
+"""evaluation.study.leakage on its own: which stems, run folders, generated folders, copies of test pictures,
+rewritten splits and initial checkpoints count as test samples reaching a training stage, and what is let
+through."""
 from __future__ import annotations
 
 import json
+import shutil
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 import yaml
+from PIL import Image
+from safetensors.torch import save_file
 
 from dataset.files import sample_stem, source_stem
-from dataset.splits import save_split
+from dataset.pairs import find_pairs
+from dataset.splits import load_split, make_split, parse_ratio, save_split
 from evaluation.study import leakage
 from evaluation.study.leakage import LeakError
+from evaluation.study.stages.split import keep_copies_in_test
+from ldm.checkpoint import file_sha256
 from runtime.errors import UserError
 
 TEST = {"In_3", "Pa_7"}
@@ -127,3 +137,170 @@ def test_generated_sources_and_check_generated(tmp_path):
     (clean / "generation.json").write_text("{broken")
     with pytest.raises(UserError, match="unreadable generation record"):
         leakage.generated_sources(clean, str(data))
+
+
+# -- content: renamed copies and re-encodings of test items -----------------------------------------
+def write_picture(path: Path, arr: np.ndarray, mode: str = "L") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).convert(mode).save(path)
+    return path
+
+
+@pytest.fixture
+def data(tmp_path):
+    """A tiny dataset: In_1..In_3 and Pa_1..Pa_2, random 8x8 grey images (BMP) and 0/255 masks (PNG)."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data"
+    for stem in ("In_1", "In_2", "In_3", "Pa_1", "Pa_2"):
+        write_picture(root / "Source_Images" / f"{stem}.bmp", rng.integers(0, 256, (8, 8), dtype=np.uint8))
+        write_picture(root / "Ground_truth" / f"{stem}.png", (rng.random((8, 8)) > 0.5).astype(np.uint8) * 255)
+    pairs = {p.stem: p for p in find_pairs(root, check_sizes=False)}
+    return root, pairs, leakage.test_digests([pairs["In_3"], pairs["Pa_2"]])
+
+
+def test_pixel_digest_sees_through_renames_and_lossless_reencodings(data, tmp_path):
+    _, pairs, _ = data
+    image, mask = pairs["In_3"].image, pairs["In_3"].mask
+    arr = np.asarray(Image.open(image))
+    same = [shutil.copy(image, tmp_path / "x.bmp"), write_picture(tmp_path / "x.png", arr),
+            write_picture(tmp_path / "x_rgb.png", arr, "RGB")]
+    assert {leakage.pixel_digest(f) for f in same} == {leakage.pixel_digest(image)}
+    assert leakage.pixel_digest(write_picture(tmp_path / "m1.png", np.asarray(Image.open(mask)), "1")) == \
+        leakage.pixel_digest(mask)
+    changed = arr.copy()
+    changed[0, 0] ^= 1
+    assert leakage.pixel_digest(write_picture(tmp_path / "y.png", changed)) != leakage.pixel_digest(image)
+    write_picture(tmp_path / "x.png", changed)  # rewritten in place: not served from the cache
+    assert leakage.pixel_digest(tmp_path / "x.png") == leakage.pixel_digest(tmp_path / "y.png")
+
+
+@pytest.mark.parametrize("source, copy_name, what", [
+    ("mask", "generated/Ground_truth/In_gen_1.png", "test mask In_3"),   # a test mask copied and renamed
+    ("image", "data2/Source_Images/In_99.bmp", "test image In_3"),      # the real test image renamed
+    ("image", "gen/Source_Images/In_3_copy.png", "test image In_3"),    # <test>_copy, re-encoded as PNG
+    ("mask", "train_masks/Sc_77.png", "test mask In_3"),                # a renamed test mask in maskgen's input
+])
+def test_a_copy_of_a_test_item_under_any_name_is_refused(data, tmp_path, source, copy_name, what):
+    _, pairs, tests = data
+    original = getattr(pairs["In_3"], source)
+    copy = write_picture(tmp_path / copy_name, np.asarray(Image.open(original)))
+    clean = [pairs["In_1"].image, pairs["In_1"].mask, pairs["Pa_1"].mask]
+    leakage.refuse_test_content("s.maskgen", clean, tests, "fix")
+    with pytest.raises(LeakError) as exc:
+        leakage.refuse_test_content("s.maskgen", [*clean, copy], tests, "use training items only")
+    message = str(exc.value)
+    assert message.startswith(f"leak: stage s.maskgen would train on {copy}, whose pixels equal the {what} (")
+    assert "\n" not in message and message.endswith("; use training items only")
+
+
+def test_a_split_with_a_copy_of_a_test_item_on_its_training_side(data, tmp_path):
+    _, pairs, _ = data
+    shutil.copy(pairs["In_3"].image, pairs["In_1"].image)  # the dataset itself holds the same image twice
+    split = {"train": ["In_1", "In_2", "Pa_1"], "test": ["In_3", "Pa_2"], "seed": 0, "test_fraction": 0.4}
+    path = save_split(split, tmp_path / "split.json")
+    with pytest.raises(LeakError, match=r"1 training pair\(s\) have the pixels of a test item \(In_1: the test image "
+                                        "In_3"):
+        keep_copies_in_test(split, path, pairs, made=False, log=print)
+    logged = []
+    fixed = keep_copies_in_test(split, path, pairs, made=True, log=logged.append)
+    assert fixed["train"] == ["In_2", "Pa_1"] and fixed["test"] == ["In_1", "In_3", "Pa_2"]
+    assert load_split(path) == fixed and "moved to the test side" in logged[0]
+
+
+def test_a_split_rewritten_after_training_is_refused(tmp_path, splits):
+    clean, _ = splits
+    run = tmp_path / "run"
+    leakage.split_unchanged("e.generator", run, clean)  # recorded when the stage trains
+    assert json.loads((run / leakage.SPLIT_RECORD).read_text())["split"] == str(clean.resolve())
+    leakage.split_unchanged("e.generator", run)  # used later: unchanged
+    save_split({**load_split(clean), "train": ["In_1"], "test": ["In_3", "Pa_2", "Pa_7"]}, clean)
+    for args in ((run,), (run, clean)):
+        with pytest.raises(UserError, match=r"clean.json: the split changed after stage e.generator trained on it "
+                                            r".*restore the split file, or rerun with --force e.generator"):
+            leakage.split_unchanged("e.generator", *args)
+    # the checkpoint's own record (written by training)
+    ckpt = write_weights(tmp_path / "w.safetensors", split=str(clean), split_sha256="0" * 64)
+    with pytest.raises(UserError, match="the split changed after .*w.safetensors was trained on it"):
+        leakage.ckpt_split_unchanged("e.generator", ckpt)
+    leakage.ckpt_split_unchanged("e.generator", write_weights(tmp_path / "v.safetensors", split=str(clean),
+                                                              split_sha256=file_sha256(clean)))
+
+
+def write_weights(path: Path, **metadata: str) -> Path:
+    save_file({"model.x": torch.zeros(1)}, str(path), metadata=dict(metadata))
+    return path
+
+
+def test_an_initial_checkpoint_must_name_its_provenance(data, tmp_path, splits):
+    root, pairs, tests = data
+    clean, leaky = splits
+    check = lambda ckpt, split=clean: leakage.check_init_checkpoint("e.generator", ckpt, split, TEST, tests)  # noqa: E731
+    assert check(None) == "from scratch"
+    assert check(write_weights(tmp_path / "p.safetensors", procedural="true")) == "procedural data"
+    same = write_weights(tmp_path / "s.safetensors", split=str(clean), split_sha256=file_sha256(clean),
+                         data_root=str(root), procedural="false")
+    assert check(same) == "the study's split"
+    bare = write_weights(tmp_path / "bare.safetensors")
+    with pytest.raises(LeakError, match=r"bare.safetensors names no provenance .*bare.safetensors.provenance.json"):
+        check(bare)
+    other = write_weights(tmp_path / "o.safetensors", split=str(leaky), split_sha256=file_sha256(leaky),
+                          data_root=str(root))
+    with pytest.raises(LeakError, match="would train on 1 test sample"):
+        check(other)  # another split whose training side holds a test sample of this study
+    gone = write_weights(tmp_path / "g.safetensors", split=str(tmp_path / "gone.json"), split_sha256="1" * 64)
+    with pytest.raises(LeakError, match="gone.json .*which is not found"):
+        check(gone)
+    with pytest.raises(LeakError, match="trained on every pair of"):
+        check(write_weights(tmp_path / "a.safetensors", data_root=str(root)))
+    # another split, no test stem, but a renamed copy of a test image among its training pairs
+    shutil.copy(pairs["In_3"].image, pairs["In_2"].image)
+    renamed = save_split({"train": ["In_1", "In_2"], "test": ["Pa_1"], "seed": 0, "test_fraction": 0.3},
+                         tmp_path / "renamed.json")
+    with pytest.raises(LeakError, match=r"In_2.bmp, whose pixels equal the test image In_3"):
+        check(write_weights(tmp_path / "r.safetensors", split=str(renamed), split_sha256=file_sha256(renamed),
+                            data_root=str(root)))
+    # an external release (a pickle, no metadata) with and without its declaration
+    release = tmp_path / "release.bin"
+    release.write_bytes(b"weights")
+    with pytest.raises(LeakError, match="names no provenance"):
+        check(release)
+    sidecar = tmp_path / "release.bin.provenance.json"
+    sidecar.write_text(json.dumps({"sha256": file_sha256(release), "training_data": "GLIGEN-sem release"}))
+    assert check(release) == "declared in release.bin.provenance.json: GLIGEN-sem release"
+    sidecar.write_text(json.dumps({"sha256": "0" * 64, "training_data": "x"}))
+    with pytest.raises(UserError, match="its sha256 is not that of"):
+        check(release)
+
+
+def test_training_records_its_data_and_refuses_a_rewritten_split_on_resume(tmp_path, splits):
+    from omegaconf import OmegaConf
+
+    from training.checkpointing import Saved
+    from training.data import data_provenance
+    from training.trainer import check_split_unchanged
+
+    clean, _ = splits
+    cfg = OmegaConf.create({"data": {"procedural": {"n_per_category": 2}}})
+    assert data_provenance(None, cfg) == {"data_root": "", "split": "", "split_sha256": "", "procedural": "true"}
+    (tmp_path / "d").mkdir()
+    now = data_provenance(str(tmp_path / "d"), OmegaConf.create({}), str(clean))
+    assert now["split_sha256"] == file_sha256(clean) and now["procedural"] == "false"
+    saved = Saved(5, tmp_path / "weights_5.safetensors", tmp_path / "state_5.pt")
+    check_split_unchanged({"split_sha256": file_sha256(clean)}, now, saved, allow=False)
+    check_split_unchanged({}, now, saved, allow=False)  # checkpoints written before the record
+    with pytest.raises(UserError, match="the split file changed since this run trained on it"):
+        check_split_unchanged({"split_sha256": "0" * 64}, now, saved, allow=False)
+
+
+def test_real_data_digests_and_the_1_5_split(saliency_root):
+    """The 900 real pairs: digest time, and the one image SD-Saliency-900 holds twice (Pa_101 = Pa_105), which
+    the 1:5 split of seed 0 puts on both sides."""
+    pairs = find_pairs(saliency_root, check_sizes=False)
+    start = time.perf_counter()
+    digests = leakage.test_digests(pairs)
+    seconds = time.perf_counter() - start
+    assert len(digests) == 2 * len(pairs) - 1 and seconds < 60
+    by_stem = {p.stem: p for p in pairs}
+    assert leakage.pixel_digest(by_stem["Pa_101"].image) == leakage.pixel_digest(by_stem["Pa_105"].image)
+    split = make_split(pairs, parse_ratio("1:5"), 0)
+    assert "Pa_105" in split["train"] and "Pa_101" in split["test"]

@@ -27,6 +27,7 @@ class Ctx:
     progress: bool = True
     forced: set[str] = field(default_factory=set)
     _pairs_by_stem: Optional[dict[str, Pair]] = field(default=None, init=False, repr=False)
+    _test_digests: dict[tuple, dict[str, str]] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def out(self) -> Path:
@@ -71,6 +72,18 @@ class Ctx:
 
     def test_stems(self, study: str) -> set[str]:
         return set(self.split(study)[0]["test"])
+
+    def test_digests(self, study: str) -> dict[str, str]:
+        """Pixel digests of the study's test images and masks (:func:`.leakage.test_digests`), once per split."""
+        from .leakage import test_digests
+        from .stamps import file_digest
+
+        split, path = self.split(study)
+        key = (study, str(path), file_digest(path))
+        if key not in self._test_digests:
+            by_stem = self.pairs_by_stem()
+            self._test_digests[key] = test_digests([by_stem[s] for s in split["test"]])
+        return self._test_digests[key]
 
     def device_overrides(self) -> list[str]:
         """Detector config overrides for the study's device and threads."""

@@ -10,6 +10,7 @@ from .. import leakage
 from ..context import Ctx
 from ..stamps import file_digest
 from .base import Stage
+from .generation import check_producers
 
 
 class DetectorsStage(Stage):
@@ -47,15 +48,22 @@ class DetectorsStage(Stage):
 
         study_cfg = ctx.study_config(self.study)
         split, split_path = ctx.split(self.study)
-        test_stems = set(split["test"])
+        test_stems, tests = set(split["test"]), ctx.test_digests(self.study)
+        check_producers(ctx, self.study, self.key)
         settings, skipped = self.settings(ctx)
+        by_stem = ctx.pairs_by_stem()
         for setting in settings:
             where = f"{self.key} (setting {setting['name']})"
             if setting.get("real"):
                 leakage.check_stems(where, split["train"], test_stems, f"the split {split_path}")
+                leakage.refuse_test_content(where, leakage.pair_files(by_stem[s] for s in split["train"]), tests,
+                                            f"it is a training pair of {split_path}; keep copies of test items out "
+                                            "of the training split")
             for g in setting.get("generated", []):
-                stems = [p.stem for p in find_pairs(g["dir"], ctx.categories, check_sizes=False)]
-                leakage.check_generated(where, Path(g["dir"]), stems, ctx.data_root, test_stems)
+                pairs = find_pairs(g["dir"], ctx.categories, check_sizes=False)
+                leakage.check_generated(where, Path(g["dir"]), [p.stem for p in pairs], ctx.data_root, test_stems)
+                leakage.refuse_test_content(where, leakage.pair_files(pairs), tests,
+                                            "generate from training masks or new masks only (generation.mask_dir)")
         for name, why in skipped.items():
             ctx.log(f"[{self.key}] setting {name} left out: {why}")
         d = study_cfg["detectors"]

@@ -49,6 +49,8 @@ class FilterStage(Stage):
         f = ctx.study_config(self.study)["filter"]
         train_pairs, _ = ctx.pairs(self.study)
         leakage.check_stems(self.key, [p.stem for p in train_pairs], ctx.test_stems(self.study), "its training pairs")
+        leakage.refuse_test_content(self.key, leakage.pair_files(train_pairs), ctx.test_digests(self.study),
+                                    "keep copies of test items out of the training split")
         det_dir = self.folder(ctx) / "detector"
         train_detector(detector_cfg(ctx, self.study, f["seed"]), train_pairs, det_dir, resume=True, log=ctx.log,
                        progress=ctx.progress)

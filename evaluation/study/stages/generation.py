@@ -6,8 +6,18 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from .. import leakage
 from ..context import Ctx
 from .base import Stage
+
+
+def check_producers(ctx: Ctx, study: str, stage: str) -> None:
+    """The generator (and mask producer) whose outputs ``stage`` uses still see the split they trained on."""
+    gen = ctx.outputs(f"{study}.generator")
+    leakage.split_unchanged(f"{study}.generator", gen["run"])
+    leakage.ckpt_split_unchanged(f"{study}.generator", gen["ckpt"])
+    if study == "expansion":
+        leakage.split_unchanged(f"{study}.maskgen", ctx.outputs(f"{study}.maskgen")["run"])
 
 
 class GenerationStage(Stage):
@@ -37,9 +47,10 @@ class GenerationStage(Stage):
 
         from inference.cli import tqdm_progress
         from inference.generate import GenerationOptions, generate_dataset, load_pipeline
-        from inference.jobs import JobSpec
+        from inference.jobs import JobSpec, list_masks
 
         g = ctx.study_config(self.study)["generation"]
+        check_producers(ctx, self.study, self.key)
         if int(ctx.cfg.get("threads") or 0) > 0:
             torch.set_num_threads(int(ctx.cfg["threads"]))
         ckpt = ctx.outputs(f"{self.study}.generator")["ckpt"]
@@ -52,6 +63,9 @@ class GenerationStage(Stage):
         ctx.log(f"[{self.key}] {ckpt} -> {folder} ({opts.sampler} {opts.steps} steps, guidance {opts.guidance_scale})")
         with warnings.catch_warnings():  # maskgen.sample's manifest sits beside the masks
             warnings.filterwarnings("ignore", message=".*maskgen_manifest.json")
+            leakage.refuse_test_content(self.key, list_masks(spec.mask_dir), ctx.test_digests(self.study),
+                                        "generate from training masks or new masks only (generation.mask_dir)",
+                                        use="generate from")
             generate_dataset(pipe, spec, folder, opts,
                              progress=tqdm_progress(f"{self.key} ({opts.sampler})", ctx.progress))
         n = len(json.loads((folder / "generation.json").read_text())["images"])

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from runtime.errors import UserError
-from training.runs import latest_weights, resolved_config, running_trainer
+from training.runs import check_main_options, latest_weights, resolved_config, running_trainer
 
 from .. import leakage
 from ..context import Ctx
@@ -88,6 +88,10 @@ class PretrainStage(Stage):
         if dataset_folder(None, cfg) is not None or (saved is not None and not saved["procedural"]):
             raise leakage.LeakError(f"leak: stage {self.key} must train on procedural data only "
                                     f"(data.procedural in {p['config']}, no data root)")
+        _, split_path = ctx.split(self.study)
+        how = leakage.check_init_checkpoint(self.key, check_main_options(argv).ckpt, split_path,
+                                            ctx.test_stems(self.study), ctx.test_digests(self.study))
+        ctx.log(f"[{self.key}] initial weights: {how}")
         run_main(self.key, argv, ctx.log, self.run_dir(ctx), ctx.progress)
         found = latest_weights(self.run_dir(ctx))
         if found is None:
@@ -145,8 +149,20 @@ class GeneratorStage(Stage):
     def run(self, ctx: Ctx) -> dict[str, Any]:
         _, split_path = ctx.split(self.study)
         run_dir = self.run_dir(ctx)
-        leakage.check_generator_data(self.key, run_dir, ctx.data_root, str(split_path), ctx.test_stems(self.study))
-        run_main(self.key, self.argv(ctx, str(split_path)), ctx.log, run_dir, ctx.progress)
+        test_stems, tests = ctx.test_stems(self.study), ctx.test_digests(self.study)
+        stems, run_split = leakage.check_generator_data(self.key, run_dir, ctx.data_root, str(split_path), test_stems)
+        by_stem = ctx.pairs_by_stem()
+        leakage.refuse_test_content(self.key, leakage.pair_files(by_stem[s] for s in stems if s in by_stem), tests,
+                                    f"it is a training pair of {run_split}; keep copies of test items out of the "
+                                    "training split")
+        argv = self.argv(ctx, str(split_path))
+        how = leakage.check_init_checkpoint(self.key, check_main_options(argv).ckpt, split_path, test_stems, tests)
+        ctx.log(f"[{self.key}] initial weights: {how}")
+        found = latest_weights(run_dir)
+        if found is not None:
+            leakage.ckpt_split_unchanged(self.key, found[0])
+        leakage.split_unchanged(self.key, run_dir, run_split)
+        run_main(self.key, argv, ctx.log, run_dir, ctx.progress)
         found = latest_weights(run_dir)
         if found is None:
             raise UserError(f"{run_dir}: no checkpoint after training; check its log")

@@ -48,6 +48,8 @@ class MaskgenStage(Stage):
         files = list_masks(masks_in)
         leakage.check_stems(self.key, [f.stem for f in files], ctx.test_stems(self.study),
                             f"the mask folder {masks_in}")
+        leakage.refuse_test_content(self.key, files, ctx.test_digests(self.study),
+                                    "train the mask producer on the study's training masks only")
         run = self.run_dir(ctx)
         guard = run / "study_masks.json"
         listing = sorted(f.name for f in files)
@@ -58,6 +60,7 @@ class MaskgenStage(Stage):
         from dataset.io import write_json_atomic
 
         run.mkdir(parents=True, exist_ok=True)
+        leakage.split_unchanged(self.key, run, ctx.split(self.study)[1])
         write_json_atomic({"masks": listing}, guard)
         cfg = load_config(m["config"], list(m["set"]))
         device = str(pick_device(ctx.cfg["device"]))

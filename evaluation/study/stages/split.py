@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from dataset.files import few, natural_key
 from dataset.folders import image_folder, mask_folder
 from dataset.pairs import Pair, find_pairs
-from dataset.splits import default_split_path, get_split, parse_ratio
+from dataset.splits import default_split_path, get_split, parse_ratio, save_split
 from runtime.errors import UserError
 
+from .. import leakage
 from ..context import Ctx
 from ..stamps import file_digest, folder_fingerprint
 from .base import Stage, remove_path
@@ -44,10 +45,12 @@ class SplitStage(Stage):
     def run(self, ctx: Ctx) -> dict[str, Any]:
         study_cfg = ctx.study_config(self.study)
         pairs = find_pairs(ctx.data_root, ctx.categories)
+        made = not self.split_path(ctx).is_file()
         split, path = get_split(pairs, self.split_path(ctx), study_cfg["ratio"], study_cfg["seed"], ctx.data_root,
                                 ctx.log)
         check_split_matches(split, path, pairs, ctx.data_root, self.study, study_cfg["ratio"])
         by_stem = {p.stem: p for p in pairs}
+        split = keep_copies_in_test(split, path, by_stem, made, ctx.log)
         masks = self.masks_dir(ctx)
         remove_path(masks)
         masks.mkdir(parents=True)
@@ -58,6 +61,29 @@ class SplitStage(Stage):
         return {"split": str(path), "split_sha256": file_digest(path), "n_train": len(split["train"]),
                 "n_test": len(split["test"]),
                 "train_masks": str(masks), "paths": [str(path), str(masks)]}
+
+
+def keep_copies_in_test(split: dict, path: Path, by_stem: dict[str, Pair], made: bool,
+                        log: Callable[[str], None]) -> dict:
+    """Training pairs whose image or mask has the pixels of a test item's: moved to the test side of a split
+    made just now (and saved), refused in an existing split file."""
+    tests = leakage.test_digests([by_stem[s] for s in split["test"]])
+    copies = {s: tests.get(leakage.pixel_digest(by_stem[s].image)) or tests.get(leakage.pixel_digest(by_stem[s].mask))
+              for s in split["train"]}
+    copies = {s: what for s, what in copies.items() if what}
+    if not copies:
+        return split
+    first = next(iter(copies))
+    if not made:
+        raise leakage.LeakError(f"leak: {path}: {len(copies)} training pair(s) have the pixels of a test item "
+                                f"({first}: the {copies[first]}); move them to the test side of the split, or delete "
+                                "the split file to make it anew (copies then go to the test side)")
+    split = {**split, "train": [s for s in split["train"] if s not in copies],
+             "test": sorted([*split["test"], *copies], key=natural_key)}
+    save_split(split, path)
+    log(f"{path}: {len(copies)} training pair(s) moved to the test side, their pixels equal a test item's "
+        f"({', '.join(f'{s}: the {w}' for s, w in copies.items())})")
+    return split
 
 
 def check_split_matches(split: dict, path: Path, pairs: list[Pair], data_root: str, study: str, ratio: str) -> None:
