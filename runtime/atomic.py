@@ -42,7 +42,11 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], Any], make_paren
         path.parent.mkdir(parents=True, exist_ok=True)
     elif not path.parent.is_dir():
         raise UserError(f"{path}: output folder {path.parent} does not exist; create it first")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # a read-only or full folder: name the file the user asked for, not the temporary one
+        exc.filename = str(path)
+        raise
     try:
         if hasattr(os, "fchmod"):      # not on Windows before Python 3.13
             os.fchmod(fd, _new_file_mode(path))

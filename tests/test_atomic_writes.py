@@ -35,3 +35,15 @@ def test_new_files_follow_the_umask_and_replaced_files_keep_their_mode(tmp_path,
     atomic.write_text_atomic("y", shared)
     assert mode(shared) == 0o640 and shared.read_text() == "y"
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_temporary_file_that_cannot_be_made_names_the_target(tmp_path, monkeypatch):
+    """A read-only or full folder fails at mkstemp: the error names the file asked for, not ``.x.json.abc.tmp``."""
+    import errno
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(tmp_path / ".x.json.abc123.tmp"))
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", read_only)
+    with pytest.raises(OSError) as exc:
+        atomic.write_text_atomic("x", tmp_path / "x.json")
+    assert exc.value.filename == str(tmp_path / "x.json") and exc.value.errno == errno.EROFS
