@@ -4,7 +4,9 @@
 Every command that writes a run or output folder takes it (training, the mask producer, the
 detector, the study, the sample filter, predictions, infer.py and the page's keep). The kernel
 drops the lock when its process dies (even by SIGKILL), so a lock file left by a dead run is simply
-taken over. The file names the holder (pid and host) for the refusal message.
+taken over; a child forked while it was held (a data-loader worker) holds it until the child ends too.
+The file names the holder (pid and host) for the refusal message. Never delete a held lock file: a
+second writer would then lock a new file beside the live one.
 """
 from __future__ import annotations
 
@@ -19,6 +21,21 @@ from runtime.errors import UserError
 
 LOCK_NAME = ".deffiller.lock"
 DEFAULT_FIX = "choose another output folder"
+
+
+def _ended(holder: str) -> str:
+    """A note when the named holder ran on this host and has ended: a child it forked (a data-loader
+    worker) inherited the lock and still holds it."""
+    parts = holder.split()
+    if len(parts) != 4 or parts[0] != "pid" or parts[2] != "on" or parts[3] != socket.gethostname():
+        return ""
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return ", which has ended; a process it started still holds the lock and usually exits within seconds"
+    except (ValueError, OSError):
+        pass
+    return ""
 
 
 class FolderLock:
@@ -59,8 +76,8 @@ class FolderLock:
             except BlockingIOError:
                 holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "unknown process"
                 os.close(fd)
-                raise UserError(f"{self.root} is being written by another run ({holder}, lock {self.path}); "
-                                f"wait for it to finish or {self.fix}") from None
+                raise UserError(f"{self.root} is being written by another run ({holder}{_ended(holder)}, "
+                                f"lock {self.path}); wait for it to finish or {self.fix}") from None
             # the previous holder may have removed the file between our open and flock: retry on the new one
             try:
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino

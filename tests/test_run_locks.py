@@ -2,6 +2,8 @@
 second writer with one line naming the holder's pid, and takes over the lock of a dead process."""
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +57,26 @@ def test_a_dead_holder_is_taken_over_and_a_live_one_refused(tmp_path, holder):
         with pytest.raises(UserError, match="being written by another run"):  # in-process too
             FolderLock(tmp_path / "a").acquire()
     assert not (tmp_path / "a" / LOCK_NAME).exists()
+
+
+# a holder that forks a child (as a DataLoader forks its workers), prints both pids and exits; the child keeps the lock
+ORPHAN = ("import os, sys, time; from runtime.lock import FolderLock; FolderLock(sys.argv[1], create=True).acquire()\n"
+          "child = os.fork()\n"
+          "if child == 0:\n    os.close(1); os.close(2); time.sleep(600); os._exit(0)\n"
+          "print(os.getpid(), child, flush=True); os._exit(0)")
+
+
+def test_a_lock_kept_by_the_child_of_an_ended_holder_says_so(tmp_path):
+    """A data-loader worker forked by a killed trainer keeps the lock a few seconds: the refusal says the named
+    holder has ended instead of pointing at a process that is not there."""
+    proc = subprocess.run([sys.executable, "-c", ORPHAN, str(tmp_path / "run")], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    parent, child = map(int, proc.stdout.split())
+    try:
+        with pytest.raises(UserError, match=rf"pid {parent} on .*, which has ended; a process it started still holds"):
+            FolderLock(tmp_path / "run").acquire()
+    finally:
+        os.kill(child, signal.SIGKILL)
 
 
 def test_a_symlinked_lock_file_is_not_followed(tmp_path):
