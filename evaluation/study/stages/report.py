@@ -15,8 +15,13 @@ class ReportStage(Stage):
         return ctx.out / "report"
 
     def inputs(self, ctx: Ctx) -> dict[str, Any]:
-        return {"paper": ctx.cfg.get("paper"), "targets": ctx.cfg["targets"], "report": ctx.cfg["report"],
-                "profile": ctx.cfg.get("profile"), "name": ctx.cfg["name"]}
+        from ..report import paper_tables_path
+        from ..stamps import file_digest
+
+        path = paper_tables_path()
+        return {"paper": ctx.cfg.get("paper"), "paper_tables": [str(path), file_digest(path)],
+                "targets": ctx.cfg["targets"], "report": ctx.cfg["report"], "profile": ctx.cfg.get("profile"),
+                "name": ctx.cfg["name"]}
 
     def clear(self, ctx: Ctx) -> list[Path]:
         return [self.folder(ctx)]
