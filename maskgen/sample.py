@@ -24,6 +24,7 @@ from dataset.categories import Category
 from dataset.io import write_json_atomic, write_png_atomic
 from ldm.diffusion.samplers import SAMPLERS
 from runtime import options as O
+from runtime.atomic import write_bytes_atomic
 from runtime.cli import add_device, add_threads
 from runtime.device import pick_device
 from runtime.errors import UserError, run_cli
@@ -36,6 +37,7 @@ from .postprocess import UPSAMPLING, nonempty_fallback, postprocess
 from .settings import SampleSettings
 
 MANIFEST = "maskgen_manifest.json"
+UNFINISHED = ".maskgen_unfinished"  # present while write_masks runs: a stopped run's masks are replaced
 
 
 @dataclass
@@ -141,13 +143,23 @@ def mask_name(cat: Category, number: int, total: int) -> str:
     return f"{cat.prefix}_gen_{number:0{width}d}.png"
 
 
-def write_masks(results: Sequence[CategoryResult], out: str | Path, overwrite: bool = False) -> list[Path]:
+def write_masks(results: Sequence[CategoryResult], out: str | Path, overwrite: bool = False,
+                manifest: Optional[dict[str, Any]] = None) -> list[Path]:
+    """Write the masks (and ``manifest`` last, when given) into ``out``.
+
+    Masks already there are refused without ``overwrite``, except those of a run of this function that
+    stopped before it finished (a full disk, a kill): its marker file is still there, so the same command
+    replaces them.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    marker = out / UNFINISHED
     old = [p for r in results for p in out.glob(f"{r.category.prefix}_gen_*.png")]
-    if old and not overwrite:
+    if old and not overwrite and not marker.is_file():
         raise UserError(f"{out}: already holds {len(old)} generated mask(s) (e.g. {old[0].name}); "
                         "pass --overwrite to replace them or choose another --out")
+    write_bytes_atomic(b"", marker)
+    (out / MANIFEST).unlink(missing_ok=True)  # it would describe masks this run replaces
     for p in old:
         p.unlink()
     written = []
@@ -156,6 +168,9 @@ def write_masks(results: Sequence[CategoryResult], out: str | Path, overwrite: b
             path = out / mask_name(r.category, k, len(r.masks))
             write_png_atomic(Image.fromarray(m.astype(np.uint8) * 255, "L"), path)
             written.append(path)
+    if manifest is not None:
+        write_json_atomic(manifest, out / MANIFEST)
+    marker.unlink()
     return written
 
 
@@ -282,7 +297,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     with locked(out, "choose another --out"):  # one writer per mask folder
         results = sample_masks(model, cats, selected, args.n_per_category, settings,
                                int(ckpt["config"]["data"]["image_size"]), device, progress=not args.no_progress)
-        written = write_masks(results, out, overwrite=args.overwrite)
         manifest = {
             "checkpoint": ckpt["path"], "weights": args.weights, "epoch": ckpt.get("epoch"),
             "step": ckpt.get("step"), "settings": vars(settings),
@@ -292,7 +306,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                                              "mean_area": float(np.mean([m.mean() for m in r.masks]))}
                            for r in results},
         }
-        write_json_atomic(manifest, out / MANIFEST)
+        written = write_masks(results, out, overwrite=args.overwrite, manifest=manifest)
     summary = ", ".join(f"{r.category.prefix} {len(r.masks)} (redrawn {r.redraws}, fallback {len(r.fallbacks)})"
                         for r in results)
     print(f"maskgen.sample: wrote {len(written)} masks to {out}: {summary}")

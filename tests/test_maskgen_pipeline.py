@@ -173,6 +173,34 @@ def test_sample_cli_writes_binary_named_masks(trained, tmp_path):
     assert sorted(p.name for p in out.glob("In_*.png")) == ["In_gen_0001.png", "In_gen_0002.png"]
 
 
+def test_sample_stopped_while_writing_is_resumed_by_the_same_command(trained, tmp_path, monkeypatch):
+    """A full disk after the first mask: one line; once space is freed the same command (no --overwrite)
+    replaces the stopped run's masks and writes the manifest; a finished folder is still refused."""
+    import errno
+    import os
+
+    out = tmp_path / "masks"
+    argv = ["--ckpt", str(trained["run"]), "--out", str(out), "--n_per_category", "2", "--no_progress",
+            "--categories", "In"]
+    real, calls = sample_mod.write_png_atomic, []
+
+    def fills_up(image, path):
+        calls.append(path)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real(image, path)
+    monkeypatch.setattr(sample_mod, "write_png_atomic", fills_up)
+    with pytest.raises(OSError, match="No space left"):
+        sample_mod.main(argv)
+    assert [p.name for p in out.glob("*.png")] == ["In_gen_0001.png"] and not (out / sample_mod.MANIFEST).exists()
+    monkeypatch.setattr(sample_mod, "write_png_atomic", real)
+    assert sample_mod.main(argv) == 0
+    assert sorted(p.name for p in out.glob("*.png")) == ["In_gen_0001.png", "In_gen_0002.png"]
+    assert (out / sample_mod.MANIFEST).is_file() and not (out / sample_mod.UNFINISHED).exists()
+    with pytest.raises(UserError, match="--overwrite"):
+        sample_mod.main(argv)
+
+
 def test_never_empty_even_when_threshold_rejects_everything(trained):
     model, cats = model_from_checkpoint(load_checkpoint(trained["run"]))
     res = sample_mod.sample_masks(model, cats, cats[2:], 3, _settings(threshold=0.999, min_area=0.2,
