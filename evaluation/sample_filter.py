@@ -29,6 +29,9 @@ from runtime.lock import locked
 from .report import csv_text
 from .sod_metrics import binary_iou
 
+#: present in the output folder from the first copy until ``filter.json`` is written: the same command rebuilds
+#: the output of a run that stopped in between without --overwrite
+UNFINISHED = ".filter_unfinished"
 #: predict(paths) -> probability maps in [0, 1], one per path, in order
 Predictor = Callable[[Sequence[Path]], Iterable[np.ndarray]]
 
@@ -112,8 +115,9 @@ def _filter_into(generated: Path, out: Path, predict: Predictor, threshold: floa
                  categories, overwrite: bool, log: Callable[[str], None]) -> dict:
     pairs = find_pairs(generated, categories)
     img_out, mask_out = out / IMAGE_DIRS[1], out / MASK_DIRS[1]
+    marker = out / UNFINISHED  # an earlier run that stopped (full disk, kill) left it: its output is rebuilt
     for folder in (img_out, mask_out):
-        if folder.is_dir() and any(folder.iterdir()) and not overwrite:
+        if folder.is_dir() and any(folder.iterdir()) and not overwrite and not marker.is_file():
             raise UserError(f"{folder}: not empty; choose a fresh --out or pass --overwrite")
     known = {p.stem for p in pairs} | _stems_in_csv(out / "filter_iou.csv")
     for folder in (img_out, mask_out):
@@ -126,6 +130,8 @@ def _filter_into(generated: Path, out: Path, predict: Predictor, threshold: floa
             raise UserError(f"{folder}: not a folder of this output (a link or a file); choose a fresh --out or "
                             "remove it")
     rows = score_pairs(pairs, predict, bin_threshold, log)
+    write_text_atomic("", marker)
+    (out / "filter.json").unlink(missing_ok=True)  # it would describe the output this run replaces
     img_out.mkdir(parents=True, exist_ok=True)
     mask_out.mkdir(parents=True, exist_ok=True)
     kept_names: set[str] = set()
@@ -154,6 +160,7 @@ def _filter_into(generated: Path, out: Path, predict: Predictor, threshold: floa
                "per_category": {k: {"kept": v[0], "total": v[1]} for k, v in per_cat.items()},
                "mean_iou": float(np.mean([r["iou"] for r in rows]))}
     write_json_atomic(summary, out / "filter.json")
+    marker.unlink()
     log(f"kept {kept}/{len(rows)} pairs with IoU >= {threshold} -> {out} "
         + "(" + ", ".join(f"{k} {v[0]}/{v[1]}" for k, v in per_cat.items()) + ")")
     return summary

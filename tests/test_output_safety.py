@@ -77,3 +77,32 @@ def test_predictions_into_a_folder_with_foreign_maps_are_refused(tmp_path):
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(maps / "Old_9.png")
     with pytest.raises(UserError, match=r"holds 1 map\(s\) this run does not write \(Old_9.png\)"):
         write_maps(Fixed(), images, maps, progress=False, log=lambda m: None)
+
+
+def test_a_filter_stopped_while_copying_is_rebuilt_by_the_same_command(tmp_path, monkeypatch):
+    """A full disk after the first copy: once space is freed the same call (no overwrite) rebuilds the kept
+    folder whole; a finished folder still needs overwrite."""
+    import errno
+    import os
+
+    from evaluation import sample_filter
+
+    root, preds = _generated(tmp_path)
+    out = tmp_path / "kept"
+    real, calls = sample_filter.copy_atomic, []
+
+    def fills_up(src, dst):
+        calls.append(dst)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+        return real(src, dst)
+    monkeypatch.setattr(sample_filter, "copy_atomic", fills_up)
+    with pytest.raises(OSError, match="No space left"):
+        filter_samples(root, out, fake_predictor(preds), threshold=0.0, log=lambda m: None)
+    assert not (out / "filter.json").exists()
+    monkeypatch.setattr(sample_filter, "copy_atomic", real)
+    summary = filter_samples(root, out, fake_predictor(preds), threshold=0.0, log=lambda m: None)
+    assert summary["kept"] == len(preds) == len(list((out / "Source_Images").iterdir()))
+    assert (out / "filter.json").is_file() and not (out / sample_filter.UNFINISHED).exists()
+    with pytest.raises(UserError, match="not empty"):
+        filter_samples(root, out, fake_predictor(preds), threshold=0.0, log=lambda m: None)
