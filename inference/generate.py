@@ -348,8 +348,7 @@ def _lock_folder(root: Path, rank: int, world: int, device: torch.device) -> Opt
 def _generate_into(pipe: DefFillerPipeline, all_jobs: list[Job], root: Path, opts: GenerationOptions,
                    settings: dict, extras: list[Path], rank: int, world: int, progress: Optional[Progress],
                    preview: bool) -> None:
-    writer = PairedWriter(root, settings, rank)
-    writer.flush()  # the settings reach the disk before any image: a run killed in its first batch resumes
+    writer = PairedWriter(root, settings, rank)  # flushes its record before the first pair: a stop resumes
     try:
         _generate_batches(pipe, all_jobs, root, opts, writer, extras, rank, world, progress)
     finally:  # SIGTERM (SystemExit), Ctrl-C, a full disk: what was written stays recorded

@@ -70,10 +70,20 @@ def _read_record(path: Path) -> dict:
 
 
 class PairedWriter:
-    def __init__(self, root: Path, settings: dict, rank: int = 0) -> None:
-        self.root, self.settings, self.rank = root, settings, rank
+    """One rank's view of a paired dataset folder: the pairs recorded so far, new pairs, their records.
+
+    The rank's record (the settings) reaches the disk before its first pair, so a run stopped at any point
+    (kill -9, a full disk) leaves a folder the same command resumes: a pair without a record is
+    regenerated (infer.py) or its name reused (the page's keep); never adopted, as nothing says which
+    settings made it. A folder holding images and no record at all was not written by this code: refused.
+    ``fix`` ends the refusals (the flag that picks another folder).
+    """
+
+    def __init__(self, root: Path, settings: dict, rank: int = 0, fix: str = INFER_FIX) -> None:
+        self.root, self.settings, self.rank, self.fix = root, settings, rank, fix
         self.images, self.masks = root / IMAGES, root / MASKS
         self.records: dict[str, dict] = {}
+        self.flushed = False
         previous = self._read_existing()
         if previous is not None:
             old = {k: previous.get("settings", {}).get(k) for k in SETTING_KEYS}
@@ -82,7 +92,7 @@ class PairedWriter:
             if diff:
                 shown = ", ".join(f"{k} {old[k]!r} -> {new[k]!r}" for k in diff[:3])
                 raise UserError(f"{root} was generated with other settings ({shown}); "
-                                "choose another --save_folder_name (nothing was overwritten)")
+                                f"{fix} (nothing was overwritten)")
             self.records.update(previous.get("images", {}))
         for folder in (self.images, self.masks):
             with writing(folder):
@@ -97,10 +107,10 @@ class PairedWriter:
             data = _read_record(part)
             merged = merged or {"settings": data["settings"], "images": {}}
             merged["images"].update(data["images"])
-        # records are written before any image (flush before the first batch): images without them are not ours
+        # a record is written before any image (write flushes first): images without any record are not ours
         if merged is None and self.images.is_dir() and any(not is_hidden(p) for p in self.images.iterdir()):
-            raise UserError(f"{self.images} already holds images without a {RECORD}; "
-                            "choose another --save_folder_name (nothing was overwritten)")
+            raise UserError(f"{self.images} already holds images without a {RECORD}; move them away or "
+                            f"{self.fix} (nothing was overwritten)")
         return merged
 
     def done(self, name: str) -> bool:
@@ -108,7 +118,10 @@ class PairedWriter:
                 and (self.masks / f"{name}.png").is_file())
 
     def write(self, name: str, image01: torch.Tensor, mask: torch.Tensor, record: dict, grayscale: bool) -> None:
-        """One pair: image (C x H x W in [0, 1], C = 1 or 3) and its binary mask (H x W bool)."""
+        """One pair: image (C x H x W in [0, 1], C = 1 or 3) and its binary mask (H x W bool); the rank's
+        record is flushed first when it is not on disk yet."""
+        if not self.flushed:
+            self.flush()
         arr = (image01.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
         img = Image.fromarray(arr[..., 0]) if arr.shape[-1] == 1 else Image.fromarray(arr)
         img = img.convert("L") if grayscale else img
@@ -123,6 +136,7 @@ class PairedWriter:
         path = self.root / f"generation.rank{self.rank}.json"
         with writing(path):
             write_json_atomic({"settings": self.settings, "images": self.records}, path)
+        self.flushed = True
 
     def flush_quietly(self) -> None:
         """:meth:`flush`, when stopping: a failure here (the disk that stopped the run) must not hide the first."""

@@ -81,6 +81,38 @@ def test_kept_pairs_are_a_paired_dataset(tmp_path):
     assert len(listed) == 1 + 2 * len(names)
 
 
+def test_a_keep_stopped_by_a_full_disk_leaves_a_folder_the_page_can_reopen(tmp_path, monkeypatch):
+    """The first keep's record is flushed before its pair: a full disk after the pair (at the record) leaves a
+    pair without a record, whose name the next keep reuses, not a folder refused as holding foreign images."""
+    import errno
+    import os
+
+    import inference.writer as writer
+
+    root, mask = tmp_path / "kept", torch.zeros(8, 8, dtype=torch.bool)
+    kept = KeptPairs(root, {"seed": 0})
+    real, calls = writer.write_json_atomic, []
+
+    def fills_up(obj, path):
+        calls.append(path)
+        if len(calls) > 1:  # the settings record went through, the record of the pair does not
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real(obj, path)
+    monkeypatch.setattr(writer, "write_json_atomic", fills_up)
+    with pytest.raises(UserError, match="No space left on device"):
+        kept.add("In", torch.rand(3, 8, 8), mask, {"seed": 1})
+    assert (root / "Source_Images" / "In_app_0001.png").is_file()
+    monkeypatch.setattr(writer, "write_json_atomic", real)
+    again = KeptPairs(root, {"seed": 0})  # the page started again on the same --out
+    assert again.add("In", torch.rand(3, 8, 8), mask, {"seed": 2}) == "In_app_0001"
+    assert json.loads((root / "generation.json").read_text())["images"] == {"In_app_0001": {"seed": 2}}
+    foreign = tmp_path / "foreign"
+    (foreign / "Source_Images").mkdir(parents=True)
+    (foreign / "Source_Images" / "x.png").write_bytes(b"")
+    with pytest.raises(UserError, match="images without a generation.json; move them away or start the app"):
+        KeptPairs(foreign, {"seed": 0})
+
+
 def test_cli_checkpoint_and_host_checks(tmp_path, capsys):
     with pytest.raises(UserError, match="main.py --name demo --yaml_file configs/demo.yaml"):
         app.resolve_ckpt(None, demo=tmp_path / "none.safetensors")

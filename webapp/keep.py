@@ -31,12 +31,12 @@ class KeptPairs:
     def __init__(self, root: Path, settings: dict) -> None:
         self.root, self.settings = Path(root), settings
         with FolderLock(self.root, KEEP_FIX, create=True):  # another checkpoint's folder is refused now, not at Keep
-            PairedWriter(self.root, settings)
+            PairedWriter(self.root, settings, fix=KEEP_FIX)
 
     def next_name(self, prefix: str, records: dict | None = None) -> str:
         if records is None:
             with FolderLock(self.root, KEEP_FIX):
-                records = PairedWriter(self.root, self.settings).records
+                records = PairedWriter(self.root, self.settings, fix=KEEP_FIX).records
         numbers = [int(m.group(1)) for n in records if (m := _NAME.search(n))]
         return f"{prefix}_app_{max(numbers, default=0) + 1:04d}"
 
@@ -44,7 +44,8 @@ class KeptPairs:
             grayscale: bool = False) -> str:
         """Write one pair and its record; returns the pair's name."""
         with FolderLock(self.root, KEEP_FIX):
-            writer = PairedWriter(self.root, self.settings)  # re-read: another process may have added pairs
+            # re-read: another process may have added pairs
+            writer = PairedWriter(self.root, self.settings, fix=KEEP_FIX)
             name = self.next_name(prefix, writer.records)
             writer.write(name, image01, mask, record, grayscale)
             writer.flush()
