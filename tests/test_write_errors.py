@@ -120,6 +120,20 @@ def test_a_file_size_limit_is_one_line_and_resumable(tmp_path):
     assert [p.name for p in (tmp_path / "data_root").iterdir()] == ["Source_Images"]
 
 
+def test_training_under_a_file_size_limit_is_one_line_and_reruns(tmp_path):
+    """main.py: the checkpoint is what outgrows the limit; one line naming it, no partial file, then the same
+    command with the limit lifted trains the run to its end."""
+    from train_helpers import tiny_train_config
+
+    argv = ["main", "--yaml_file", str(tiny_train_config(tmp_path)), "--OUTPUT_ROOT", str(tmp_path / "runs"),
+            "--name", "run", "--no_progress"]
+    line = one_line(run("-c", LIMITED, "200000", *argv))
+    assert "ckpt_00000002.safetensors: cannot write (File too large); raise the file-size limit" in line, line
+    assert not list((tmp_path / "runs").rglob("*.tmp"))
+    assert run("main.py", *argv[1:]).returncode == 0
+    assert (tmp_path / "runs" / "run" / "checkpoints" / "latest.safetensors").is_file()
+
+
 @pytest.mark.parametrize("err", [errno.ENOSPC, errno.EROFS])
 def test_every_writer_turns_a_write_error_into_one_line(tmp_path, monkeypatch, capsys, err):
     """sample_filter, detector.predict, mask_adherence --out and process_json through run_cli: one line naming
