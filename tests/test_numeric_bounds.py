@@ -53,6 +53,20 @@ def test_detector_train_refuses_before_reading_data(tmp_path, capsys):
     assert "train.bce_weight" in line and not (tmp_path / "d").exists()
 
 
+def test_detector_ratio_without_a_training_share_is_refused_before_a_split_is_written(tmp_path, capsys):
+    """--ratio 0:1 leaves no training pairs: an argparse line, no split file; N:0 (every pair trains) parses."""
+    from evaluation.detector import train
+
+    split = tmp_path / "split.json"
+    with pytest.raises(SystemExit) as exc:
+        train.main(["--data_root", str(tmp_path), "--out", str(tmp_path / "d"), "--split", str(split),
+                    "--ratio", "0:1"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "argument --ratio: '0:1' leaves no training pairs" in err, err
+    assert not split.exists() and not (tmp_path / "d").exists()
+    assert train.train_ratio("1:0") == "1:0"
+
+
 def test_detector_resume_refuses_another_image_size(tmp_path):
     from dataset.procedural import write_procedural_dataset
     from evaluation.detector.train import train_detector

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from dataset.io import write_json_atomic
+from dataset.splits import parse_ratio
 from runtime.atomic import torch_save_atomic
 from runtime.cli import add_device, non_negative_int
 from runtime.device import pick_device
@@ -227,13 +228,26 @@ def _train_detector(cfg: DictConfig, train_pairs: Sequence, out_dir: Path, resum
     return final
 
 
+def train_ratio(text: str) -> str:
+    """``--ratio``: a train:test ratio with a training share; ``N:0`` trains on every pair (no test side)."""
+    try:
+        fraction = parse_ratio(text)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if fraction >= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} leaves no training pairs; give training a share, e.g. 9:1 "
+                                         "(1:0 trains on every pair)")
+    return text
+
+
 def add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data_root", required=True,
                         help="paired dataset folder (Source Images|Source_Images + Ground truth|Ground_truth)")
     parser.add_argument("--split", default=None,
                         help="split JSON (dataset.splits); made from --ratio/--seed when it does not exist "
                              "(default DATA/splits/<folder>_<ratio>_seed<seed>.json)")
-    parser.add_argument("--ratio", default="9:1", help="train:test ratio for a new split (default 9:1)")
+    parser.add_argument("--ratio", type=train_ratio, default="9:1",
+                        help="train:test ratio for a new split; N:0 trains on every pair (default 9:1)")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="split seed (default 0)")
 
 
