@@ -17,6 +17,7 @@ command uses. Outputs under ``out``: ``<detector>/<setting>/`` (checkpoint, maps
     python -m evaluation.protocols run --config configs/eval/substitution.yaml \
         [--set data_root=PATH settings.1.generated.0.dir=PATH] [--force]
     python -m evaluation.protocols export-masks --data_root PATH --out DATA/sd900_train_masks
+    python -m evaluation.protocols carve-validation --split SPLIT.json --out SPLIT_val0.json
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ from dataset.files import source_stem
 from dataset.folders import few, mask_folder
 from dataset.io import open_image, write_json_atomic
 from dataset.pairs import Pair, find_pairs, natural_key
-from dataset.splits import get_split
+from dataset.splits import carve_validation, get_split, load_split, save_split
 from runtime import options as O
 from runtime.atomic import write_text_atomic
 from runtime.errors import UserError, run_cli
@@ -263,6 +264,21 @@ def export_masks(data_root: str | Path, out: str | Path, split: str | None, rati
     return out
 
 
+def write_validation_split(split: str | Path, out: str | Path, fraction: float = 0.1, seed: int = 0,
+                           log: Callable[[str], None] = print) -> Path:
+    """Carve validation pairs out of ``split``'s training pairs (dataset.splits.carve_validation) into ``out``."""
+    if not 0 < fraction < 1:
+        raise UserError(f"--fraction must be between 0 and 1 (exclusive), got {fraction}")
+    out = Path(out)
+    if out.exists():
+        raise UserError(f"{out}: exists; choose a new file name for the validation split (never overwritten)")
+    carved = carve_validation(load_split(split), fraction, seed)
+    save_split(carved, out)
+    log(f"wrote {out}: {len(carved['train'])} training / {len(carved['test'])} validation pairs carved from the "
+        f"training pairs of {split} ({len(carved['parent_test'])} test pairs in neither)")
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evaluation.protocols", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -279,7 +295,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     exp.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     exp.add_argument("--subset", default="train", choices=("train", "test"),
                      help="split part to export (default: train)")
+    carve = sub.add_parser("carve-validation", help="carve validation pairs out of a split's training pairs")
+    carve.add_argument("--split", required=True, help="the split JSON whose training pairs to carve from")
+    carve.add_argument("--out", required=True, help="new split JSON: train = the rest, test = the validation pairs")
+    carve.add_argument("--fraction", type=float, default=0.1, help="validation share (default 0.1)")
+    carve.add_argument("--seed", type=int, default=0, help="carve seed (default 0)")
     args = parser.parse_args(argv)
+    if args.cmd == "carve-validation":
+        write_validation_split(args.split, args.out, args.fraction, args.seed)
+        return 0
     if args.cmd == "export-masks":
         export_masks(args.data_root, args.out, args.split, args.ratio, args.seed, args.subset)
         return 0

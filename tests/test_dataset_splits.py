@@ -122,3 +122,21 @@ def test_validation_is_carved_from_the_training_pairs_only():
     assert val["parent_test"] == parent["test"]
     assert sorted(s.split("_")[0] for s in val["test"]).count("Pa") == 9  # stratified: 9 of each 90
     assert carve_validation(parent, 0.1, 0) == val and carve_validation(parent, 0.1, 1)["test"] != val["test"]
+
+
+def test_carve_validation_command_writes_a_new_split_and_never_overwrites(tmp_path, capsys):
+    from evaluation.protocols import main
+
+    stems = [f"{c}_{i}" for c in ("In", "Pa", "Sc") for i in range(1, 101)]
+    parent = save_split(make_split(stems, 0.1, 0), tmp_path / "split.json")
+    out = tmp_path / "split_val0.json"
+    assert main(["carve-validation", "--split", str(parent), "--out", str(out)]) == 0
+    val = load_split(out)
+    assert len(val["test"]) == 27 and len(val["train"]) == 243 and len(val["parent_test"]) == 30
+    assert "243 training / 27 validation" in capsys.readouterr().out
+    before = out.read_bytes()
+    with pytest.raises(UserError, match="exists"):
+        main(["carve-validation", "--split", str(parent), "--out", str(out), "--seed", "1"])
+    assert out.read_bytes() == before
+    with pytest.raises(UserError, match="--fraction"):
+        main(["carve-validation", "--split", str(parent), "--out", str(tmp_path / "v.json"), "--fraction", "1"])
