@@ -1,0 +1,52 @@
+"""The generator committed under models/: a release file that infer.py runs with masks alone."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from safetensors import safe_open
+
+import infer
+
+SHIPPED = Path(__file__).resolve().parents[1] / "models" / "sd900_vpred.safetensors"
+pytestmark = pytest.mark.skipif(not SHIPPED.exists(), reason=f"{SHIPPED} not in this checkout")
+
+
+def test_release_is_small_half_precision_and_names_its_training_split():
+    assert SHIPPED.stat().st_size <= 32 * 2**20
+    with safe_open(str(SHIPPED), "pt") as f:
+        meta = f.metadata()
+        dtypes = {f.get_slice(k).get_dtype() for k in f.keys() if not k.startswith("diffusion.")}
+    assert meta["format"] == "deffiller" and meta["weights"] == "ema" and dtypes <= {"F16", "I64"}
+    assert meta["split"].endswith("SD-saliency-900_9-1_seed0.json") and meta["init"].startswith("random")
+    assert "parameterization: v" in meta["config"] and "zero_terminal_snr: true" in meta["config"]
+    assert "sampling:\n  sampler: unipc\n  steps: 20\n  guidance_scale: 3.0" in meta["config"]
+
+
+def _mask(path: Path, box: tuple[int, int, int, int]) -> None:
+    m = np.zeros((200, 200), np.uint8)
+    m[box[1]:box[3], box[0]:box[2]] = 255
+    Image.fromarray(m).save(path)
+
+
+def test_infer_draws_grey_steel_with_the_defect_where_the_mask_is(tmp_path):
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    _mask(masks / "Sc_1.png", (95, 10, 105, 190))   # a vertical scratch: bright in SD-Saliency-900
+    _mask(masks / "In_1.png", (60, 60, 140, 140))   # an inclusion: dark
+    out = tmp_path / "gen"
+    assert infer.main(["--ckpt", str(SHIPPED), "--mask_dir", str(masks), "--out", str(out), "--device", "cpu",
+                       "--steps", "10", "--output_size", "200"]) == 0
+    settings = json.loads((out / "generation.json").read_text())["settings"]
+    assert (settings["sampler"], settings["guidance_scale"]) == ("unipc", 3.0)
+    images = {p.stem: np.asarray(Image.open(p).convert("L"), np.float32) / 255
+              for p in (out / "Source_Images").glob("*.png")}
+    assert set(images) == {"Sc_1", "In_1"}
+    for stem, img in images.items():
+        mask = np.asarray(Image.open(masks / f"{stem}.png")) > 127
+        inside, outside = img[mask].mean(), img[~mask].mean()
+        assert 0.1 < outside < 0.9 and img.std() > 0.01
+        assert (inside > outside) if stem.startswith("Sc") else (inside < outside), (stem, inside, outside)
