@@ -300,7 +300,8 @@ def test_the_shipped_configs_load_and_plan(tmp_path):
         assert cfg["out"] == str(REPO / "OUTPUT" / "study" / name)
     cpu = load_study_config(REPO / "configs" / "study" / "sd900_cpu.yaml")
     assert cpu["data_root"] == str((REPO / ".." / "shared" / "data" / "SD-saliency-900").resolve())
-    assert cpu["studies"]["substitution"]["generator"]["config"] == str(REPO / "configs" / "sd900_cpu.yaml")
+    assert cpu["studies"]["substitution"]["generator"]["config"] == str(REPO / "configs" / "sd900_cpu_vpred.yaml")
+    assert cpu["studies"]["substitution"]["detectors"]["overrides"] == []  # the detector validated by default
     assert cpu["studies"]["substitution"]["detectors"]["seeds"] == [0, 1, 2]
     with pytest.raises(UserError, match="unknown key 'studies.expansion.filter.treshold'"):
         load_study_config(REPO / "configs" / "study" / "sd900_cpu.yaml", ["studies.expansion.filter.treshold=0.5"])
