@@ -4,7 +4,7 @@ from __future__ import annotations
 import errno
 import sys
 from pathlib import Path
-from typing import Callable, Union
+from typing import Callable, Optional, Union
 
 
 class UserError(Exception):
@@ -36,15 +36,19 @@ WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACC
                 errno.EISDIR}
 
 
+def space_fix(exc: OSError) -> Optional[str]:
+    """What to do about a write that ran out of room (full disk, quota, file-size limit); None for other errors."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free disk space, then rerun the same command to resume"
+    if exc.errno == errno.EFBIG:
+        return "raise the file-size limit (ulimit -f), then rerun the same command to resume"
+    return None
+
+
 def write_error_message(exc: OSError) -> str:
     """One line for a failed write: the path, the cause and what to do; the atomic writes left no partial file."""
     what = exc.filename or "the output"
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        fix = "free disk space, then rerun the same command to resume"
-    elif exc.errno == errno.EFBIG:
-        fix = "raise the file-size limit (ulimit -f), then rerun the same command to resume"
-    else:
-        fix = "fix the folder's permissions or choose a writable output folder, then rerun"
+    fix = space_fix(exc) or "fix the folder's permissions or choose a writable output folder, then rerun"
     return f"{what}: cannot write ({exc.strerror or exc}); {fix}"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import shutil
 
 import pytest
@@ -94,13 +95,16 @@ def test_unwritable_output_folder_is_one_line(config, tmp_path, monkeypatch):
     assert "Read-only file system" in msg and "--OUTPUT_ROOT" in msg
 
 
-def test_full_disk_while_saving_is_one_line(config, tmp_path, monkeypatch):
+@pytest.mark.parametrize("err,fix", [(errno.ENOSPC, "free disk space"),
+                                     (errno.EFBIG, "raise the file-size limit (ulimit -f)")])
+def test_full_disk_or_file_size_limit_while_saving_is_one_line(config, tmp_path, monkeypatch, err, fix):
     def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
+        raise OSError(err, os.strerror(err))
 
     monkeypatch.setattr(trainer_module.RunCheckpoints, "save", full)
     msg = _error(config, tmp_path, "full")
-    assert "No space left on device" in msg and "free disk space" in msg
+    assert msg.startswith("cannot write the run folder") and os.strerror(err) in msg, msg
+    assert msg.endswith(f"{fix}, then rerun the same command to resume"), msg
 
 
 @pytest.mark.parametrize("kind", ["metadata", "sidecar", "config_dict"])

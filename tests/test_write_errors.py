@@ -128,7 +128,8 @@ def test_training_under_a_file_size_limit_is_one_line_and_reruns(tmp_path):
     argv = ["main", "--yaml_file", str(tiny_train_config(tmp_path)), "--OUTPUT_ROOT", str(tmp_path / "runs"),
             "--name", "run", "--no_progress"]
     line = one_line(run("-c", LIMITED, "200000", *argv))
-    assert "ckpt_00000002.safetensors: cannot write (File too large); raise the file-size limit" in line, line
+    assert "cannot write the run folder" in line and "ckpt_00000002.safetensors: File too large" in line, line
+    assert "raise the file-size limit (ulimit -f), then rerun the same command to resume" in line, line
     assert not list((tmp_path / "runs").rglob("*.tmp"))
     assert run("main.py", *argv[1:]).returncode == 0
     assert (tmp_path / "runs" / "run" / "checkpoints" / "latest.safetensors").is_file()

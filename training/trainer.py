@@ -45,7 +45,7 @@ from ldm.diffusion.schedule import min_snr_weight
 from ldm.modules.unet import is_gligen_layer
 from ldm.pipeline import DefFillerPipeline, grounding_inputs
 from runtime.atomic import write_text_atomic
-from runtime.errors import UserError
+from runtime.errors import WRITE_ERRNOS, UserError, space_fix
 from runtime.seeds import Stream, mix_seed
 from training import distributed as D
 from training.checkpointing import RunCheckpoints, Saved, rng_state, set_rng_state, state_name, weights_name
@@ -206,21 +206,19 @@ def initial_weights(models: DefFillerModels, ckpt: Optional[str]) -> str:
 # --allow_config_change is given
 GUARDED = ("train.DATA_ROOT", "data.root", "data.name", "data.procedural", "train.split", "train.seed",
            "train.base_learning_rate")
-_WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST, errno.ENOSPC,
-                 errno.EDQUOT, errno.EISDIR}
+_WRITE_ERRNOS = WRITE_ERRNOS | {errno.EEXIST}
 
 
 @contextmanager
 def output_errors(run_dir: Path) -> Iterator[None]:
-    """An unwritable, read-only or full output folder as one line (writes stay atomic)."""
+    """An unwritable, read-only or full output folder, or a file-size limit, as one line (writes stay atomic)."""
     try:
         yield
     except OSError as exc:
         if exc.errno not in _WRITE_ERRNOS:
             raise
         what = exc.filename or run_dir
-        hint = ("free disk space, then rerun to resume" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
-                else "choose a writable folder with --OUTPUT_ROOT / --name")
+        hint = space_fix(exc) or "choose a writable folder with --OUTPUT_ROOT / --name"
         raise UserError(f"cannot write the run folder {run_dir} ({what}: {exc.strerror}); {hint}") from None
 
 
