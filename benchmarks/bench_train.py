@@ -34,7 +34,7 @@ def child(args: argparse.Namespace) -> None:
     from omegaconf import OmegaConf
 
     from ldm.config import load_config
-    from training import distributed as D
+    from runtime import distributed as D
     from training import trainer as trainer_module
     from training.options import parse_args, resolve_options
 

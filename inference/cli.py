@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import threading
 import time
 from pathlib import Path
 from typing import Optional
 
-import torch
 from tqdm.auto import tqdm
 
 from inference.generate import (
@@ -42,6 +40,8 @@ from inference.generate import (
 from inference.jobs import JobSpec
 from inference.writer import RECORD
 from ldm.diffusion.samplers import SAMPLERS
+from runtime.cli import add_device
+from runtime.distributed import cleanup, init_distributed
 from runtime.errors import UserError, run_cli
 
 
@@ -73,7 +73,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="base seed; each image's seed derives from it")
     p.add_argument("--num_per_mask", type=int, default=1, help="images per mask")
     p.add_argument("--output_size", type=int, default=None, help="output side in pixels (e.g. 200)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto, this rank's GPU if any)")
+    add_device(p, default_text="auto; under torchrun, this rank's GPU")
     p.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32",
                    help="network precision: fp32, or bf16/fp16 autocast (fp16 needs a GPU) (default: fp32)")
     p.add_argument("--weights", choices=("auto", "ema", "raw"), default="auto",
@@ -96,14 +96,6 @@ def find_default_ckpt(root: Path = Path("OUTPUT")) -> Path:
         raise UserError("no --ckpt given and no checkpoint under OUTPUT/; train one with `python main.py --name exp` "
                         "or pass --ckpt PATH")
     return candidates[-1]
-
-
-def setup_distributed() -> tuple[int, int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return rank, world, local
 
 
 def options_from_args(args: argparse.Namespace, config=None) -> GenerationOptions:
@@ -149,12 +141,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     options_from_args(args)  # bad flags are refused before the checkpoint loads
     spec = JobSpec(Path(args.mask_dir), args.num_per_mask, args.seed, args.prompt, args.skip_empty_masks)
-    rank, world, local = setup_distributed()
+    info = init_distributed(args.device)
+    rank, world = info.rank, info.world_size
     ckpt = args.ckpt or find_default_ckpt()
     if rank == 0:
         print(f"checkpoint {ckpt}")
-    pipe = load_pipeline(ckpt, device=args.device, precision=args.precision, weights=args.weights,
-                         config=args.config, local_rank=local)
+    pipe = load_pipeline(ckpt, device=info.device, precision=args.precision, weights=args.weights,
+                         config=args.config)
     opts = options_from_args(args, pipe.models.config)
     if rank == 0:
         if pipe.models.extra["weights"] == "ema":
@@ -171,8 +164,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         preview = root / "preview.png"
         print(f"done: {count} pairs in {root} (records in {RECORD}"
               + (f", first pairs with mask outlines in {preview.name})" if preview.is_file() else ")"))
-    if world > 1:
-        torch.distributed.destroy_process_group()
+    cleanup(info)
     return 0
 
 

@@ -47,8 +47,7 @@ SPELLINGS = {"--config": "--config", "--yaml_file": "--config", "--data_root": "
 KEPT = {("python -m maskgen.report", "--config"): "maskgen.report's categories YAML was --config before --categories"}
 
 #: commands whose --device keeps a help text of its own, and why
-DEVICE_OWN_HELP = {"infer": "inference/cli.py is being reworked elsewhere; it moves to add_device next",
-                   "gpu_check.py": "a GPU check: cuda, cuda:N or cpu, no auto"}
+DEVICE_OWN_HELP = {"gpu_check.py": "a GPU check: cuda, cuda:N or cpu, no auto"}
 
 SNAKE = re.compile(r"^--[a-z][a-z0-9_]*$")
 
@@ -157,3 +156,12 @@ def test_detector_train_takes_device_into_its_config(tmp_path, monkeypatch):
     with pytest.raises(_Captured):
         train.main(["--data_root", str(tmp_path), "--out", str(tmp_path / "o"), "--device", "cpu"])
     assert seen["device"] == "cpu"
+
+
+def test_infer_device_is_the_shared_flag_and_takes_this_ranks_gpu(monkeypatch):
+    """infer.py's ``--device``: the shared help, default auto, and under torchrun the rank's local GPU."""
+    from inference import cli
+
+    device = next(a for a in _parser("infer", monkeypatch)._actions if "--device" in a.option_strings)
+    assert device.help.startswith(DEVICE_HELP) and "torchrun" in device.help and device.default == "auto"
+    assert not hasattr(cli, "setup_distributed")  # one torchrun set-up: runtime.distributed.init_distributed

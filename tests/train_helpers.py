@@ -66,7 +66,7 @@ def run_main(config: Path, out: Path, name: str = "run", *extra: str) -> int:
 def make_trainer(config: Path, out: Path, name: str = "run", *extra: str):
     """A Trainer built exactly as main.py builds it (single process)."""
     from ldm.config import load_config
-    from training import distributed as D
+    from runtime import distributed as D
     from training.options import apply_overrides, parse_args, resolve_options
     from training.trainer import Trainer
 

@@ -1,4 +1,4 @@
-"""Helpers for ``trainer.py``: options, data streams, checkpoints, EMA, distributed set-up, grids.
+"""Helpers for ``trainer.py``: options, data streams, checkpoints, EMA, grids.
 
 ``trainer.py`` reads top to bottom (data -> conditioning -> model -> loss -> step -> logging and
 checkpoints); the pieces that would interrupt that reading live here.

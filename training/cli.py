@@ -24,7 +24,7 @@ RUN_FIX = "choose another --name"
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from ldm.config import load_config
-    from training import distributed as D
+    from runtime import distributed as D
     from training.options import apply_overrides, parse_args, resolve_options
 
     cli = parse_args(argv)

@@ -44,10 +44,10 @@ from ldm.checkpoint import check_diffusion, load_into, model_sections, read_chec
 from ldm.diffusion.schedule import min_snr_weight
 from ldm.modules.unet import is_gligen_layer
 from ldm.pipeline import DefFillerPipeline, grounding_inputs
+from runtime import distributed as D
 from runtime.atomic import write_text_atomic
 from runtime.errors import WRITE_ERRNOS, UserError, space_fix
 from runtime.seeds import Stream, mix_seed
-from training import distributed as D
 from training.checkpointing import RunCheckpoints, Saved, rng_state, set_rng_state, state_name, weights_name
 from training.data import (
     DATA_SCHEMA,

@@ -2,7 +2,7 @@
 
     torchrun --standalone --nproc_per_node=1 -m tools.gpucheck.ddp_worker --out R.json --runs DIR --device cuda
 
-``training.distributed`` starts a process group only for WORLD_SIZE > 1 (a world of one trains
+``runtime.distributed`` starts a process group only for WORLD_SIZE > 1 (a world of one trains
 without DDP). On a one-GPU machine this worker starts the group itself (NCCL on CUDA, gloo on
 CPU) and hands the trainer a rank record that reports itself distributed, so the world-size-1 run
 (with gradient checkpointing, as the full config trains) goes through the DDP wrapper and every
@@ -32,10 +32,10 @@ def main() -> int:
     p.add_argument("--tiny", action="store_true")
     args = p.parse_args()
 
+    from runtime import distributed as D
     from runtime.atomic import write_text_atomic
     from tools.gpucheck.common import PLANS, Context, random_weight_trainer
     from tools.gpucheck.train_checks import StepProbe, make_trainer, no_checkpoint_writes
-    from training import distributed as D
 
     @dataclass
     class ForcedDistInfo(D.DistInfo):

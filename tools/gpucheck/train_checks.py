@@ -23,7 +23,7 @@ from tools.gpucheck.common import (
 
 def make_trainer(ctx: Context, trainer_module: Any, name: str, info: Any = None, **over: Any) -> Any:
     """A ``Trainer`` built as ``main.py`` builds it (``info``: the rank record; default a world of one)."""
-    from training import distributed as D
+    from runtime import distributed as D
     from training.options import parse_args, resolve_options
 
     cfg = ctx.config()
