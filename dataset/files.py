@@ -18,6 +18,10 @@ IMAGE_EXTS = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
 MASK_EXTS = (".png", ".bmp", ".tif", ".tiff")
 LOSSY_EXTS = (".jpg", ".jpeg")
 CAPTION_FILE = "caption.json"  # may sit beside the masks; never reported as a stray file
+#: a paired dataset's folders: written with underscores, read in either spelling (the original's has spaces)
+IMAGES_DIR, MASKS_DIR = "Source_Images", "Ground_truth"
+IMAGE_DIRS = ("Source Images", IMAGES_DIR)
+MASK_DIRS = ("Ground truth", MASKS_DIR)
 _SHOW = 5
 _SAMPLE_SUFFIX = re.compile(r"_s\d+$")
 

@@ -19,11 +19,8 @@ from typing import Any, Sequence
 from runtime.errors import UserError
 
 from .categories import Category, categories_from_config, category_for_file
-from .files import CAPTION_FILE, IMAGE_EXTS, MASK_EXTS, few, list_by_stem, natural_key
+from .files import CAPTION_FILE, IMAGE_DIRS, IMAGE_EXTS, MASK_DIRS, MASK_EXTS, few, list_by_stem, natural_key
 from .io import open_image, read_json
-
-IMAGE_DIRS = ("Source Images", "Source_Images")
-MASK_DIRS = ("Ground truth", "Ground_truth")
 
 
 @dataclass(frozen=True)

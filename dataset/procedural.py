@@ -27,8 +27,9 @@ from runtime.errors import UserError
 from runtime.seeds import procedural_seed
 
 from .categories import Category, categories_from_config
+from .files import IMAGE_DIRS, IMAGES_DIR, MASK_DIRS, MASKS_DIR
 from .io import write_png_atomic
-from .pairs import IMAGE_DIRS, MASK_DIRS, Pair, find_pairs
+from .pairs import Pair, find_pairs
 from .sem_dataset import check_dataset_args, image_to_tensor, make_item
 
 SHAPE_CODES = {"inclusion": 1, "patches": 2, "scratches": 3}
@@ -248,7 +249,7 @@ def write_procedural_dataset(root: str | Path, n_per_category: int, size: int = 
         raise UserError(f"n_per_category must be a positive integer, got {n_per_category!r}")
     cats = _procedural_categories(categories)
     root = Path(root)
-    img_dir, mask_dir = root / IMAGE_DIRS[1], root / MASK_DIRS[1]
+    img_dir, mask_dir = root / IMAGES_DIR, root / MASKS_DIR
     for other in (root / IMAGE_DIRS[0], root / MASK_DIRS[0]):
         if other.exists():
             raise UserError(f"{other}: exists; write the procedural dataset to a fresh folder")

@@ -18,9 +18,10 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from dataset.files import IMAGES_DIR, MASKS_DIR
 from dataset.folders import MaskReader, few, resize_map
 from dataset.io import write_json_atomic
-from dataset.pairs import IMAGE_DIRS, MASK_DIRS, Pair, find_pairs
+from dataset.pairs import Pair, find_pairs
 from runtime.atomic import copy_atomic, write_text_atomic
 from runtime.cli import add_device, finite_float
 from runtime.errors import UserError, run_cli
@@ -114,7 +115,7 @@ def filter_samples(generated: str | Path, out: str | Path, predict: Predictor, t
 def _filter_into(generated: Path, out: Path, predict: Predictor, threshold: float, bin_threshold: float,
                  categories, overwrite: bool, log: Callable[[str], None]) -> dict:
     pairs = find_pairs(generated, categories)
-    img_out, mask_out = out / IMAGE_DIRS[1], out / MASK_DIRS[1]
+    img_out, mask_out = out / IMAGES_DIR, out / MASKS_DIR
     marker = out / UNFINISHED  # an earlier run that stopped (full disk, kill) left it: its output is rebuilt
     for folder in (img_out, mask_out):
         if folder.is_dir() and any(folder.iterdir()) and not overwrite and not marker.is_file():

@@ -8,8 +8,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageFilter
 
+from dataset.files import IMAGES_DIR, MASKS_DIR
 from dataset.io import write_png_atomic
-from inference.writer import IMAGES, MASKS
 
 OUTLINE = np.array([255, 40, 40], dtype=np.uint8)
 
@@ -29,7 +29,8 @@ def write_preview(root: Path, names: Sequence[str], max_items: int = 24, cols: i
                   gap: int = 4) -> Path | None:
     """Tile the first ``max_items`` of ``names`` that exist under ``root`` into ``root/preview.png``
     (written atomically); None when there is nothing to show."""
-    names = [n for n in names if (root / IMAGES / f"{n}.png").is_file() and (root / MASKS / f"{n}.png").is_file()]
+    names = [n for n in names
+             if (root / IMAGES_DIR / f"{n}.png").is_file() and (root / MASKS_DIR / f"{n}.png").is_file()]
     names = names[:max_items]
     if not names:
         return None
@@ -38,5 +39,6 @@ def write_preview(root: Path, names: Sequence[str], max_items: int = 24, cols: i
     sheet = np.full((rows * (thumb + gap) + gap, cols * (thumb + gap) + gap, 3), 255, np.uint8)
     for k, name in enumerate(names):
         y, x = gap + (k // cols) * (thumb + gap), gap + (k % cols) * (thumb + gap)
-        sheet[y:y + thumb, x:x + thumb] = outlined(root / IMAGES / f"{name}.png", root / MASKS / f"{name}.png", thumb)
+        sheet[y:y + thumb, x:x + thumb] = outlined(root / IMAGES_DIR / f"{name}.png",
+                                                   root / MASKS_DIR / f"{name}.png", thumb)
     return write_png_atomic(Image.fromarray(sheet), root / "preview.png")

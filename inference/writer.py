@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dataset.files import is_hidden
+from dataset.files import IMAGES_DIR, MASKS_DIR, is_hidden
 from dataset.io import read_json, write_json_atomic, write_png_atomic
 from runtime.errors import UserError
 
-IMAGES, MASKS, RECORD = "Source_Images", "Ground_truth", "generation.json"
+RECORD = "generation.json"
 SETTING_KEYS = ("checkpoint_sha256", "config_sha256", "weights", "precision", "mask_dir", "num_per_mask", "seed",
                 "prompt", "negative_prompt", "sampler", "steps", "guidance_scale", "guidance_interval", "alpha_type",
                 "mode", "strength", "dilate", "background", "output_size", "grayscale")
@@ -52,7 +52,7 @@ def prepare_root(root: Path) -> None:
 def prepare_folder(root: Path) -> None:
     """Remove stale temporary files. Call only while holding the folder's lock: then no other
     writer is live, so every ``.*.tmp`` file is left over from a killed run."""
-    for folder in (root, root / IMAGES, root / MASKS):
+    for folder in (root, root / IMAGES_DIR, root / MASKS_DIR):
         if folder.is_dir():
             for tmp in folder.glob(TEMP_GLOB):
                 with contextlib.suppress(OSError):
@@ -81,7 +81,7 @@ class PairedWriter:
 
     def __init__(self, root: Path, settings: dict, rank: int = 0, fix: str = INFER_FIX) -> None:
         self.root, self.settings, self.rank, self.fix = root, settings, rank, fix
-        self.images, self.masks = root / IMAGES, root / MASKS
+        self.images, self.masks = root / IMAGES_DIR, root / MASKS_DIR
         self.records: dict[str, dict] = {}
         self.flushed = False
         previous = self._read_existing()

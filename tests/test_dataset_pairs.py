@@ -342,3 +342,20 @@ def test_atomic_writers(tmp_path: Path) -> None:
     with pytest.raises(UserError) as exc:
         write_png_atomic(img, tmp_path / "no" / "c.png")
     one_line_error(exc, "c.png")
+
+
+def test_the_folder_names_are_spelled_in_one_module():
+    """``Source_Images`` / ``Ground_truth`` (and the spaced spellings) stand as names in dataset/files.py alone;
+    every other module takes them from there (help texts and messages may mention them)."""
+    import ast
+
+    from dataset.files import IMAGE_DIRS, MASK_DIRS
+
+    repo = Path(__file__).resolve().parents[1]
+    names, skip = set(IMAGE_DIRS + MASK_DIRS), {".venv", "tests", "OUTPUT", "DATA", "models", "docs", ".git"}
+    spelled = sorted(
+        f"{path.relative_to(repo)}:{node.lineno}"
+        for path in repo.rglob("*.py") if not skip & set(path.relative_to(repo).parts[:1])
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Constant) and node.value in names)
+    assert spelled and all(s.startswith("dataset/files.py:") for s in spelled), spelled

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data._utils.collate import default_collate
 
+from dataset.files import IMAGE_DIRS
 from runtime import options as O
 from runtime.errors import UserError
 from runtime.seeds import Stream, mix_seed
@@ -67,7 +68,7 @@ def dataset_folder(data_root: Optional[str], cfg: DictConfig) -> Optional[Path]:
     if not root.is_dir():
         raise UserError(f"--DATA_ROOT {root}: folder not found")
     nested = root / name
-    looks_like_dataset = any((root / d).is_dir() for d in ("Source Images", "Source_Images"))
+    looks_like_dataset = any((root / d).is_dir() for d in IMAGE_DIRS)
     return nested if (not looks_like_dataset and nested.is_dir()) else root
 
 

@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 import gradio as gr
 import torch
 
+from dataset.files import IMAGES_DIR
 from inference.generate import DEFAULT_STEPS, MODES
 from runtime.errors import UserError
 from webapp.canvas import editor_value, mask_from_editor, mask_from_upload, with_outline
@@ -230,7 +231,7 @@ class Page:
         start = time.perf_counter()
         root = engine.dataset(masks, out, opts, per_mask, seed, background, report)
         seconds = time.perf_counter() - start
-        count = len(list((root / "Source_Images").glob("*.png")))
+        count = len(list((root / IMAGES_DIR).glob("*.png")))
         preview = root / "preview.png"
         return (f"{count} pairs in `{root}` ({seconds:.1f} s)", str(preview) if preview.is_file() else None)
 

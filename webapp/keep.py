@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from inference.writer import IMAGES, MASKS, RECORD, PairedWriter
+from dataset.files import IMAGES_DIR, MASKS_DIR
+from inference.writer import RECORD, PairedWriter
 from runtime.atomic import write_atomic
 from runtime.errors import UserError
 from runtime.lock import FolderLock
@@ -57,7 +58,7 @@ class KeptPairs:
         records = self._records()
         out = []
         for name, rec in records.items():
-            image = self.root / IMAGES / f"{name}.png"
+            image = self.root / IMAGES_DIR / f"{name}.png"
             if image.is_file():
                 out.append((str(image), f"{name} · {rec.get('category', '')} · seed {rec.get('seed', '')}"))
         return sorted(out, key=lambda item: _order(Path(item[0]).stem), reverse=True)
@@ -81,8 +82,8 @@ class KeptPairs:
     def zip(self) -> Path:
         """The whole folder as ``<name>.zip`` in a fresh temporary folder (written atomically)."""
         target = Path(tempfile.mkdtemp(prefix="deffiller_kept_")) / f"{self.root.name}.zip"
-        files = [self.root / RECORD] + sorted((self.root / IMAGES).glob("*.png")) + sorted(
-            (self.root / MASKS).glob("*.png"))
+        files = [self.root / RECORD] + sorted((self.root / IMAGES_DIR).glob("*.png")) + sorted(
+            (self.root / MASKS_DIR).glob("*.png"))
 
         def write(fh) -> None:
             with zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:

@@ -66,7 +66,8 @@ def section_ddp(ctx: Context, log) -> dict[str, Any]:
 
 def section_infer_sharded(ctx: Context, log) -> dict[str, Any]:
     """Section 3b: ``torchrun infer.py`` (one rank) writes the paired dataset and its records."""
-    from inference.writer import IMAGES, MASKS, RECORD
+    from dataset.files import IMAGES_DIR, MASKS_DIR
+    from inference.writer import RECORD
 
     n = 2 if ctx.tiny else 4
     masks = mask_folder(ctx, n)
@@ -83,8 +84,8 @@ def section_infer_sharded(ctx: Context, log) -> dict[str, Any]:
     if proc.returncode != 0:
         raise RuntimeError(f"torchrun infer.py failed ({failure_line(proc)}); full log in logs/infer_sharded.log")
     root = folder / "samples"
-    images = sorted(p.name for p in (root / IMAGES).glob("*.png"))
-    pairs = sorted(p.name for p in (root / MASKS).glob("*.png"))
+    images = sorted(p.name for p in (root / IMAGES_DIR).glob("*.png"))
+    pairs = sorted(p.name for p in (root / MASKS_DIR).glob("*.png"))
     record = json.loads((root / RECORD).read_text()) if (root / RECORD).is_file() else {}
     res = {"masks": n, "images": len(images), "masks_written": len(pairs), "records": len(record.get("images", {})),
            "sampler": f"unipc {steps}", "precision": precision, "wall_s_incl_start_and_load": seconds,
