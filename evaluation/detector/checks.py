@@ -56,6 +56,11 @@ def check_detector_config(cfg: Any, where: str = "detector config") -> None:
     _number(train.get("seed"), f"{where}: train.seed", 0, integer=True)
     _optional(train.get("num_threads"), f"{where}: train.num_threads", 0, integer=True)
     _optional(train.get("max_minutes"), f"{where}: train.max_minutes", 0, low_open=True)
+    share = train.get("real_share")
+    if share is not None and (isinstance(share, bool) or not isinstance(share, (int, float))
+                              or not 0 < float(share) < 1):
+        raise UserError(f"{where}: train.real_share must be a number between 0 and 1 (exclusive, e.g. 0.5), got "
+                        f"{share!r}; fix it in the config or --set, or null to draw batches from all pairs")
     predict = cfg.get("predict") or {}
     if predict.get("batch_size") is not None:
         _number(predict.get("batch_size"), f"{where}: predict.batch_size", 1, MAX_BATCH_SIZE, integer=True)

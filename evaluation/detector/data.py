@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from dataset.io import read_image, read_mask
 
@@ -69,3 +69,48 @@ class SaliencyPairs(Dataset):
         x = to_tensor(img)
         y = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32) / 255.0)[None]
         return x, y
+
+
+class RealShareBatches(Sampler):
+    """Batch indices that keep real pairs (indices ``0 .. n_real-1``) at ``real_share`` of every batch.
+
+    Each batch holds ``min(batch_size, n_real)`` real pairs, as training on the real pairs alone would, plus
+    ``round(real * (1 - real_share) / real_share)`` generated pairs (the indices after them). An epoch is one
+    pass over the real pairs (last partial batch dropped, as the plain loader does), so a run sees its real
+    pairs as often and takes as many steps per epoch as one on the real pairs alone; the generated pairs are
+    drawn in turn from reshuffled passes over them. Deterministic per ``seed`` and epoch (:meth:`set_epoch`).
+    """
+
+    def __init__(self, n_real: int, n_total: int, batch_size: int, real_share: float, seed: int = 0) -> None:
+        if not 0 < n_real < n_total:
+            raise ValueError(f"need real and generated pairs, got {n_real} real of {n_total}")
+        self.n_real, self.n_gen, self.seed, self.epoch = int(n_real), int(n_total - n_real), int(seed), 0
+        self.real_per_batch = min(int(batch_size), self.n_real)
+        self.gen_per_batch = max(1, round(self.real_per_batch * (1.0 - real_share) / real_share))
+        self.steps = self.n_real // self.real_per_batch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def _generated(self, start: int, count: int) -> np.ndarray:
+        """Positions ``start .. start+count-1`` of the endless stream of reshuffled passes over the generated pairs."""
+        out, pos = [], start
+        while len(out) < count:
+            cycle, offset = divmod(pos, self.n_gen)
+            perm = np.random.default_rng([self.seed, 1, cycle]).permutation(self.n_gen)
+            take = perm[offset:offset + count - len(out)]
+            out.extend(take.tolist())
+            pos += len(take)
+        return np.asarray(out, np.int64) + self.n_real
+
+    def __iter__(self):
+        real = np.random.default_rng([self.seed, 0, self.epoch]).permutation(self.n_real)
+        need = self.steps * self.gen_per_batch
+        gen = self._generated(self.epoch * need, need)
+        for k in range(self.steps):
+            r = real[k * self.real_per_batch:(k + 1) * self.real_per_batch]
+            g = gen[k * self.gen_per_batch:(k + 1) * self.gen_per_batch]
+            yield [int(i) for i in np.concatenate([r, g])]

@@ -12,6 +12,12 @@ With ``train.val_fraction > 0`` a validation share of the training pairs is held
 (:mod:`.validation`), scored every ``train.val_every`` epochs and after the last one (history entries
 ``val_S``, ``val_MAE``, ...); with ``train.keep_best`` detector.pt holds the weights of the epoch with the
 best validation S instead of the last epoch's.
+
+With ``train.min_steps`` the run takes exactly ``max(min_steps, epochs x steps per epoch)`` optimiser steps and
+warms up for ``warmup_epochs / epochs x min_steps`` steps, whatever the data size, so settings of a protocol
+trained under one ``min_steps`` take the same steps and warm-up. With ``train.real_share`` and a training set
+of real then generated pairs (``n_real``), every batch keeps the real pairs at that share
+(:class:`.data.RealShareBatches`).
 """
 from __future__ import annotations
 
@@ -41,7 +47,7 @@ from training.lr_schedule import WarmupSchedule
 
 from ..config import CONFIG_DIR, load_config, to_plain
 from .checks import check_detector_config
-from .data import SaliencyPairs
+from .data import RealShareBatches, SaliencyPairs
 from .model import build_model
 from .validation import ValidationSet, carve_pairs
 
@@ -100,17 +106,54 @@ def check_resume_config(last: Path, state: Any, cfg: dict) -> None:
 
 
 def train_detector(cfg: DictConfig, train_pairs: Sequence, out_dir: str | Path, resume: bool = False,
-                   log: Callable[[str], None] = print, progress: bool = True) -> Path:
-    """Train on ``train_pairs`` under ``out_dir``'s folder lock and return the path of ``detector.pt``."""
+                   log: Callable[[str], None] = print, progress: bool = True, n_real: int | None = None) -> Path:
+    """Train on ``train_pairs`` under ``out_dir``'s folder lock and return the path of ``detector.pt``.
+
+    ``n_real``: the first ``n_real`` pairs are real and the rest generated (used by ``train.real_share``)."""
     check_detector_config(cfg)
     if not train_pairs:
         raise UserError("no training pairs; check the dataset folder and the split")
     with locked(out_dir, OUT_FIX):  # one writer per run folder
-        return _train_detector(cfg, train_pairs, Path(out_dir), resume, log, progress)
+        return _train_detector(cfg, train_pairs, Path(out_dir), resume, log, progress, n_real)
+
+
+def schedule_steps(t: Any, steps_per_epoch: int) -> tuple[int, int, int]:
+    """``(epochs, total steps, warm-up steps)`` of a run with ``steps_per_epoch`` (see the module docstring)."""
+    epochs = int(t.epochs)
+    total, warmup = epochs * steps_per_epoch, int(float(t.warmup_epochs) * steps_per_epoch)
+    min_steps = int(t.get("min_steps") or 0)
+    if min_steps:
+        total = max(total, min_steps)
+        epochs = math.ceil(total / steps_per_epoch)
+        warmup = round(float(t.warmup_epochs) / int(t.epochs) * min_steps)
+    return epochs, total, min(warmup, total)
+
+
+def _loader(data: SaliencyPairs, t: Any, n_real: int | None, log: Callable[[str], None]) -> DataLoader:
+    """Shuffled batches of ``train.batch_size``, or :class:`.RealShareBatches` under ``train.real_share``."""
+    share = t.get("real_share")
+    if share is not None and n_real and 0 < n_real < len(data):
+        sampler = RealShareBatches(n_real, len(data), int(t.batch_size), float(share), int(t.seed))
+        log(f"train.real_share={float(share):g}: batches of {sampler.real_per_batch} real + "
+            f"{sampler.gen_per_batch} generated pairs, {len(sampler)} per epoch (one pass over the real pairs)")
+        return DataLoader(data, batch_sampler=sampler)
+    if share is not None:
+        log(f"train.real_share={float(share):g} ignored: the training set is not real and generated pairs")
+    bs = min(int(t.batch_size), len(data))
+    return DataLoader(data, batch_size=bs, shuffle=True, drop_last=len(data) > bs,
+                      generator=torch.Generator().manual_seed(int(t.seed)))
+
+
+def batch_size(loader: DataLoader) -> int:
+    """Pairs per batch of :func:`_loader`'s loader."""
+    sampler = loader.batch_sampler
+    if isinstance(sampler, RealShareBatches):
+        return sampler.real_per_batch + sampler.gen_per_batch
+    return int(loader.batch_size)
 
 
 def _train_detector(cfg: DictConfig, train_pairs: Sequence, out_dir: Path, resume: bool,
-                    log: Callable[[str], None], progress: bool) -> Path:
+                    log: Callable[[str], None], progress: bool, n_real: int | None = None) -> Path:
     t = cfg.train
     torch.manual_seed(int(t.seed))
     np.random.seed(int(t.seed))
@@ -123,28 +166,27 @@ def _train_detector(cfg: DictConfig, train_pairs: Sequence, out_dir: Path, resum
     t0 = time.time()
     val_set = None
     if float(t.get("val_fraction") or 0) > 0:
+        real_ids = {id(p) for p in train_pairs[:n_real or 0]}
         train_pairs, val_pairs = carve_pairs(train_pairs, float(t.val_fraction), int(t.get("val_seed") or 0))
+        if n_real:  # real pairs first again
+            train_pairs = sorted(train_pairs, key=lambda p: id(p) not in real_ids)
+            n_real = sum(id(p) in real_ids for p in train_pairs)
         val_set = ValidationSet(val_pairs, size, in_chans)
         log(f"validation: {len(val_set)} of the training pairs held out (val_fraction {float(t.val_fraction):g}, "
             f"val_seed {int(t.get('val_seed') or 0)})")
     data = SaliencyPairs(train_pairs, size, augment=bool(t.augment), in_chans=in_chans, seed=int(t.seed))
-    bs = min(int(t.batch_size), len(data))
-    loader = DataLoader(data, batch_size=bs, shuffle=True, drop_last=len(data) > bs,
-                        generator=torch.Generator().manual_seed(int(t.seed)))
+    loader = _loader(data, t, n_real, log)
     log(f"data: {len(data)} training pairs at {size}x{size} (loaded in {time.time() - t0:.1f}s)")
 
     model = build_model(cfg.model).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=float(t.lr), weight_decay=float(t.weight_decay))
-    epochs = int(t.epochs)
     steps_per_epoch = len(loader)
-    min_steps = t.get("min_steps")
-    if min_steps and math.ceil(int(min_steps) / steps_per_epoch) > epochs:
-        log(f"train.min_steps={int(min_steps)}: {math.ceil(int(min_steps) / steps_per_epoch)} epochs instead of "
-            f"{epochs} ({steps_per_epoch} steps per epoch)")
-        epochs = math.ceil(int(min_steps) / steps_per_epoch)
+    epochs, total_steps, warmup_steps = schedule_steps(t, steps_per_epoch)
+    if t.get("min_steps"):
+        log(f"train.min_steps={int(t.min_steps)}: {total_steps} steps in {epochs} epochs of {steps_per_epoch}, "
+            f"{warmup_steps} warm-up steps")
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, WarmupSchedule("cosine", int(float(t.warmup_epochs) * steps_per_epoch), epochs * steps_per_epoch,
-                            warmup_from_zero=False))
+        opt, WarmupSchedule("cosine", warmup_steps, total_steps, warmup_from_zero=False))
     n_params = sum(p.numel() for p in model.parameters()) / 1e6
     arch = cfg.model.get("arch", "unet")
     log(f"model: {'MSINet' if arch == 'msinet' else f'{cfg.model.encoder} U-Net'}, {n_params:.3f}M parameters, "
@@ -180,6 +222,8 @@ def _train_detector(cfg: DictConfig, train_pairs: Sequence, out_dir: Path, resum
     for epoch in range(start_epoch, epochs):
         model.train()
         e0, losses = time.time(), []
+        if isinstance(loader.batch_sampler, RealShareBatches):
+            loader.batch_sampler.set_epoch(epoch)
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not progress,
                    dynamic_ncols=True)
         for x, y in bar:
@@ -192,6 +236,8 @@ def _train_detector(cfg: DictConfig, train_pairs: Sequence, out_dir: Path, resum
             sched.step()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")
+            if sched.last_epoch >= total_steps:  # min_steps: the last epoch may end early
+                break
         bar.close()
         entry = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": time.time() - e0}
         stop = bool(max_minutes and (time.time() - train_t0) / 60 >= float(max_minutes) and epoch + 1 < epochs)
@@ -222,6 +268,8 @@ def _train_detector(cfg: DictConfig, train_pairs: Sequence, out_dir: Path, resum
     minutes = (time.time() - train_t0) / 60
     extra = {"n_val": len(val_set), "val_stems": val_set.stems} if val_set is not None else {}
     write_json_atomic({"epochs": len(history), "selected_epoch": selected, "minutes": minutes,
+                       "steps": int(sched.last_epoch), "warmup_steps": warmup_steps,
+                       "real_share": t.get("real_share"), "batch_size": batch_size(loader),
                        "n_train": len(data), **extra, "image_size": size, "history": history,
                        "config": plain_cfg}, out_dir / "train_log.json")
     log(f"saved {final} ({minutes:.1f} min of training)")
