@@ -24,12 +24,12 @@ from inference.generate import recommended_sampling
 from ldm.checkpoint import (
     PROVENANCE_KEYS,
     apply_weights_choice,
-    file_sha256,
     load_models,
     read_checkpoint,
     save_checkpoint,
 )
 from runtime import options as O
+from runtime.digest import file_sha256
 from runtime.errors import UserError, run_cli
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}

@@ -60,11 +60,12 @@ from inference.implant import (
 from inference.jobs import Job, JobSpec, build_jobs, mask_tensor, seed_noise, shard
 from inference.preview import write_preview
 from inference.writer import INFER_FIX, PairedWriter, prepare_folder, prepare_root
-from ldm.checkpoint import file_sha256, load_models
+from ldm.checkpoint import load_models
 from ldm.diffusion.guidance import DEFAULT_GUIDANCE_SCALE
 from ldm.diffusion.samplers import SAMPLERS, start_timestep
 from ldm.pipeline import DefFillerPipeline, gate_schedule
 from runtime.device import pick_device
+from runtime.digest import file_sha256
 from runtime.errors import UserError
 from runtime.lock import FolderLock
 

@@ -17,7 +17,6 @@ caller explicitly opts in (``allow_unsafe_pickle``).
 """
 from __future__ import annotations
 
-import hashlib
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from ldm.config import PARTS, config_from_mapping, config_from_text, to_original
 from ldm.diffusion.schedule import BUFFER_NAMES
 from ldm.modules.unet import is_gligen_layer
 from runtime.atomic import write_bytes_atomic, write_text_atomic
+from runtime.digest import file_sha256  # noqa: F401  (re-exported)
 from runtime.errors import UserError
 from runtime.safe_load import SAFE_GLOBALS, safe_torch_load  # noqa: F401  (SAFE_GLOBALS re-exported)
 
@@ -359,12 +359,3 @@ def export_gligen(path: Union[str, Path], sections: Mapping[str, Mapping[str, to
     torch.save(payload, buffer)
     write_bytes_atomic(buffer.getvalue(), path)
     return path
-
-
-def file_sha256(path: Union[str, Path], chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file (recorded in generation.json)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()

@@ -31,6 +31,7 @@ from dataset.folders import category_of, image_folder, list_by_stem
 from dataset.io import image_size, read_image
 from runtime.atomic import write_atomic
 from runtime.device import pick_device
+from runtime.digest import file_sha256
 from runtime.errors import UserError
 from runtime.safe_load import safe_torch_load
 
@@ -126,7 +127,7 @@ def folder_digest(files: Sequence[Path], extractor_name: str) -> str:
     h = hashlib.sha256(extractor_name.encode())
     for path in files:
         h.update(path.name.encode() + b"\0")
-        h.update(hashlib.sha256(path.read_bytes()).digest())
+        h.update(bytes.fromhex(file_sha256(path)))
     return h.hexdigest()[:24]
 
 

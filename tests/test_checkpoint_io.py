@@ -207,3 +207,22 @@ def test_ema_weights_are_used_when_present(tmp_path, tiny_cfg, tiny_sections):
     assert load_models(plain, weights="auto").extra["weights"] == "raw"
     with pytest.raises(CheckpointError, match="no EMA weights"):
         load_models(plain, weights="ema")
+
+
+def test_one_file_digest(tmp_path):
+    """runtime.digest.file_sha256 is the one file digest (ldm.checkpoint hands the same function on)."""
+    import hashlib
+    import re
+
+    from ldm import checkpoint
+    from runtime import digest
+
+    path = tmp_path / "f.bin"
+    path.write_bytes(os.urandom(3 << 20))
+    assert digest.file_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert checkpoint.file_sha256 is digest.file_sha256
+    skip = {".venv", "tests", "OUTPUT", "DATA", "models", "docs", ".git"}
+    hashing_files = re.compile(r"def file_sha256|sha\w*\([^)]*read_bytes\(\)")
+    places = [str(p.relative_to(REPO)) for p in REPO.rglob("*.py")
+              if not skip & set(p.relative_to(REPO).parts[:1]) and hashing_files.search(p.read_text(encoding="utf-8"))]
+    assert places == ["runtime/digest.py"], places

@@ -21,7 +21,7 @@ from dataset.splits import load_split, make_split, parse_ratio, save_split
 from evaluation.study import leakage
 from evaluation.study.leakage import LeakError
 from evaluation.study.stages.split import keep_copies_in_test
-from ldm.checkpoint import file_sha256
+from runtime.digest import file_sha256
 from runtime.errors import UserError
 
 TEST = {"In_3", "Pa_7"}

@@ -75,7 +75,7 @@ def dataset_folder(data_root: Optional[str], cfg: DictConfig) -> Optional[Path]:
 def data_provenance(data_root: Optional[str], cfg: DictConfig, split: Optional[str] = None) -> dict[str, str]:
     """What a run trains on, for its checkpoints' metadata (:data:`ldm.checkpoint.PROVENANCE_KEYS`): the data
     folder, the split file and the sha256 of its bytes, and whether the data is procedural."""
-    from ldm.checkpoint import file_sha256
+    from runtime.digest import file_sha256
 
     folder = dataset_folder(data_root, cfg)
     return {"data_root": "" if folder is None else str(folder.resolve()),

@@ -7,7 +7,6 @@ at :data:`MEMO_SIDE` px) of generated images with those of real held-out images.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from typing import Optional, Sequence
 
@@ -15,6 +14,7 @@ import numpy as np
 from scipy.stats import binom, ks_2samp
 
 from evaluation.mask_adherence import defect_contrast
+from runtime.digest import array_sha256
 
 from .data import ImageSet, resized
 
@@ -86,15 +86,10 @@ def nearest(queries: np.ndarray, train: np.ndarray, chunk: int = 256) -> tuple[n
     return np.clip(dist, 0.0, 2.0), idx
 
 
-def pixel_hash(image: np.ndarray) -> str:
-    """Hash of an image's size and pixels (identical files, whatever their format)."""
-    return hashlib.sha1(repr(image.shape).encode() + np.ascontiguousarray(image).tobytes()).hexdigest()
-
-
 def leaked(real: ImageSet, train: ImageSet) -> list[int]:
     """Indices of real images pixel-identical to a training image (a split leak)."""
-    seen = {pixel_hash(image) for image in train.images}
-    return [i for i, image in enumerate(real.images) if pixel_hash(image) in seen]
+    seen = {array_sha256(image) for image in train.images}
+    return [i for i, image in enumerate(real.images) if array_sha256(image) in seen]
 
 
 def memo_summary(real_d: np.ndarray, generated_d: np.ndarray) -> dict[str, Optional[float]]:

@@ -16,7 +16,6 @@ outputs are used; an initial checkpoint must name the data it was trained on (:f
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Iterable, Mapping, Optional, Sequence
@@ -27,6 +26,7 @@ from dataset.files import few, natural_key, source_stem
 from dataset.io import open_image, write_json_atomic
 from dataset.pairs import MASK_DIRS, Pair, find_pairs
 from dataset.splits import load_split
+from runtime.digest import array_sha256
 from runtime.errors import UserError
 
 from .config import repo_path
@@ -161,10 +161,7 @@ def pixel_digest(path: str | Path) -> str:
                 arr = arr[..., 0]
         else:
             arr = np.asarray(img)
-        arr = np.ascontiguousarray(arr)
-        h = hashlib.sha256(f"{arr.dtype.str}|{arr.shape}|".encode())
-        h.update(arr.tobytes())
-        _DIGESTS[key] = h.hexdigest()
+        _DIGESTS[key] = array_sha256(arr)
     return _DIGESTS[key]
 
 
@@ -194,7 +191,7 @@ def refuse_test_content(stage: str, files: Iterable[str | Path], tests: Mapping[
 def split_unchanged(stage: str, folder: str | Path, split_path: Optional[str | Path] = None) -> None:
     """Record the split's sha256 in a training run's ``folder`` (``split_path`` given and none recorded yet),
     or check it again: a split rewritten after its stage trained is refused."""
-    from ldm.checkpoint import file_sha256
+    from runtime.digest import file_sha256
 
     path = Path(folder) / SPLIT_RECORD
     if not path.is_file():
@@ -215,7 +212,8 @@ def split_unchanged(stage: str, folder: str | Path, split_path: Optional[str | P
 
 def ckpt_split_unchanged(stage: str, ckpt: str | Path) -> None:
     """A checkpoint's split (file and sha256 in its metadata, written by training) is unchanged since."""
-    from ldm.checkpoint import file_sha256, read_metadata
+    from ldm.checkpoint import read_metadata
+    from runtime.digest import file_sha256
 
     meta = read_metadata(ckpt)
     before, named = meta.get("split_sha256"), Path(meta.get("split") or "")
@@ -237,7 +235,8 @@ def check_init_checkpoint(stage: str, ckpt: Optional[str | Path], split_path: st
     sample of this study, by name or content; an external release with ``<file>.provenance.json``
     (``{"sha256": its sha256, "training_data": "..."}``).
     """
-    from ldm.checkpoint import file_sha256, read_metadata
+    from ldm.checkpoint import read_metadata
+    from runtime.digest import file_sha256
 
     if ckpt in (None, "", "none"):
         return "from scratch"

@@ -29,7 +29,7 @@ def digest_of(obj: Any) -> str:
 
 def file_digest(path: str | Path) -> Optional[str]:
     """sha256 of a file's bytes; None when it does not exist."""
-    from ldm.checkpoint import file_sha256
+    from runtime.digest import file_sha256
 
     path = Path(path)
     return file_sha256(path) if path.is_file() else None
