@@ -204,7 +204,6 @@ def test_real_split_selects_the_test_part_and_its_training_part(real, tmp_path):
     inputs = realism.load_inputs(realism.build_parser().parse_args(
         ["--real", str(real), "--real_split", str(path), "--generated", str(gen)]))
     assert inputs.real.stems == split["test"] and inputs.train.stems == split["train"]
-    assert realism.base_stem("In_12_s3") == "In_12"
     card = realism.build_card(inputs)
     assert all(card["fwd"][c]["paired"] for c in card["categories"])
 

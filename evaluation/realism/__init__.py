@@ -35,11 +35,11 @@ once every number is computed.
 from .build import Inputs, build_card, stacks, targets
 from .card import csv_rows, markdown, picture, write_card
 from .cli import build_parser, load_inputs, main
-from .data import OVERALL, ImageSet, base_stem, list_set, read_set
+from .data import OVERALL, ImageSet, list_set, read_set
 from .fwd import auto_level, fwd_sets, fwd_table, packet_stats
 from .metrics import brightness_summary, cnr_summary, contrast_summary, memo_summary, nearest
 
-__all__ = ["Inputs", "ImageSet", "OVERALL", "auto_level", "base_stem", "brightness_summary", "build_card",
+__all__ = ["Inputs", "ImageSet", "OVERALL", "auto_level", "brightness_summary", "build_card",
            "build_parser", "cnr_summary", "contrast_summary", "csv_rows", "fwd_sets", "fwd_table", "list_set",
            "load_inputs", "main", "markdown", "memo_summary", "nearest", "packet_stats", "picture", "read_set",
            "stacks", "targets", "write_card"]

@@ -9,11 +9,12 @@ from typing import Any, Optional
 
 import numpy as np
 
+from dataset.files import source_stem
 from dataset.io import write_json_atomic
 from runtime.atomic import savefig_atomic, write_text_atomic
 
 from .build import CNR_MIN, KS_MAX, SPREAD_MIN, Stacks
-from .data import OVERALL, ImageSet, base_stem
+from .data import OVERALL, ImageSet
 from .fwd import FLOOR_FACTOR
 
 FILES = ("realism.md", "realism.csv", "realism.json", "realism.png")
@@ -160,7 +161,7 @@ def _examples(real: ImageSet, generated: ImageSet, r_idx: np.ndarray, g_idx: np.
     """Up to :data:`TILES` real images and, where there is one, the generated image of the same mask."""
     by_base = {}
     for i in g_idx:
-        by_base.setdefault(base_stem(generated.stems[i]), int(i))
+        by_base.setdefault(source_stem(generated.stems[i]), int(i))
     paired = [int(i) for i in r_idx if real.stems[i] in by_base]
     pool = paired if len(paired) >= TILES else [int(i) for i in r_idx]
     chosen = sorted(rng.choice(pool, size=min(TILES, len(pool)), replace=False).tolist()) if pool else []

@@ -1,7 +1,6 @@
 """Reading the three image sets of the realism card: real pairs, generated pairs, training images."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -24,7 +23,6 @@ from evaluation.folders import (
 from runtime.errors import UserError
 
 OVERALL = "overall"
-_SAMPLE_SUFFIX = re.compile(r"_s\d+$")
 
 
 @dataclass
@@ -42,11 +40,6 @@ class ImageSet:
 
     def __len__(self) -> int:
         return len(self.stems)
-
-
-def base_stem(stem: str) -> str:
-    """The mask stem a generated image was made from (``In_12_s3`` -> ``In_12``)."""
-    return _SAMPLE_SUFFIX.sub("", stem)
 
 
 def _select(files: dict[str, Path], stems: Optional[Sequence[str]], root: Path, what: str) -> dict[str, Path]:

@@ -24,9 +24,10 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from dataset.files import source_stem
 from runtime.seeds import mix_seed
 
-from .data import OVERALL, ImageSet, base_stem
+from .data import OVERALL, ImageSet
 
 WAVELET = "Haar"
 RGB_FACTOR = 3.0
@@ -129,8 +130,8 @@ def generated_for(real: ImageSet, b: np.ndarray, generated: ImageSet, candidates
     subset of ``candidates`` of the same size (``False``)."""
     first: dict[str, int] = {}
     for i in candidates:
-        first.setdefault(base_stem(generated.stems[i]), int(i))
-    wanted = [base_stem(real.stems[i]) for i in b]
+        first.setdefault(source_stem(generated.stems[i]), int(i))
+    wanted = [source_stem(real.stems[i]) for i in b]
     if wanted and all(s in first for s in wanted):
         return np.asarray([first[s] for s in wanted]), True
     return np.sort(rng.choice(candidates, size=min(len(b), len(candidates)), replace=False)), False

@@ -14,17 +14,16 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from dataset.files import source_stem
 from dataset.pairs import Pair, find_pairs
 from evaluation.pictures import picture_grid
 from runtime.errors import UserError, run_cli
-
-from .data import base_stem
 
 
 def _by_base(pairs: Sequence[Pair]) -> dict[str, Pair]:
     out: dict[str, Pair] = {}
     for p in pairs:  # naturally sorted: In_12_s0 before In_12_s1
-        out.setdefault(base_stem(p.stem), p)
+        out.setdefault(source_stem(p.stem), p)
     return out
 
 
