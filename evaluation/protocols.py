@@ -14,6 +14,11 @@ command uses. Outputs under ``out``: ``<detector>/<setting>/`` (checkpoint, maps
 ``results.md``/``results.csv`` (paper layout), ``results_per_category.csv``, ``results.png``
 (Fig. 7 style) and ``results.json``. Finished runs are reused when their inputs are unchanged.
 
+A setting with ``real_share`` trains with the real pairs at that share of every batch (the detector's
+``train.real_share``); those rows get a table of their own in ``results.md`` beside the plain one. Every setting
+is compared with the baseline (the first setting of real pairs alone) per detector, on the per-image S of
+``<detector>/<setting>/per_image_S.json`` (:mod:`.paired`: per-seed differences, bootstrap over test images).
+
     python -m evaluation.protocols run --config configs/eval/substitution.yaml \
         [--set data_root=PATH settings.1.generated.0.dir=PATH] [--force]
     python -m evaluation.protocols export-masks --data_root PATH --out DATA/sd900_train_masks
@@ -47,7 +52,8 @@ from .config import load_config, to_plain
 from .detector.checks import check_detector_config
 from .detector.train import DEFAULT_CONFIG as DETECTOR_CONFIG
 from .detector.train import train_detector
-from .report import PAPER_METRICS, bar_chart, csv_text, write_tables
+from .paired import paired_differences, paired_markdown
+from .report import PAPER_METRICS, bar_chart, csv_text, markdown_table, write_tables
 from .sod_metrics import METRICS
 
 PROTOCOLS = ("substitution", "expansion")
@@ -58,7 +64,8 @@ SCHEMA = {
     "categories": O.Open(None),
     "detectors": O.ListOf({"name": None, "config": None, "overrides": O.ListOf(None)}),
     "detector_overrides": O.ListOf(None),
-    "settings": O.ListOf({"name": None, "real": False, "generated": O.ListOf({"dir": None, "n": None})}),
+    "settings": O.ListOf({"name": None, "real": False, "real_share": None,
+                          "generated": O.ListOf({"dir": None, "n": None})}),
 }
 
 
@@ -107,8 +114,26 @@ def training_set(setting: DictConfig, real_train: Sequence[Pair], categories, se
                    "n_generated": n_gen, "sources": " + ".join(sources)}
 
 
+def baseline_setting(settings: Sequence) -> str | None:
+    """The first setting trained on the real pairs alone (what the others are compared with), or None."""
+    return next((str(s.get("name")) for s in settings if s.get("real") and not s.get("generated")), None)
+
+
+def setting_detector_config(det_cfg: DictConfig, setting: DictConfig) -> DictConfig:
+    """The detector config of one setting: ``train.real_share`` from the setting's ``real_share``."""
+    if setting.get("real_share") is None:
+        return det_cfg
+    return OmegaConf.merge(det_cfg, {"train": {"real_share": float(setting.real_share)}})
+
+
 def _signature(det_cfg: DictConfig, pairs: Sequence[Pair]) -> str:
-    h = hashlib.sha256(json.dumps(to_plain(det_cfg), sort_keys=True).encode())
+    plain = to_plain(det_cfg)
+    train = plain.get("train") or {}
+    if train.get("real_share", 0) is None:  # runs from before the key existed stay reusable
+        del train["real_share"]
+    if train.get("min_steps"):  # exact step count and warm-up in steps (earlier runs rounded up to epochs)
+        train["schedule"] = "steps"
+    h = hashlib.sha256(json.dumps(plain, sort_keys=True).encode())
     for p in pairs:
         h.update(f"{p.image.resolve()}|{p.mask.resolve()}|{p.image.stat().st_size}|{p.image.stat().st_mtime_ns}\n".encode())
     return h.hexdigest()[:20]
@@ -147,6 +172,16 @@ def check_config(cfg: DictConfig) -> None:
     names = [s.get("name") for s in cfg.settings]
     if any(not n for n in names) or len(set(names)) != len(names):
         raise UserError(f"config: every setting needs a unique 'name' (got {names})")
+    for s in cfg.settings:
+        share = s.get("real_share")
+        if share is None:
+            continue
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < float(share) < 1:
+            raise UserError(f"config: setting {s.name!r}: real_share must be a number between 0 and 1 (exclusive, "
+                            f"e.g. 0.5), got {share!r}; fix it, or null to draw batches from all pairs")
+        if not (s.get("real") and s.get("generated")):
+            raise UserError(f"config: setting {s.name!r}: real_share needs real: true and generated folders; "
+                            "remove it from this setting")
     dets = cfg.get("detectors") or [{"name": "detector"}]
     dnames = [d.get("name") for d in dets]
     if any(not n for n in dnames) or len(set(dnames)) != len(dnames):
@@ -182,14 +217,16 @@ def run_protocol(cfg: DictConfig, force: bool = False, progress: bool = True,
     log(f"{cfg.protocol}: {len(real_train)} real training / {len(test)} test pairs ({cfg.ratio}, {split_path})")
 
     rows, cat_rows = [], []
+    per_image: dict[tuple[str, str], dict[str, float]] = {}
     detectors = cfg.get("detectors") or [OmegaConf.create({"name": "detector"})]
     global_over = list(cfg.get("detector_overrides") or [])
     for det in detectors:
         det_cfg = detector_config(det, global_over)
         for setting in cfg.settings:
             train_pairs, info = training_set(setting, real_train, cats, seed, test_stems, cfg.protocol, log)
+            run_cfg = setting_detector_config(det_cfg, setting)
             run_dir = out / _safe(det.name) / _safe(setting.name)
-            sig = _signature(det_cfg, train_pairs)
+            sig = _signature(run_cfg, train_pairs)
             meta_path = run_dir / "run.json"
             ckpt = run_dir / "detector.pt"
             meta = _read_meta(meta_path)
@@ -199,7 +236,7 @@ def run_protocol(cfg: DictConfig, force: bool = False, progress: bool = True,
                 minutes = meta.get("train_minutes")
             else:
                 t0 = time.time()
-                train_detector(det_cfg, train_pairs, run_dir, progress=progress, log=log)
+                train_detector(run_cfg, train_pairs, run_dir, progress=progress, log=log, n_real=info["n_real"])
                 minutes = (time.time() - t0) / 60
                 write_json_atomic({"signature": sig, "train_minutes": minutes, **info,
                                    "setting": to_plain(setting), "detector": str(det.name)}, meta_path)
@@ -207,13 +244,19 @@ def run_protocol(cfg: DictConfig, force: bool = False, progress: bool = True,
             if maps_dir.is_dir():
                 shutil.rmtree(maps_dir)
             write_maps(Detector(ckpt), [p.image for p in test], maps_dir, progress=progress, log=log)
+            scores: dict[str, float] = {}
             results = evaluate_folders(maps_dir, mask_folder(cfg.data_root), cats,
-                                       stems=split["test"], log=log)
+                                       stems=split["test"], log=log, per_image=scores)
             write_json_atomic(results, run_dir / "metrics.json")
+            write_json_atomic(scores, run_dir / "per_image_S.json")
+            per_image[str(det.name), str(setting.name)] = scores
             overall = results["overall"]
+            steps = _read_meta(run_dir / "train_log.json")
             row = {"detector": str(det.name), "setting": str(setting.name), "train_data": info["sources"],
                    "n_train": len(train_pairs), "n_real": info["n_real"], "n_generated": info["n_generated"],
-                   "n_test": overall["n"], **{m: overall[m] for m in METRICS},
+                   "real_share": setting.get("real_share"), "steps": steps.get("steps"),
+                   "warmup_steps": steps.get("warmup_steps"), "n_test": overall["n"],
+                   **{m: overall[m] for m in METRICS},
                    "train_minutes": round(float(minutes), 2) if minutes is not None else None}
             rows.append(row)
             for group, res in results.items():
@@ -221,12 +264,13 @@ def run_protocol(cfg: DictConfig, force: bool = False, progress: bool = True,
                                  "n_test": res["n"], **{m: res[m] for m in METRICS}})
             log(f"[{det.name} / {setting.name}] S {overall['S']:.4f}  MAE {overall['MAE']:.4f}  "
                 f"E-max {overall['E_max']:.4f}  F-max {overall['F_max']:.4f}")
-    write_results(cfg, rows, cat_rows, out, split_path)
+    write_results(cfg, rows, cat_rows, out, split_path, per_image)
     log(f"{cfg.protocol}: done in {(time.time() - t_start) / 60:.1f} min -> {out / 'results.md'}")
     return rows
 
 
-def write_results(cfg: DictConfig, rows: list[dict], cat_rows: list[dict], out: Path, split_path: Path) -> None:
+def write_results(cfg: DictConfig, rows: list[dict], cat_rows: list[dict], out: Path, split_path: Path,
+                  per_image: dict[tuple[str, str], dict[str, float]] | None = None) -> None:
     table = 5 if cfg.protocol == "substitution" else 8
     multi = len({r["detector"] for r in rows}) > 1
     columns = (["detector"] if multi else []) + ["setting", "train_data", *PAPER_METRICS]
@@ -234,17 +278,43 @@ def write_results(cfg: DictConfig, rows: list[dict], cat_rows: list[dict], out: 
              f"detector{'s' if multi else ''}: {', '.join(dict.fromkeys(r['detector'] for r in rows))}")
     note = (f"Test set: {rows[0]['n_test']} real pairs from `{split_path}`. S: S-measure (alpha 0.5), "
             "E-max / F-max: maximum E-measure / F-measure (beta^2 0.3) over 256 thresholds (pysodmetrics).")
-    write_tables(rows, columns, out / "results", title=title, note=note)
-    all_cols = ["detector", "setting", "train_data", "n_train", "n_real", "n_generated", "n_test",
-                *METRICS, "train_minutes"]
+    plain = [r for r in rows if r.get("real_share") is None]
+    md_path, _ = write_tables(plain, columns, out / "results", title=title, note=note + " " + _steps_note(plain))
+    base = baseline_setting(cfg.settings)
+    paired = paired_differences(rows, base, per_image) if base else []
+    extra = []
+    fair = [r for r in rows if r.get("real_share") is not None]
+    if fair:
+        shown = [r for r in rows if r["setting"] == base] + fair
+        extra += ["## Real pairs at a fixed share of every batch", "",
+                  markdown_table(shown, [*columns[:-len(PAPER_METRICS)], "real_share", *PAPER_METRICS],
+                                 bold_best=PAPER_METRICS),
+                  "Each batch holds as many real pairs as a batch of the real-only run, plus generated pairs making "
+                  "up the rest; an epoch is one pass over the real pairs, so the real pairs are seen as often as "
+                  "without the generated ones. " + _steps_note(shown), ""]
+    if paired:
+        extra += [f"## Paired differences against `{base}`", "", paired_markdown(paired)]
+    if extra:
+        write_text_atomic(md_path.read_text(encoding="utf-8") + "\n" + "\n".join(extra), md_path)
+    all_cols = ["detector", "setting", "train_data", "n_train", "n_real", "n_generated", "real_share", "steps",
+                "warmup_steps", "n_test", *METRICS, "train_minutes"]
     write_text_atomic(csv_text(rows, all_cols), out / "results.csv")
     write_text_atomic(csv_text(cat_rows, ["detector", "setting", "category", "n_test", *METRICS]),
                       out / "results_per_category.csv")
     write_json_atomic({"protocol": cfg.protocol, "config": to_plain(cfg), "split": str(split_path),
-                       "rows": rows, "per_category": cat_rows}, out / "results.json")
+                       "rows": rows, "per_category": cat_rows, "baseline": base,
+                       "paired": [{**p, "per_seed": dict(p["per_seed"])} for p in paired]}, out / "results.json")
     labels = [dict(r, label=(f"{r['detector']}\n{r['setting']}" if multi else r["setting"])) for r in rows]
     bar_chart(labels, "label", out / "results.png", group_key="detector" if multi else None,
               title=f"Data {cfg.protocol} ({cfg.ratio})")
+
+
+def _steps_note(rows: Sequence[dict]) -> str:
+    """Optimiser steps (warm-up steps) of each run, or "" where train_log.json did not record them."""
+    known = {(r["setting"], r.get("steps"), r.get("warmup_steps")) for r in rows if r.get("steps") is not None}
+    if not known:
+        return ""
+    return "Optimiser steps (warm-up): " + ", ".join(f"{s} {n} ({w})" for s, n, w in sorted(known, key=str)) + "."
 
 
 def export_masks(data_root: str | Path, out: str | Path, split: str | None, ratio: str, seed: int,

@@ -23,12 +23,15 @@ from .sod_metrics import METRICS, GroupedSODMetrics, format_results
 
 def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path, categories=None,
                      stems: Iterable[str] | None = None, strict: bool = False,
-                     log: Callable[[str], None] = print) -> dict:
-    """``{group: {metric: value, "n": count}}`` (per category, then ``overall``)."""
+                     log: Callable[[str], None] = print, per_image: dict[str, float] | None = None) -> dict:
+    """``{group: {metric: value, "n": count}}`` (per category, then ``overall``); a ``per_image`` dict is
+    filled with every image's S by stem."""
     maps = load_map_pairs(pred_dir, gt_dir, categories, stems, strict, log)
     acc = GroupedSODMetrics()
     for pred, gt, group in zip(maps.preds, maps.gts, maps.groups):
         acc.step(pred, gt, group)
+    if per_image is not None:
+        per_image.update(zip(maps.stems, acc.overall.per_image_s()))
     return acc.results()
 
 

@@ -72,6 +72,10 @@ class SODMetrics:
             metric.step(pred=pred, gt=gt)
         self.count += 1
 
+    def per_image_s(self) -> list[float]:
+        """S of every image stepped so far, in order (their mean is ``results()["S"]``)."""
+        return [float(v) for v in self.sm.sms]
+
     def results(self) -> dict[str, float]:
         if self.count == 0:
             raise ValueError("no samples were evaluated")

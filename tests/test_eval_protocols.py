@@ -184,3 +184,50 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
         assert code.value.code == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and expect in err and len(err.splitlines()) == 1, err
+
+
+def test_fair_expansion_beside_the_plain_table_with_paired_differences(data):
+    """A real_share setting: same steps and warm-up as the others, its own table in results.md, and every
+    setting paired with the real-only baseline per detector seed (per-image S stored per run)."""
+    import json
+
+    write_procedural_dataset(data / "gen_fair", 2, size=40, seed=7)
+    gen = [{"dir": str(data / "gen_fair"), "n": 6}]
+    cfg = _cfg(data, "expansion", [{"name": "real", "real": True}, {"name": "real+6", "real": True, "generated": gen},
+                                    {"name": "real+6 fair", "real": True, "real_share": 0.5, "generated": gen}],
+               "1:5", [f"out={data / 'out_fair'}"])
+    cfg.detectors = [{"name": f"seed{s}", "config": None, "overrides": [f"train.seed={s}"]} for s in (0, 1)]
+    cfg.detector_overrides = [*TINY, "train.min_steps=3"]
+    rows = run_protocol(cfg, progress=False, log=lambda m: None)
+    assert {(r["steps"], r["warmup_steps"]) for r in rows} == {(3, 3)}, rows
+    out = data / "out_fair"
+    md = (out / "results.md").read_text()
+    plain_part, fair_part = md.split("## Real pairs at a fixed share of every batch")
+    assert "real+6 fair" not in plain_part and "| real+6 fair |" in fair_part and "| real |" in fair_part
+    assert "## Paired differences against `real`" in fair_part
+    result = json.loads((out / "results.json").read_text())
+    assert result["baseline"] == "real" and [p["setting"] for p in result["paired"]] == ["real+6", "real+6 fair"]
+    s = {(r["detector"], r["setting"]): r["S"] for r in rows}
+    for p in result["paired"]:
+        assert p["per_seed"] == pytest.approx({d: s[d, p["setting"]] - s[d, "real"] for d in ("seed0", "seed1")})
+        assert p["n_images"] == 15 and p["ci_low"] <= p["mean"] <= p["ci_high"]
+    per_image = json.loads((out / "seed1" / "real+6_fair" / "per_image_S.json").read_text())
+    assert len(per_image) == 15 and np.mean(list(per_image.values())) == pytest.approx(s["seed1", "real+6 fair"])
+    assert [r["real_share"] for r in csv.DictReader((out / "results.csv").open())] == ["", "", "0.500000"] * 2
+
+
+@pytest.mark.parametrize("setting,expect", [
+    ({"real_share": "nan"}, "between 0 and 1"), ({"real_share": 1.0}, "between 0 and 1"),
+    ({"real_share": 0}, "between 0 and 1"), ({"real_share": 0.5, "generated": []}, "needs real: true")])
+def test_bad_real_share_in_a_protocol_setting_is_one_line(data, tmp_path, capsys, setting, expect):
+    gen = [{"dir": str(data / "real"), "n": 1}]
+    cfg = _cfg(data, "expansion", [{"name": "real", "real": True},
+                                    {"name": "fair", "real": True, "generated": gen, **setting}], "1:5",
+               [f"out={tmp_path / 'out'}"])
+    OmegaConf.save(cfg, tmp_path / "p.yaml")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as code:
+        run_cli(lambda: protocols_main(["run", "--config", str(tmp_path / "p.yaml")]))
+    err = capsys.readouterr().err.strip()
+    assert code.value.code == 2 and len(err.splitlines()) == 1 and expect in err and "'fair'" in err, err
+    assert not (tmp_path / "out").exists()
