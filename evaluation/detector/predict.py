@@ -16,6 +16,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 from tqdm import tqdm
 
+from dataset.files import IMAGE_EXTS, few
+from dataset.folders import image_folder, list_by_stem
 from dataset.io import image_size, write_png_atomic
 from runtime.cli import add_device
 from runtime.device import pick_device
@@ -23,7 +25,6 @@ from runtime.errors import UserError, run_cli
 from runtime.lock import locked
 from runtime.safe_load import first_line, safe_torch_load
 
-from ..folders import IMAGE_EXTS, few, image_folder, list_by_stem
 from .checks import MAX_BATCH_SIZE
 from .data import load_image_array, to_tensor
 from .model import build_model

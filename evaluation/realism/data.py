@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from dataset.categories import Category
 from dataset.files import MASK_EXTS, few
-from evaluation.folders import (
+from dataset.folders import (
     MaskReader,
     category_of,
     image_folder,
