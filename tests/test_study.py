@@ -147,8 +147,9 @@ def test_every_stage_runs_and_the_report_is_written(study):
     assert json.loads((mg / "report_heldout" / "report.json").read_text())["real"].endswith("listed masks")
     assert "held-out test masks" in report
     assert all(r.split(",")[5] == "1" for r in table8[1:])  # one seed: no spread
-    assert "| expansion: real+generated beats real in mean S by more than the seeds' spread (std) | not evaluable |" \
-        in report
+    assert ("| expansion: real+generated beats real in S by more than the seeds' spread (paired per seed: mean "
+            "difference > its std) | not evaluable |") in report
+    assert "Paired S differences against `real`" in report and "bootstrap 95 % (test images)" in report
     table5 = (out / "report" / "table5.csv").read_text().splitlines()
     assert [r.split(",")[5] for r in table5[1:]] == ["2", "2"]
     times = json.loads((out / "stage_times.json").read_text())

@@ -1,0 +1,60 @@
+"""The study report's detector targets, judged on paired per-seed differences (synthetic protocol results)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from evaluation.paired import paired_differences
+from evaluation.study import report
+
+CFG = {"targets": {"substitution_s_ratio": 0.9, "iou_ratio": 0.8}}
+
+
+def _rows(values: dict[str, list[float]]) -> list[dict]:
+    return [{"detector": f"seed{k}", "setting": setting, "train_data": setting, "n_train": 1, "n_test": 3,
+             **{m: v for m in ("S", "MAE", "E_max", "F_max", "IoU", "Dice")}}
+            for setting, vs in values.items() for k, v in enumerate(vs)]
+
+
+def _targets(study: str, values: dict[str, list[float]], per_image=None) -> list[dict]:
+    rows = _rows(values)
+    paired = report.study_paired({"rows": rows, "paired": paired_differences(rows, "real", per_image)
+                                  if per_image else None})
+    return report.targets(CFG, {study: report.aggregate(rows)}, {}, {study: rows}, {study: paired})
+
+
+def test_expansion_target_is_judged_on_the_paired_differences():
+    # seed effects shared by both settings: unpaired stds (0.05) dwarf the gain (0.01), the paired ones do not
+    values = {"real": [0.60, 0.70, 0.65], "real+generated": [0.61, 0.71, 0.66],
+              "real+generated fair": [0.60, 0.72, 0.64]}
+    got = {t["target"].split(":")[0]: t for t in _targets("expansion", values)}
+    plain, fair = got["expansion"], got["expansion (real pairs at a fixed share of every batch)"]
+    assert plain["met"] is True and plain["value"] == pytest.approx(0.01) and plain["threshold"] == pytest.approx(0)
+    assert "seed0 +0.0100" in plain["detail"] and "per-image S not stored" in plain["detail"]
+    assert fair["met"] is False and fair["value"] == pytest.approx(0.01 / 3) and fair["threshold"] > 0.015
+    assert "by more than the seeds' spread" in plain["target"]
+    one = _targets("expansion", {"real": [0.6], "real+generated": [0.7]})[0]
+    assert one["met"] is None and "one seed gives no spread" in one["detail"]
+
+
+def test_substitution_target_is_the_mean_paired_ratio_with_the_image_interval():
+    per_image = {(f"seed{k}", s): {"a": v, "b": v + 0.02, "c": v - 0.02}
+                 for s, vs in {"real": [0.80, 0.60], "generated": [0.70, 0.57]}.items() for k, v in enumerate(vs)}
+    t = _targets("substitution", {"real": [0.80, 0.60], "generated": [0.70, 0.57]}, per_image)[0]
+    # ratios 0.875 and 0.95: mean 0.9125 >= 0.9 (the ratio of the means, 1.27 / 1.40 = 0.907, is not what counts)
+    assert t["met"] is True and t["value"] == pytest.approx(0.9125) and t["threshold"] == 0.9
+    assert "seed0 0.875, seed1 0.950" in t["detail"] and "bootstrap 95 % over 3 test images" in t["detail"]
+    assert not math.isnan(t["value"])
+
+
+@pytest.mark.parametrize("value", ["nan", "1.5", "0", "half"])
+def test_a_bad_fair_share_in_the_study_config_is_one_line(value):
+    from evaluation.study.config import load_study_config
+    from runtime.errors import UserError
+
+    with pytest.raises(UserError) as err:
+        load_study_config("configs/study/sd900_quick.yaml", [f"studies.expansion.detectors.real_share={value}"])
+    msg = str(err.value)
+    assert "sd900_quick.yaml" in msg and "real_share must be a number between 0 and 1" in msg and "\n" not in msg
+    assert load_study_config("configs/study/sd900_quick.yaml")["studies"]["expansion"]["detectors"]["real_share"] == 0.5
