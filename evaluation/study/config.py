@@ -35,6 +35,9 @@ _COMMON = {
 }
 _EXPANSION = {
     **_COMMON,
+    # real_share: also train the settings with generated pairs keeping real pairs at this share of every batch
+    # (rows "<setting> fair" beside the plain ones); null: the plain settings only
+    "detectors": {**_COMMON["detectors"], "real_share": None},
     "maskgen": {"config": None, "set": O.ListOf(None), "n_per_category": 300, "seed": 0,
                 "sample_set": O.ListOf(None),
                 # per-category thresholds fitted to the training masks on a draw of its own (maskgen.calibrate)
@@ -118,6 +121,11 @@ def load_study_config(path: str | Path, overrides: Sequence[str] = ()) -> dict[s
         if not seeds or len(set(seeds)) != len(seeds) or not all(isinstance(s, int) for s in seeds):
             raise UserError(f"{where}: studies.{study}.detectors.seeds must be a list of distinct integers, "
                             f"got {seeds!r}")
+        share = sc["detectors"].get("real_share")
+        if share is not None and (isinstance(share, bool) or not isinstance(share, (int, float))
+                                  or not 0 < float(share) < 1):
+            raise UserError(f"{where}: studies.{study}.detectors.real_share must be a number between 0 and 1 "
+                            f"(exclusive, e.g. 0.5), got {share!r}; fix it, or null for the plain settings only")
         if study == "expansion" and not sc["maskgen"]["config"]:
             raise UserError(f"{where}: missing 'studies.expansion.maskgen.config' (e.g. configs/maskgen_cpu.yaml)")
         mg = sc.get("maskgen") if study == "expansion" else None

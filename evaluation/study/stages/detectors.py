@@ -34,11 +34,18 @@ class DetectorsStage(Stage):
         settings = [{"name": "real", "real": True},
                     {"name": "real+generated", "real": True, "generated": [{"dir": gen, "n": None}]}]
         filt = ctx.outputs(f"{self.study}.filter")
+        skipped = {}
         if filt["n_kept"] > 0:
             settings.append({"name": "real+filtered", "real": True, "generated": [{"dir": filt["kept"], "n": None}]})
-            return settings, {}
-        threshold = ctx.study_config(self.study)["filter"]["threshold"]
-        return settings, {"real+filtered": f"no generated pair reached IoU >= {threshold}"}
+        else:
+            threshold = ctx.study_config(self.study)["filter"]["threshold"]
+            skipped["real+filtered"] = f"no generated pair reached IoU >= {threshold}"
+        share = ctx.study_config(self.study)["detectors"].get("real_share")
+        if share is not None:  # the same settings with real pairs at a fixed share of every batch
+            settings += [{**s, "name": f"{s['name']} fair", "real_share": float(share)} for s in settings
+                         if s.get("generated")]
+            skipped.update({f"{name} fair": why for name, why in skipped.items()})
+        return settings, skipped
 
     def run(self, ctx: Ctx) -> dict[str, Any]:
         from omegaconf import OmegaConf
