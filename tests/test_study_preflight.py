@@ -85,3 +85,32 @@ def test_a_bad_maskgen_config_is_reported(tiny, tmp_path):
     bad.write_text(yaml.safe_dump(cfg))
     errors = preflight.preflight(context(tiny, f"studies.expansion.maskgen.config={bad}"))
     assert len(errors) == 1 and "maskgen config" in errors[0], errors
+
+
+def test_plan_refuses_initial_weights_without_provenance(tiny, tmp_path):
+    """--plan reports what the generator stage would refuse: initial weights that name no training data, or a
+    split whose training side holds the study's test items; nothing is checked before the split exists."""
+    import torch
+    from safetensors.torch import save_file
+
+    from dataset.pairs import find_pairs
+    from dataset.splits import save_split
+    from runtime.digest import file_sha256
+
+    stems = sorted(p.stem for p in find_pairs(str(tiny.parent / "data"), check_sizes=False))
+    split = tmp_path / "split.json"
+    bare = tmp_path / "bare.safetensors"
+    save_file({"model.x": torch.zeros(1)}, str(bare))
+    flags = [f"studies.substitution.split={split}", f"studies.substitution.generator.set=[train.ckpt={bare}]",
+             f"studies.substitution.generator.run={tmp_path / 'run'}", "studies.expansion.enabled=false"]
+    assert preflight.preflight(context(tiny, *flags)) == []  # the split is made by the first run
+    save_split({"train": stems[3:], "test": stems[:3], "seed": 0, "test_fraction": 0.25}, split)
+    errors = preflight.preflight(context(tiny, *flags))
+    assert len(errors) == 1 and "bare.safetensors names no provenance" in errors[0], errors
+    leaky = save_split({"train": stems, "test": [], "seed": 0, "test_fraction": 0.0}, tmp_path / "all.json")
+    save_file({"model.x": torch.zeros(1)}, str(bare), metadata={
+        "split": str(leaky), "split_sha256": file_sha256(leaky), "data_root": str(tiny.parent / "data")})
+    errors = preflight.preflight(context(tiny, *flags))
+    assert len(errors) == 1 and "would train on 3 test sample(s)" in errors[0], errors
+    save_file({"model.x": torch.zeros(1)}, str(bare), metadata={"procedural": "true"})
+    assert preflight.preflight(context(tiny, *flags)) == []

@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Callable
 
 from dataset.pairs import IMAGE_DIRS, MASK_DIRS
+from dataset.splits import load_split
 from runtime.errors import UserError
 from training.runs import check_main_options, latest_weights
 
+from . import leakage
 from .config import enabled_studies
 from .context import Ctx
-from .stages import GeneratorStage, PretrainStage, detector_cfg, main_argv
+from .stages import GeneratorStage, PretrainStage, SplitStage, detector_cfg, main_argv
 
 
 def check_data_root(root: str) -> None:
@@ -47,6 +49,18 @@ def _weights_exist(ckpt: str | None, what: str, where: str) -> None:
                     "change train.ckpt (generator.set)")
 
 
+def check_provenance(ctx: Ctx, study: str, ckpt: str | None) -> None:
+    """The generator's initial weights name data without the study's test items, checked as its stage will;
+    only once the study's split exists (its first run makes it)."""
+    split_path = SplitStage(study, []).split_path(ctx)
+    if ckpt is None or not Path(ckpt).is_file() or not split_path.is_file():
+        return
+    test_stems = set(load_split(split_path)["test"])
+    by_stem = ctx.pairs_by_stem()
+    tests = leakage.test_digests([by_stem[s] for s in sorted(test_stems) if s in by_stem])
+    leakage.check_init_checkpoint(f"{study}.generator", ckpt, split_path, test_stems, tests)
+
+
 def check_generator(ctx: Ctx, study: str) -> None:
     """main.py's own option checks on the generator (and pre-training) command, and their weight files."""
     study_cfg = ctx.study_config(study)
@@ -57,6 +71,7 @@ def check_generator(ctx: Ctx, study: str) -> None:
     opts = check_main_options(argv)
     if not study_cfg["pretrain"]["enabled"] and latest_weights(gen.run_dir(ctx)) is None:
         _weights_exist(opts.ckpt, f"studies.{study}.generator", f"{study_cfg['generator']['config']} + generator.set")
+        check_provenance(ctx, study, opts.ckpt)
     if study_cfg["pretrain"]["enabled"]:
         pre = PretrainStage(study, [])
         popts = check_main_options(pre.argv(ctx))
