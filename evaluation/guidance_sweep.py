@@ -20,8 +20,8 @@ from typing import Callable, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from dataset.categories import categories_from_config
-from dataset.files import MASK_EXTS
-from dataset.folders import category_of, list_by_stem, mask_folder
+from dataset.files import MASK_EXTS, list_by_stem
+from dataset.folders import category_of, mask_folder
 from inference.generate import GenerationOptions, generate_dataset, load_pipeline
 from inference.jobs import JobSpec
 from metrics.fid import FeatureExtractor, InceptionFeatures, fid_from_features, folder_features, kid_from_features
@@ -96,7 +96,7 @@ def infer_generator(cfg: DictConfig, log: Callable[[str], None] = print) -> Gene
 def category_masks(real: str | Path, category: str, categories, out: Path,
                    log: Callable[[str], None] = print) -> Path:
     """Copy the real masks of ``category`` into ``out`` (an infer.py --mask_dir)."""
-    masks = list_by_stem(mask_folder(real), MASK_EXTS, "mask")
+    masks = list_by_stem(mask_folder(real), MASK_EXTS, "mask", strict=False)
     chosen = [p for s, p in masks.items() if category_of(s, categories) == category]
     if not chosen:
         raise UserError(f"{mask_folder(real)}: no masks of category {category!r}")

@@ -39,8 +39,8 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from dataset.categories import categories_from_config
-from dataset.files import source_stem
-from dataset.folders import few, mask_folder
+from dataset.files import few, source_stem
+from dataset.folders import mask_folder
 from dataset.io import open_image, write_json_atomic
 from dataset.pairs import Pair, find_pairs, natural_key
 from dataset.splits import carve_validation, get_split, load_split, save_split

@@ -18,8 +18,8 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from dataset.files import IMAGES_DIR, MASKS_DIR
-from dataset.folders import MaskReader, few, resize_map
+from dataset.files import IMAGES_DIR, MASKS_DIR, few
+from dataset.folders import MaskReader, resize_map
 from dataset.io import write_json_atomic
 from dataset.pairs import Pair, find_pairs
 from runtime.atomic import copy_atomic, write_text_atomic

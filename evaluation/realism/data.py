@@ -10,12 +10,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from dataset.categories import Category
-from dataset.files import MASK_EXTS, few
+from dataset.files import IMAGE_EXTS, MASK_EXTS, few, list_by_stem
 from dataset.folders import (
     MaskReader,
     category_of,
     image_folder,
-    list_by_stem,
     mask_folder,
     match_by_stem,
     read_gray,
@@ -56,13 +55,13 @@ def list_set(root: str | Path, what: str, categories: Sequence[Category], stems:
              with_masks: bool = True) -> ImageSet:
     """List (without reading) the images of ``root`` and, with ``with_masks``, their masks matched by stem."""
     root = Path(root)
-    images = _select(list_by_stem(image_folder(root), what=f"{what} image"), stems, root, what)
+    images = _select(list_by_stem(image_folder(root), IMAGE_EXTS, f"{what} image", strict=False), stems, root, what)
     masks: dict[str, Path] = {}
     if with_masks:
         if mask_folder(root) == root != image_folder(root):
             raise UserError(f"{root}: no Ground_truth/ (or 'Ground truth/') mask folder beside "
                             f"{image_folder(root).name}/; put the {what} masks there")
-        masks = list_by_stem(mask_folder(root), MASK_EXTS, what=f"{what} mask")
+        masks = list_by_stem(mask_folder(root), MASK_EXTS, f"{what} mask", strict=False)
         try:
             keep = match_by_stem(images, masks, f"{what} image", f"{what} mask").stems
         except UserError as exc:

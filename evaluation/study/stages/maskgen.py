@@ -38,14 +38,14 @@ class MaskgenStage(Stage):
         from maskgen import calibrate as mg_calibrate
         from maskgen import sample as mg_sample
         from maskgen.config import load_config
-        from maskgen.data import list_masks
+        from maskgen.data import find_mask_files
         from maskgen.report import run_report
         from maskgen.train import train
         from runtime.device import pick_device
 
         m = ctx.study_config(self.study)["maskgen"]
         masks_in = Path(ctx.outputs(f"{self.study}.split")["train_masks"])
-        files = list_masks(masks_in)
+        files = find_mask_files(masks_in)
         leakage.check_stems(self.key, [f.stem for f in files], ctx.test_stems(self.study),
                             f"the mask folder {masks_in}")
         leakage.refuse_test_content(self.key, files, ctx.test_digests(self.study),
