@@ -27,7 +27,6 @@ is compared with the baseline (the first setting of real pairs alone) per detect
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import re
 import shutil
@@ -46,6 +45,7 @@ from dataset.pairs import Pair, find_pairs, natural_key
 from dataset.splits import carve_validation, get_split, load_split, save_split
 from runtime import options as O
 from runtime.atomic import write_text_atomic
+from runtime.digest import lines_sha256, stat_line
 from runtime.errors import UserError, run_cli
 
 from .config import load_config, to_plain
@@ -127,16 +127,16 @@ def setting_detector_config(det_cfg: DictConfig, setting: DictConfig) -> DictCon
 
 
 def _signature(det_cfg: DictConfig, pairs: Sequence[Pair]) -> str:
+    """What a finished run is reused by: the detector config and each training pair's paths, image size and
+    modification time (:mod:`runtime.digest` fingerprint lines)."""
     plain = to_plain(det_cfg)
     train = plain.get("train") or {}
     if train.get("real_share", 0) is None:  # runs from before the key existed stay reusable
         del train["real_share"]
     if train.get("min_steps"):  # exact step count and warm-up in steps (earlier runs rounded up to epochs)
         train["schedule"] = "steps"
-    h = hashlib.sha256(json.dumps(plain, sort_keys=True).encode())
-    for p in pairs:
-        h.update(f"{p.image.resolve()}|{p.mask.resolve()}|{p.image.stat().st_size}|{p.image.stat().st_mtime_ns}\n".encode())
-    return h.hexdigest()[:20]
+    lines = (stat_line(f"{p.image.resolve()}|{p.mask.resolve()}", p.image) for p in pairs)
+    return lines_sha256(lines, head=json.dumps(plain, sort_keys=True))[:20]
 
 
 def _read_meta(path: Path) -> dict:

@@ -5,11 +5,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from runtime.digest import file_sha256_or_none
 from runtime.errors import UserError
 
 from .. import leakage
 from ..context import Ctx
-from ..stamps import file_digest
 from .base import Stage
 
 
@@ -24,7 +24,7 @@ class MaskgenStage(Stage):
 
     def inputs(self, ctx: Ctx) -> dict[str, Any]:
         m = ctx.study_config(self.study)["maskgen"]
-        return {"config": m["config"], "config_sha256": file_digest(m["config"]), "set": list(m["set"]),
+        return {"config": m["config"], "config_sha256": file_sha256_or_none(m["config"]), "set": list(m["set"]),
                 "n_per_category": m["n_per_category"], "sample_set": list(m["sample_set"]), "seed": m["seed"],
                 "calibrate": dict(m["calibrate"]), "device": ctx.cfg["device"], "fid": ctx.cfg["fidelity"]["fid"]}
 
