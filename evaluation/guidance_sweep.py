@@ -26,13 +26,13 @@ from inference.generate import GenerationOptions, generate_dataset, load_pipelin
 from inference.jobs import JobSpec
 from metrics.fid import FeatureExtractor, InceptionFeatures, fid_from_features, folder_features, kid_from_features
 from runtime.atomic import savefig_atomic
+from runtime.configs import EVAL_CONFIG_DIR, REPO, load_config
 from runtime.errors import UserError, run_cli
 from runtime.options import add_set_argument
 
-from .config import CONFIG_DIR, REPO, load_config
 from .report import write_tables
 
-DEFAULT_CONFIG = CONFIG_DIR / "guidance_sweep.yaml"
+DEFAULT_CONFIG = EVAL_CONFIG_DIR / "guidance_sweep.yaml"
 #: generate(scale, out_dir, mask_dir) must leave generated pairs (Source_Images/...) in out_dir
 Generator = Callable[[float, Path, Path], None]
 

@@ -43,18 +43,18 @@ from dataset.folders import mask_folder
 from dataset.io import open_image, write_json_atomic
 from dataset.pairs import Pair, find_pairs, natural_key
 from dataset.splits import carve_validation, get_split, load_split, save_split
+from metrics.sod import METRICS
 from runtime import options as O
 from runtime.atomic import write_text_atomic
+from runtime.configs import load_config, to_plain
 from runtime.digest import lines_sha256, stat_line
 from runtime.errors import UserError, run_cli
 
-from .config import load_config, to_plain
 from .detector.checks import check_detector_config
 from .detector.train import DEFAULT_CONFIG as DETECTOR_CONFIG
 from .detector.train import train_detector
 from .paired import paired_differences, paired_markdown
 from .report import PAPER_METRICS, bar_chart, csv_text, markdown_table, write_tables
-from .sod_metrics import METRICS
 
 PROTOCOLS = ("substitution", "expansion")
 

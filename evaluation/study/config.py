@@ -11,9 +11,8 @@ from typing import Any, Sequence
 
 from dataset.splits import parse_ratio
 from runtime import options as O
+from runtime.configs import REPO
 from runtime.errors import UserError
-
-from ..config import REPO
 
 STUDIES = ("substitution", "expansion")
 #: the paper's split of each study (train:test)

@@ -24,14 +24,14 @@ import numpy as np
 from dataset.io import write_json_atomic
 from dataset.pairs import find_pairs
 from metrics.fid import fid_kid_lines
+from metrics.sod import HIGHER_IS_BETTER, METRICS, TITLES
 from runtime.atomic import write_text_atomic
+from runtime.configs import REPO
 from runtime.errors import UserError
 
-from ..config import REPO
 from ..paired import paired_differences, paired_markdown
 from ..pictures import picture_grid
 from ..report import PAPER_METRICS, bar_chart, csv_text
-from ..sod_metrics import HIGHER_IS_BETTER, METRICS, TITLES
 from .config import enabled_studies
 from .context import KINDS, Ctx, seconds_text
 from .fidelity import OVERALL

@@ -50,7 +50,8 @@ class DetectorsStage(Stage):
     def run(self, ctx: Ctx) -> dict[str, Any]:
         from omegaconf import OmegaConf
 
-        from ...config import to_plain
+        from runtime.configs import to_plain
+
         from ...protocols import run_protocol
 
         study_cfg = ctx.study_config(self.study)

@@ -32,7 +32,7 @@ class FilterStage(Stage):
         return ctx.study_dir(self.study) / "filter"
 
     def inputs(self, ctx: Ctx) -> dict[str, Any]:
-        from ...config import to_plain
+        from runtime.configs import to_plain
 
         f = ctx.study_config(self.study)["filter"]
         d = ctx.study_config(self.study)["detectors"]
