@@ -20,7 +20,7 @@ class ReportStage(Stage):
         from ..report import paper_tables_path
 
         path = paper_tables_path()
-        return {"paper": ctx.cfg.get("paper"), "paper_tables": [str(path), file_sha256_or_none(path)],
+        return {"paper_tables": [str(path), file_sha256_or_none(path)],
                 "targets": ctx.cfg["targets"], "report": ctx.cfg["report"], "profile": ctx.cfg.get("profile"),
                 "name": ctx.cfg["name"]}
 
