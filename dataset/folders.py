@@ -19,6 +19,7 @@ from PIL import Image
 from dataset.categories import Category, category_for_file
 from dataset.files import IMAGE_DIRS, IMAGE_EXTS, MASK_DIRS, MASK_EXTS, few, list_by_stem
 from dataset.io import read_image, read_mask
+from dataset.splits import pick_split_files
 from runtime.errors import UserError
 
 
@@ -127,12 +128,7 @@ def load_map_pairs(pred_dir: str | Path, gt_dir: str | Path, categories=None,
     preds = list_by_stem(image_folder(pred_dir), IMAGE_EXTS, "predicted map", strict=False)
     gts = list_by_stem(mask_folder(gt_dir), MASK_EXTS, "ground-truth mask", strict=False)
     if stems is not None:
-        wanted = list(stems)
-        missing = [s for s in wanted if s not in gts]
-        if missing:
-            raise UserError(f"{mask_folder(gt_dir)}: {len(missing)} split sample(s) have no "
-                            f"ground truth ({few(missing)}); use the split made for this dataset")
-        gts = {s: gts[s] for s in wanted}
+        gts = pick_split_files(gts, list(stems), mask_folder(gt_dir), "ground truth")
     matched = match_by_stem(preds, gts, "predicted map", "ground-truth mask", log, strict)
     reader = MaskReader(strict)
     out = MapPairs([], [], [], [])

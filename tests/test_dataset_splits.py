@@ -158,3 +158,17 @@ def test_one_split_module_makes_a_split_file_once_and_reads_it_back(tmp_path: Pa
     assert [p.stem for p in train] == made["train"] and [p.stem for p in test] == made["test"]
     auto = default_split_path(tmp_path / "my data", "9:1", 2)
     assert auto.name == "my_data_9-1_seed2.json" and auto.parent.parts[-2:] == ("DATA", "splits")
+
+
+def test_a_splits_files_are_picked_from_a_listing_in_the_splits_order(tmp_path: Path) -> None:
+    from dataset.splits import pick_split_files
+
+    files = {s: tmp_path / f"{s}.png" for s in ("In_1", "In_2", "Pa_1")}
+    assert list(pick_split_files(files, ["Pa_1", "In_1"], tmp_path, "image")) == ["Pa_1", "In_1"]
+    with pytest.raises(UserError, match=rf"^{tmp_path}: 2 split sample\(s\) have no ground truth \(Sc_1, Sc_2\); "
+                                        "use the split made for this dataset$"):
+        pick_split_files(files, ["In_1", "Sc_1", "Sc_2"], tmp_path, "ground truth")
+    stems = [f"X_{i}" for i in range(8)]
+    with pytest.raises(UserError, match=r"8 sample\(s\) of the split are not in the dataset: X_0, X_1, X_2, X_3, "
+                                        r"X_4 and 3 more; use a split"):
+        subset_pairs([], stems)
