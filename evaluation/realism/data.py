@@ -10,7 +10,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from dataset.categories import Category
-from dataset.files import IMAGE_EXTS, MASK_EXTS, few, list_by_stem
+from dataset.files import IMAGE_EXTS, MASK_EXTS, list_by_stem
 from dataset.folders import (
     MaskReader,
     category_of,
@@ -19,6 +19,7 @@ from dataset.folders import (
     match_by_stem,
     read_gray,
 )
+from dataset.splits import pick_split_files
 from runtime.errors import UserError
 
 OVERALL = "overall"
@@ -41,21 +42,13 @@ class ImageSet:
         return len(self.stems)
 
 
-def _select(files: dict[str, Path], stems: Optional[Sequence[str]], root: Path, what: str) -> dict[str, Path]:
-    if stems is None:
-        return files
-    missing = [s for s in stems if s not in files]
-    if missing:
-        raise UserError(f"{root}: {len(missing)} {what} sample(s) of the split are missing ({few(missing)}); "
-                        "use the split made for this dataset")
-    return {s: files[s] for s in stems}
-
-
 def list_set(root: str | Path, what: str, categories: Sequence[Category], stems: Optional[Sequence[str]] = None,
              with_masks: bool = True) -> ImageSet:
     """List (without reading) the images of ``root`` and, with ``with_masks``, their masks matched by stem."""
     root = Path(root)
-    images = _select(list_by_stem(image_folder(root), IMAGE_EXTS, f"{what} image", strict=False), stems, root, what)
+    images = list_by_stem(image_folder(root), IMAGE_EXTS, f"{what} image", strict=False)
+    if stems is not None:
+        images = pick_split_files(images, stems, root, f"{what} image")
     masks: dict[str, Path] = {}
     if with_masks:
         if mask_folder(root) == root != image_folder(root):
