@@ -54,13 +54,16 @@ def is_hidden(path: Path) -> bool:
     return path.name.startswith(".")
 
 
-def list_by_stem(folder: str | Path, exts: Sequence[str], what: str, flag: str = "the folder") -> dict[str, Path]:
+def list_by_stem(folder: str | Path, exts: Sequence[str], what: str, *, strict: bool,
+                 flag: str = "the folder") -> dict[str, Path]:
     """``{stem: file}`` of ``folder``'s files with one of ``exts``, naturally sorted by stem.
 
-    Dotfiles are ignored; other files and sub-folders are skipped with one warning. A dangling or
-    looping symbolic link, a JPEG where
-    only lossless files are accepted, two files with one stem (``a.png`` + ``a.bmp``), a missing or
-    empty folder raise :class:`UserError` naming the files and ``flag``.
+    Dotfiles and ``caption.json`` are ignored. A missing or empty folder, two files with one stem
+    (``a.png`` + ``a.bmp``) and a dangling or looping symbolic link among the listed files raise
+    :class:`UserError` naming the folder and ``flag``. ``strict`` (data a command trains on or generates
+    from) also refuses a JPEG where only lossless files are accepted and any dangling link, and warns once
+    about other files and sub-folders it skips; lax (``strict=False``: folders of results to score, a mask
+    producer's output) skips what is not one of ``exts`` silently.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -68,14 +71,15 @@ def list_by_stem(folder: str | Path, exts: Sequence[str], what: str, flag: str =
         raise UserError(f"{folder}: {what} folder {what_it_is}; check {flag}")
     files: dict[str, Path] = {}
     skipped: list[str] = []
+    lossless_only = set(exts) <= set(MASK_EXTS)
     for path in sorted(folder.iterdir(), key=lambda p: natural_key(p.name)):
         if is_hidden(path) or path.name == CAPTION_FILE:
             continue
         suffix = path.suffix.lower()
-        if path.is_symlink() and not path.exists():
+        if path.is_symlink() and not path.exists() and (strict or suffix in exts):
             raise UserError(f"{path}: broken or looping symbolic link in the {what} folder; fix or remove it")
         if not path.is_file() or suffix not in exts:
-            if path.is_file() and suffix in LOSSY_EXTS and set(exts) <= set(MASK_EXTS):
+            if strict and path.is_file() and suffix in LOSSY_EXTS and lossless_only:
                 raise UserError(f"{path}: JPEG {what}s are lossy (grey edges); save {what}s losslessly as "
                                 f"{' '.join(MASK_EXTS)}")
             skipped.append(path.name + ("/" if path.is_dir() else ""))
@@ -84,9 +88,9 @@ def list_by_stem(folder: str | Path, exts: Sequence[str], what: str, flag: str =
             raise UserError(f"{folder}: {files[path.stem].name} and {path.name} have the same name "
                             f"{path.stem!r}; keep one {what} per name")
         files[path.stem] = path
-    if skipped:
+    if strict and skipped:
         warnings.warn(f"{folder}: skipping {len(skipped)} non-{what} entr{'y' if len(skipped) == 1 else 'ies'} "
                       f"(not {' '.join(exts)}): {few(skipped)}", stacklevel=2)
     if not files:
         raise UserError(f"{folder}: no {what} files ({' '.join(exts)}); check {flag}")
-    return files
+    return {stem: files[stem] for stem in sorted(files, key=natural_key)}

@@ -17,9 +17,9 @@ import numpy as np
 from PIL import Image
 
 from dataset.categories import Category, category_for_file
-from dataset.files import IMAGE_EXTS, MASK_EXTS, few
+from dataset.files import IMAGE_DIRS, IMAGE_EXTS, MASK_DIRS, MASK_EXTS, few, list_by_stem
 from dataset.io import read_image, read_mask
-from dataset.pairs import IMAGE_DIRS, MASK_DIRS, natural_key
+from dataset.splits import pick_split_files
 from runtime.errors import UserError
 
 
@@ -38,29 +38,6 @@ def image_folder(path: str | Path) -> Path:
 def mask_folder(path: str | Path) -> Path:
     """``path`` or its ``Ground truth``/``Ground_truth`` subfolder."""
     return _sub(Path(path), MASK_DIRS)
-
-
-def list_by_stem(folder: str | Path, exts: Sequence[str] = IMAGE_EXTS, what: str = "image") -> dict[str, Path]:
-    """``{stem: path}`` for files with one of ``exts``, naturally sorted; empty -> UserError."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise UserError(f"{folder}: {what} folder not found; check the path")
-    files: dict[str, Path] = {}
-    for path in folder.iterdir():
-        if path.name.startswith(".") or path.suffix.lower() not in exts:
-            continue
-        if not path.is_file():
-            if path.is_symlink():
-                raise UserError(f"{path}: broken or looping symbolic link; fix or remove it")
-            continue
-        if path.stem in files:
-            raise UserError(f"{folder}: {files[path.stem].name} and {path.name} share the name "
-                            f"{path.stem!r}; keep one {what} per name")
-        files[path.stem] = path
-    if not files:
-        raise UserError(f"{folder}: no {what} files ({'/'.join(exts)}); the folder is empty or "
-                        "holds other file types")
-    return {s: files[s] for s in sorted(files, key=natural_key)}
 
 
 @dataclass
@@ -148,15 +125,10 @@ def load_map_pairs(pred_dir: str | Path, gt_dir: str | Path, categories=None,
                    stems: Iterable[str] | None = None, strict: bool = False,
                    log: Callable[[str], None] = print) -> MapPairs:
     """Read matched predicted maps and masks; ``stems`` restricts to a subset (e.g. a test split)."""
-    preds = list_by_stem(image_folder(pred_dir), IMAGE_EXTS, "predicted map")
-    gts = list_by_stem(mask_folder(gt_dir), MASK_EXTS, "ground-truth mask")
+    preds = list_by_stem(image_folder(pred_dir), IMAGE_EXTS, "predicted map", strict=False)
+    gts = list_by_stem(mask_folder(gt_dir), MASK_EXTS, "ground-truth mask", strict=False)
     if stems is not None:
-        wanted = list(stems)
-        missing = [s for s in wanted if s not in gts]
-        if missing:
-            raise UserError(f"{mask_folder(gt_dir)}: {len(missing)} split sample(s) have no "
-                            f"ground truth ({few(missing)}); use the split made for this dataset")
-        gts = {s: gts[s] for s in wanted}
+        gts = pick_split_files(gts, list(stems), mask_folder(gt_dir), "ground truth")
     matched = match_by_stem(preds, gts, "predicted map", "ground-truth mask", log, strict)
     reader = MaskReader(strict)
     out = MapPairs([], [], [], [])

@@ -46,7 +46,7 @@ def _find_dir(root: Path, options: Sequence[str], what: str) -> Path:
 
 def _list_files(folder: Path, exts: Sequence[str], what: str) -> dict[str, Path]:
     """Map stem -> file for files with an allowed extension (see :mod:`dataset.files`)."""
-    return list_by_stem(folder, exts, what, flag="the dataset folder")
+    return list_by_stem(folder, exts, what, strict=True, flag="the dataset folder")
 
 
 def image_dir(root: str | Path) -> Path:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from runtime.errors import UserError
 
+from .files import few
 from .io import read_json, write_json_atomic
 from .pairs import Pair, find_pairs, natural_key
 
@@ -130,12 +131,22 @@ def subset_pairs(pairs: Sequence[Pair], stems: Sequence[str]) -> list[Pair]:
     by_stem = {p.stem: p for p in pairs}
     unknown = [s for s in stems if s not in by_stem]
     if unknown:
-        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
         raise UserError(f"{len(unknown)} sample(s) of the split are not in the dataset: "
-                        f"{', '.join(map(str, unknown[:5]))}{more}; use a split made for this dataset")
+                        f"{few([str(s) for s in unknown])}; use a split made for this dataset")
     if len(set(stems)) != len(stems):
         raise UserError("the split lists a sample more than once; regenerate it")
     return [by_stem[s] for s in stems]
+
+
+def pick_split_files(files: Mapping[str, Path], stems: Sequence[str], folder: str | Path,
+                     what: str) -> dict[str, Path]:
+    """``{stem: file}`` of a split's ``stems``, in their order, from a folder's listing; stems without a file are
+    a one-line :class:`UserError` naming ``folder``."""
+    missing = [s for s in stems if s not in files]
+    if missing:
+        raise UserError(f"{folder}: {len(missing)} split sample(s) have no {what} ({few(missing)}); use the split "
+                        "made for this dataset")
+    return {s: files[s] for s in stems}
 
 
 def default_split_path(data_root: str | Path, ratio: str, seed: int) -> Path:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from dataset.files import IMAGE_EXTS
-from dataset.folders import image_folder, list_by_stem
+from dataset.files import IMAGE_EXTS, list_by_stem
+from dataset.folders import image_folder
 from metrics.fid import (
     DEFAULT_CACHE,
     INCEPTION_ENV,
@@ -58,8 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # check the values and folders before loading Inception, so a typo fails fast
     check_positive(batch_size=args.batch_size, kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size)
     pick_device(args.device)
-    list_by_stem(image_folder(args.real), IMAGE_EXTS, "image")
-    list_by_stem(image_folder(args.fake), IMAGE_EXTS, "image")
+    list_by_stem(image_folder(args.real), IMAGE_EXTS, "image", strict=False)
+    list_by_stem(image_folder(args.fake), IMAGE_EXTS, "image", strict=False)
     extractor = InceptionFeatures(args.inception, args.device)
     rows = compare_folders(args.real, args.fake, extractor, cats,
                            None if args.no_cache else args.cache_dir,

@@ -20,19 +20,19 @@ from typing import Callable, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from dataset.categories import categories_from_config
-from dataset.files import MASK_EXTS
-from dataset.folders import category_of, list_by_stem, mask_folder
+from dataset.files import MASK_EXTS, list_by_stem
+from dataset.folders import category_of, mask_folder
 from inference.generate import GenerationOptions, generate_dataset, load_pipeline
 from inference.jobs import JobSpec
 from metrics.fid import FeatureExtractor, InceptionFeatures, fid_from_features, folder_features, kid_from_features
 from runtime.atomic import savefig_atomic
+from runtime.configs import EVAL_CONFIG_DIR, REPO, load_config
 from runtime.errors import UserError, run_cli
 from runtime.options import add_set_argument
 
-from .config import CONFIG_DIR, REPO, load_config
 from .report import write_tables
 
-DEFAULT_CONFIG = CONFIG_DIR / "guidance_sweep.yaml"
+DEFAULT_CONFIG = EVAL_CONFIG_DIR / "guidance_sweep.yaml"
 #: generate(scale, out_dir, mask_dir) must leave generated pairs (Source_Images/...) in out_dir
 Generator = Callable[[float, Path, Path], None]
 
@@ -96,7 +96,7 @@ def infer_generator(cfg: DictConfig, log: Callable[[str], None] = print) -> Gene
 def category_masks(real: str | Path, category: str, categories, out: Path,
                    log: Callable[[str], None] = print) -> Path:
     """Copy the real masks of ``category`` into ``out`` (an infer.py --mask_dir)."""
-    masks = list_by_stem(mask_folder(real), MASK_EXTS, "mask")
+    masks = list_by_stem(mask_folder(real), MASK_EXTS, "mask", strict=False)
     chosen = [p for s, p in masks.items() if category_of(s, categories) == category]
     if not chosen:
         raise UserError(f"{mask_folder(real)}: no masks of category {category!r}")

@@ -24,17 +24,8 @@ from PIL import Image
 from scipy import ndimage
 
 from dataset.categories import categories_from_config
-from dataset.folders import (
-    MASK_EXTS,
-    MaskReader,
-    category_of,
-    few,
-    image_folder,
-    list_by_stem,
-    mask_folder,
-    match_by_stem,
-    read_gray,
-)
+from dataset.files import IMAGE_EXTS, MASK_EXTS, few, list_by_stem
+from dataset.folders import MaskReader, category_of, image_folder, mask_folder, match_by_stem, read_gray
 from dataset.io import write_json_atomic
 from runtime.cli import int_in
 from runtime.errors import UserError, run_cli
@@ -72,8 +63,8 @@ def folder_contrasts(root: str | Path, categories, ring: int = 6,
 
     ``transform`` (grey array -> grey array of the same size) is applied to each image first.
     """
-    images = list_by_stem(image_folder(root), what="image")
-    masks = list_by_stem(mask_folder(root), MASK_EXTS, what="mask")
+    images = list_by_stem(image_folder(root), IMAGE_EXTS, "image", strict=False)
+    masks = list_by_stem(mask_folder(root), MASK_EXTS, "mask", strict=False)
     matched = match_by_stem(images, masks, "image", "mask")
     reader = MaskReader()
     out = {}
@@ -99,8 +90,8 @@ def differing_masks(generated_root: str | Path, real_root: str | Path, stems: Se
 
     A generated mask written at another size is resized (nearest) to the real one first.
     """
-    gen = list_by_stem(mask_folder(generated_root), MASK_EXTS, what="mask")
-    real = list_by_stem(mask_folder(real_root), MASK_EXTS, what="mask")
+    gen = list_by_stem(mask_folder(generated_root), MASK_EXTS, "mask", strict=False)
+    real = list_by_stem(mask_folder(real_root), MASK_EXTS, "mask", strict=False)
     reader = MaskReader()
     bad = []
     for stem in stems:

@@ -27,7 +27,6 @@ is compared with the baseline (the first setting of real pairs alone) per detect
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import re
 import shutil
@@ -39,22 +38,23 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from dataset.categories import categories_from_config
-from dataset.files import source_stem
-from dataset.folders import few, mask_folder
+from dataset.files import few, source_stem
+from dataset.folders import mask_folder
 from dataset.io import open_image, write_json_atomic
 from dataset.pairs import Pair, find_pairs, natural_key
 from dataset.splits import carve_validation, get_split, load_split, save_split
+from metrics.sod import METRICS
 from runtime import options as O
 from runtime.atomic import write_text_atomic
+from runtime.configs import load_config, to_plain
+from runtime.digest import lines_sha256, stat_line
 from runtime.errors import UserError, run_cli
 
-from .config import load_config, to_plain
 from .detector.checks import check_detector_config
 from .detector.train import DEFAULT_CONFIG as DETECTOR_CONFIG
 from .detector.train import train_detector
 from .paired import paired_differences, paired_markdown
 from .report import PAPER_METRICS, bar_chart, csv_text, markdown_table, write_tables
-from .sod_metrics import METRICS
 
 PROTOCOLS = ("substitution", "expansion")
 
@@ -127,16 +127,16 @@ def setting_detector_config(det_cfg: DictConfig, setting: DictConfig) -> DictCon
 
 
 def _signature(det_cfg: DictConfig, pairs: Sequence[Pair]) -> str:
+    """What a finished run is reused by: the detector config and each training pair's paths, image size and
+    modification time (:mod:`runtime.digest` fingerprint lines)."""
     plain = to_plain(det_cfg)
     train = plain.get("train") or {}
     if train.get("real_share", 0) is None:  # runs from before the key existed stay reusable
         del train["real_share"]
     if train.get("min_steps"):  # exact step count and warm-up in steps (earlier runs rounded up to epochs)
         train["schedule"] = "steps"
-    h = hashlib.sha256(json.dumps(plain, sort_keys=True).encode())
-    for p in pairs:
-        h.update(f"{p.image.resolve()}|{p.mask.resolve()}|{p.image.stat().st_size}|{p.image.stat().st_mtime_ns}\n".encode())
-    return h.hexdigest()[:20]
+    lines = (stat_line(f"{p.image.resolve()}|{p.mask.resolve()}", p.image) for p in pairs)
+    return lines_sha256(lines, head=json.dumps(plain, sort_keys=True))[:20]
 
 
 def _read_meta(path: Path) -> dict:

@@ -7,9 +7,8 @@ import math
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from metrics.sod import HIGHER_IS_BETTER, TITLES
 from runtime.atomic import savefig_atomic, write_text_atomic
-
-from .sod_metrics import HIGHER_IS_BETTER, TITLES
 
 PAPER_METRICS = ("S", "MAE", "E_max", "F_max")
 

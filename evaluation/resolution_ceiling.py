@@ -21,7 +21,8 @@ import torch
 from PIL import Image
 
 from dataset.categories import categories_from_config
-from dataset.folders import MASK_EXTS, MaskReader, image_folder, list_by_stem, mask_folder, read_gray
+from dataset.files import IMAGE_EXTS, MASK_EXTS, list_by_stem
+from dataset.folders import MaskReader, image_folder, mask_folder, read_gray
 from dataset.io import write_json_atomic, write_png_atomic
 from evaluation.mask_adherence import folder_contrasts, summarize
 from inference.generate import resize_images
@@ -58,8 +59,8 @@ def format_table(table: dict[str, dict[str, float]]) -> str:
 
 def picture(root: str | Path, sizes: Sequence[int], stems: Sequence[str], path: str | Path, tile: int = 160) -> Path:
     """One row per stem: mask | stored image | the image through each round trip."""
-    images = list_by_stem(image_folder(root), what="image")
-    masks = list_by_stem(mask_folder(root), MASK_EXTS, what="mask")
+    images = list_by_stem(image_folder(root), IMAGE_EXTS, "image", strict=False)
+    masks = list_by_stem(mask_folder(root), MASK_EXTS, "mask", strict=False)
     missing = [s for s in stems if s not in images or s not in masks]
     if missing:
         raise UserError(f"{root}: no image/mask pair named {missing[0]!r}; pick --show from its file names")

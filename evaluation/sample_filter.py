@@ -18,17 +18,17 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from dataset.files import IMAGES_DIR, MASKS_DIR
-from dataset.folders import MaskReader, few, resize_map
+from dataset.files import IMAGES_DIR, MASKS_DIR, few
+from dataset.folders import MaskReader, resize_map
 from dataset.io import write_json_atomic
 from dataset.pairs import Pair, find_pairs
+from metrics.sod import binary_iou
 from runtime.atomic import copy_atomic, write_text_atomic
 from runtime.cli import add_device, finite_float
 from runtime.errors import UserError, run_cli
 from runtime.lock import locked
 
 from .report import csv_text
-from .sod_metrics import binary_iou
 
 #: present in the output folder from the first copy until ``filter.json`` is written: the same command rebuilds
 #: the output of a run that stopped in between without --overwrite

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from dataset.folders import load_map_pairs
+from metrics.sod import METRICS, GroupedSODMetrics, format_results
 from runtime.cli import add_categories
 from runtime.errors import run_cli
 
 from .report import write_tables
-from .sod_metrics import METRICS, GroupedSODMetrics, format_results
 
 
 def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path, categories=None,

@@ -36,7 +36,7 @@ def list_backgrounds(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     if path.is_dir():
-        return list(list_by_stem(path, IMAGE_EXTS, "image", flag="--background / --init_image").values())
+        return list(list_by_stem(path, IMAGE_EXTS, "image", strict=True, flag="--background / --init_image").values())
     raise UserError(f"background {path} not found; pass an image or a folder of images")
 
 

@@ -51,7 +51,7 @@ job_seed = stem_seed  # a job's seed: (seed, mask, sample index) alone (runtime.
 
 def list_masks(mask_dir: Path) -> list[Path]:
     """Mask files in ``mask_dir`` in natural order (the table and rules of :mod:`dataset.files`)."""
-    return list(list_by_stem(mask_dir, MASK_EXTS, "mask", flag="--mask_dir").values())
+    return list(list_by_stem(mask_dir, MASK_EXTS, "mask", strict=True, flag="--mask_dir").values())
 
 
 def square_mask(path: Path) -> np.ndarray:

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from dataset.categories import Category, category_for_file
+from dataset.files import MASK_DIRS, MASK_EXTS, list_by_stem
 from dataset.io import read_mask
-from dataset.pairs import MASK_DIRS, MASK_EXTS, natural_key
 from runtime.errors import UserError
 
 
@@ -32,15 +32,11 @@ def mask_dir(path: str | Path) -> Path:
     return subs[0] if subs else path
 
 
-def list_masks(path: str | Path) -> list[Path]:
-    """Mask files (``.png``) under ``path`` (see :func:`mask_dir`), naturally sorted."""
-    folder = mask_dir(path)
-    files = [p for p in folder.iterdir() if not p.name.startswith(".") and p.suffix.lower() in MASK_EXTS
-             and (p.is_file() or p.is_symlink())]  # a broken link is read, and reported, like a bad file
-    if not files:
-        raise UserError(f"{folder}: no mask files ({'/'.join(MASK_EXTS)}); point --data_root at a folder "
-                        f"of masks or a dataset root with {' or '.join(repr(d) for d in MASK_DIRS)}")
-    return sorted(files, key=lambda p: natural_key(p.stem))
+def find_mask_files(path: str | Path) -> list[Path]:
+    """Mask files under ``path`` (see :func:`mask_dir`), naturally sorted; other files are skipped silently
+    (the lax mode of :func:`dataset.files.list_by_stem`)."""
+    flag = f"the path (a folder of masks or a dataset root with {' or '.join(repr(d) for d in MASK_DIRS)})"
+    return list(list_by_stem(mask_dir(path), MASK_EXTS, "mask", strict=False, flag=flag).values())
 
 
 @dataclass
@@ -66,7 +62,7 @@ def load_masks(path: str | Path | Sequence[Path], categories: Sequence[Category]
     cats = list(categories)
     masks: dict[str, list[np.ndarray]] = {c.name: [] for c in cats}
     files: dict[str, list[Path]] = {c.name: [] for c in cats}
-    listed = [Path(f) for f in path] if isinstance(path, (list, tuple)) else list_masks(path)
+    listed = [Path(f) for f in path] if isinstance(path, (list, tuple)) else find_mask_files(path)
     for file in listed:
         cat = category_for_file(file.name, cats)
         masks[cat.name].append(read_mask(file, binarize=binarize))

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dataset.files import IMAGE_EXTS, few
-from dataset.folders import category_of, image_folder, list_by_stem
+from dataset.files import IMAGE_EXTS, few, list_by_stem
+from dataset.folders import category_of, image_folder
 from dataset.io import image_size, read_image
 from runtime.atomic import write_atomic
 from runtime.device import pick_device
@@ -177,7 +177,7 @@ def folder_features(folder: str | Path, extractor: FeatureExtractor, cache_dir: 
                     batch_size: int = 32, progress: bool = True,
                     log: Callable[[str], None] = print) -> tuple[list[str], np.ndarray]:
     """``(stems, features)`` of every image in ``folder`` (or its Source Images subfolder)."""
-    files = list_by_stem(image_folder(folder), IMAGE_EXTS, "image")
+    files = list_by_stem(image_folder(folder), IMAGE_EXTS, "image", strict=False)
     paths = list(files.values())
     cache_file = None
     if cache_dir is not None:

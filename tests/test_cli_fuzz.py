@@ -69,9 +69,9 @@ def plant(kind: str, dest: Path) -> Path:
 def good(tmp_path_factory) -> dict[str, Path]:
     """Valid inputs every case starts from (copied before a zoo file is planted)."""
     from dataset.procedural import write_procedural_dataset
-    from evaluation.config import load_config, to_plain
     from evaluation.detector.model import build_model
     from evaluation.detector.train import DEFAULT_CONFIG
+    from runtime.configs import load_config, to_plain
     from tools.tiny_model import make_tiny_checkpoint
 
     root = tmp_path_factory.mktemp("good")

@@ -140,3 +140,35 @@ def test_carve_validation_command_writes_a_new_split_and_never_overwrites(tmp_pa
     assert out.read_bytes() == before
     with pytest.raises(UserError, match="--fraction"):
         main(["carve-validation", "--split", str(parent), "--out", str(tmp_path / "v.json"), "--fraction", "1"])
+
+
+def test_one_split_module_makes_a_split_file_once_and_reads_it_back(tmp_path: Path) -> None:
+    """dataset.splits is the only split module (evaluation.splitfile is gone): a split file is made on first use,
+    read back unchanged on the next, and split_pairs hands out the pairs it names."""
+    from dataset.splits import default_split_path, get_split, split_pairs
+
+    assert not (Path(__file__).resolve().parents[1] / "evaluation" / "splitfile.py").exists()
+    pairs = write_procedural_dataset(tmp_path / "d", n_per_category=6, size=12, seed=0)
+    path = tmp_path / "split.json"
+    made, at = get_split(pairs, path, "1:5", 3, tmp_path / "d", log=lambda m: None)
+    lines: list[str] = []
+    again, _ = get_split(pairs, path, "9:1", 4, tmp_path / "d", log=lines.append)  # an existing file wins
+    assert at == path and again == made == load_split(path) and lines[0].startswith(f"split: {path} ")
+    train, test, _ = split_pairs(tmp_path / "d", path, "1:5", 3, log=lambda m: None)
+    assert [p.stem for p in train] == made["train"] and [p.stem for p in test] == made["test"]
+    auto = default_split_path(tmp_path / "my data", "9:1", 2)
+    assert auto.name == "my_data_9-1_seed2.json" and auto.parent.parts[-2:] == ("DATA", "splits")
+
+
+def test_a_splits_files_are_picked_from_a_listing_in_the_splits_order(tmp_path: Path) -> None:
+    from dataset.splits import pick_split_files
+
+    files = {s: tmp_path / f"{s}.png" for s in ("In_1", "In_2", "Pa_1")}
+    assert list(pick_split_files(files, ["Pa_1", "In_1"], tmp_path, "image")) == ["Pa_1", "In_1"]
+    with pytest.raises(UserError, match=rf"^{tmp_path}: 2 split sample\(s\) have no ground truth \(Sc_1, Sc_2\); "
+                                        "use the split made for this dataset$"):
+        pick_split_files(files, ["In_1", "Sc_1", "Sc_2"], tmp_path, "ground truth")
+    stems = [f"X_{i}" for i in range(8)]
+    with pytest.raises(UserError, match=r"8 sample\(s\) of the split are not in the dataset: X_0, X_1, X_2, X_3, "
+                                        r"X_4 and 3 more; use a split"):
+        subset_pairs([], stems)

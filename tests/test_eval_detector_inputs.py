@@ -8,10 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from evaluation.config import load_config, to_plain
 from evaluation.detector import predict
 from evaluation.detector.model import build_model
 from evaluation.detector.train import DEFAULT_CONFIG
+from runtime.configs import load_config, to_plain
 from runtime.errors import run_cli
 
 

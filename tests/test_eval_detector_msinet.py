@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from dataset.procedural import write_procedural_dataset
-from evaluation.config import load_config
 from evaluation.detector import train as train_mod
 from evaluation.detector.model import SaliencyUNet, build_model
 from evaluation.detector.msinet import MSINet
 from evaluation.detector.train import DEFAULT_CONFIG, deep_supervision_loss, train_detector
 from evaluation.detector.validation import ValidationSet, carve_pairs
+from runtime.configs import load_config
 from runtime.errors import UserError, run_cli
 
 TINY = ["data.image_size=32", "train.device=cpu", "train.batch_size=4", "train.augment=false", "train.num_threads=1"]

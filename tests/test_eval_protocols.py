@@ -12,10 +12,10 @@ from PIL import Image
 
 from dataset.procedural import write_procedural_dataset
 from dataset.splits import load_split
-from evaluation.config import load_config
 from evaluation.detector.model import SaliencyUNet
 from evaluation.protocols import main as protocols_main
 from evaluation.protocols import run_protocol
+from runtime.configs import load_config
 from runtime.errors import UserError, run_cli
 
 TINY = ["model.arch=unet", "model.encoder=test_resnet", "model.decoder_channels=[32,24,16,16]",

@@ -7,7 +7,7 @@ import numpy as np
 import py_sod_metrics as sod
 import pytest
 
-from evaluation.sod_metrics import GroupedSODMetrics, binary_iou, evaluate_arrays
+from metrics.sod import GroupedSODMetrics, binary_iou, evaluate_arrays
 
 
 def _square_mask(size=40, lo=10, hi=26):

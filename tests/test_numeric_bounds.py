@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from evaluation.config import load_config
 from evaluation.detector.checks import check_detector_config
 from evaluation.detector.train import DEFAULT_CONFIG
+from runtime.configs import load_config
 from runtime.errors import UserError, run_cli
 
 TINY_DETECTOR = ["model.arch=unet", "model.encoder=test_resnet", "model.decoder_channels=[32,24,16,16]",

@@ -116,8 +116,8 @@ def test_detector_predictions_and_filter_refuse_a_second_writer(tmp_path, holder
     from evaluation.sample_filter import filter_samples
 
     proc = holder(tmp_path / "det", tmp_path / "maps", tmp_path / "kept")
-    from evaluation.config import load_config
     from evaluation.detector.train import DEFAULT_CONFIG
+    from runtime.configs import load_config
 
     cfg = load_config(DEFAULT_CONFIG, DEFAULT_CONFIG, [])
     refused(proc, lambda: train_detector(cfg, [object()], tmp_path / "det"))

@@ -8,6 +8,7 @@ import io
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -129,14 +130,15 @@ def test_every_stage_runs_and_the_report_is_written(study):
     report = (out / "report" / "report.md").read_text()
     for text in ("Data substitution (paper Table 5)", "Data expansion (paper Table 8)", "## Targets",
                  "generated-only detector S >= 0.9 x real-trained", "by more than the seeds' spread",
-                 "detector IoU on generated >= 0.8 x on real test images", "*fill in*", "## Stage wall times",
+                 "detector IoU on generated >= 0.8 x on real test images", "## Stage wall times",
                  "FID / KID skipped: disabled in the config", "Profile: test"):
         assert text in report, text
     for name in ("table5.csv", "table8.csv", "detector_runs.csv", "fidelity.csv", "stage_times.csv", "detectors.png",
                  "targets.json", "grid_substitution_inclusion.png", "grid_expansion_scratches.png"):
         assert (out / "report" / name).is_file(), name
     table8 = (out / "report" / "table8.csv").read_text().splitlines()
-    assert table8[0].startswith("study,setting,train_data,n_train,n_test,seeds,S_mean,S_std,S_paper")
+    assert table8[0].startswith("study,setting,train_data,n_train,n_test,seeds,S_mean,S_std,MAE_mean,MAE_std")
+    assert "*fill in*" not in report and "paper" not in table8[0]  # the paper's figures: the shared tables alone
     assert [r.split(",")[1] for r in table8[1:]] == ["real", "real+generated", "real+filtered"]
     # the mask producer's levels were fitted on a draw of its own, and it is scored on held-out masks too
     mg = out / "expansion" / "maskgen"
@@ -295,7 +297,9 @@ def test_the_shipped_configs_load_and_plan(tmp_path):
     from evaluation.study.stages import build_stages
 
     for name in ("sd900_cpu", "sd900_quick", "sd900_paper"):
-        cfg = load_study_config(REPO / "configs" / "study" / f"{name}.yaml")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)  # no retired section left in a shipped config
+            cfg = load_study_config(REPO / "configs" / "study" / f"{name}.yaml")
         keys = [s.key for s in build_stages(cfg)]
         assert keys[0] == "substitution.split" and keys[-1] == "report" and "expansion.filter" in keys
         assert cfg["out"] == str(REPO / "OUTPUT" / "study" / name)
@@ -363,3 +367,28 @@ def test_the_report_prints_the_papers_figures_and_ratios_beside_ours(study, tmp_
     monkeypatch.setenv("DEFFILLER_SHARED", str(shared))
     line = one_line_error(["--config", str(study["config"]), "--no_progress"], capsys)
     assert "deffiller_tables.csv: unreadable paper table (KeyError" in line and "restore it" in line
+
+
+def test_the_report_prints_the_shared_papers_tables(study, shared_dir, monkeypatch):
+    """The paper's figures come from the shared folder's paper/deffiller_tables.csv (skipped where it is absent)."""
+    tables = shared_dir / "paper" / "deffiller_tables.csv"
+    if not tables.is_file():
+        pytest.skip(f"the paper's tables not found at {tables}")
+    monkeypatch.setenv("DEFFILLER_SHARED", str(shared_dir))
+    run_study(study["config"], "--until", "report")
+    report = (study["out"] / "report" / "report.md").read_text()
+    for study_name, table in (("substitution", 5), ("expansion", 8)):
+        assert f"The paper's Table {table} (detectors trained until convergence" in report, study_name
+    assert f"`{tables}`" in report and "| CSEPNet | real | 0.887 |" in report and "*fill in*" not in report
+
+
+def test_an_old_config_with_a_paper_section_loads_with_one_warning(study, tmp_path):
+    from evaluation.study.config import load_study_config
+
+    old = yaml.safe_load(study["config"].read_text())
+    old["paper"] = {"substitution": {"real": {"S": None, "MAE": None, "E_max": None, "F_max": None}}}
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump(old))
+    with pytest.warns(UserWarning, match=r"'paper:' section is no longer read .*deffiller_tables\.csv.*remove it") as seen:
+        cfg = load_study_config(path)
+    assert len(seen) == 1 and "\n" not in str(seen[0].message) and "paper" not in cfg

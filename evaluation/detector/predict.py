@@ -16,9 +16,10 @@ from omegaconf import OmegaConf
 from PIL import Image
 from tqdm import tqdm
 
-from dataset.files import IMAGE_EXTS, few
-from dataset.folders import image_folder, list_by_stem
+from dataset.files import IMAGE_EXTS, few, list_by_stem
+from dataset.folders import image_folder
 from dataset.io import image_size, write_png_atomic
+from dataset.splits import pick_split_files
 from runtime.cli import add_device
 from runtime.device import pick_device
 from runtime.errors import UserError, run_cli
@@ -132,14 +133,10 @@ def _write_maps(detector: Detector, paths: Sequence[Path], out_dir: Path, progre
 
 
 def select_images(images: str | Path, stems: Sequence[str] | None = None) -> list[Path]:
-    files = list_by_stem(image_folder(images), IMAGE_EXTS, "image")
+    files = list_by_stem(image_folder(images), IMAGE_EXTS, "image", strict=False)
     if stems is None:
         return list(files.values())
-    missing = [s for s in stems if s not in files]
-    if missing:
-        raise UserError(f"{image_folder(images)}: {len(missing)} split sample(s) have no image "
-                        f"({few(missing)}); use the split made for this dataset")
-    return [files[s] for s in stems]
+    return list(pick_split_files(files, stems, image_folder(images), "image").values())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

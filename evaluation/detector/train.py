@@ -38,6 +38,7 @@ from dataset.io import write_json_atomic
 from dataset.splits import parse_ratio
 from runtime.atomic import torch_save_atomic
 from runtime.cli import add_device, non_negative_int
+from runtime.configs import EVAL_CONFIG_DIR, load_config, to_plain
 from runtime.device import pick_device
 from runtime.errors import UserError, run_cli
 from runtime.lock import locked
@@ -45,13 +46,12 @@ from runtime.options import add_set_argument
 from runtime.safe_load import first_line, safe_torch_load
 from training.lr_schedule import WarmupSchedule
 
-from ..config import CONFIG_DIR, load_config, to_plain
 from .checks import check_detector_config
 from .data import RealShareBatches, SaliencyPairs
 from .model import build_model
 from .validation import ValidationSet, carve_pairs
 
-DEFAULT_CONFIG = CONFIG_DIR / "detector.yaml"
+DEFAULT_CONFIG = EVAL_CONFIG_DIR / "detector.yaml"
 OUT_FIX = "choose another --out"
 
 
@@ -316,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.device is not None:
         args.set = [*args.set, f"train.device={args.device}"]
-    from ..splitfile import split_pairs
+    from dataset.splits import split_pairs
 
     cfg = load_config(args.config, DEFAULT_CONFIG, args.set)
     check_detector_config(cfg, "--config / --set")  # before the data is read

@@ -14,9 +14,9 @@ import torch.nn.functional as F
 
 from dataset.io import read_mask
 from dataset.splits import carve_validation
+from metrics.sod import SODMetrics
 from runtime.errors import UserError
 
-from ..sod_metrics import SODMetrics
 from .data import load_image_array, to_tensor
 
 #: the scores recorded per validation; the first one selects the best epoch (higher is better)

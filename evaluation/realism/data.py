@@ -10,16 +10,16 @@ from PIL import Image
 from tqdm import tqdm
 
 from dataset.categories import Category
-from dataset.files import MASK_EXTS, few
+from dataset.files import IMAGE_EXTS, MASK_EXTS, list_by_stem
 from dataset.folders import (
     MaskReader,
     category_of,
     image_folder,
-    list_by_stem,
     mask_folder,
     match_by_stem,
     read_gray,
 )
+from dataset.splits import pick_split_files
 from runtime.errors import UserError
 
 OVERALL = "overall"
@@ -42,27 +42,19 @@ class ImageSet:
         return len(self.stems)
 
 
-def _select(files: dict[str, Path], stems: Optional[Sequence[str]], root: Path, what: str) -> dict[str, Path]:
-    if stems is None:
-        return files
-    missing = [s for s in stems if s not in files]
-    if missing:
-        raise UserError(f"{root}: {len(missing)} {what} sample(s) of the split are missing ({few(missing)}); "
-                        "use the split made for this dataset")
-    return {s: files[s] for s in stems}
-
-
 def list_set(root: str | Path, what: str, categories: Sequence[Category], stems: Optional[Sequence[str]] = None,
              with_masks: bool = True) -> ImageSet:
     """List (without reading) the images of ``root`` and, with ``with_masks``, their masks matched by stem."""
     root = Path(root)
-    images = _select(list_by_stem(image_folder(root), what=f"{what} image"), stems, root, what)
+    images = list_by_stem(image_folder(root), IMAGE_EXTS, f"{what} image", strict=False)
+    if stems is not None:
+        images = pick_split_files(images, stems, root, f"{what} image")
     masks: dict[str, Path] = {}
     if with_masks:
         if mask_folder(root) == root != image_folder(root):
             raise UserError(f"{root}: no Ground_truth/ (or 'Ground truth/') mask folder beside "
                             f"{image_folder(root).name}/; put the {what} masks there")
-        masks = list_by_stem(mask_folder(root), MASK_EXTS, what=f"{what} mask")
+        masks = list_by_stem(mask_folder(root), MASK_EXTS, f"{what} mask", strict=False)
         try:
             keep = match_by_stem(images, masks, f"{what} image", f"{what} mask").stems
         except UserError as exc:

@@ -6,14 +6,14 @@ current directory. Only enabled studies are checked for their required keys.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 from dataset.splits import parse_ratio
 from runtime import options as O
+from runtime.configs import REPO
 from runtime.errors import UserError
-
-from ..config import REPO
 
 STUDIES = ("substitution", "expansion")
 #: the paper's split of each study (train:test)
@@ -56,7 +56,7 @@ SCHEMA: dict[str, Any] = {
     "fidelity": {"fid": True, "inception": None, "batch_size": 32, "kid_subsets": 100, "kid_subset_size": 1000},
     "report": {"n_grid": 6, "seed": 0},
     "targets": {"substitution_s_ratio": 0.9, "iou_ratio": 0.8},
-    "paper": O.Open({}),        # {substitution|expansion: {setting: {S, MAE, E_max, F_max}}}: the paper's numbers
+    "paper": O.Open(None),      # retired (the paper's numbers come from the shared tables): accepted, then dropped
 }
 
 #: keys holding paths (resolved against the repository root); per study and top level
@@ -90,6 +90,9 @@ def load_study_config(path: str | Path, overrides: Sequence[str] = ()) -> dict[s
     """The study config at ``path`` with ``overrides`` (strict keys), paths made absolute, required keys checked."""
     cfg = O.layered(SCHEMA, path, overrides, what="study config")
     where = f"study config {path}"
+    if cfg.pop("paper", None) is not None:
+        warnings.warn(f"{where}: the 'paper:' section is no longer read (the report takes the paper's figures from "
+                      "the shared paper/deffiller_tables.csv); remove it", stacklevel=2)
     cfg["name"] = str(cfg.get("name") or Path(path).stem)
     if not cfg.get("out"):
         cfg["out"] = f"OUTPUT/study/{cfg['name']}"

@@ -75,11 +75,12 @@ class Ctx:
 
     def test_digests(self, study: str) -> dict[str, str]:
         """Pixel digests of the study's test images and masks (:func:`.leakage.test_digests`), once per split."""
+        from runtime.digest import file_sha256_or_none
+
         from .leakage import test_digests
-        from .stamps import file_digest
 
         split, path = self.split(study)
-        key = (study, str(path), file_digest(path))
+        key = (study, str(path), file_sha256_or_none(path))
         if key not in self._test_digests:
             by_stem = self.pairs_by_stem()
             self._test_digests[key] = test_digests([by_stem[s] for s in split["test"]])

@@ -6,7 +6,7 @@ The paper's figures and the ratios they imply are read at report time from the s
 Each setting is compared with ``real`` per detector seed (:mod:`evaluation.paired`: the paired S differences,
 their mean and std, a bootstrap interval over test images), and the targets are judged on those differences.
 
-Files: ``report.md``, ``table5.csv`` / ``table8.csv`` (mean, std, seeds and the paper's value per metric),
+Files: ``report.md``, ``table5.csv`` / ``table8.csv`` (mean, std and seeds per metric),
 ``detector_runs.csv`` (every seed), ``fidelity.csv``, ``stage_times.csv``, ``targets.json``,
 ``detectors.png`` and ``grid_<study>_<category>.png``.
 """
@@ -24,20 +24,19 @@ import numpy as np
 from dataset.io import write_json_atomic
 from dataset.pairs import find_pairs
 from metrics.fid import fid_kid_lines
+from metrics.sod import HIGHER_IS_BETTER, METRICS, TITLES
 from runtime.atomic import write_text_atomic
+from runtime.configs import REPO
 from runtime.errors import UserError
 
-from ..config import REPO
 from ..paired import paired_differences, paired_markdown
 from ..pictures import picture_grid
 from ..report import PAPER_METRICS, bar_chart, csv_text
-from ..sod_metrics import HIGHER_IS_BETTER, METRICS, TITLES
 from .config import enabled_studies
 from .context import KINDS, Ctx, seconds_text
 from .fidelity import OVERALL
 
 TABLE = {"substitution": 5, "expansion": 8}
-FILL = "*fill in*"
 #: the paper's generation_method of the rows our settings compare with (real-only baseline, DefFiller)
 PAPER_BASE = {"substitution": "none (real)", "expansion": "none (real 150)"}
 PAPER_OURS = "DefFiller"
@@ -68,10 +67,6 @@ def aggregate(rows: Sequence[dict]) -> list[dict]:
 
 def _num(value: Any) -> Optional[float]:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(float(value)) else None
-
-
-def paper_value(cfg: dict, study: str, setting: str, metric: str) -> Optional[float]:
-    return _num(((cfg.get("paper") or {}).get(study) or {}).get(setting, {}).get(metric))
 
 
 def _pm(mean: float, std: float, digits: int = 4) -> str:
@@ -238,30 +233,26 @@ def write_grids(ctx: Ctx, study: str, folder: Path) -> list[Path]:
 
 
 # -- markdown --------------------------------------------------------------------------------------
-def table_markdown(cfg: dict, study: str, rows: list[dict]) -> str:
-    head = ["setting", "training data", "seeds"]
-    for m in PAPER_METRICS:
-        arrow = " ↑" if HIGHER_IS_BETTER[m] else " ↓"
-        head += [f"{TITLES[m]}{arrow} ours", f"{TITLES[m]} paper"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * 2 * len(PAPER_METRICS)) + "|"]
+def table_markdown(rows: list[dict]) -> str:
+    """Our settings' scores (mean ± std over seeds) in the paper's metrics; the paper's own rows follow
+    separately (:func:`paper_lines`)."""
+    head = ["setting", "training data", "seeds"] + [f"{TITLES[m]} {'↑' if HIGHER_IS_BETTER[m] else '↓'}"
+                                                    for m in PAPER_METRICS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * len(PAPER_METRICS)) + "|"]
     for r in rows:
-        cells = [r["setting"], r["train_data"], str(r["seeds"])]
-        for m in PAPER_METRICS:
-            paper = paper_value(cfg, study, r["setting"], m)
-            cells += [_pm(r[m], r[f"{m}_std"]), f"{paper:.4f}" if paper is not None else FILL]
+        cells = [r["setting"], r["train_data"], str(r["seeds"])] + [_pm(r[m], r[f"{m}_std"]) for m in PAPER_METRICS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def table_csv_rows(cfg: dict, study: str, rows: list[dict]) -> list[dict]:
+def table_csv_rows(study: str, rows: list[dict]) -> list[dict]:
+    """One row per setting: mean and std over seeds of every metric."""
     out = []
     for r in rows:
         row = {"study": study, "setting": r["setting"], "train_data": r["train_data"], "n_train": r["n_train"],
                "n_test": r["n_test"], "seeds": r["seeds"]}
         for m in METRICS:
             row[f"{m}_mean"], row[f"{m}_std"] = r[m], r[f"{m}_std"]
-            if m in PAPER_METRICS:
-                row[f"{m}_paper"] = paper_value(cfg, study, r["setting"], m)
         out.append(row)
     return out
 
@@ -386,15 +377,14 @@ def write_report(ctx: Ctx, folder: Path) -> Path:
     fidelity_csv = []
     for study in studies:
         sc = cfg["studies"][study]
-        write_text_atomic(csv_text(table_csv_rows(cfg, study, agg[study]),
+        write_text_atomic(csv_text(table_csv_rows(study, agg[study]),
                                    ["study", "setting", "train_data", "n_train", "n_test", "seeds",
-                                    *[f"{m}_{k}" for m in METRICS for k in ("mean", "std", "paper")
-                                      if k != "paper" or m in PAPER_METRICS]]),
+                                    *[f"{m}_{k}" for m in METRICS for k in ("mean", "std")]]),
                           folder / f"table{TABLE[study]}.csv")
         title = ("Data substitution (paper Table 5)" if study == "substitution"
                  else "Data expansion (paper Table 8)")
         md += ["", f"## {title}: {sc['ratio']} split, tested on {agg[study][0]['n_test']} real test pairs", "",
-               table_markdown(cfg, study, agg[study])]
+               table_markdown(agg[study])]
         if paper_rows is None:
             md += [f"The paper's Table {TABLE[study]} figures are left out: {paper_path} not found (set "
                    "DEFFILLER_SHARED to the shared folder that holds paper/deffiller_tables.csv).", ""]
@@ -403,8 +393,7 @@ def write_report(ctx: Ctx, folder: Path) -> Path:
             md += [effect_line(study, paper_effects(paper_rows, study), our_effect(study, agg[study])), ""]
         md.append(f"Ours: mean ± std over seeds {', '.join(map(str, sc['detectors']['seeds']))} of our detector "
                   f"(`{Path(sc['detectors']['config']).name}` with {', '.join(sc['detectors']['overrides']) or 'no'} "
-                  "overrides). Paper columns come from the study config's `paper:` section; "
-                  f"{FILL} marks numbers still to be copied from the paper (`paper.{study}.<setting>.<metric>`).")
+                  "overrides).")
         if any(r.get("real_share") is not None for r in by_study[study]):
             md += ["", "Settings ending in *fair* keep the real pairs at a fixed share of every batch (as many real "
                    "pairs per batch as the real-only run, generated pairs making up the rest; an epoch is one pass "

@@ -2,7 +2,7 @@
 
 A stamp holds the hash of the stage's inputs (its config subset, the files it reads and the digests of
 the stamps it depends on), the stage's outputs and a ``digest`` of those outputs (their values and the
-names, sizes and modification times of the files they list; a forced stage adds a random part). A stage
+fingerprints of the files they list, :mod:`runtime.digest`; a forced stage adds a random part). A stage
 is up to date when its stamp's hash equals the hash of its current inputs and its upstream stages are up
 to date; a rebuilt stage whose outputs changed gets a new digest, which makes everything downstream
 stale, while one that found nothing to do (a finished training run) leaves its dependents alone. ``<stage>.started``
@@ -11,73 +11,20 @@ inputs can be cleared before a resume), and ``stage_times.json`` the wall time o
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 from dataset.io import write_json_atomic
-
-
-def digest_of(obj: Any) -> str:
-    """sha256 of ``obj`` as canonical JSON (paths and other objects by their string form)."""
-    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def file_digest(path: str | Path) -> Optional[str]:
-    """sha256 of a file's bytes; None when it does not exist."""
-    from runtime.digest import file_sha256
-
-    path = Path(path)
-    return file_sha256(path) if path.is_file() else None
-
-
-def file_stat(path: str | Path) -> Optional[list]:
-    """``[size, mtime_ns]`` of a (large) file, a cheap fingerprint; None when it does not exist."""
-    try:
-        st = Path(path).stat()
-    except OSError:
-        return None
-    return [st.st_size, st.st_mtime_ns]
-
-
-def path_fingerprint(path: str | Path) -> Optional[str]:
-    """Names, sizes and modification times of a file or of every file under a folder (None: missing)."""
-    path = Path(path)
-    if path.is_file():
-        return digest_of(file_stat(path))
-    if not path.is_dir():
-        return None
-    h = hashlib.sha256()
-    for item in sorted(path.rglob("*")):
-        if item.is_file():
-            st = item.stat()
-            h.update(f"{item.relative_to(path)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
+from runtime.digest import json_sha256, path_fingerprint
 
 
 def outputs_digest(outputs: Mapping[str, Any], forced: bool = False) -> str:
     """The digest of a stage's completion: its outputs and the fingerprints of the paths they list."""
     files = {str(p): path_fingerprint(p) for p in outputs.get("paths", [])}
-    return digest_of({"outputs": dict(outputs), "files": files, "forced": uuid.uuid4().hex if forced else None})
-
-
-def folder_fingerprint(folders: Iterable[Path]) -> str:
-    """Names, sizes and modification times of every file directly in ``folders``."""
-    h = hashlib.sha256()
-    for folder in folders:
-        folder = Path(folder)
-        h.update(f"{folder}\n".encode())
-        if not folder.is_dir():
-            continue
-        for path in sorted(folder.iterdir()):
-            if path.is_file() and not path.name.startswith("."):
-                st = path.stat()
-                h.update(f"{path.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
+    return json_sha256({"outputs": dict(outputs), "files": files, "forced": uuid.uuid4().hex if forced else None})
 
 
 class StampStore:

@@ -5,10 +5,10 @@ from pathlib import Path
 from typing import Any
 
 from dataset.pairs import find_pairs
+from runtime.digest import file_sha256_or_none
 
 from .. import leakage
 from ..context import Ctx
-from ..stamps import file_digest
 from .base import Stage
 from .generation import check_producers
 
@@ -23,7 +23,7 @@ class DetectorsStage(Stage):
 
     def inputs(self, ctx: Ctx) -> dict[str, Any]:
         d = ctx.study_config(self.study)["detectors"]
-        return {**d, "config_sha256": file_digest(d["config"]), "device": ctx.device_overrides()}
+        return {**d, "config_sha256": file_sha256_or_none(d["config"]), "device": ctx.device_overrides()}
 
     def settings(self, ctx: Ctx) -> tuple[list[dict], dict[str, str]]:
         """Protocol settings and the settings left out (with why)."""
@@ -50,7 +50,8 @@ class DetectorsStage(Stage):
     def run(self, ctx: Ctx) -> dict[str, Any]:
         from omegaconf import OmegaConf
 
-        from ...config import to_plain
+        from runtime.configs import to_plain
+
         from ...protocols import run_protocol
 
         study_cfg = ctx.study_config(self.study)

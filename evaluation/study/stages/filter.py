@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from runtime.digest import file_sha256_or_none
+
 from .. import leakage
 from ..context import Ctx
-from ..stamps import file_digest
 from .base import Stage
 
 
@@ -31,12 +32,12 @@ class FilterStage(Stage):
         return ctx.study_dir(self.study) / "filter"
 
     def inputs(self, ctx: Ctx) -> dict[str, Any]:
-        from ...config import to_plain
+        from runtime.configs import to_plain
 
         f = ctx.study_config(self.study)["filter"]
         d = ctx.study_config(self.study)["detectors"]
         return {**f, "detector": to_plain(detector_cfg(ctx, self.study, f["seed"])),
-                "detector_config_sha256": file_digest(d["config"])}
+                "detector_config_sha256": file_sha256_or_none(d["config"])}
 
     def clear(self, ctx: Ctx) -> list[Path]:
         return [self.folder(ctx)]

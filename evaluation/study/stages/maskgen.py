@@ -5,11 +5,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from runtime.digest import file_sha256_or_none
 from runtime.errors import UserError
 
 from .. import leakage
 from ..context import Ctx
-from ..stamps import file_digest
 from .base import Stage
 
 
@@ -24,7 +24,7 @@ class MaskgenStage(Stage):
 
     def inputs(self, ctx: Ctx) -> dict[str, Any]:
         m = ctx.study_config(self.study)["maskgen"]
-        return {"config": m["config"], "config_sha256": file_digest(m["config"]), "set": list(m["set"]),
+        return {"config": m["config"], "config_sha256": file_sha256_or_none(m["config"]), "set": list(m["set"]),
                 "n_per_category": m["n_per_category"], "sample_set": list(m["sample_set"]), "seed": m["seed"],
                 "calibrate": dict(m["calibrate"]), "device": ctx.cfg["device"], "fid": ctx.cfg["fidelity"]["fid"]}
 
@@ -38,14 +38,14 @@ class MaskgenStage(Stage):
         from maskgen import calibrate as mg_calibrate
         from maskgen import sample as mg_sample
         from maskgen.config import load_config
-        from maskgen.data import list_masks
+        from maskgen.data import find_mask_files
         from maskgen.report import run_report
         from maskgen.train import train
         from runtime.device import pick_device
 
         m = ctx.study_config(self.study)["maskgen"]
         masks_in = Path(ctx.outputs(f"{self.study}.split")["train_masks"])
-        files = list_masks(masks_in)
+        files = find_mask_files(masks_in)
         leakage.check_stems(self.key, [f.stem for f in files], ctx.test_stems(self.study),
                             f"the mask folder {masks_in}")
         leakage.refuse_test_content(self.key, files, ctx.test_digests(self.study),

@@ -15,11 +15,12 @@ class ReportStage(Stage):
         return ctx.out / "report"
 
     def inputs(self, ctx: Ctx) -> dict[str, Any]:
+        from runtime.digest import file_sha256_or_none
+
         from ..report import paper_tables_path
-        from ..stamps import file_digest
 
         path = paper_tables_path()
-        return {"paper": ctx.cfg.get("paper"), "paper_tables": [str(path), file_digest(path)],
+        return {"paper_tables": [str(path), file_sha256_or_none(path)],
                 "targets": ctx.cfg["targets"], "report": ctx.cfg["report"], "profile": ctx.cfg.get("profile"),
                 "name": ctx.cfg["name"]}
 

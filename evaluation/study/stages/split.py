@@ -9,11 +9,11 @@ from dataset.files import few, natural_key
 from dataset.folders import image_folder, mask_folder
 from dataset.pairs import Pair, find_pairs
 from dataset.splits import default_split_path, get_split, parse_ratio, save_split
+from runtime.digest import file_sha256_or_none, folders_fingerprint
 from runtime.errors import UserError
 
 from .. import leakage
 from ..context import Ctx
-from ..stamps import file_digest, folder_fingerprint
 from .base import Stage, remove_path
 
 
@@ -32,9 +32,9 @@ class SplitStage(Stage):
         study_cfg = ctx.study_config(self.study)
         path = self.split_path(ctx)
         return {"data_root": ctx.data_root, "categories": ctx.cfg.get("categories"),
-                "data": folder_fingerprint([image_folder(ctx.data_root), mask_folder(ctx.data_root)]),
+                "data": folders_fingerprint([image_folder(ctx.data_root), mask_folder(ctx.data_root)]),
                 "ratio": study_cfg["ratio"], "seed": study_cfg["seed"], "split": str(path),
-                "split_sha256": file_digest(path)}
+                "split_sha256": file_sha256_or_none(path)}
 
     def masks_dir(self, ctx: Ctx) -> Path:
         return ctx.study_dir(self.study) / "train_masks"
@@ -58,7 +58,7 @@ class SplitStage(Stage):
             shutil.copy2(by_stem[stem].mask, masks / by_stem[stem].mask.name)
         ctx.log(f"[{self.key}] {len(split['train'])} training / {len(split['test'])} test pairs ({path}); "
                 f"training masks -> {masks}")
-        return {"split": str(path), "split_sha256": file_digest(path), "n_train": len(split["train"]),
+        return {"split": str(path), "split_sha256": file_sha256_or_none(path), "n_train": len(split["train"]),
                 "n_test": len(split["test"]),
                 "train_masks": str(masks), "paths": [str(path), str(masks)]}
 

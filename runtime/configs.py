@@ -1,5 +1,5 @@
-"""YAML configs of the evaluation commands: defaults -> YAML -> ``--set key=value``, strict about keys
-(:mod:`runtime.options`); returned as OmegaConf for attribute access."""
+"""The repository's config folders and the YAML configs of the evaluation commands: defaults -> YAML ->
+``--set key=value``, strict about keys (:mod:`runtime.options`), returned as OmegaConf for attribute access."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +11,7 @@ from runtime import options as O
 from runtime.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG_DIR = REPO / "configs" / "eval"
+EVAL_CONFIG_DIR = REPO / "configs" / "eval"
 
 
 def schema_of(defaults: str | Path) -> dict:
@@ -37,6 +37,7 @@ def load_config(path: str | Path | None, defaults: str | Path | None = None,
 
 
 def to_plain(cfg: Any) -> Any:
+    """An OmegaConf config as plain dicts and lists (interpolations resolved); anything else as it is."""
     if isinstance(cfg, DictConfig) or OmegaConf.is_config(cfg):
         return OmegaConf.to_container(cfg, resolve=True)
     return cfg

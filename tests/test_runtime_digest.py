@@ -1,0 +1,80 @@
+"""runtime.digest is the one home of digests and fingerprints: its values are stable (the study's stamps and the
+protocols' finished runs written before it keep matching) and no other module hashes files on its own."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from runtime import digest
+
+REPO = Path(__file__).resolve().parents[1]
+T = 1_700_000_000_000_000_000  # a fixed modification time (ns)
+
+
+@pytest.fixture
+def tree(tmp_path, monkeypatch) -> Path:
+    """``a/x.png``, ``a/sub/y.txt``, ``a/.hidden`` and ``b.json`` with fixed sizes and times; cwd is the tree."""
+    monkeypatch.chdir(tmp_path)
+    for i, (name, data) in enumerate({"a/x.png": b"xxx", "a/sub/y.txt": b"yyyy", "a/.hidden": b"hhhhh",
+                                      "b.json": b"{}"}.items()):
+        path = Path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        os.utime(path, ns=(T + i, T + i))
+    return tmp_path
+
+
+def test_the_values_are_those_the_study_stamps_were_written_with(tree):
+    """The hex values the study's former stamp helpers gave for this tree: old stamps stay valid."""
+    assert digest.path_fingerprint("b.json") == "5b491c1830dbf0fccd78b3d23ad74080f72dd37e1195a2ae3d508fed05b0b91b"
+    assert digest.path_fingerprint("a") == "c55b08420028997199558c2b36429a480de8de8566ddc0303e3bf05846d6af90"
+    assert digest.path_fingerprint("missing") is None
+    assert (digest.folders_fingerprint([Path("a"), Path("missing")])
+            == "d65f4e9b9bb6c4c8db0ec3f5baed0c26ad8a3cec7178566968f78d6ebe4594af")
+    assert (digest.json_sha256({"b": [1, Path("p/q")], "a": None})
+            == "6aaf4bb0641a5c77dcb0a615b5cf2cc21be8ebfdb9f025d891ec7efdeac7137a")
+    assert digest.file_sha256_or_none("missing") is None
+    assert digest.file_sha256_or_none("b.json") == hashlib.sha256(b"{}").hexdigest()
+
+
+def test_fingerprints_follow_what_stat_says(tree):
+    before = digest.path_fingerprint("a"), digest.folders_fingerprint(["a"])
+    os.utime("a/x.png", ns=(T + 9, T + 9))
+    after = digest.path_fingerprint("a"), digest.folders_fingerprint(["a"])
+    assert before[0] != after[0] and before[1] != after[1]
+    os.utime("a/sub/y.txt", ns=(T + 9, T + 9))  # below the folder: only the recursive fingerprint sees it
+    assert digest.path_fingerprint("a") != after[0] and digest.folders_fingerprint(["a"]) == after[1]
+    Path("a/.other").write_bytes(b"")  # a dotfile: only the recursive fingerprint sees it
+    assert digest.folders_fingerprint(["a"]) == after[1]
+
+
+def test_the_protocols_run_signature_is_unchanged(tree, monkeypatch):
+    """evaluation.protocols' reuse signature, as it was computed before it used runtime.digest."""
+    from evaluation import protocols
+
+    class Pair:
+        def __init__(self, image: str, mask: str) -> None:
+            self.image, self.mask = Path(image), Path(mask)
+
+    pairs = [Pair("a/x.png", "b.json"), Pair("a/sub/y.txt", "a/x.png")]
+    cfg = {"train": {"lr": 0.001, "real_share": None}, "model": {"arch": "msinet"}}
+    monkeypatch.setattr(protocols, "to_plain", lambda c: json.loads(json.dumps(c)))
+    h = hashlib.sha256(json.dumps({"train": {"lr": 0.001}, "model": {"arch": "msinet"}}, sort_keys=True).encode())
+    for p in pairs:
+        h.update(f"{p.image.resolve()}|{p.mask.resolve()}|{p.image.stat().st_size}|{p.image.stat().st_mtime_ns}\n"
+                 .encode())
+    assert protocols._signature(cfg, pairs) == h.hexdigest()[:20]
+
+
+def test_no_other_module_fingerprints_files_or_hashes_json():
+    """Fingerprint lines (``|size|mtime``) and canonical-JSON hashes are written in runtime/digest.py alone."""
+    pattern = re.compile(r"st_mtime_ns\}|sha256\(json\.dumps|sha256\(text\.encode")
+    places = sorted(str(p.relative_to(REPO)) for folder in ("dataset", "evaluation", "inference", "maskgen",
+                                                             "metrics", "runtime", "training", "ldm")
+                    for p in (REPO / folder).rglob("*.py") if pattern.search(p.read_text()))
+    assert places == ["runtime/digest.py"], places
