@@ -51,7 +51,7 @@ def test_resumed_run_matches_uninterrupted_run(config, tmp_path):
                            "--workers", "1")
     assert resumed.iteration == 2
     assert resumed.scheduler.last_epoch == 2
-    saved_at_2 = load_state(tmp_path / "full" / "checkpoints" / "state_00000002.pt")
+    saved_at_2 = load_state(tmp_path / "full" / "checkpoints" / "state_00000002.json")
     assert saved_at_2["iteration"] == 2
     _assert_same_optimizer(resumed.optimizer.state_dict(), saved_at_2["optimizer"])
     assert resumed.train() == 4

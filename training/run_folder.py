@@ -1,0 +1,332 @@
+"""The run folder of every DefFiller trainer (``main.py``, ``maskgen.train``, ``evaluation.detector.train``).
+
+Per save at iteration N (optimiser steps so far), in this order, each file written atomically (temporary
+file, fsync, rename):
+
+  checkpoints/ckpt_N.safetensors    weights, one section per model (``model``, ``ema``, ...), and metadata
+  checkpoints/state_N.safetensors   the tensors of the training state (optimiser moments, RNG states)
+  checkpoints/state_N.json          the rest of the training state (counters, schedule, history), naming
+                                    its tensors in the file above
+  latest.json                       the pointer, moved only after the three files are complete
+  checkpoints/latest.safetensors    a convenience symlink to the newest weights
+
+Next to them: ``metrics.jsonl`` (the log, :mod:`training.jsonl_log`) and ``config.yaml``. Nothing here is
+unpickled: a state saved as ``state_N.pt`` by earlier versions is read with ``torch.load(weights_only=True)``.
+
+A kill during any write leaves a stray ``.*.tmp`` file (removed at the next start) and the previous pointer
+intact. Resume reads ``latest.json``; if it is missing or names unreadable files, the newest complete,
+readable checkpoint in ``checkpoints/`` is used instead.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
+from safetensors.torch import save as st_save
+
+from runtime.atomic import write_bytes_atomic, write_text_atomic
+from runtime.errors import UserError
+from runtime.safe_load import first_line, safe_torch_load
+from training.tensor_tree import join, split
+
+POINTER = "latest.json"
+STATE_FORMAT = "deffiller-train-state"
+STATE_VERSION = 2
+_CKPT_RE = re.compile(r"^ckpt_(\d{8,})\.safetensors$")
+
+
+@dataclass
+class Saved:
+    iteration: int
+    weights: Path
+    state: Path      # the state's JSON file (or a legacy ``state_N.pt``)
+
+
+@dataclass
+class Weights:
+    """A weights file read back: tensors per section, its format name and metadata."""
+
+    path: Path
+    sections: dict[str, dict[str, torch.Tensor]]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    format: str = ""
+
+
+def weights_name(iteration: int) -> str:
+    return f"ckpt_{iteration:08d}.safetensors"
+
+
+def state_name(iteration: int) -> str:
+    return f"state_{iteration:08d}.json"
+
+
+def legacy_state_name(iteration: int) -> str:
+    return f"state_{iteration:08d}.pt"
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (where the platform allows it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# -- weights files ------------------------------------------------------------------------------
+def write_weights(path: str | Path, sections: Mapping[str, Mapping[str, torch.Tensor]], fmt: str,
+                  metadata: Optional[Mapping[str, Any]] = None) -> Path:
+    """``path`` (.safetensors): tensors named ``<section>.<name>``; ``fmt`` and ``metadata`` (as JSON) in its header."""
+    flat = {f"{part}.{k}": v for part, sd in sections.items() for k, v in sd.items()}
+    _, tensors = split(flat)  # detached, on the CPU, contiguous, no shared memory; named as in ``flat``
+    header = {"format": fmt, "deffiller": json.dumps(dict(metadata or {}), allow_nan=False)}
+    return write_bytes_atomic(st_save(tensors, metadata=header), path)
+
+
+def read_weights(path: str | Path, what: str = "weights file", fix: str = "check the path") -> Weights:
+    """A file of :func:`write_weights`; a missing, damaged or foreign file is a one-line :class:`UserError`."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        metadata = json.loads(header.get("deffiller", "{}"))
+        if not isinstance(metadata, dict):
+            raise ValueError("its metadata is not a JSON object")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UserError(f"{path}: not a readable {what} ({first_line(exc)}); {fix}") from None
+    sections: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        part, _, name = key.partition(".")
+        sections.setdefault(part, {})[name] = value
+    return Weights(path, sections, metadata, header.get("format", ""))
+
+
+def read_weights_header(path: str | Path) -> tuple[str, dict[str, Any]]:
+    """``(format, metadata)`` of a :func:`write_weights` file without reading its tensors; ``("", {})`` when
+    it is not one."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = dict(f.metadata() or {})
+        metadata = json.loads(header.get("deffiller", "{}"))
+    except (SafetensorError, OSError, ValueError):
+        return "", {}
+    return header.get("format", ""), metadata if isinstance(metadata, dict) else {}
+
+
+# -- training-state files -----------------------------------------------------------------------
+def state_tensors(path: Path) -> Path:
+    """The safetensors file holding the tensors of the state JSON ``path``."""
+    return Path(path).with_suffix(".safetensors")
+
+
+def write_state(path: str | Path, state: Mapping[str, Any]) -> Path:
+    """``state`` as ``path`` (JSON) plus its tensors in :func:`state_tensors` (written first), atomically."""
+    path = Path(path)
+    skeleton, tensors = split(dict(state))
+    data = st_save(tensors)
+    write_bytes_atomic(data, state_tensors(path))
+    doc = {"tensors": state_tensors(path).name, "tensors_bytes": len(data), "state": skeleton}
+    write_text_atomic(json.dumps(doc, allow_nan=False) + "\n", path)
+    return path
+
+
+def read_state(path: str | Path, fix: str) -> dict[str, Any]:
+    """A training state written by :func:`write_state` (or a legacy ``.pt``, read weights-only); a missing,
+    damaged or foreign file is a one-line :class:`UserError` ending with ``fix``."""
+    path = Path(path)
+    if path.suffix == ".pt":
+        state = safe_torch_load(path, "training state", fix)
+    else:
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            tensors_path = path.parent / doc["tensors"]
+            if tensors_path.stat().st_size != doc["tensors_bytes"]:
+                raise ValueError(f"{tensors_path.name} is not the tensor file it was saved with")
+            state = join(doc["state"], load_file(str(tensors_path)))
+        except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
+            raise UserError(f"{path}: not a readable training state ({type(exc).__name__}: {first_line(exc)}); "
+                            f"{fix}") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise UserError(f"{path}: not a DefFiller training-state file; {fix}")
+    return state
+
+
+# -- the run folder ---------------------------------------------------------------------------------
+class RunFolder:
+    """Checkpoints of one run folder: ``save`` one, find the ``latest`` one to resume from.
+
+    ``trainer`` names the trainer (recorded in each state, checked on resume), ``weights_format`` the format
+    name in its weights files, ``keep`` how many checkpoints to keep (0: all) and ``fix`` ends the message of
+    an unreadable run ("move the folder away ...").
+    """
+
+    def __init__(self, run_dir: str | Path, trainer: str, weights_format: str, keep: int = 0,
+                 fix: str = "move the run folder away to start afresh") -> None:
+        self.run_dir = Path(run_dir)
+        self.dir = self.run_dir / "checkpoints"
+        self.trainer, self.weights_format = trainer, weights_format
+        self.keep, self.fix = keep, fix
+
+    def remove_stray_temporaries(self) -> None:
+        """Delete temporary files a killed writer left behind."""
+        for folder in (self.run_dir, self.dir):
+            if folder.is_dir():
+                for path in folder.glob(".*.tmp"):
+                    path.unlink(missing_ok=True)
+
+    def clear(self) -> None:
+        """Remove the checkpoints and the pointer (a run started afresh in the same folder)."""
+        (self.run_dir / POINTER).unlink(missing_ok=True)
+        if self.dir.is_dir():
+            shutil.rmtree(self.dir)
+
+    # -- the weights file (overridden by the generator's checkpoints) -------------------------------
+    def write_weights(self, path: Path, sections: Mapping[str, Mapping[str, torch.Tensor]], config: Any,
+                      metadata: Mapping[str, Any]) -> None:
+        write_weights(path, sections, self.weights_format, {**metadata, "config": config})
+
+    def read_weights(self, path: Path) -> Any:
+        weights = read_weights(path, f"{self.trainer} checkpoint", self.fix)
+        if weights.format != self.weights_format:
+            raise UserError(f"{path}: not a {self.trainer} checkpoint (format {weights.format!r}); {self.fix}")
+        return weights
+
+    def weight_files(self, iteration: int) -> list[Path]:
+        """The files of one checkpoint's weights (for pruning)."""
+        return [self.dir / weights_name(iteration)]
+
+    # -- saving -----------------------------------------------------------------------------------
+    def save(self, iteration: int, sections: Mapping[str, Mapping[str, torch.Tensor]], config: Any,
+             state: Mapping[str, Any], metadata: Optional[Mapping[str, Any]] = None) -> Saved:
+        """Write checkpoint ``iteration`` (weights, state, then the pointer) and prune old ones."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        weights = self.dir / weights_name(iteration)
+        state_path = self.dir / state_name(iteration)
+        self.write_weights(weights, sections, config, {"iteration": iteration, **(metadata or {})})
+        write_state(state_path, {"format": STATE_FORMAT, "version": STATE_VERSION, "trainer": self.trainer,
+                                 "iteration": iteration, "weights": weights.name, **state})
+        fsync_dir(self.dir)
+        pointer = {"iteration": iteration, "weights": f"checkpoints/{weights.name}",
+                   "state": f"checkpoints/{state_path.name}", "trainer": self.trainer,
+                   "saved_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+        write_text_atomic(json.dumps(pointer, indent=2) + "\n", self.run_dir / POINTER)
+        fsync_dir(self.run_dir)
+        self.after_save(weights)
+        self._prune(iteration)
+        return Saved(iteration, weights, state_path)
+
+    def after_save(self, weights: Path) -> None:
+        """Point the convenience symlink ``checkpoints/latest.safetensors`` at the newest weights."""
+        link = self.dir / "latest.safetensors"
+        tmp = self.dir / ".latest.safetensors.link.tmp"
+        try:
+            tmp.unlink(missing_ok=True)
+            os.symlink(weights.name, tmp)
+            os.replace(tmp, link)
+        except OSError:  # no symlinks here (some Windows set-ups): latest.json is the pointer
+            tmp.unlink(missing_ok=True)
+
+    def _prune(self, newest: int) -> None:
+        if self.keep <= 0:
+            return
+        done = sorted(self.complete_iterations(), reverse=True)
+        for iteration in done[self.keep:]:
+            if iteration == newest:
+                continue
+            state = self.dir / state_name(iteration)
+            for path in (*self.weight_files(iteration), state, state_tensors(state),
+                         self.dir / legacy_state_name(iteration)):
+                path.unlink(missing_ok=True)
+
+    # -- finding the checkpoint to resume from ------------------------------------------------------
+    def _state_of(self, iteration: int) -> Optional[Path]:
+        state = self.dir / state_name(iteration)
+        if state.is_file() and state_tensors(state).is_file():
+            return state
+        legacy = self.dir / legacy_state_name(iteration)
+        return legacy if legacy.is_file() else None
+
+    def complete_iterations(self) -> list[int]:
+        """Iterations with a weights file and a complete training state."""
+        if not self.dir.is_dir():
+            return []
+        found = []
+        for path in self.dir.iterdir():
+            match = _CKPT_RE.match(path.name)
+            if match and self._state_of(int(match.group(1))) is not None:
+                found.append(int(match.group(1)))
+        return sorted(found)
+
+    def _from_pointer(self) -> Optional[Saved]:
+        pointer = self.run_dir / POINTER
+        if not pointer.is_file():
+            return None
+        try:
+            data = json.loads(pointer.read_text())
+            return Saved(int(data["iteration"]), self.run_dir / data["weights"], self.run_dir / data["state"])
+        except (ValueError, KeyError, TypeError, OSError):
+            warnings.warn(f"{pointer} is unreadable; looking for the newest complete checkpoint instead")
+            return None
+
+    def has_checkpoint(self) -> bool:
+        """Whether the folder holds a pointer or a complete checkpoint (a run to resume)."""
+        return (self.run_dir / POINTER).is_file() or bool(self.complete_iterations())
+
+    def latest(self) -> Optional[tuple[Saved, dict[str, Any], Any]]:
+        """The newest readable (saved files, training state, weights), or None for a fresh run.
+
+        The pointer wins; without a usable pointer, the newest complete checkpoint does. None readable is a
+        one-line :class:`UserError` naming the first problem.
+        """
+        pointed = self._from_pointer()
+        older = [it for it in sorted(self.complete_iterations(), reverse=True)
+                 if pointed is None or it < pointed.iteration]
+        candidates = ([pointed] if pointed is not None else []) + [
+            Saved(it, self.dir / weights_name(it), self._state_of(it) or self.dir / state_name(it)) for it in older]
+        problems = []
+        for saved in candidates:
+            try:
+                state = read_state(saved.state, self.fix)
+                weights = self.read_weights(saved.weights)
+            except (UserError, OSError) as exc:
+                warnings.warn(f"skipping the checkpoint of iteration {saved.iteration}: {exc}")
+                problems.append(str(exc).split("; ")[0])
+                continue
+            found = state.get("trainer", "main")
+            if found != self.trainer:
+                raise UserError(f"{self.run_dir}: holds a {found} run, not a {self.trainer} run; {self.fix}")
+            return saved, state, weights
+        if candidates:
+            raise UserError(f"{self.run_dir}: no readable checkpoint to resume from ({problems[0]}); {self.fix}")
+        return None
+
+
+def pointed_weights(run_dir: str | Path) -> Optional[Path]:
+    """The weights file a run folder's pointer names, else its newest complete checkpoint's; None without one."""
+    run_dir = Path(run_dir)
+    try:
+        data = json.loads((run_dir / POINTER).read_text())
+        path = run_dir / data["weights"]
+        if path.is_file():
+            return path
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    folder = RunFolder(run_dir, "", "")
+    done = folder.complete_iterations()
+    return folder.dir / weights_name(done[-1]) if done else None
