@@ -16,7 +16,9 @@ from training.run_folder import RunFolder, pointed_weights, read_weights
 WEIGHTS_FORMAT = "deffiller-maskgen"
 LEGACY_FORMAT = "deffiller-maskgen-v1"
 RUN_FIX = "use a new --out, or move the run folder away to start afresh"
-LEGACY_NAMES = ("checkpoints/last.pt", "last.pt")
+LEGACY_LAST = "checkpoints/last.pt"
+LEGACY_NAMES = (LEGACY_LAST, "last.pt")     # where readers look for a legacy checkpoint in a folder
+LEGACY_LOG = "train_log.csv"
 FILE_FIX = "pass a checkpoint written by python -m maskgen.train, or its run folder"
 
 
@@ -25,9 +27,9 @@ def run_folder(out: str | Path) -> RunFolder:
     return RunFolder(out, "maskgen", WEIGHTS_FORMAT, keep=1, fix=RUN_FIX)
 
 
-def legacy_checkpoint(folder: str | Path) -> Optional[Path]:
-    """A run folder's ``last.pt`` of earlier versions (a broken link too: it is an error, not a fresh start)."""
-    for name in LEGACY_NAMES:
+def legacy_checkpoint(folder: str | Path, names: tuple[str, ...] = LEGACY_NAMES) -> Optional[Path]:
+    """A folder's ``last.pt`` of earlier versions (a broken link too: it is an error, not a fresh start)."""
+    for name in names:
         path = Path(folder) / name
         if path.is_file() or path.is_symlink():
             return path
@@ -53,7 +55,7 @@ def resume_point(out: str | Path) -> Optional[ResumePoint]:
         saved, state, weights = found
         return ResumePoint(saved.weights, weights.metadata.get("config") or {}, weights.sections.get("model", {}),
                            weights.sections.get("ema"), state)
-    legacy = legacy_checkpoint(Path(out))
+    legacy = legacy_checkpoint(out, (LEGACY_LAST,))
     if legacy is None:
         return None
     ckpt = load_checkpoint(legacy)
@@ -62,10 +64,13 @@ def resume_point(out: str | Path) -> Optional[ResumePoint]:
 
 def save(out: str | Path, cfg: Mapping[str, Any], model: torch.nn.Module, ema_state: Mapping[str, torch.Tensor],
          state: Mapping[str, Any], num_params: int) -> Path:
-    """Checkpoint the run at ``state["step"]``; returns the weights file."""
+    """Checkpoint the run at ``state["step"]`` (it replaces a legacy ``last.pt`` and ``train_log.csv``); returns
+    the weights file."""
     counters = {k: state[k] for k in ("epoch", "batch", "step")}
     saved = run_folder(out).save(int(state["step"]), {"model": model.state_dict(), "ema": dict(ema_state)}, dict(cfg),
                                  dict(state), {"categories": cfg["categories"], "num_params": num_params, **counters})
+    for name in (LEGACY_LAST, LEGACY_LOG):
+        (Path(out) / name).unlink(missing_ok=True)
     return saved.weights
 
 

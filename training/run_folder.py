@@ -299,21 +299,23 @@ class RunFolder:
                  if pointed is None or it < pointed.iteration]
         candidates = ([pointed] if pointed is not None else []) + [
             Saved(it, self.dir / weights_name(it), self._state_of(it) or self.dir / state_name(it)) for it in older]
-        problems = []
+        problems: list[str] = []
         for saved in candidates:
             try:
                 state = read_state(saved.state, self.fix)
                 weights = self.read_weights(saved.weights)
             except (UserError, OSError) as exc:
-                warnings.warn(f"skipping the checkpoint of iteration {saved.iteration}: {exc}")
-                problems.append(str(exc).split("; ")[0])
+                problems.append(f"skipping the checkpoint of iteration {saved.iteration}: {exc}")
                 continue
+            for problem in problems:  # resuming from an older checkpoint: say why
+                warnings.warn(problem)
             found = state.get("trainer", "main")
             if found != self.trainer:
                 raise UserError(f"{self.run_dir}: holds a {found} run, not a {self.trainer} run; {self.fix}")
             return saved, state, weights
         if candidates:
-            raise UserError(f"{self.run_dir}: no readable checkpoint to resume from ({problems[0]}); {self.fix}")
+            first = problems[0].split(": ", 1)[1].split("; ")[0]
+            raise UserError(f"{self.run_dir}: no readable checkpoint to resume from ({first}); {self.fix}")
         return None
 
 

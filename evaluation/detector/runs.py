@@ -56,6 +56,22 @@ def resume_point(out: str | Path) -> Optional[ResumePoint]:
     return ResumePoint(legacy, config, state.get("model"), state)
 
 
+def save_checkpoint(out: str | Path, iteration: int, model_state: Mapping[str, torch.Tensor],
+                    config: Mapping[str, Any], state: Mapping[str, Any]) -> None:
+    """Checkpoint the run after an epoch (it replaces a legacy ``last.pt``)."""
+    run_folder(out).save(iteration, {"model": model_state}, dict(config), dict(state), {"epoch": state["epoch"]})
+    (Path(out) / LEGACY_LAST).unlink(missing_ok=True)
+
+
+def save_final(out: str | Path, model_state: Mapping[str, torch.Tensor], config: Mapping[str, Any],
+               metadata: Mapping[str, Any]) -> Path:
+    """``OUT/detector.safetensors`` (it replaces a legacy ``detector.pt`` and ``train_log.json``)."""
+    path = write_final(Path(out) / FINAL, model_state, config, metadata)
+    for name in (LEGACY_FINAL, LEGACY_LOG):
+        (Path(out) / name).unlink(missing_ok=True)
+    return path
+
+
 def clear_run(out: str | Path) -> None:
     """Remove a previous run's checkpoints, log and final weights (a run started afresh in the same folder)."""
     run_folder(out).clear()

@@ -4,13 +4,13 @@
         [--config configs/eval/detector.yaml] [--split DATA/splits/x.json | --ratio 9:1 --seed 0] \
         [--set train.epochs=5 ...]
 
-``OUT`` is a run folder in the format of every trainer here (:mod:`training.run_folder`): after every epoch a
-checkpoint (``checkpoints/ckpt_<step>.safetensors`` with the weights and config, ``checkpoints/state_<step>.json``
-+ ``.safetensors`` with the optimiser, schedule, history and best validation weights, the pointer
-``latest.json``) and a ``metrics.jsonl`` line; at the end ``detector.safetensors`` (weights, config and the run
-summary: steps, warm-up steps, selected epoch, ..., for prediction). A rerun with the same OUT continues from
-``latest.json`` (a ``last.pt`` of earlier versions is read weights-only and continued in this format). All
-writes are atomic; the newest checkpoint is kept.
+``OUT`` is a run folder in the format of every trainer here (:mod:`training.run_folder`): ``config.yaml`` at
+the start; after every epoch a checkpoint (``checkpoints/ckpt_<step>.safetensors`` with the weights and config,
+``checkpoints/state_<step>.json`` + ``.safetensors`` with the optimiser, schedule, history and best validation
+weights, the pointer ``latest.json``) and a ``metrics.jsonl`` line; at the end ``detector.safetensors`` (weights,
+config and the run summary: steps, warm-up steps, selected epoch, ..., for prediction). A rerun with the same OUT
+continues from ``latest.json`` (a ``last.pt`` of earlier versions is read weights-only and continued in this
+format). All writes are atomic; the newest checkpoint is kept.
 
 With ``train.val_fraction > 0`` a validation share of the training pairs is held out
 (:mod:`.validation`), scored every ``train.val_every`` epochs and after the last one (history entries
@@ -34,11 +34,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from dataset.splits import parse_ratio
+from runtime.atomic import write_text_atomic
 from runtime.cli import add_device, non_negative_int
 from runtime.device import pick_device
 from runtime.errors import UserError, run_cli
@@ -53,7 +54,7 @@ from ..config import CONFIG_DIR, load_config, to_plain
 from .checks import check_detector_config
 from .data import RealShareBatches, SaliencyPairs
 from .model import build_model
-from .runs import FINAL, RUN_FIX, clear_run, resume_point, run_folder, write_final
+from .runs import RUN_FIX, clear_run, resume_point, run_folder, save_checkpoint, save_final
 from .validation import ValidationSet, carve_pairs
 
 DEFAULT_CONFIG = CONFIG_DIR / "detector.yaml"
@@ -206,8 +207,8 @@ def _train_detector(cfg: DictConfig, train_pairs: Sequence, out_dir: Path, resum
         log(f"resume: {point.source} at epoch {start_epoch}")
     elif resume:
         log(f"resume: no checkpoint in {out_dir} yet, starting from scratch")
-    folder = run_folder(out_dir)
-    folder.remove_stray_temporaries()
+    run_folder(out_dir).remove_stray_temporaries()
+    write_text_atomic(OmegaConf.to_yaml(cfg), out_dir / "config.yaml")
     metrics = JsonlLog(out_dir)
     metrics.replace([(min((h["epoch"]) * steps_per_epoch, total_steps), h) for h in history])
 
@@ -249,13 +250,12 @@ def _train_detector(cfg: DictConfig, train_pairs: Sequence, out_dir: Path, resum
         metrics.append(sched.last_epoch, entry)
         log(f"epoch {epoch + 1}/{epochs}: loss {entry['loss']:.4f}{note}, "
             f"{entry['seconds']:.0f}s (total {(time.time() - train_t0) / 60:.1f} min)")
-        folder.save(int(sched.last_epoch), {"model": model.state_dict()}, plain_cfg,
-                    {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch + 1,
-                     "history": history, "best": best}, {"epoch": epoch + 1})
+        save_checkpoint(out_dir, int(sched.last_epoch), model.state_dict(), plain_cfg,
+                        {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch + 1,
+                         "history": history, "best": best})
         if stop:
             log(f"stopping after epoch {epoch + 1}: train.max_minutes={max_minutes} reached")
             break
-    final = out_dir / FINAL
     selected = best["epoch"] if best is not None else (history[-1]["epoch"] if history else 0)
     if best is not None:
         log(f"keep_best: weights of epoch {best['epoch']} (validation S {best['S']:.4f})")
@@ -264,8 +264,8 @@ def _train_detector(cfg: DictConfig, train_pairs: Sequence, out_dir: Path, resum
     summary = {"epochs": len(history), "selected_epoch": selected, "minutes": minutes, "steps": int(sched.last_epoch),
                "warmup_steps": warmup_steps, "real_share": t.get("real_share"), "batch_size": batch_size(loader),
                "n_train": len(data), **extra, "image_size": size}
-    write_final(final, best["model"] if best is not None else model.state_dict(), plain_cfg,
-                {"epochs": selected, "n_train": len(data), "summary": summary})
+    final = save_final(out_dir, best["model"] if best is not None else model.state_dict(), plain_cfg,
+                       {"epochs": selected, "n_train": len(data), "summary": summary})
     log(f"saved {final} ({minutes:.1f} min of training)")
     return final
 
