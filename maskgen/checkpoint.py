@@ -1,6 +1,6 @@
 """The mask producer's checkpoints: its run folder (:mod:`training.run_folder`: weights sections ``model`` and
 ``ema`` with the config, categories and counters in their metadata), a checkpoint file or run folder read
-back for sampling, and the ``checkpoints/last.pt`` of earlier versions (read with ``weights_only=True``)."""
+back for sampling, and a legacy ``checkpoints/last.pt`` (read with ``weights_only=True``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,7 +28,7 @@ def run_folder(out: str | Path) -> RunFolder:
 
 
 def legacy_checkpoint(folder: str | Path, names: tuple[str, ...] = LEGACY_NAMES) -> Optional[Path]:
-    """A folder's ``last.pt`` of earlier versions (a broken link too: it is an error, not a fresh start)."""
+    """A folder's legacy ``last.pt`` (a broken link too: it is an error, not a fresh start)."""
     for name in names:
         path = Path(folder) / name
         if path.is_file() or path.is_symlink():

@@ -6,7 +6,7 @@
 ``checkpoints/ckpt_<step>.safetensors`` (sections ``model`` and ``ema``; config and categories in the metadata),
 the training state in ``checkpoints/state_<step>.json`` + ``.safetensors``, the pointer ``latest.json``, one
 ``metrics.jsonl`` line per epoch and ``config.yaml``. Runs resume automatically from ``latest.json`` (exactly,
-mid-epoch included; a ``checkpoints/last.pt`` of earlier versions is read weights-only and continued in this
+mid-epoch included; a legacy ``checkpoints/last.pt`` is read weights-only and continued in this
 format). Checkpoints are written atomically at every ``ckpt_every_epochs``, at the end, when ``--max_minutes``
 is reached and on Ctrl-C; the newest one is kept.
 """

@@ -187,7 +187,7 @@ def test_maskgen_resumes_mid_epoch_bit_for_bit(maskgen_full, masks, tmp_path):
 
 
 def _legacy_maskgen(run: Path, dest: Path) -> Path:
-    """The checkpoints/last.pt an earlier version wrote for the state of ``run``."""
+    """A legacy checkpoints/last.pt holding the state of ``run``."""
     from maskgen.checkpoint import LEGACY_FORMAT, load_checkpoint, resume_point
 
     ckpt, state = load_checkpoint(run), resume_point(run).state
@@ -286,7 +286,7 @@ def test_detector_writes_the_run_format_and_predicts_from_it_without_unpickling(
 
 
 def _legacy_detector(run: Path, dest: Path) -> None:
-    """The last.pt and detector.pt an earlier version wrote for the state of ``run``."""
+    """Legacy last.pt, detector.pt and train_log.json holding the state of ``run``."""
     from evaluation.detector.runs import read_detector, resume_point
 
     point = resume_point(run)

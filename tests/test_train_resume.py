@@ -86,7 +86,7 @@ def test_finished_run_is_not_trained_again(config, tmp_path, capsys):
 
 
 def test_a_run_saved_with_a_legacy_state_pt_resumes_exactly(config, tmp_path):
-    """A state_N.pt of earlier versions is read weights-only; the run continues in safetensors + JSON."""
+    """A legacy state_N.pt is read weights-only; the run continues in safetensors + JSON."""
     full = make_trainer(config, tmp_path, "full", "--total_iters", "4", "--save_every_iters", "2")
     full.train()
     make_trainer(config, tmp_path, "old", "--total_iters", "2", "--save_every_iters", "2").train()

@@ -11,7 +11,7 @@ file, fsync, rename):
   checkpoints/latest.safetensors    a convenience symlink to the newest weights
 
 Next to them: ``metrics.jsonl`` (the log, :mod:`training.jsonl_log`) and ``config.yaml``. Nothing here is
-unpickled: a state saved as ``state_N.pt`` by earlier versions is read with ``torch.load(weights_only=True)``.
+unpickled: a legacy ``state_N.pt`` is read with ``torch.load(weights_only=True)``.
 
 A kill during any write leaves a stray ``.*.tmp`` file (removed at the next start) and the previous pointer
 intact. Resume reads ``latest.json``; if it is missing or names unreadable files, the newest complete,

@@ -145,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description="Write saliency maps of a trained detector.")
     parser.add_argument("--ckpt", required=True,
                         help="detector.safetensors (or its run folder) written by evaluation.detector.train; a "
-                             "detector.pt of earlier versions is read weights-only")
+                             "legacy detector.pt is read weights-only")
     parser.add_argument("--images", required=True, help="image folder or paired dataset root")
     parser.add_argument("--out", required=True, help="output folder for <stem>.png maps")
     parser.add_argument("--split", default=None, help="split JSON: predict only its --subset stems")

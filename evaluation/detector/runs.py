@@ -1,7 +1,7 @@
 """The detector's files: its run folder (:mod:`training.run_folder`: weights section ``model`` with the config
 in its metadata; the training state holds the optimiser, the schedule, the history and the best validation
-weights), its final weights ``detector.safetensors`` (config and run summary in the metadata), and the
-``last.pt`` / ``detector.pt`` / ``train_log.json`` of earlier versions (the ``.pt`` files read weights-only)."""
+weights), its final weights ``detector.safetensors`` (config and run summary in the metadata), and legacy ``last.pt`` /
+``detector.pt`` / ``train_log.json`` files (the ``.pt`` files read weights-only)."""
 from __future__ import annotations
 
 import json

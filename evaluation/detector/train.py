@@ -9,7 +9,7 @@ the start; after every epoch a checkpoint (``checkpoints/ckpt_<step>.safetensors
 ``checkpoints/state_<step>.json`` + ``.safetensors`` with the optimiser, schedule, history and best validation
 weights, the pointer ``latest.json``) and a ``metrics.jsonl`` line; at the end ``detector.safetensors`` (weights,
 config and the run summary: steps, warm-up steps, selected epoch, ..., for prediction). A rerun with the same OUT
-continues from ``latest.json`` (a ``last.pt`` of earlier versions is read weights-only and continued in this
+continues from ``latest.json`` (a legacy ``last.pt`` is read weights-only and continued in this
 format). All writes are atomic; the newest checkpoint is kept.
 
 With ``train.val_fraction > 0`` a validation share of the training pairs is held out
