@@ -120,7 +120,7 @@ def test_run_folder_refuses_an_unreadable_run_and_another_trainers_run(tmp_path)
     assert (saved.iteration, state["x"], state["trainer"]) == (5, 2, "maskgen")
     assert weights.metadata["config"] == {"a": 1} and torch.equal(weights.sections["model"]["w"], torch.zeros(2))
     with pytest.raises(UserError, match="holds a maskgen run, not a detector run; use a new --out"):
-        RunFolder(tmp_path / "run", "detector", "deffiller-maskgen", fix="use a new --out").latest()
+        RunFolder(tmp_path / "run", "detector", "deffiller-detector", fix="use a new --out").latest()
     (folder.dir / "state_00000005.json").write_text("{half")
     with pytest.raises(UserError) as err:
         folder.latest()

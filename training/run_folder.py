@@ -255,23 +255,9 @@ class RunFolder:
                 path.unlink(missing_ok=True)
 
     # -- finding the checkpoint to resume from ------------------------------------------------------
-    def _state_of(self, iteration: int) -> Optional[Path]:
-        state = self.dir / state_name(iteration)
-        if state.is_file() and state_tensors(state).is_file():
-            return state
-        legacy = self.dir / legacy_state_name(iteration)
-        return legacy if legacy.is_file() else None
-
     def complete_iterations(self) -> list[int]:
         """Iterations with a weights file and a complete training state."""
-        if not self.dir.is_dir():
-            return []
-        found = []
-        for path in self.dir.iterdir():
-            match = _CKPT_RE.match(path.name)
-            if match and self._state_of(int(match.group(1))) is not None:
-                found.append(int(match.group(1)))
-        return sorted(found)
+        return complete_iterations(self.dir)
 
     def _from_pointer(self) -> Optional[Saved]:
         pointer = self.run_dir / POINTER
@@ -284,39 +270,64 @@ class RunFolder:
             warnings.warn(f"{pointer} is unreadable; looking for the newest complete checkpoint instead")
             return None
 
-    def has_checkpoint(self) -> bool:
-        """Whether the folder holds a pointer or a complete checkpoint (a run to resume)."""
-        return (self.run_dir / POINTER).is_file() or bool(self.complete_iterations())
-
     def latest(self) -> Optional[tuple[Saved, dict[str, Any], Any]]:
         """The newest readable (saved files, training state, weights), or None for a fresh run.
 
         The pointer wins; without a usable pointer, the newest complete checkpoint does. None readable is a
-        one-line :class:`UserError` naming the first problem.
+        one-line :class:`UserError` naming the first problem; another trainer's run is one too.
         """
         pointed = self._from_pointer()
         older = [it for it in sorted(self.complete_iterations(), reverse=True)
                  if pointed is None or it < pointed.iteration]
         candidates = ([pointed] if pointed is not None else []) + [
-            Saved(it, self.dir / weights_name(it), self._state_of(it) or self.dir / state_name(it)) for it in older]
-        problems: list[str] = []
+            Saved(it, self.dir / weights_name(it), _state_of(self.dir, it) or self.dir / state_name(it))
+            for it in older]
+        problems: list[tuple[int, str]] = []
         for saved in candidates:
             try:
                 state = read_state(saved.state, self.fix)
+                found = state.get("trainer", "main")
+                if found != self.trainer:
+                    raise WrongTrainer(f"{self.run_dir}: holds a {found} run, not a {self.trainer} run; {self.fix}")
                 weights = self.read_weights(saved.weights)
+            except WrongTrainer:
+                raise
             except (UserError, OSError) as exc:
-                problems.append(f"skipping the checkpoint of iteration {saved.iteration}: {exc}")
+                problems.append((saved.iteration, str(exc)))
                 continue
-            for problem in problems:  # resuming from an older checkpoint: say why
-                warnings.warn(problem)
-            found = state.get("trainer", "main")
-            if found != self.trainer:
-                raise UserError(f"{self.run_dir}: holds a {found} run, not a {self.trainer} run; {self.fix}")
+            for iteration, problem in problems:  # resuming from an older checkpoint: say why
+                warnings.warn(f"skipping the checkpoint of iteration {iteration}: {problem}")
             return saved, state, weights
-        if candidates:
-            first = problems[0].split(": ", 1)[1].split("; ")[0]
+        if problems:
+            first = problems[0][1].split("; ")[0]
             raise UserError(f"{self.run_dir}: no readable checkpoint to resume from ({first}); {self.fix}")
         return None
+
+
+class WrongTrainer(UserError):
+    """A run folder written by another trainer."""
+
+
+def _state_of(folder: Path, iteration: int) -> Optional[Path]:
+    """The complete training state of checkpoint ``iteration`` in ``folder`` (JSON + tensors, or legacy .pt)."""
+    state = folder / state_name(iteration)
+    if state.is_file() and state_tensors(state).is_file():
+        return state
+    legacy = folder / legacy_state_name(iteration)
+    return legacy if legacy.is_file() else None
+
+
+def complete_iterations(folder: str | Path) -> list[int]:
+    """Iterations in a ``checkpoints/`` folder with a weights file and a complete training state."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in folder.iterdir():
+        match = _CKPT_RE.match(path.name)
+        if match and _state_of(folder, int(match.group(1))) is not None:
+            found.append(int(match.group(1)))
+    return sorted(found)
 
 
 def pointed_weights(run_dir: str | Path) -> Optional[Path]:
@@ -329,6 +340,5 @@ def pointed_weights(run_dir: str | Path) -> Optional[Path]:
             return path
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    folder = RunFolder(run_dir, "", "")
-    done = folder.complete_iterations()
-    return folder.dir / weights_name(done[-1]) if done else None
+    done = complete_iterations(run_dir / "checkpoints")
+    return run_dir / "checkpoints" / weights_name(done[-1]) if done else None
