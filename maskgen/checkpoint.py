@@ -11,7 +11,8 @@ import torch
 
 from runtime.errors import UserError
 from runtime.safe_load import safe_torch_load
-from training.run_folder import RunFolder, pointed_weights, read_weights
+from training.run_folder import RunFolder, pointed_weights
+from training.weights_file import read_weights
 
 WEIGHTS_FORMAT = "deffiller-maskgen"
 LEGACY_FORMAT = "deffiller-maskgen-v1"

@@ -16,7 +16,8 @@ from test_maskgen_pipeline import make_masks, tiny_config
 
 from runtime.errors import UserError, run_cli
 from training import tensor_tree
-from training.run_folder import RunFolder, read_state, write_state
+from training.run_folder import RunFolder
+from training.state_file import read_state, write_state
 
 RUN_FILES = {"latest.json", "metrics.jsonl", "config.yaml"}
 

@@ -14,15 +14,8 @@ import numpy as np
 import torch
 
 from ldm.checkpoint import read_checkpoint, save_checkpoint
-from training.run_folder import (  # noqa: F401  (re-exported for main.py's callers)
-    POINTER,
-    STATE_FORMAT,
-    RunFolder,
-    Saved,
-    read_state,
-    state_name,
-    weights_name,
-)
+from training.run_folder import RunFolder, Saved, state_name, weights_name  # noqa: F401  (re-exported)
+from training.state_file import read_state
 
 RUN_FIX = "move the run folder away to start afresh, or pick another --name"
 

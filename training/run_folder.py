@@ -10,8 +10,9 @@ file, fsync, rename):
   latest.json                       the pointer, moved only after the three files are complete
   checkpoints/latest.safetensors    a convenience symlink to the newest weights
 
-Next to them: ``metrics.jsonl`` (the log, :mod:`training.jsonl_log`) and ``config.yaml``. Nothing here is
-unpickled: a legacy ``state_N.pt`` is read with ``torch.load(weights_only=True)``.
+The weights file is :mod:`training.weights_file`'s, the state files are :mod:`training.state_file`'s. Next to
+them: ``metrics.jsonl`` (the log, :mod:`training.jsonl_log`) and ``config.yaml``. Nothing here is unpickled: a
+legacy ``state_N.pt`` is read with ``torch.load(weights_only=True)``.
 
 A kill during any write leaves a stray ``.*.tmp`` file (removed at the next start) and the previous pointer
 intact. Resume reads ``latest.json``; if it is missing or names unreadable files, the newest complete,
@@ -25,23 +26,18 @@ import re
 import shutil
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file
-from safetensors.torch import save as st_save
 
-from runtime.atomic import write_bytes_atomic, write_text_atomic
+from runtime.atomic import write_text_atomic
 from runtime.errors import UserError
-from runtime.safe_load import first_line, safe_torch_load
-from training.tensor_tree import join, split
+from training.state_file import STATE_FORMAT, STATE_VERSION, read_state, state_tensors, write_state
+from training.weights_file import read_weights, write_weights
 
 POINTER = "latest.json"
-STATE_FORMAT = "deffiller-train-state"
-STATE_VERSION = 2
 _CKPT_RE = re.compile(r"^ckpt_(\d{8,})\.safetensors$")
 
 
@@ -50,16 +46,6 @@ class Saved:
     iteration: int
     weights: Path
     state: Path      # the state's JSON file (or a legacy ``state_N.pt``)
-
-
-@dataclass
-class Weights:
-    """A weights file read back: tensors per section, its format name and metadata."""
-
-    path: Path
-    sections: dict[str, dict[str, torch.Tensor]]
-    metadata: dict[str, Any] = field(default_factory=dict)
-    format: str = ""
 
 
 def weights_name(iteration: int) -> str:
@@ -86,85 +72,6 @@ def fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-# -- weights files ------------------------------------------------------------------------------
-def write_weights(path: str | Path, sections: Mapping[str, Mapping[str, torch.Tensor]], fmt: str,
-                  metadata: Optional[Mapping[str, Any]] = None) -> Path:
-    """``path`` (.safetensors): tensors named ``<section>.<name>``; ``fmt`` and ``metadata`` (as JSON) in its header."""
-    flat = {f"{part}.{k}": v for part, sd in sections.items() for k, v in sd.items()}
-    _, tensors = split(flat)  # detached, on the CPU, contiguous, no shared memory; named as in ``flat``
-    header = {"format": fmt, "deffiller": json.dumps(dict(metadata or {}), allow_nan=False)}
-    return write_bytes_atomic(st_save(tensors, metadata=header), path)
-
-
-def read_weights(path: str | Path, what: str = "weights file", fix: str = "check the path") -> Weights:
-    """A file of :func:`write_weights`; a missing, damaged or foreign file is a one-line :class:`UserError`."""
-    path = Path(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            header = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-        metadata = json.loads(header.get("deffiller", "{}"))
-        if not isinstance(metadata, dict):
-            raise ValueError("its metadata is not a JSON object")
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise UserError(f"{path}: not a readable {what} ({first_line(exc)}); {fix}") from None
-    sections: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        part, _, name = key.partition(".")
-        sections.setdefault(part, {})[name] = value
-    return Weights(path, sections, metadata, header.get("format", ""))
-
-
-def read_weights_header(path: str | Path) -> tuple[str, dict[str, Any]]:
-    """``(format, metadata)`` of a :func:`write_weights` file without reading its tensors; ``("", {})`` when
-    it is not one."""
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            header = dict(f.metadata() or {})
-        metadata = json.loads(header.get("deffiller", "{}"))
-    except (SafetensorError, OSError, ValueError):
-        return "", {}
-    return header.get("format", ""), metadata if isinstance(metadata, dict) else {}
-
-
-# -- training-state files -----------------------------------------------------------------------
-def state_tensors(path: Path) -> Path:
-    """The safetensors file holding the tensors of the state JSON ``path``."""
-    return Path(path).with_suffix(".safetensors")
-
-
-def write_state(path: str | Path, state: Mapping[str, Any]) -> Path:
-    """``state`` as ``path`` (JSON) plus its tensors in :func:`state_tensors` (written first), atomically."""
-    path = Path(path)
-    skeleton, tensors = split(dict(state))
-    data = st_save(tensors)
-    write_bytes_atomic(data, state_tensors(path))
-    doc = {"tensors": state_tensors(path).name, "tensors_bytes": len(data), "state": skeleton}
-    write_text_atomic(json.dumps(doc, allow_nan=False) + "\n", path)
-    return path
-
-
-def read_state(path: str | Path, fix: str) -> dict[str, Any]:
-    """A training state written by :func:`write_state` (or a legacy ``.pt``, read weights-only); a missing,
-    damaged or foreign file is a one-line :class:`UserError` ending with ``fix``."""
-    path = Path(path)
-    if path.suffix == ".pt":
-        state = safe_torch_load(path, "training state", fix)
-    else:
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-            tensors_path = path.parent / doc["tensors"]
-            if tensors_path.stat().st_size != doc["tensors_bytes"]:
-                raise ValueError(f"{tensors_path.name} is not the tensor file it was saved with")
-            state = join(doc["state"], load_file(str(tensors_path)))
-        except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
-            raise UserError(f"{path}: not a readable training state ({type(exc).__name__}: {first_line(exc)}); "
-                            f"{fix}") from None
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise UserError(f"{path}: not a DefFiller training-state file; {fix}")
-    return state
 
 
 # -- the run folder ---------------------------------------------------------------------------------

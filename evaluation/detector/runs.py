@@ -13,7 +13,8 @@ import torch
 
 from runtime.errors import UserError
 from runtime.safe_load import safe_torch_load
-from training.run_folder import RunFolder, read_weights, read_weights_header, write_weights
+from training.run_folder import RunFolder
+from training.weights_file import read_weights, read_weights_header, write_weights
 
 WEIGHTS_FORMAT = "deffiller-detector"
 FINAL = "detector.safetensors"
