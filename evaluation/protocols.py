@@ -51,6 +51,7 @@ from runtime.digest import lines_sha256, stat_line
 from runtime.errors import UserError, run_cli
 
 from .detector.checks import check_detector_config
+from .detector.runs import detector_file, run_summary
 from .detector.train import DEFAULT_CONFIG as DETECTOR_CONFIG
 from .detector.train import train_detector
 from .paired import paired_differences, paired_markdown
@@ -228,15 +229,15 @@ def run_protocol(cfg: DictConfig, force: bool = False, progress: bool = True,
             run_dir = out / _safe(det.name) / _safe(setting.name)
             sig = _signature(run_cfg, train_pairs)
             meta_path = run_dir / "run.json"
-            ckpt = run_dir / "detector.pt"
+            ckpt = detector_file(run_dir)
             meta = _read_meta(meta_path)
             log(f"[{det.name} / {setting.name}] training on {len(train_pairs)} pairs ({info['sources']})")
-            if ckpt.is_file() and meta.get("signature") == sig and not force:
+            if ckpt is not None and meta.get("signature") == sig and not force:
                 log(f"[{det.name} / {setting.name}] reusing {ckpt} (same data and config; --force retrains)")
                 minutes = meta.get("train_minutes")
             else:
                 t0 = time.time()
-                train_detector(run_cfg, train_pairs, run_dir, progress=progress, log=log, n_real=info["n_real"])
+                ckpt = train_detector(run_cfg, train_pairs, run_dir, progress=progress, log=log, n_real=info["n_real"])
                 minutes = (time.time() - t0) / 60
                 write_json_atomic({"signature": sig, "train_minutes": minutes, **info,
                                    "setting": to_plain(setting), "detector": str(det.name)}, meta_path)
@@ -251,7 +252,7 @@ def run_protocol(cfg: DictConfig, force: bool = False, progress: bool = True,
             write_json_atomic(scores, run_dir / "per_image_S.json")
             per_image[str(det.name), str(setting.name)] = scores
             overall = results["overall"]
-            steps = _read_meta(run_dir / "train_log.json")
+            steps = run_summary(run_dir)
             row = {"detector": str(det.name), "setting": str(setting.name), "train_data": info["sources"],
                    "n_train": len(train_pairs), "n_real": info["n_real"], "n_generated": info["n_generated"],
                    "real_share": setting.get("real_share"), "steps": steps.get("steps"),
@@ -310,7 +311,7 @@ def write_results(cfg: DictConfig, rows: list[dict], cat_rows: list[dict], out: 
 
 
 def _steps_note(rows: Sequence[dict]) -> str:
-    """Optimiser steps (warm-up steps) of each run, or "" where train_log.json did not record them."""
+    """Optimiser steps (warm-up steps) of each run, or "" where its summary did not record them."""
     known = {(r["setting"], r.get("steps"), r.get("warmup_steps")) for r in rows if r.get("steps") is not None}
     if not known:
         return ""

@@ -5,7 +5,7 @@ and compared with the mask the image was generated from. Pairs with IoU >= thres
 0.6) are copied to the output folder in the same paired layout; ``filter_iou.csv`` lists every
 pair's IoU and verdict, ``filter.json`` the settings and counts.
 
-    python -m evaluation.sample_filter --ckpt OUTPUT/detector/detector.pt \
+    python -m evaluation.sample_filter --ckpt OUTPUT/detector/detector.safetensors \
         --generated generation_samples/sd900_gen --out generation_samples/sd900_gen_filtered
 """
 from __future__ import annotations
@@ -171,7 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evaluation.sample_filter",
                                      description="Keep generated pairs whose detector prediction matches the "
                                                  "mask (IoU >= threshold).")
-    parser.add_argument("--ckpt", required=True, help="detector.pt from evaluation.detector.train")
+    parser.add_argument("--ckpt", required=True,
+                        help="detector.safetensors (or its run folder) from evaluation.detector.train")
     parser.add_argument("--generated", required=True, help="generated pairs (Source_Images/ + Ground_truth/)")
     parser.add_argument("--out", required=True, help="output folder for the kept pairs")
     parser.add_argument("--threshold", type=finite_float, default=0.6, help="minimum IoU to keep (default 0.6)")

@@ -30,9 +30,10 @@ from runtime.device import pick_device
 from runtime.errors import UserError, run_cli
 
 from .calibration import calibration_path, fitted_settings
+from .checkpoint import load_checkpoint
 from .config import checked
 from .data import load_masks
-from .model import MaskDiffusion, load_checkpoint, model_from_checkpoint
+from .model import MaskDiffusion, model_from_checkpoint
 from .postprocess import binarize_prob, min_pixels, resize_soft
 from .report import ks, stats_table
 from .sample import SampleSettings, add_settings_arguments, draw_soft, sample_overrides, settings_from

@@ -8,7 +8,7 @@ from typing import Any, Mapping, Optional
 from runtime.errors import UserError
 from runtime.safe_load import first_line
 
-from .model import resolve_checkpoint
+from .checkpoint import resolve_checkpoint
 from .settings import SampleSettings
 
 CALIBRATION = "calibration.json"

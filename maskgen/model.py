@@ -5,7 +5,6 @@ The schedule is ``ldm.diffusion.schedule.NoiseSchedule`` and sampling goes throu
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 import torch
@@ -15,12 +14,9 @@ from dataset.categories import Category, categories_from_config
 from ldm.diffusion.samplers import EpsFn
 from ldm.diffusion.schedule import NoiseSchedule, min_snr_weight
 from runtime.errors import UserError
-from runtime.safe_load import first_line, safe_torch_load
+from runtime.safe_load import first_line
 
 from .unet import MaskUNet, build_unet
-
-CKPT_FORMAT = "deffiller-maskgen-v1"
-
 
 PARAMETERIZATIONS = ("eps", "v", "x0")
 
@@ -137,33 +133,6 @@ def build_model(cfg: Mapping[str, Any], num_classes: int) -> MaskDiffusion:
         return MaskDiffusion(cfg["model"], cfg["diffusion"], num_classes)
     except (ValueError, TypeError) as exc:
         raise UserError(f"model config: {exc}") from None
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or a training run folder (its ``checkpoints/last.pt``)."""
-    path = Path(path)
-    if path.is_dir():
-        cand = path / "checkpoints" / "last.pt"
-        if not cand.is_file():
-            cand = path / "last.pt"
-        if not cand.is_file():
-            raise UserError(f"{path}: no checkpoints/last.pt in this folder; pass a maskgen "
-                            "checkpoint file or a maskgen.train run folder")
-        return cand
-    if not path.is_file() and not path.is_symlink():  # a broken link is reported by the loader
-        raise UserError(f"{path}: checkpoint not found; pass a maskgen checkpoint file or run folder")
-    return path
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    path = resolve_checkpoint(path)
-    ckpt = safe_torch_load(path, "maskgen checkpoint", "pass a checkpoint written by python -m maskgen.train",
-                           map_location=map_location)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
-        raise UserError(f"{path}: not a maskgen checkpoint (expected format {CKPT_FORMAT!r}); "
-                        "train one with python -m maskgen.train")
-    ckpt["path"] = str(path)
-    return ckpt
 
 
 def model_from_checkpoint(ckpt: Mapping[str, Any], weights: str = "ema"

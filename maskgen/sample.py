@@ -31,8 +31,9 @@ from runtime.errors import UserError, run_cli
 from runtime.lock import locked
 from runtime.seeds import generator
 
+from .checkpoint import load_checkpoint
 from .config import SCHEMA, checked
-from .model import MaskDiffusion, load_checkpoint, model_from_checkpoint
+from .model import MaskDiffusion, model_from_checkpoint
 from .postprocess import UPSAMPLING, nonempty_fallback, postprocess
 from .settings import SampleSettings
 

@@ -2,15 +2,17 @@
 
     python -m maskgen.train --data_root DATA/SD-saliency-900 --out OUTPUT/maskgen
 
-Runs resume automatically: when ``OUT/checkpoints/last.pt`` exists, training continues from it
-(exactly, mid-epoch included). Checkpoints are written atomically at every ``ckpt_every_epochs``,
-at the end, when ``--max_minutes`` is reached and on Ctrl-C.
+``OUT`` is a run folder in the format of every trainer here (:mod:`training.run_folder`): weights in
+``checkpoints/ckpt_<step>.safetensors`` (sections ``model`` and ``ema``; config and categories in the metadata),
+the training state in ``checkpoints/state_<step>.json`` + ``.safetensors``, the pointer ``latest.json``, one
+``metrics.jsonl`` line per epoch and ``config.yaml``. Runs resume automatically from ``latest.json`` (exactly,
+mid-epoch included; a legacy ``checkpoints/last.pt`` is read weights-only and continued in this
+format). Checkpoints are written atomically at every ``ckpt_every_epochs``, at the end, when ``--max_minutes``
+is reached and on Ctrl-C; the newest one is kept.
 """
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import math
 import sys
 import time
@@ -21,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dataset.categories import categories_from_config
-from runtime.atomic import torch_save_atomic, write_text_atomic
+from runtime.atomic import write_text_atomic
 from runtime.cli import add_device, add_threads, positive_float
 from runtime.device import pick_device
 from runtime.errors import UserError, run_cli
@@ -30,23 +32,17 @@ from runtime.options import add_set_argument
 from runtime.safe_load import first_line
 from runtime.seeds import generator
 from training.ema import EMA
+from training.jsonl_log import JsonlLog
 from training.lr_schedule import lr_factor
+from training.resume_rule import changed_settings, refuse_changes
 
+from .checkpoint import RUN_FIX, resume_point, run_folder
+from .checkpoint import save as save_checkpoint
 from .config import check_config, load_config
 from .data import training_data
-from .model import CKPT_FORMAT, MaskDiffusion, build_model, categories_to_list, load_checkpoint
+from .model import MaskDiffusion, build_model, categories_to_list
 
 OUT_FIX = "choose another --out"
-# config entries a resumed run must share with its checkpoint
-_FROZEN = (("model",), ("diffusion",), ("data", "image_size"), ("data", "binarize"), ("categories",))
-
-
-def _get(cfg: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
-    for k in keys:
-        cfg = cfg.get(k) if isinstance(cfg, Mapping) else None
-    return cfg
-
-
 def _augment(x: torch.Tensor, cfg: Mapping[str, Any], gen: torch.Generator) -> torch.Tensor:
     b = x.shape[0]
     flips_h = torch.rand(b, generator=gen) < 0.5
@@ -74,10 +70,13 @@ def train(cfg: dict[str, Any], data_root: str | Path, out: str | Path, device: s
         return _train(cfg, data_root, Path(out), device, max_minutes, progress)
 
 
+def _frozen(key: str) -> bool:
+    """Config entries a resumed run must share with its checkpoint."""
+    return key.split(".")[0] in ("model", "diffusion", "categories") or key in ("data.image_size", "data.binarize")
+
+
 def _train(cfg: dict[str, Any], data_root: str | Path, out: Path, device: str, max_minutes: Optional[float],
            progress: bool) -> dict[str, Any]:
-    ckpt_dir = out / "checkpoints"
-    last = ckpt_dir / "last.pt"
     cats = categories_from_config(cfg["categories"])
     cfg["categories"] = categories_to_list(cats)
     size = int(cfg["data"]["image_size"])
@@ -92,24 +91,22 @@ def _train(cfg: dict[str, Any], data_root: str | Path, out: Path, device: str, m
     epoch, batch_done, step, elapsed_before = 0, 0, 0, 0.0
     history: list[dict[str, Any]] = []
 
-    if last.is_file() or last.is_symlink():  # a broken link is an error, not a fresh start
-        ckpt = load_checkpoint(last)
-        for keys in _FROZEN:
-            if _get(ckpt["config"], keys) != _get(cfg, keys):
-                raise UserError(f"{last}: this run was trained with a different {'.'.join(keys)} "
-                                f"({_get(ckpt['config'], keys)!r}); use a new --out or the same config")
+    run_folder(out).remove_stray_temporaries()
+    point = resume_point(out)
+    if point is not None:
+        refuse_changes(out, changed_settings(point.config, cfg, _frozen), "use a new --out or the same config")
         try:
-            model.load_state_dict(ckpt["model"])
-            ema.load_state_dict(ckpt["ema"])
-            opt.load_state_dict(ckpt["opt"])
-            gen.set_state(ckpt["rng"])
-            epoch, batch_done, step = int(ckpt["epoch"]), int(ckpt["batch"]), int(ckpt["step"])
-            elapsed_before = float(ckpt.get("elapsed_s", 0.0))
-            history = list(ckpt.get("history", []))
+            model.load_state_dict(point.model)
+            ema.load_state_dict(point.ema)
+            opt.load_state_dict(point.state["opt"])
+            gen.set_state(point.state["rng"])
+            epoch, batch_done, step = int(point.state["epoch"]), int(point.state["batch"]), int(point.state["step"])
+            elapsed_before = float(point.state.get("elapsed_s", 0.0))
+            history = list(point.state.get("history", []))
         except Exception as exc:  # a damaged or foreign training state fails in many ways
-            raise UserError(f"{last}: cannot resume from it ({type(exc).__name__}: {first_line(exc)}); "
-                            "use a new --out, or delete it to start from scratch") from None
-        print(f"resuming {last}: epoch {epoch + 1}, batch {batch_done}, step {step}", file=sys.stderr)
+            raise UserError(f"{point.source}: cannot resume from it ({type(exc).__name__}: {first_line(exc)}); "
+                            f"{RUN_FIX}") from None
+        print(f"resuming {point.source}: epoch {epoch + 1}, batch {batch_done}, step {step}", file=sys.stderr)
 
     n = x_all.shape[0]
     bs = int(tcfg["batch_size"])
@@ -119,21 +116,25 @@ def _train(cfg: dict[str, Any], data_root: str | Path, out: Path, device: str, m
     counts = ", ".join(f"{k} {v}" for k, v in mask_set.counts().items())
     print(f"maskgen: {n} masks ({counts}) at {size}x{size}; UNet {n_params / 1e6:.2f}M parameters; "
           f"{epochs} epochs x {per_epoch} steps of batch {bs} on {device}", file=sys.stderr)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(_yaml(cfg), out / "config.yaml")
-    log_path = out / "train_log.csv"
+    log = JsonlLog(out)
+    log.replace([(h["step"], h) for h in history])  # the log up to the checkpoint resumed from
 
     t_start = time.monotonic()
+    saved_at = (epoch, batch_done, step) if point is not None else None
+    last: Optional[Path] = Path(point.source) if point is not None else None
 
     def elapsed() -> float:
         return elapsed_before + time.monotonic() - t_start
 
     def save() -> None:
-        torch_save_atomic({"format": CKPT_FORMAT, "config": cfg, "categories": cfg["categories"],
-                           "model": model.state_dict(), "ema": ema.module_state_dict(model),
-                           "opt": opt.state_dict(), "rng": gen.get_state(), "epoch": epoch,
-                           "batch": batch_done, "step": step, "elapsed_s": elapsed(),
-                           "history": history, "num_params": n_params}, last)
+        nonlocal saved_at, last
+        if saved_at == (epoch, batch_done, step) and last is not None and last.suffix == ".safetensors":
+            return
+        last = save_checkpoint(out, cfg, model, ema.module_state_dict(model),
+                               {"opt": opt.state_dict(), "rng": gen.get_state(), "epoch": epoch, "batch": batch_done,
+                                "step": step, "elapsed_s": elapsed(), "history": history}, n_params)
+        saved_at = (epoch, batch_done, step)
 
     stop_reason = "done"
     limit_s = None if max_minutes is None else 60.0 * float(max_minutes) - (time.monotonic() - t_start)
@@ -169,7 +170,7 @@ def _train(cfg: dict[str, Any], data_root: str | Path, out: Path, device: str, m
             if losses:
                 mean = sum(losses) / len(losses)
                 history.append({"epoch": epoch + 1, "step": step, "loss": mean, "minutes": elapsed() / 60})
-                _append_log(log_path, history[-1])
+                log.append(step, history[-1])
                 print(f"epoch {epoch + 1}/{epochs}: loss {mean:.4f} (step {step}, "
                       f"{elapsed() / 60:.1f} min)", file=sys.stderr)
             if stop_reason != "done":
@@ -190,17 +191,6 @@ def _train(cfg: dict[str, Any], data_root: str | Path, out: Path, device: str, m
             "stopped": stop_reason, "checkpoint": str(last)}
 
 
-def _append_log(path: Path, row: Mapping[str, Any]) -> None:
-    """Add ``row`` to the CSV log, rewritten atomically (a full disk leaves the old log whole)."""
-    old = path.read_text() if path.is_file() else ""
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(row))
-    if not old:
-        w.writeheader()
-    w.writerow(row)
-    write_text_atomic(old + buf.getvalue(), path)
-
-
 def _yaml(cfg: Mapping[str, Any]) -> str:
     from omegaconf import OmegaConf
 
@@ -211,13 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m maskgen.train",
         description="Train the class-conditional mask DDPM (DefFiller §4.4.1) on ground-truth defect "
-                    "masks. Resumes automatically from OUT/checkpoints/last.pt.",
+                    "masks. Resumes automatically from OUT/latest.json.",
         epilog="example: python -m maskgen.train --config configs/maskgen_cpu.yaml "
                "--data_root DATA/SD-saliency-900 --out OUTPUT/maskgen --max_minutes 30")
     p.add_argument("--data_root", required=True,
                    help="folder of mask PNGs, or a dataset root with 'Ground truth'/'Ground_truth'; "
                         "the category is the filename prefix (In_*, Pa_*, Sc_*)")
-    p.add_argument("--out", required=True, help="run folder (checkpoints/, config.yaml, train_log.csv)")
+    p.add_argument("--out", required=True, help="run folder (checkpoints/, latest.json, metrics.jsonl, config.yaml)")
     p.add_argument("--config", default=None,
                    help="YAML config over the built-in defaults (the paper's settings, maskgen/config.py), "
                         "e.g. configs/maskgen_cpu.yaml (default: none)")

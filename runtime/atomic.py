@@ -82,19 +82,6 @@ def copy_atomic(src: str | Path, dst: str | Path) -> Path:
         return write_atomic(dst, lambda fh: shutil.copyfileobj(fh_in, fh, 1 << 20))
 
 
-def torch_save_atomic(obj: Any, path: str | Path) -> Path:
-    import torch
-
-    def save(fh: IO[bytes]) -> None:
-        try:
-            torch.save(obj, fh)
-        except RuntimeError as exc:  # torch wraps a failed write (full disk, file-size limit): raise the OSError
-            if isinstance(exc.__context__, OSError):
-                raise exc.__context__ from None
-            raise
-    return write_atomic(path, save)
-
-
 def savefig_atomic(fig: Any, path: str | Path, **kwargs: Any) -> Path:
     fmt = Path(path).suffix.lstrip(".") or "png"
     return write_atomic(path, lambda fh: fig.savefig(fh, format=fmt, **kwargs))

@@ -1,11 +1,11 @@
 """The project's one reader of torch files: ``torch.load(weights_only=True)`` with a small allow-list.
 
-Everything DefFiller writes with ``torch.save`` (detector and maskgen checkpoints, training
-state) holds only tensors, plain containers, numbers and strings, which the weights-only
-unpickler accepts as they are. The allow-list adds the OmegaConf classes that the official
-GLIGEN-sem release pickles in its ``config_dict``. Anything else (a pickle that would import or
-call code) is refused with a one-line :class:`UnsafeFileError`; a corrupt or foreign file gives a
-one-line :class:`UnreadableFileError`. Both messages name the file and the fix.
+DefFiller's own runs are safetensors + JSON; torch files come from outside (the official GLIGEN-sem release,
+Inception weights) or are legacy run files (``last.pt``, ``detector.pt``, ``state_N.pt``), which hold only
+tensors, plain containers, numbers and strings: the weights-only unpickler accepts them as they are. The
+allow-list adds the OmegaConf classes that the official GLIGEN-sem release pickles in its ``config_dict``.
+Anything else (a pickle that would import or call code) is refused with a one-line :class:`UnsafeFileError`; a
+corrupt or foreign file gives a one-line :class:`UnreadableFileError`. Both messages name the file and the fix.
 """
 from __future__ import annotations
 

@@ -70,6 +70,7 @@ def good(tmp_path_factory) -> dict[str, Path]:
     """Valid inputs every case starts from (copied before a zoo file is planted)."""
     from dataset.procedural import write_procedural_dataset
     from evaluation.detector.model import build_model
+    from evaluation.detector.runs import write_final
     from evaluation.detector.train import DEFAULT_CONFIG
     from runtime.configs import load_config, to_plain
     from tools.tiny_model import make_tiny_checkpoint
@@ -78,7 +79,7 @@ def good(tmp_path_factory) -> dict[str, Path]:
     pairs = root / "pairs"
     write_procedural_dataset(pairs, 2, size=32)
     det_cfg = load_config(DEFAULT_CONFIG, DEFAULT_CONFIG, ["data.image_size=32", "train.device=cpu"])
-    torch.save({"model": build_model(det_cfg.model).state_dict(), "config": to_plain(det_cfg)}, root / "det.pt")
+    write_final(root / "det.safetensors", build_model(det_cfg.model).state_dict(), to_plain(det_cfg), {})
     gen_masks = root / "gen_masks"
     gen_masks.mkdir()
     for i, src in enumerate(sorted((pairs / "Ground_truth").glob("*.png"))):
@@ -91,7 +92,7 @@ def good(tmp_path_factory) -> dict[str, Path]:
 
     train_cfg = root / "train_tiny.yaml"  # trains from scratch: no release file to write
     OmegaConf.save(OmegaConf.merge(OmegaConf.load(TINY), TRAIN_TINY, {"train": {"ckpt": "none"}}), train_cfg)
-    return {"pairs": pairs, "det": root / "det.pt", "tiny": make_tiny_checkpoint(root / "tiny.safetensors"),
+    return {"pairs": pairs, "det": root / "det.safetensors", "tiny": make_tiny_checkpoint(root / "tiny.safetensors"),
             "gen_masks": gen_masks, "maskgen_cfg": maskgen_cfg, "train_cfg": train_cfg}
 
 

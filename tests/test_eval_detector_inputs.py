@@ -5,11 +5,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from evaluation.detector import predict
 from evaluation.detector.model import build_model
+from evaluation.detector.runs import run_summary
 from evaluation.detector.train import DEFAULT_CONFIG
 from runtime.configs import load_config, to_plain
 from runtime.errors import run_cli
@@ -17,12 +17,12 @@ from runtime.errors import run_cli
 
 @pytest.fixture(scope="module")
 def detector_ckpt(tmp_path_factory) -> Path:
-    """An untrained detector.pt in the layout evaluation.detector.train writes."""
+    """An untrained detector.safetensors as evaluation.detector.train writes it."""
+    from evaluation.detector.runs import write_final
+
     cfg = load_config(DEFAULT_CONFIG, DEFAULT_CONFIG, ["data.image_size=32", "train.device=cpu"])
-    path = tmp_path_factory.mktemp("det") / "detector.pt"
-    torch.save({"model": build_model(cfg.model).state_dict(), "config": to_plain(cfg), "epochs": 0,
-                "n_train": 0}, path)
-    return path
+    path = tmp_path_factory.mktemp("det") / "detector.safetensors"
+    return write_final(path, build_model(cfg.model).state_dict(), to_plain(cfg), {"epochs": 0, "n_train": 0})
 
 
 def _error(argv, capsys) -> str:
@@ -78,7 +78,6 @@ def test_training_state_written_by_train_is_read_back_by_the_safe_loader(tmp_pat
 
 
 def test_min_steps_gives_a_small_training_set_more_epochs(tmp_path):
-    import json
 
     from dataset.procedural import write_procedural_dataset
     from evaluation.detector.train import train_detector
@@ -90,11 +89,11 @@ def test_min_steps_gives_a_small_training_set_more_epochs(tmp_path):
         out = tmp_path / f"d{min_steps}"
         train_detector(load_config(DEFAULT_CONFIG, DEFAULT_CONFIG, over + [f"train.min_steps={min_steps or 'null'}"]),
                        pairs, out, log=lambda m: None, progress=False)
-        assert json.loads((out / "train_log.json").read_text())["epochs"] == epochs, min_steps
+        assert run_summary(out)["epochs"] == epochs, min_steps
 
 
 def test_train_cli_resumes_automatically_like_the_other_tools(tmp_path, capsys):
-    """Same resume policy as main.py and maskgen.train: a second run continues from OUT/last.pt."""
+    """Same resume policy as main.py and maskgen.train: a second run continues from OUT/latest.json."""
     from dataset.procedural import write_procedural_dataset
     from evaluation.detector import train
 
@@ -136,7 +135,6 @@ def test_real_share_batches_keep_real_pairs_at_the_share_of_every_batch(n_real, 
 def test_every_setting_takes_the_same_steps_and_warm_up_under_min_steps(tmp_path):
     """Real pairs alone, real + generated, and real + generated at a real share of 0.5: one step count, one
     warm-up; the fair run's batches hold as many real pairs as the real-only run's."""
-    import json
 
     from dataset.procedural import write_procedural_dataset
     from evaluation.detector.train import train_detector
@@ -152,7 +150,7 @@ def test_every_setting_takes_the_same_steps_and_warm_up_under_min_steps(tmp_path
         out = tmp_path / name
         train_detector(load_config(DEFAULT_CONFIG, DEFAULT_CONFIG, over + extra), pairs, out, log=lambda m: None,
                        progress=False, n_real=len(real))
-        logs[name] = json.loads((out / "train_log.json").read_text())
+        logs[name] = run_summary(out)
     # 2 steps an epoch on real (6 / 3) and in the fair run, 6 on real + generated: 13 steps and a warm-up of
     # 1/2 x 13 = 6 steps for all three (whole epochs and warm-up in epochs gave 14 / 18 steps, warm-up 2 / 6)
     assert {n: (log["steps"], log["warmup_steps"]) for n, log in logs.items()} == {n: (13, 6) for n in logs}

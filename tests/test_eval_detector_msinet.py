@@ -3,8 +3,6 @@ output shapes, learning on a tiny set, the validation carve, keep_best picking t
 that match sod_eval on written maps, and bad config values as one line."""
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
@@ -12,10 +10,12 @@ from dataset.procedural import write_procedural_dataset
 from evaluation.detector import train as train_mod
 from evaluation.detector.model import SaliencyUNet, build_model
 from evaluation.detector.msinet import MSINet
+from evaluation.detector.runs import read_detector, run_summary
 from evaluation.detector.train import DEFAULT_CONFIG, deep_supervision_loss, train_detector
 from evaluation.detector.validation import ValidationSet, carve_pairs
 from runtime.configs import load_config
 from runtime.errors import UserError, run_cli
+from training.jsonl_log import read_log
 
 TINY = ["data.image_size=32", "train.device=cpu", "train.batch_size=4", "train.augment=false", "train.num_threads=1"]
 
@@ -100,11 +100,11 @@ def test_keep_best_keeps_the_best_validation_epoch(pairs, tmp_path, monkeypatch)
     monkeypatch.setattr(ValidationSet, "score", fake_score)
     cfg = _cfg("train.epochs=3", "train.val_fraction=0.2", "train.keep_best=true")
     final = train_detector(cfg, pairs, tmp_path / "d", log=lambda m: None, progress=False)
-    log = json.loads((tmp_path / "d" / "train_log.json").read_text())
+    log = run_summary(tmp_path / "d")
     assert log["selected_epoch"] == 2 and log["n_val"] == 6 and log["n_train"] == 24
-    assert [h["val_S"] for h in log["history"]] == [0.5, 0.7, 0.6]
-    saved = torch.load(final, weights_only=True)
-    assert saved["epochs"] == 2
+    assert [h["val_S"] for h in read_log(tmp_path / "d" / "metrics.jsonl")] == [0.5, 0.7, 0.6]
+    saved = read_detector(final)
+    assert final.name == "detector.safetensors" and saved["epochs"] == 2
     for key, value in saved["model"].items():
         assert torch.equal(value, seen[1][key]), key
     assert any(not torch.equal(saved["model"][k], seen[2][k]) for k in saved["model"])
@@ -117,7 +117,7 @@ def test_validation_scores_match_sod_eval_on_written_maps(pairs, tmp_path):
 
     cfg = _cfg("train.epochs=1", "train.val_fraction=0.2")
     final = train_detector(cfg, pairs, tmp_path / "d", log=lambda m: None, progress=False)
-    log = json.loads((tmp_path / "d" / "train_log.json").read_text())
+    log = run_summary(tmp_path / "d")
     _, val = carve_pairs(pairs, 0.2, 0)
     assert sorted(log["val_stems"]) == sorted(p.stem for p in val)
     maps = write_maps(Detector(final, "cpu"), [p.image for p in val], tmp_path / "maps", progress=False,
@@ -128,7 +128,8 @@ def test_validation_scores_match_sod_eval_on_written_maps(pairs, tmp_path):
         (gt / p.mask.name).write_bytes(p.mask.read_bytes())
     overall = evaluate_folders(maps, gt)["overall"]
     for metric in ("S", "MAE", "E_max", "F_max"):
-        assert log["history"][-1][f"val_{metric}"] == pytest.approx(overall[metric], abs=1e-6), metric
+        assert read_log(tmp_path / "d" / "metrics.jsonl")[-1][f"val_{metric}"] == pytest.approx(overall[metric],
+                                                                                             abs=1e-6), metric
 
 
 def test_resume_refuses_another_architecture(pairs, tmp_path):

@@ -11,8 +11,9 @@ from PIL import Image
 
 from dataset.categories import DEFAULT_CATEGORIES, category_for_file
 from maskgen import sample as sample_mod
+from maskgen.checkpoint import load_checkpoint
 from maskgen.config import load_config
-from maskgen.model import build_model, load_checkpoint, model_from_checkpoint
+from maskgen.model import build_model, model_from_checkpoint
 from maskgen.train import main as train_main
 from maskgen.train import train
 from runtime.errors import UserError, run_cli
@@ -256,7 +257,7 @@ def test_cli_prints_one_line_error(tmp_path, trained, capsys):
                                         "--categories", "cracks", "--no_progress"], capsys)
     assert "unknown category 'cracks'" in line
     line = _cli_error(sample_mod.main, ["--ckpt", str(empty), "--out", str(tmp_path / "m")], capsys)
-    assert "checkpoints/last.pt" in line
+    assert "no maskgen checkpoint in this folder" in line and str(empty) in line
 
 
 def test_binary_targets_and_min_snr_weighting():

@@ -2,8 +2,6 @@
 and a resumed detector that keeps its settings: nonsense is one line, before anything trains or allocates."""
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from evaluation.detector.checks import check_detector_config
@@ -79,7 +77,9 @@ def test_detector_resume_refuses_another_image_size(tmp_path):
         train_detector(other, pairs, tmp_path / "d", resume=True, log=lambda m: None, progress=False)
     longer = load_config(DEFAULT_CONFIG, DEFAULT_CONFIG, [*TINY_DETECTOR, "train.epochs=2"])  # may train longer
     train_detector(longer, pairs, tmp_path / "d", resume=True, log=lambda m: None, progress=False)
-    assert json.loads((tmp_path / "d" / "train_log.json").read_text())["epochs"] == 2
+    from evaluation.detector.runs import run_summary
+
+    assert run_summary(tmp_path / "d")["epochs"] == 2
 
 
 def test_output_size_and_resolution_lists_are_bounded(tmp_path, capsys):

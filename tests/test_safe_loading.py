@@ -139,7 +139,7 @@ def _masks(folder: Path, names: list[str]) -> Path:
 
 def test_maskgen_refuses_a_code_running_checkpoint(tmp_path, capsys):
     from maskgen import sample, train
-    from maskgen.model import CKPT_FORMAT
+    from maskgen.checkpoint import LEGACY_FORMAT as CKPT_FORMAT
 
     marker = tmp_path / "marker"
     run = tmp_path / "run"

@@ -37,8 +37,9 @@ def _train_and_die(config, out, die_at_fsync):
 
 
 @pytest.mark.parametrize("die_at_fsync, what", [(1, "while writing the new weights"),
-                                                (3, "while writing the new training state"),
-                                                (5, "while moving the latest pointer")])
+                                                (3, "while writing the new training state's tensors"),
+                                                (4, "while writing the new training state's JSON"),
+                                                (6, "while moving the latest pointer")])
 def test_kill_during_checkpoint_write_keeps_previous_checkpoint(tmp_path, die_at_fsync, what):
     config = tiny_train_config(tmp_path)
     child = mp.get_context("fork").Process(target=_train_and_die, args=(config, tmp_path, die_at_fsync))
@@ -67,7 +68,7 @@ def test_unreadable_pointer_falls_back_to_newest_complete_checkpoint(tmp_path):
     make_trainer(config, tmp_path, "r", "--total_iters", "2", "--save_every_iters", "1").train()
     run = tmp_path / "r"
     (run / "latest.json").write_text("{not json")
-    (run / "checkpoints" / "state_00000002.pt").write_bytes(b"truncated")
+    (run / "checkpoints" / "state_00000002.json").write_bytes(b"truncated")
     with pytest.warns(UserWarning):
         found = RunCheckpoints(run).latest()
     assert found is not None and found[0].iteration == 1

@@ -22,7 +22,7 @@ def test_two_process_gloo_torchrun_completes(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "out" / "ddp"
     assert json.loads((run / "latest.json").read_text())["iteration"] == 2
-    state = load_state(run / "checkpoints" / "state_00000002.pt")
+    state = load_state(run / "checkpoints" / "state_00000002.json")
     assert state["world_size"] == 2 and len(state["rng"]) == 2  # both ranks' RNG states were gathered
     assert not torch_equal(state["rng"][0]["torch"], state["rng"][1]["torch"])
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

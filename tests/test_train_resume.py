@@ -51,7 +51,7 @@ def test_resumed_run_matches_uninterrupted_run(config, tmp_path):
                            "--workers", "1")
     assert resumed.iteration == 2
     assert resumed.scheduler.last_epoch == 2
-    saved_at_2 = load_state(tmp_path / "full" / "checkpoints" / "state_00000002.pt")
+    saved_at_2 = load_state(tmp_path / "full" / "checkpoints" / "state_00000002.json")
     assert saved_at_2["iteration"] == 2
     _assert_same_optimizer(resumed.optimizer.state_dict(), saved_at_2["optimizer"])
     assert resumed.train() == 4
@@ -83,3 +83,23 @@ def test_finished_run_is_not_trained_again(config, tmp_path, capsys):
     again = make_trainer(config, tmp_path, "done", "--total_iters", "1")
     assert again.iteration == 1 and again.train() == 1
     assert "already trained" in capsys.readouterr().out
+
+
+def test_a_run_saved_with_a_legacy_state_pt_resumes_exactly(config, tmp_path):
+    """A legacy state_N.pt is read weights-only; the run continues in safetensors + JSON."""
+    full = make_trainer(config, tmp_path, "full", "--total_iters", "4", "--save_every_iters", "2")
+    full.train()
+    make_trainer(config, tmp_path, "old", "--total_iters", "2", "--save_every_iters", "2").train()
+    run, ckpt = tmp_path / "old", tmp_path / "old" / "checkpoints"
+    state = load_state(ckpt / "state_00000002.json")
+    torch.save({**state, "version": 1}, ckpt / "state_00000002.pt")
+    for name in ("state_00000002.json", "state_00000002.safetensors"):
+        (ckpt / name).unlink()
+    pointer = json.loads((run / "latest.json").read_text())
+    (run / "latest.json").write_text(json.dumps({**pointer, "state": "checkpoints/state_00000002.pt"}))
+    resumed = make_trainer(config, tmp_path, "old", "--total_iters", "4", "--save_every_iters", "2")
+    assert resumed.iteration == 2 and resumed.train() == 4
+    final_full, final_resumed = _weights(full), _weights(resumed)
+    assert not [k for k in final_full if not torch.equal(final_full[k], final_resumed[k])]
+    assert json.loads((run / "latest.json").read_text())["state"] == "checkpoints/state_00000004.json"
+    assert load_state(ckpt / "state_00000004.json")["trainer"] == "main"

@@ -107,10 +107,10 @@ def test_a_file_size_limit_is_one_line_and_resumable(tmp_path):
             "--no_progress", "--set", "model.base_channels=8", "model.channel_mult=[1,2]", "model.num_res_blocks=1",
             "model.attention_levels=[1]", "model.num_heads=2", "model.groups=4", "data.image_size=16"]
     line = one_line(run("-c", LIMITED, "20000", *argv))
-    assert "last.pt: cannot write (File too large); raise the file-size limit" in line, line
+    assert ".safetensors: cannot write (File too large); raise the file-size limit" in line, line
     assert not list((tmp_path / "run").rglob("*.tmp"))
     assert run("-m", *argv).returncode == 0
-    assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
+    assert (tmp_path / "run" / "latest.json").is_file()
 
     images = tmp_path / "data_root" / "Source_Images"
     images.mkdir(parents=True)

@@ -1,7 +1,6 @@
 """Scalars for TensorBoard (``run/tb``) and ``run/metrics.jsonl``, and the gate statistic."""
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Mapping
@@ -9,6 +8,7 @@ from typing import Mapping
 import torch
 
 from ldm.modules.attention import GatedSelfAttention
+from training.jsonl_log import JsonlLog
 
 
 @torch.no_grad()
@@ -31,10 +31,11 @@ def gate_stats(unet: torch.nn.Module) -> dict[str, float]:
 
 
 class MetricsLog:
-    """TensorBoard scalars when ``tensorboard`` is installed, and always a JSON-lines file."""
+    """TensorBoard scalars when ``tensorboard`` is installed, and always the run's JSON-lines log."""
 
     def __init__(self, run_dir: Path) -> None:
-        self.path = Path(run_dir) / "metrics.jsonl"
+        self.jsonl = JsonlLog(run_dir)
+        self.path = self.jsonl.path
         self.writer = None
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -45,23 +46,13 @@ class MetricsLog:
 
     def truncate_after(self, iteration: int) -> None:
         """Drop JSON lines past ``iteration`` (written by a run that was killed before its next save)."""
-        if not self.path.is_file():
-            return
-        kept = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                if int(json.loads(line)["iteration"]) <= iteration:
-                    kept.append(line)
-            except (ValueError, KeyError, TypeError):
-                continue
-        self.path.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+        self.jsonl.truncate_after(iteration)
 
     def log(self, iteration: int, scalars: Mapping[str, float]) -> None:
         if self.writer is not None:
             for key, value in scalars.items():
                 self.writer.add_scalar(key, value, iteration)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"iteration": iteration, **{k: float(v) for k, v in scalars.items()}}) + "\n")
+        self.jsonl.append(iteration, {k: float(v) for k, v in scalars.items()})
 
     def close(self) -> None:
         if self.writer is not None:

@@ -61,6 +61,7 @@ from training.ema import EMA
 from training.lr_schedule import WarmupSchedule
 from training.metrics import MetricsLog, gate_stats
 from training.options import CLI_ONLY, DEFAULT_CKPT, RELEASE_URL, TrainOptions
+from training.resume_rule import refuse_changes
 from training.sample_grid import write_grid
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -251,12 +252,10 @@ def check_config_changes(saved_cfg: Optional[DictConfig], cfg: DictConfig, saved
     before, now = _flat(saved_cfg), _flat(cfg)
     changes = {k: [before.get(k), now.get(k)] for k in sorted(set(before) | set(now))
                if before.get(k) != now.get(k) and k not in ("train.OUTPUT_ROOT", "train.allow_config_change")}
-    guarded = {k: v for k, v in changes.items() if k in GUARDED}
-    if guarded and not allow:
-        listed = ", ".join(f"{k} {v[0]!r} -> {v[1]!r}" for k, v in guarded.items())
-        raise UserError(f"{saved.weights.parent.parent}: resuming with a different {listed}; rerun with the "
-                        "run's settings, use a new --name, or pass --allow_config_change to resume anyway "
-                        "(the change is recorded in config_changes.jsonl)")
+    if not allow:
+        refuse_changes(saved.weights.parent.parent, {k: v for k, v in changes.items() if k in GUARDED},
+                       "rerun with the run's settings, use a new --name, or pass --allow_config_change to resume "
+                       "anyway (the change is recorded in config_changes.jsonl)", limit=len(GUARDED))
     return changes
 
 

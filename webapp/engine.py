@@ -171,7 +171,8 @@ def _sample_settings(stored: dict, **override):
 
 def load_mask_producer(path: str | Path) -> MaskProducer:
     """A maskgen checkpoint (file or run folder) with its EMA weights."""
-    from maskgen.model import load_checkpoint, model_from_checkpoint
+    from maskgen.checkpoint import load_checkpoint
+    from maskgen.model import model_from_checkpoint
 
     ckpt = load_checkpoint(path)
     model, cats = model_from_checkpoint(ckpt, "ema")

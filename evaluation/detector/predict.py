@@ -1,6 +1,6 @@
 """Run a trained detector on images and write saliency maps (grey PNG, same size and name stem).
 
-    python -m evaluation.detector.predict --ckpt OUTPUT/detector/detector.pt \
+    python -m evaluation.detector.predict --ckpt OUTPUT/detector/detector.safetensors \
         --images PATH/SD-saliency-900 [--split DATA/splits/x.json --subset test] --out OUTPUT/maps
 """
 from __future__ import annotations
@@ -24,26 +24,24 @@ from runtime.cli import add_device
 from runtime.device import pick_device
 from runtime.errors import UserError, run_cli
 from runtime.lock import locked
-from runtime.safe_load import first_line, safe_torch_load
+from runtime.safe_load import first_line
 
 from .checks import MAX_BATCH_SIZE
 from .data import load_image_array, to_tensor
 from .model import build_model
+from .runs import read_detector
 
 
 class Detector:
-    """A loaded detector: ``detector(paths)`` yields float32 probability maps at each image's size."""
+    """A loaded detector (:func:`.runs.read_detector`: a weights file or run folder): ``detector(paths)`` yields
+    float32 probability maps at each image's size."""
 
     def __init__(self, ckpt: str | Path, device: str | None = None, batch_size: int | None = None,
                  num_threads: int | None = None):
         ckpt = Path(ckpt)
         if batch_size is not None and not 1 <= batch_size <= MAX_BATCH_SIZE:
             raise UserError(f"--batch_size must be at least 1 and at most {MAX_BATCH_SIZE}, got {batch_size}")
-        state = safe_torch_load(ckpt, "detector checkpoint", "point --ckpt at the detector.pt written by "
-                                "python -m evaluation.detector.train, or train one")
-        if not isinstance(state, dict) or "model" not in state or "config" not in state:
-            raise UserError(f"{ckpt}: not a detector checkpoint (needs 'model' and 'config'); "
-                            "use the detector.pt written by evaluation.detector.train")
+        state = read_detector(ckpt)
         try:
             self.cfg = OmegaConf.create(state["config"])
             model_cfg = OmegaConf.merge(self.cfg.model, {"pretrained": False})  # weights come from ckpt
@@ -142,7 +140,9 @@ def select_images(images: str | Path, stems: Sequence[str] | None = None) -> lis
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evaluation.detector.predict",
                                      description="Write saliency maps of a trained detector.")
-    parser.add_argument("--ckpt", required=True, help="detector.pt written by evaluation.detector.train")
+    parser.add_argument("--ckpt", required=True,
+                        help="detector.safetensors (or its run folder) written by evaluation.detector.train; a "
+                             "legacy detector.pt is read weights-only")
     parser.add_argument("--images", required=True, help="image folder or paired dataset root")
     parser.add_argument("--out", required=True, help="output folder for <stem>.png maps")
     parser.add_argument("--split", default=None, help="split JSON: predict only its --subset stems")

@@ -4,13 +4,17 @@
         [--config configs/eval/detector.yaml] [--split DATA/splits/x.json | --ratio 9:1 --seed 0] \
         [--set train.epochs=5 ...]
 
-Writes ``OUT/last.pt`` after every epoch (model, optimiser, schedule, history; a rerun with the same OUT
-continues from it), ``OUT/detector.pt`` (weights + config, for prediction) and
-``OUT/train_log.json`` at the end. All writes are atomic.
+``OUT`` is a run folder in the format of every trainer here (:mod:`training.run_folder`): ``config.yaml`` at
+the start; after every epoch a checkpoint (``checkpoints/ckpt_<step>.safetensors`` with the weights and config,
+``checkpoints/state_<step>.json`` + ``.safetensors`` with the optimiser, schedule, history and best validation
+weights, the pointer ``latest.json``) and a ``metrics.jsonl`` line; at the end ``detector.safetensors`` (weights,
+config and the run summary: steps, warm-up steps, selected epoch, ..., for prediction). A rerun with the same OUT
+continues from ``latest.json`` (a legacy ``last.pt`` is read weights-only and continued in this
+format). All writes are atomic; the newest checkpoint is kept.
 
 With ``train.val_fraction > 0`` a validation share of the training pairs is held out
 (:mod:`.validation`), scored every ``train.val_every`` epochs and after the last one (history entries
-``val_S``, ``val_MAE``, ...); with ``train.keep_best`` detector.pt holds the weights of the epoch with the
+``val_S``, ``val_MAE``, ...); with ``train.keep_best`` detector.safetensors holds the weights of the epoch with the
 best validation S instead of the last epoch's.
 
 With ``train.min_steps`` the run takes exactly ``max(min_steps, epochs x steps per epoch)`` optimiser steps and
@@ -30,25 +34,27 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from dataset.io import write_json_atomic
 from dataset.splits import parse_ratio
-from runtime.atomic import torch_save_atomic
+from runtime.atomic import write_text_atomic
 from runtime.cli import add_device, non_negative_int
 from runtime.configs import EVAL_CONFIG_DIR, load_config, to_plain
 from runtime.device import pick_device
 from runtime.errors import UserError, run_cli
 from runtime.lock import locked
 from runtime.options import add_set_argument
-from runtime.safe_load import first_line, safe_torch_load
+from runtime.safe_load import first_line
+from training.jsonl_log import JsonlLog
 from training.lr_schedule import WarmupSchedule
+from training.resume_rule import changed_settings, refuse_changes
 
 from .checks import check_detector_config
 from .data import RealShareBatches, SaliencyPairs
 from .model import build_model
+from .runs import RUN_FIX, clear_run, resume_point, run_folder, save_checkpoint, save_final
 from .validation import ValidationSet, carve_pairs
 
 DEFAULT_CONFIG = EVAL_CONFIG_DIR / "detector.yaml"
@@ -82,32 +88,15 @@ RESUMABLE = ("train.epochs", "train.min_steps", "train.max_minutes", "train.num_
              "train.val_every", "predict.batch_size")
 
 
-def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(node, dict):
-        return {prefix: node}
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
-
-
-def check_resume_config(last: Path, state: Any, cfg: dict) -> None:
-    """A resumed run keeps its model, data and training settings (all but :data:`RESUMABLE`), as main.py does."""
-    saved = state.get("config") if isinstance(state, dict) else None
-    if not isinstance(saved, dict):
-        return  # a foreign file: the load below names it
-    before, now = _flat(saved), _flat(cfg)
-    changed = [k for k in sorted(set(before) | set(now))
-               if before.get(k) != now.get(k) and k not in RESUMABLE]
-    if changed:
-        listed = ", ".join(f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in changed[:3])
-        raise UserError(f"{last}: resuming with a different {listed}; rerun with the run's settings, or use a new "
-                        "--out (or delete last.pt) to train from scratch")
+def _guarded(key: str) -> bool:
+    """Settings a resumed run keeps: all but :data:`RESUMABLE` (its model, data and training settings)."""
+    return key not in RESUMABLE
 
 
 def train_detector(cfg: DictConfig, train_pairs: Sequence, out_dir: str | Path, resume: bool = False,
                    log: Callable[[str], None] = print, progress: bool = True, n_real: int | None = None) -> Path:
-    """Train on ``train_pairs`` under ``out_dir``'s folder lock and return the path of ``detector.pt``.
+    """Train on ``train_pairs`` under ``out_dir``'s folder lock and return the path of ``detector.safetensors``
+    (``resume``: continue the run in ``out_dir``; otherwise a previous run there is replaced).
 
     ``n_real``: the first ``n_real`` pairs are real and the rest generated (used by ``train.real_share``)."""
     check_detector_config(cfg)
@@ -196,25 +185,32 @@ def _train_detector(cfg: DictConfig, train_pairs: Sequence, out_dir: Path, resum
 
     history: list[dict] = []
     start_epoch = 0
-    last = out_dir / "last.pt"
-    if resume and (last.is_file() or last.is_symlink()):  # a broken link is an error, not a fresh start
-        state = safe_torch_load(last, "detector training state", "use a new --out, or delete it to start "
-                                "from scratch", map_location=device)
-        check_resume_config(last, state, to_plain(cfg))
+    if not resume:
+        clear_run(out_dir)
+    point = resume_point(out_dir) if resume else None
+    if point is not None:
+        if point.config is not None:
+            refuse_changes(out_dir, changed_settings(point.config, to_plain(cfg), _guarded),
+                           "rerun with the run's settings, or use a new --out (or move the run folder away) to train "
+                           "from scratch")
         try:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            history = list(state.get("history", []))
-            start_epoch = int(state["epoch"])
-            best = state.get("best")
+            model.load_state_dict(point.model)
+            opt.load_state_dict(point.state["optimizer"])
+            sched.load_state_dict(point.state["scheduler"])
+            history = list(point.state.get("history", []))
+            start_epoch = int(point.state["epoch"])
+            best = point.state.get("best")
         except Exception as exc:  # another model, another optimiser or a foreign file: many types
-            raise UserError(f"{last}: cannot resume from it ({type(exc).__name__}: {first_line(exc)}); it was "
-                            "written with another model config or is not a detector.train last.pt; use a new "
-                            "--out, or delete it to start from scratch") from None
-        log(f"resume: {last} at epoch {start_epoch}")
+            raise UserError(f"{point.source}: cannot resume from it ({type(exc).__name__}: {first_line(exc)}); it "
+                            "was written with another model config or is not a detector.train checkpoint; "
+                            f"{RUN_FIX}") from None
+        log(f"resume: {point.source} at epoch {start_epoch}")
     elif resume:
-        log(f"resume: no {last} yet, starting from scratch")
+        log(f"resume: no checkpoint in {out_dir} yet, starting from scratch")
+    run_folder(out_dir).remove_stray_temporaries()
+    write_text_atomic(OmegaConf.to_yaml(cfg), out_dir / "config.yaml")
+    metrics = JsonlLog(out_dir)
+    metrics.replace([(min((h["epoch"]) * steps_per_epoch, total_steps), h) for h in history])
 
     plain_cfg = to_plain(cfg)
     max_minutes = t.get("max_minutes")
@@ -251,27 +247,25 @@ def _train_detector(cfg: DictConfig, train_pairs: Sequence, out_dir: Path, resum
                 best = {"epoch": epoch + 1, "S": scores["S"],
                         "model": {k: v.detach().clone() for k, v in model.state_dict().items()}}
         history.append(entry)
+        metrics.append(sched.last_epoch, entry)
         log(f"epoch {epoch + 1}/{epochs}: loss {entry['loss']:.4f}{note}, "
             f"{entry['seconds']:.0f}s (total {(time.time() - train_t0) / 60:.1f} min)")
-        torch_save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                           "scheduler": sched.state_dict(), "epoch": epoch + 1,
-                           "history": history, "config": plain_cfg, "best": best}, last)
+        save_checkpoint(out_dir, int(sched.last_epoch), model.state_dict(), plain_cfg,
+                        {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch + 1,
+                         "history": history, "best": best})
         if stop:
             log(f"stopping after epoch {epoch + 1}: train.max_minutes={max_minutes} reached")
             break
-    final = out_dir / "detector.pt"
     selected = best["epoch"] if best is not None else (history[-1]["epoch"] if history else 0)
     if best is not None:
         log(f"keep_best: weights of epoch {best['epoch']} (validation S {best['S']:.4f})")
-    torch_save_atomic({"model": best["model"] if best is not None else model.state_dict(), "config": plain_cfg,
-                       "epochs": selected, "n_train": len(data)}, final)
     minutes = (time.time() - train_t0) / 60
     extra = {"n_val": len(val_set), "val_stems": val_set.stems} if val_set is not None else {}
-    write_json_atomic({"epochs": len(history), "selected_epoch": selected, "minutes": minutes,
-                       "steps": int(sched.last_epoch), "warmup_steps": warmup_steps,
-                       "real_share": t.get("real_share"), "batch_size": batch_size(loader),
-                       "n_train": len(data), **extra, "image_size": size, "history": history,
-                       "config": plain_cfg}, out_dir / "train_log.json")
+    summary = {"epochs": len(history), "selected_epoch": selected, "minutes": minutes, "steps": int(sched.last_epoch),
+               "warmup_steps": warmup_steps, "real_share": t.get("real_share"), "batch_size": batch_size(loader),
+               "n_train": len(data), **extra, "image_size": size}
+    final = save_final(out_dir, best["model"] if best is not None else model.state_dict(), plain_cfg,
+                       {"epochs": selected, "n_train": len(data), "summary": summary})
     log(f"saved {final} ({minutes:.1f} min of training)")
     return final
 
@@ -305,12 +299,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Train the saliency detector (MSINet, or a U-Net on a timm encoder) on a split's "
                     "training pairs.")
     add_data_args(parser)
-    parser.add_argument("--out", required=True, help="output folder for last.pt / detector.pt / train_log.json")
+    parser.add_argument("--out", required=True,
+                        help="run folder (checkpoints/, latest.json, metrics.jsonl, detector.safetensors)")
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="detector YAML (default %(default)s)")
     add_set_argument(parser, "train.epochs=5 data.image_size=160")
     add_device(parser, None, "the config's train.device, auto")
     parser.add_argument("--resume", action="store_true",
-                        help="accepted for compatibility: a run always continues from OUT/last.pt when it exists, "
+                        help="accepted for compatibility: a run always continues from OUT/latest.json when it exists, "
                              "as main.py and maskgen.train do")
     parser.add_argument("--no_progress", action="store_true", help="no tqdm bars")
     args = parser.parse_args(argv)

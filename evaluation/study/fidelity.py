@@ -52,8 +52,7 @@ def detector_iou(ctx, study: str, generated: Path, folder: Path) -> dict[str, An
     per_seed: dict[str, dict[str, dict[str, float]]] = {}
     pair_rows = []
     for seed in ctx.study_config(study)["detectors"]["seeds"]:
-        ckpt = det_root / f"seed{seed}" / "real" / "detector.pt"
-        det = Detector(ckpt, ctx.cfg["device"])
+        det = Detector(det_root / f"seed{seed}" / "real", ctx.cfg["device"])  # its run folder's final weights
         scores = {}
         for side, pairs in (("generated", gen_pairs), ("real_test", test_pairs)):
             rows = score_pairs(pairs, lambda paths: det(paths, progress=ctx.progress), log=ctx.log)

@@ -53,13 +53,13 @@ class FilterStage(Stage):
         leakage.refuse_test_content(self.key, leakage.pair_files(train_pairs), ctx.test_digests(self.study),
                                     "keep copies of test items out of the training split")
         det_dir = self.folder(ctx) / "detector"
-        train_detector(detector_cfg(ctx, self.study, f["seed"]), train_pairs, det_dir, resume=True, log=ctx.log,
-                       progress=ctx.progress)
-        det = Detector(det_dir / "detector.pt", ctx.cfg["device"])
+        final = train_detector(detector_cfg(ctx, self.study, f["seed"]), train_pairs, det_dir, resume=True,
+                               log=ctx.log, progress=ctx.progress)
+        det = Detector(final, ctx.cfg["device"])
         kept = self.folder(ctx) / "kept"
         summary = filter_samples(ctx.outputs(f"{self.study}.generation")["generated"], kept,
                                  lambda paths: det(paths, progress=ctx.progress), float(f["threshold"]),
                                  float(f["bin_threshold"]), ctx.categories, overwrite=True, log=ctx.log)
         return {"kept": str(kept), "n_kept": summary["kept"], "total": summary["total"],
                 "per_category": summary["per_category"], "mean_iou": summary["mean_iou"],
-                "detector": str(det_dir / "detector.pt"), "paths": [str(kept / "filter.json")]}
+                "detector": str(final), "paths": [str(kept / "filter.json")]}
