@@ -260,7 +260,7 @@ def det_pairs(tmp_path_factory):
 
 
 def _det_cfg(*over: str):
-    from evaluation.config import load_config
+    from runtime.configs import load_config
     from evaluation.detector.train import DEFAULT_CONFIG
 
     return load_config(DEFAULT_CONFIG, DEFAULT_CONFIG, [*DET, *over])
