@@ -105,7 +105,8 @@ def test_draw_generate_keep(page, served):
     pg.click("#generate")
     pg.wait_for_function("document.querySelectorAll('#results img').length == 2")
     assert "2 image(s) in" in pg.locator("#timing").inner_text()
-    assert pg.locator("#results img").first.evaluate("img => img.complete && img.naturalWidth > 0")
+    # decoded, not merely inserted (a loaded machine may take a moment); a broken image never gets there
+    pg.wait_for_function("[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)")
     pg.locator("#results img").nth(1).click()  # choose the second variant
     pg.click("#keep")
     pg.wait_for_selector("#kept img")
