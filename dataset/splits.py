@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from runtime.configs import REPO
 from runtime.errors import UserError
 
 from .files import few
@@ -21,7 +22,6 @@ from .io import read_json, write_json_atomic
 from .pairs import Pair, find_pairs, natural_key
 
 SPLIT_KEYS = ("train", "test", "seed", "test_fraction")
-_REPO = Path(__file__).resolve().parents[1]
 
 
 def parse_ratio(text: str) -> float:
@@ -153,7 +153,7 @@ def default_split_path(data_root: str | Path, ratio: str, seed: int) -> Path:
     """``DATA/splits/<dataset folder>_<train>-<test>_seed<seed>.json`` (DATA/ is git-ignored)."""
     name = re.sub(r"[^A-Za-z0-9.-]+", "_", Path(data_root).resolve().name)
     tag = str(ratio).replace(":", "-")
-    return _REPO / "DATA" / "splits" / f"{name}_{tag}_seed{int(seed)}.json"
+    return REPO / "DATA" / "splits" / f"{name}_{tag}_seed{int(seed)}.json"
 
 
 def get_split(pairs: Sequence[Pair], split_path: str | Path | None, ratio: str, seed: int,

@@ -8,8 +8,6 @@ from typing import Any, Mapping, Sequence
 from runtime import options as O
 from runtime.errors import UserError
 
-REPO = Path(__file__).resolve().parents[1]
-
 SCHEMA: dict[str, Any] = {
     # null: the three SD-Saliency-900 categories; otherwise a list of {name, prefix, index, prompt}
     "categories": O.Open(None),

@@ -30,6 +30,7 @@ from dataset.files import IMAGE_EXTS, few, list_by_stem
 from dataset.folders import category_of, image_folder
 from dataset.io import image_size, read_image
 from runtime.atomic import write_atomic
+from runtime.configs import REPO
 from runtime.device import pick_device
 from runtime.digest import file_sha256
 from runtime.errors import UserError
@@ -39,7 +40,6 @@ INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
                  "weights-inception-2015-12-05-6726825d.pth")
 INCEPTION_ENV = "DEFFILLER_INCEPTION"
-REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE = REPO / "DATA" / "fid_cache"
 OVERALL = "overall"
 

@@ -10,7 +10,15 @@ from omegaconf import DictConfig, OmegaConf
 from runtime import options as O
 from runtime.errors import UserError
 
-REPO = Path(__file__).resolve().parents[1]
+
+def project_root() -> Path:
+    """The checkout these packages live in; for an installed copy (no ``configs/`` beside the packages), the
+    current folder: relative config, data and weight paths are read from there."""
+    here = Path(__file__).resolve().parents[1]
+    return here if (here / "configs").is_dir() else Path.cwd().resolve()
+
+
+REPO = project_root()
 EVAL_CONFIG_DIR = REPO / "configs" / "eval"
 
 

@@ -33,3 +33,16 @@ def test_the_modules_below_evaluation_import_nothing_of_it():
     upward = {f"{f.relative_to(REPO)} -> {name}" for folder in ("runtime", "dataset", "metrics")
               for f in (REPO / folder).rglob("*.py") for name in _imports(f) if name.startswith("evaluation")}
     assert not upward, sorted(upward)
+
+
+def test_an_installed_copy_reads_relative_paths_from_the_current_folder(tmp_path, monkeypatch):
+    """Beside a checkout's configs/ the packages use the checkout; installed (no configs/ beside them) they use
+    the folder the command runs in, so a study config's relative paths work outside the checkout."""
+    import runtime.configs as rc
+
+    assert rc.project_root() == Path(rc.__file__).resolve().parents[1]
+    installed = tmp_path / "site-packages" / "runtime"
+    installed.mkdir(parents=True)
+    monkeypatch.setattr(rc, "__file__", str(installed / "configs.py"))
+    monkeypatch.chdir(tmp_path)
+    assert rc.project_root() == tmp_path.resolve()

@@ -260,8 +260,8 @@ def det_pairs(tmp_path_factory):
 
 
 def _det_cfg(*over: str):
-    from runtime.configs import load_config
     from evaluation.detector.train import DEFAULT_CONFIG
+    from runtime.configs import load_config
 
     return load_config(DEFAULT_CONFIG, DEFAULT_CONFIG, [*DET, *over])
 
