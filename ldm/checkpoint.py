@@ -148,6 +148,15 @@ def read_metadata(path: Union[str, Path]) -> dict[str, str]:
         raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from None
 
 
+def group_sections(tensors: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    """``{"model.w": t}`` as ``{"model": {"w": t}}``: a file's flat keys grouped by their first component."""
+    sections: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        part, _, name = key.partition(".")
+        sections.setdefault(part, {})[name] = value
+    return sections
+
+
 def _read_safetensors(path: Path) -> Checkpoint:
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -155,10 +164,7 @@ def _read_safetensors(path: Path) -> Checkpoint:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from None
-    sections: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        part, _, name = key.partition(".")
-        sections.setdefault(part, {})[name] = value
+    sections = group_sections(tensors)
     config = config_from_text(metadata.pop("config"), f"{path} metadata") if "config" in metadata else None
     sidecar = path.with_suffix(".yaml")
     if config is None and sidecar.is_file():

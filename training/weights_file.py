@@ -11,6 +11,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
 
+from ldm.checkpoint import group_sections
 from runtime.atomic import write_bytes_atomic
 from runtime.errors import UserError
 from runtime.safe_load import first_line
@@ -48,10 +49,7 @@ def read_weights(path: str | Path, what: str = "weights file", fix: str = "check
             raise ValueError("its metadata is not a JSON object")
     except (SafetensorError, OSError, ValueError) as exc:
         raise UserError(f"{path}: not a readable {what} ({first_line(exc)}); {fix}") from None
-    sections: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        part, _, name = key.partition(".")
-        sections.setdefault(part, {})[name] = value
+    sections = group_sections(tensors)
     return Weights(path, sections, metadata, header.get("format", ""))
 
 
