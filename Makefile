@@ -1,6 +1,7 @@
 # Two commands from a fresh clone:
 #   make demo   set up .venv, train the CPU demo, generate pairs + preview, print where they are
-#   make test   set up .venv and run the whole test suite (the browser tests skip without Chromium)
+#   make test   set up .venv, get Chromium where this machine allows, run the whole test suite (the browser
+#               tests are skipped, with the command that enables them, where no Chromium can be had)
 #   make browser   install Debian's Chromium for the browser tests (apt-get; sudo when not root)
 # CUDA users: make demo TORCH="torch torchvision --index-url https://download.pytorch.org/whl/cu124"
 PYTHON ?= python3
@@ -28,6 +29,7 @@ demo: setup
 	@echo "preview:          generation_samples/demo/preview.png"
 
 test: setup
+	@$(BIN)/python -m tools.browser provision
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: setup

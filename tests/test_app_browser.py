@@ -16,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tools import browser as browser_tools
 from tools.browser import REQUIRE_BROWSER_ENV, browser_required, chromium_missing, free_port, launch
 
 WAIT_MS = 60_000
@@ -190,3 +191,49 @@ def test_browser_required_reads_the_environment(monkeypatch):
         assert browser_required() is required
     monkeypatch.delenv(REQUIRE_BROWSER_ENV)
     assert browser_required() is False
+
+
+class FakeMachine:
+    """A runner that records commands and makes Chromium appear when a given command succeeds."""
+
+    def __init__(self, monkeypatch, works: str | None):
+        self.calls: list[list[str]] = []
+        self.works, self.present = works, None
+        monkeypatch.setattr(browser_tools, "find_chromium", lambda: self.present)
+
+    def __call__(self, cmd: list[str]) -> int:
+        self.calls.append(cmd)
+        kind = "playwright" if "playwright" in cmd else "apt-" + cmd[1]
+        if kind == self.works:
+            self.present = "/opt/chromium"
+        return 0 if kind in (self.works, "apt-update") else 1
+
+
+@pytest.mark.parametrize("works, is_root, expect, tried", [
+    ("playwright", False, "downloaded by Playwright", 1),
+    ("apt-install", True, "Debian's package", 3),  # Playwright fails; apt-get update + install
+    ("apt-install", False, "will be skipped", 1),  # not root: apt-get is never tried
+    (None, True, "will be skipped", 3),
+])
+def test_provision_tries_playwright_then_debian_then_says_how(monkeypatch, works, is_root, expect, tried):
+    machine = FakeMachine(monkeypatch, works)
+    line = browser_tools.provision(run=machine, is_root=is_root, apt_get="/usr/bin/apt-get")
+    assert expect in line and len(machine.calls) == tried
+    assert machine.calls[0][-3:] == ["playwright", "install", "chromium"]
+    if "skipped" in line:
+        assert "`make browser`" in line
+
+
+def test_provision_leaves_an_installed_browser_alone(monkeypatch):
+    machine = FakeMachine(monkeypatch, None)
+    machine.present = "/usr/bin/chromium"
+    assert browser_tools.provision(run=machine, is_root=True, apt_get="/usr/bin/apt-get").endswith("/usr/bin/chromium")
+    assert machine.calls == []
+
+
+def test_provision_command_exits_0_without_a_browser(monkeypatch, capsys):
+    monkeypatch.setattr(browser_tools, "provision", lambda: "browser tests will be skipped: ...")
+    monkeypatch.setattr(browser_tools, "chromium_missing", lambda: "Chromium not found at /x: ...")
+    assert browser_tools.main(["provision"]) == 0
+    assert browser_tools.main(["check"]) == 1
+    assert "will be skipped" in capsys.readouterr().out

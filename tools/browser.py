@@ -1,15 +1,20 @@
-"""Headless Chromium for the page's browser test, latency benchmark and screenshots: the
-distribution's Chromium (``make browser``: ``apt-get install chromium``) driven by Playwright's Python
-package, no browser download."""
+"""Headless Chromium for the page's browser test, latency benchmark and screenshots, driven by Playwright's
+Python package: the configured executable (``DEFFILLER_CHROMIUM``, by default Debian's ``/usr/bin/chromium``
+from ``make browser``) or, where that is missing, a Chromium that Playwright downloaded
+(``python -m playwright install chromium``). ``python -m tools.browser provision`` (run by ``make test``)
+gets one where this machine allows and otherwise says which command enables the browser tests."""
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 CHROMIUM = os.environ.get("DEFFILLER_CHROMIUM", "/usr/bin/chromium")
 #: set (to anything but "" or 0) where the browser tests must run: a missing browser fails them instead of
@@ -17,18 +22,73 @@ CHROMIUM = os.environ.get("DEFFILLER_CHROMIUM", "/usr/bin/chromium")
 REQUIRE_BROWSER_ENV = "DEFFILLER_REQUIRE_BROWSER"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+ENABLE_COMMAND = "make browser"
+
+
+def _executable(path: str) -> bool:
+    return Path(path).is_file() and os.access(path, os.X_OK) or bool(shutil.which(path))
+
+
+def playwright_chromium() -> str | None:
+    """The Chromium that Playwright downloaded, or None (none downloaded, or no Playwright package)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return None
+    try:
+        with sync_playwright() as pw:
+            path = pw.chromium.executable_path
+    except Exception:  # a broken Playwright install: as if it had no browser
+        return None
+    return path if path and _executable(path) else None
+
+
+def find_chromium() -> str | None:
+    """The Chromium the browser tests use: ``CHROMIUM`` where it exists, else Playwright's download."""
+    return CHROMIUM if _executable(CHROMIUM) else playwright_chromium()
 
 
 def chromium_missing() -> str | None:
     """Why the browser cannot start (a sentence with the fix), or None when it can."""
-    if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
-        return (f"Chromium not found at {CHROMIUM}: install it with `make browser` (Debian's package: "
-                "`apt-get install chromium`), or point DEFFILLER_CHROMIUM at a Chromium executable")
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
         return "Playwright's Python package is missing: pip install -r requirements.txt"
+    if find_chromium() is None:
+        return (f"Chromium not found at {CHROMIUM}: install it with `{ENABLE_COMMAND}` (Debian's package: "
+                "`apt-get install chromium`), or point DEFFILLER_CHROMIUM at a Chromium executable")
     return None
+
+
+Runner = Callable[[list[str]], int]
+
+
+def _run_quietly(cmd: list[str]) -> int:
+    try:
+        return subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=900).returncode
+    except (OSError, subprocess.TimeoutExpired):
+        return 1
+
+
+def provision(run: Runner = _run_quietly, is_root: bool | None = None, apt_get: str | None = None) -> str:
+    """Make a Chromium available for the browser tests where this machine allows, in this order: the one
+    already there; Playwright's own download (where its servers are reachable); Debian's package (as root,
+    where ``apt-get`` exists). Never raises; returns one line saying which, or that the browser tests will
+    be skipped and the command that enables them."""
+    found = find_chromium()
+    if found:
+        return f"browser tests: Chromium at {found}"
+    if run([sys.executable, "-m", "playwright", "install", "chromium"]) == 0 and (found := find_chromium()):
+        return f"browser tests: Chromium downloaded by Playwright, {found}"
+    is_root = (os.geteuid() == 0) if is_root is None else is_root
+    apt_get = apt_get if apt_get is not None else shutil.which("apt-get")
+    if is_root and apt_get:
+        if run([apt_get, "update", "-qq"]) == 0 and run([apt_get, "install", "-y", "-qq", "chromium"]) == 0 \
+                and (found := find_chromium()):
+            return f"browser tests: Chromium installed from Debian's package, {found}"
+    return (f"browser tests will be skipped: no Chromium at {CHROMIUM}, Playwright's download and Debian's "
+            f"package were not reachable from here; enable them with `{ENABLE_COMMAND}` (or point "
+            "DEFFILLER_CHROMIUM at a Chromium executable)")
 
 
 def browser_required() -> bool:
@@ -45,7 +105,7 @@ def free_port() -> int:
 
 def launch(playwright):
     """A headless Chromium browser from a started ``sync_playwright()``."""
-    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    return playwright.chromium.launch(executable_path=find_chromium(), args=CHROMIUM_ARGS)
 
 
 @contextmanager
@@ -72,3 +132,22 @@ def served_page(ckpt: Path, width: int, height: int, timeout_ms: int = 300_000) 
                 browser.close()
     finally:
         demo.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.browser",
+                                     description="Chromium for the browser tests (tests/test_app_browser.py).")
+    parser.add_argument("action", choices=["provision", "check"],
+                        help="provision: get a Chromium where this machine allows (never fails); "
+                             "check: say whether the browser tests can run (exit 1 when not)")
+    args = parser.parse_args(argv)
+    if args.action == "provision":
+        print(provision())
+        return 0
+    problem = chromium_missing()
+    print(problem or f"browser tests: Chromium at {find_chromium()}")
+    return 1 if problem else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
