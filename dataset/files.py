@@ -54,6 +54,19 @@ def is_hidden(path: Path) -> bool:
     return path.name.startswith(".")
 
 
+def find_subfolder(root: Path, options: Sequence[str], what: str, *, required: bool) -> Path:
+    """The one of ``options`` (e.g. :data:`MASK_DIRS`) that exists under ``root``; two of them is an error.
+    With none, ``root`` itself when not ``required`` (a plain folder of files), else an error."""
+    found = [root / name for name in options if (root / name).is_dir()]
+    if len(found) > 1:
+        raise UserError(f"{root}: both {found[0].name!r} and {found[1].name!r} exist; keep only one {what} folder")
+    if found:
+        return found[0]
+    if required:
+        raise UserError(f"{root}: no {what} folder; expected one named {' or '.join(repr(o) for o in options)}")
+    return root
+
+
 def list_by_stem(folder: str | Path, exts: Sequence[str], what: str, *, strict: bool,
                  flag: str = "the folder") -> dict[str, Path]:
     """``{stem: file}`` of ``folder``'s files with one of ``exts``, naturally sorted by stem.

@@ -17,27 +17,20 @@ import numpy as np
 from PIL import Image
 
 from dataset.categories import Category, category_for_file
-from dataset.files import IMAGE_DIRS, IMAGE_EXTS, MASK_DIRS, MASK_EXTS, few, list_by_stem
+from dataset.files import IMAGE_DIRS, IMAGE_EXTS, MASK_DIRS, MASK_EXTS, few, find_subfolder, list_by_stem
 from dataset.io import read_image, read_mask
 from dataset.splits import pick_split_files
 from runtime.errors import UserError
 
 
-def _sub(folder: Path, options: Sequence[str]) -> Path:
-    for name in options:
-        if (folder / name).is_dir():
-            return folder / name
-    return folder
-
-
 def image_folder(path: str | Path) -> Path:
     """``path`` or its ``Source Images``/``Source_Images`` subfolder."""
-    return _sub(Path(path), IMAGE_DIRS)
+    return find_subfolder(Path(path), IMAGE_DIRS, "image", required=False)
 
 
 def mask_folder(path: str | Path) -> Path:
     """``path`` or its ``Ground truth``/``Ground_truth`` subfolder."""
-    return _sub(Path(path), MASK_DIRS)
+    return find_subfolder(Path(path), MASK_DIRS, "mask", required=False)
 
 
 @dataclass

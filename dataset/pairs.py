@@ -19,7 +19,17 @@ from typing import Any, Sequence
 from runtime.errors import UserError
 
 from .categories import Category, categories_from_config, category_for_file
-from .files import CAPTION_FILE, IMAGE_DIRS, IMAGE_EXTS, MASK_DIRS, MASK_EXTS, few, list_by_stem, natural_key
+from .files import (
+    CAPTION_FILE,
+    IMAGE_DIRS,
+    IMAGE_EXTS,
+    MASK_DIRS,
+    MASK_EXTS,
+    few,
+    find_subfolder,
+    list_by_stem,
+    natural_key,
+)
 from .io import open_image, read_json
 
 
@@ -33,17 +43,6 @@ class Pair:
     category: Category
 
 
-def _find_dir(root: Path, options: Sequence[str], what: str) -> Path:
-    found = [root / name for name in options if (root / name).is_dir()]
-    if not found:
-        raise UserError(f"{root}: no {what} folder; expected one named "
-                        f"{' or '.join(repr(o) for o in options)}")
-    if len(found) > 1:
-        raise UserError(f"{root}: both {found[0].name!r} and {found[1].name!r} exist; keep only "
-                        f"one {what} folder")
-    return found[0]
-
-
 def _list_files(folder: Path, exts: Sequence[str], what: str) -> dict[str, Path]:
     """Map stem -> file for files with an allowed extension (see :mod:`dataset.files`)."""
     return list_by_stem(folder, exts, what, strict=True, flag="the dataset folder")
@@ -54,7 +53,7 @@ def image_dir(root: str | Path) -> Path:
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"{root}: dataset folder not found; check --data_root / the config")
-    return _find_dir(root, IMAGE_DIRS, "image")
+    return find_subfolder(root, IMAGE_DIRS, "image", required=True)
 
 
 def list_images(root: str | Path) -> list[Path]:
@@ -97,7 +96,7 @@ def find_pairs(root: str | Path, categories: Sequence[Category] | Any = None,
     root = Path(root)
     cats = categories_from_config(categories)
     images = _list_files(image_dir(root), IMAGE_EXTS, "image")
-    masks = _list_files(_find_dir(root, MASK_DIRS, "mask"), MASK_EXTS, "mask")
+    masks = _list_files(find_subfolder(root, MASK_DIRS, "mask", required=True), MASK_EXTS, "mask")
     lonely_images = sorted((images[s].name for s in images.keys() - masks.keys()), key=natural_key)
     if lonely_images:
         raise UserError(f"{root}: {len(lonely_images)} image(s) without a mask: "

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from dataset.categories import Category, category_for_file
-from dataset.files import MASK_DIRS, MASK_EXTS, list_by_stem
+from dataset.files import MASK_DIRS, MASK_EXTS, find_subfolder, list_by_stem
 from dataset.io import read_mask
 from runtime.errors import UserError
 
@@ -26,10 +26,7 @@ def mask_dir(path: str | Path) -> Path:
     if not path.is_dir():
         raise UserError(f"{path}: mask folder not found; pass a folder of mask PNGs or a dataset "
                         f"root with {' or '.join(repr(d) for d in MASK_DIRS)}")
-    subs = [path / d for d in MASK_DIRS if (path / d).is_dir()]
-    if len(subs) > 1:
-        raise UserError(f"{path}: both {subs[0].name!r} and {subs[1].name!r} exist; keep only one")
-    return subs[0] if subs else path
+    return find_subfolder(path, MASK_DIRS, "mask", required=False)
 
 
 def find_mask_files(path: str | Path) -> list[Path]:

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 import dataset.folders
+import dataset.pairs
 import evaluation.mask_adherence
 import maskgen.data
 from dataset.files import IMAGE_EXTS, MASK_EXTS, list_by_stem
@@ -100,3 +101,32 @@ def test_the_other_listers_are_calls_to_it(folder, tmp_path):
     (root / "Ground truth").mkdir(parents=True)
     with pytest.raises(UserError, match=r"Ground truth: no mask files \(.*\); check the path \(a folder of masks"):
         maskgen.data.find_mask_files(root)
+
+
+@pytest.mark.parametrize("finder, required", [
+    (lambda root: dataset.pairs.image_dir(root), True),
+    (lambda root: dataset.folders.image_folder(root), False),
+])
+def test_one_subfolder_finder_for_images(tmp_path, finder, required):
+    """A dataset root's image folder, in either spelling; both spellings at once is refused everywhere; a
+    plain folder of images is its own image folder where a subfolder is optional."""
+    if required:
+        with pytest.raises(UserError, match="no image folder; expected one named 'Source Images' or"):
+            finder(tmp_path)
+    else:
+        assert finder(tmp_path) == tmp_path
+    (tmp_path / "Source_Images").mkdir()
+    assert finder(tmp_path) == tmp_path / "Source_Images"
+    (tmp_path / "Source Images").mkdir()
+    with pytest.raises(UserError, match="both 'Source Images' and 'Source_Images' exist; keep only one image"):
+        finder(tmp_path)
+
+
+@pytest.mark.parametrize("finder", [dataset.folders.mask_folder, maskgen.data.mask_dir])
+def test_one_subfolder_finder_for_masks(tmp_path, finder):
+    assert finder(tmp_path) == tmp_path
+    (tmp_path / "Ground truth").mkdir()
+    assert finder(tmp_path) == tmp_path / "Ground truth"
+    (tmp_path / "Ground_truth").mkdir()
+    with pytest.raises(UserError, match="keep only one mask folder"):
+        finder(tmp_path)
