@@ -74,6 +74,13 @@ def prepare_sample(image: Image.Image, mask: np.ndarray, image_size: int,
     return img_t, mask_t
 
 
+def swap_brightness(image: torch.Tensor, own_mean: float, other_mean: float) -> torch.Tensor:
+    """``image`` (in [-1, 1]) shifted so that its mean grey level is ``other_mean`` instead of ``own_mean``
+    (clipped to [-1, 1]): the defect's contrast and the texture stay, the global brightness is another
+    image's."""
+    return (image + (other_mean - own_mean)).clamp(-1.0, 1.0)
+
+
 def check_dataset_args(categories: Sequence[Category], image_size: int, in_dim: int,
                        prob_use_caption: float) -> None:
     """Validate the options shared by the real and procedural datasets."""
@@ -107,13 +114,21 @@ class SemanticMaskDataset(Dataset):
     Items: ``image`` 3xSxS in [-1, 1]; ``sem`` in_dim x S x S one-hot (0 background,
     ``category.index`` defect); ``mask`` = 1.0 (use the semantic map); ``caption`` (the category
     prompt, or "" with probability 1 - prob_use_caption); ``category`` index; ``name`` stem.
+
+    ``brightness_swap`` is the probability that an item's image takes the mean grey level of another
+    training image of its category, drawn at random (:func:`swap_brightness`). Each mask is paired with
+    one image, so without it the network can learn each training mask's brightness as a function of the
+    mask; with it the brightness given a mask follows the category's distribution of brightness, which
+    the swap leaves unchanged.
     """
 
     def __init__(self, root: str | Path, categories: Any = None, stems: Sequence[str] | None = None,
                  image_size: int = 256, in_dim: int = 152, random_flip: bool = True,
-                 prob_use_caption: float = 1.0) -> None:
+                 prob_use_caption: float = 1.0, brightness_swap: float = 0.0) -> None:
         self.categories = categories_from_config(categories)
         check_dataset_args(self.categories, image_size, in_dim, prob_use_caption)
+        if not 0.0 <= float(brightness_swap) <= 1.0:
+            raise UserError(f"brightness_swap must lie in [0, 1], got {brightness_swap!r}")
         self.root = Path(root)
         pairs = find_pairs(self.root, self.categories)
         self.pairs: list[Pair] = pairs if stems is None else subset_pairs(pairs, list(stems))
@@ -123,6 +138,12 @@ class SemanticMaskDataset(Dataset):
         self.in_dim = in_dim
         self.random_flip = random_flip
         self.prob_use_caption = float(prob_use_caption)
+        self.brightness_swap = float(brightness_swap)
+        # each image's mean grey level in [-1, 1] and the items of each category, for the swap
+        self.means = [float(image_to_tensor(center_crop_square(read_image(p.image))).mean())
+                      for p in self.pairs] if self.brightness_swap > 0 else []
+        self.same_category = {c: [i for i, p in enumerate(self.pairs) if p.category == c]
+                              for c in {p.category for p in self.pairs}}
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -134,5 +155,9 @@ class SemanticMaskDataset(Dataset):
             raise UserError(f"{pair.image.name} / {pair.mask.name}: image and mask sizes differ")
         flip = self.random_flip and float(torch.rand(())) < 0.5
         img_t, mask_t = prepare_sample(image, mask, self.image_size, flip)
+        if self.brightness_swap > 0 and float(torch.rand(())) < self.brightness_swap:
+            same = self.same_category[pair.category]
+            other = same[int(torch.randint(len(same), ()))]
+            img_t = swap_brightness(img_t, self.means[index], self.means[other])
         return make_item(img_t, mask_t, pair.category, pair.stem, self.in_dim,
                          self.prob_use_caption)

@@ -148,3 +148,68 @@ def test_one_hot_sem() -> None:
 def test_pairs_used_by_dataset_match_find_pairs(mirror_root: Path) -> None:
     ds = SemanticMaskDataset(mirror_root, in_dim=4)
     assert ds.pairs == find_pairs(mirror_root)
+
+
+@pytest.fixture()
+def grey_root(tmp_path: Path) -> Path:
+    """Two categories of flat grey images with one dark defect square: grey levels 60/100/140 (In), 200/220 (Pa)."""
+    root = tmp_path / "g"
+    write_procedural_dataset(root, n_per_category=1, size=16, seed=0)
+    for folder in ("Source_Images", "Ground_truth"):
+        for f in (root / folder).iterdir():
+            f.unlink()
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:8, 4:8] = 255
+    for name, level in (("In_1", 60), ("In_2", 100), ("In_3", 140), ("Pa_1", 200), ("Pa_2", 220)):
+        img = np.full((16, 16), level, np.uint8)
+        img[4:8, 4:8] = level - 40
+        Image.fromarray(img).save(root / "Source_Images" / f"{name}.png")
+        Image.fromarray(mask).save(root / "Ground_truth" / f"{name}.png")
+    return root
+
+
+def test_brightness_swap_takes_another_images_grey_level_of_the_same_category(grey_root: Path) -> None:
+    plain = SemanticMaskDataset(grey_root, image_size=16, in_dim=4, random_flip=False)
+    own = {plain[i]["name"]: plain[i]["image"] for i in range(len(plain))}
+    ds = SemanticMaskDataset(grey_root, image_size=16, in_dim=4, random_flip=False, brightness_swap=1.0)
+    means = {p.stem: m for p, m in zip(ds.pairs, ds.means)}
+    seen: dict[str, set] = {}
+    torch.manual_seed(0)
+    for _ in range(12):
+        for i in range(len(ds)):
+            item = ds[i]
+            name, image = item["name"], item["image"]
+            shift = float(image.mean()) - means[name]
+            others = {round(means[s] - means[name], 4) for s in means if s[:2] == name[:2]}
+            assert round(shift, 4) in others                       # another image of the same category's mean
+            assert torch.allclose(image - own[name], torch.full_like(image, shift), atol=1e-5)  # contrast kept
+            seen.setdefault(name, set()).add(round(shift, 4))
+    assert all(len(v) > 1 for v in seen.values())                  # the swap is drawn, not fixed
+
+
+def test_brightness_swap_off_by_default_and_checked(grey_root: Path) -> None:
+    ds = SemanticMaskDataset(grey_root, image_size=16, in_dim=4, random_flip=False)
+    assert ds.means == [] and torch.equal(ds[0]["image"], ds[0]["image"])
+    for bad in (-0.1, 1.5):
+        with pytest.raises(UserError, match="brightness_swap must lie in"):
+            SemanticMaskDataset(grey_root, image_size=16, in_dim=4, brightness_swap=bad)
+
+
+def test_brightness_swap_clips_to_the_pixel_range() -> None:
+    from dataset.sem_dataset import swap_brightness
+
+    image = torch.tensor([[-0.9, 0.0, 0.8]])
+    assert torch.allclose(swap_brightness(image, 0.0, 0.5), torch.tensor([[-0.4, 0.5, 1.0]]))
+
+
+def test_brightness_swap_from_the_config(grey_root: Path) -> None:
+    from omegaconf import OmegaConf
+
+    from runtime.configs import load_config
+    from training.data import build_dataset
+
+    cfg = OmegaConf.merge(load_config("configs/demo.yaml"), {"data": {"image_size": 16, "brightness_swap": 0.5}})
+    with pytest.raises(UserError, match="brightness_swap applies to a dataset folder"):
+        build_dataset(None, cfg)
+    ds = build_dataset(str(grey_root), cfg)
+    assert ds.brightness_swap == 0.5 and len(ds.means) == 5

@@ -46,6 +46,7 @@ def in_dim_of(cfg: DictConfig) -> int:
 # the config's data: section, with its defaults (training/options.py checks configs against it)
 DATA_SCHEMA = {
     "name": "SD-saliency-900", "root": None, "image_size": 256, "random_flip": True, "prob_use_caption": 1.0,
+    "brightness_swap": 0.0,
     "categories": O.Open(None),
     "procedural": {"n_per_category": 100, "seed": 0, "orientation": "horizontal"},
 }
@@ -98,6 +99,9 @@ def build_dataset(data_root: Optional[str], cfg: DictConfig, split: Optional[str
         proc = {**_D["procedural"], **O.check(proc, DATA_SCHEMA["procedural"], "config", "data.procedural")}
         if split is not None:
             raise UserError("--split applies to a dataset folder, not to procedural data; pass --DATA_ROOT")
+        if float(data.get("brightness_swap", 0.0)):
+            raise UserError("data.brightness_swap applies to a dataset folder, not to procedural data; set it to 0 "
+                            "or pass --DATA_ROOT")
         return ProceduralDefectDataset(int(proc["n_per_category"]), image_size=image_size,
                                        seed=int(proc["seed"]), categories=categories, in_dim=in_dim,
                                        prob_use_caption=prob_use_caption,
@@ -105,7 +109,8 @@ def build_dataset(data_root: Optional[str], cfg: DictConfig, split: Optional[str
     stems = load_split(split)["train"] if split is not None else None
     return SemanticMaskDataset(folder, categories=categories, stems=stems, image_size=image_size,
                                in_dim=in_dim, random_flip=bool(data.get("random_flip", _D["random_flip"])),
-                               prob_use_caption=prob_use_caption)
+                               prob_use_caption=prob_use_caption,
+                               brightness_swap=float(data.get("brightness_swap", _D["brightness_swap"])))
 
 
 class SampleStream(Sampler):
