@@ -31,6 +31,20 @@ def file_sha256_or_none(path: PathLike) -> Optional[str]:
     return file_sha256(path) if Path(path).is_file() else None
 
 
+def yaml_values_sha256_or_none(path: PathLike) -> Optional[str]:
+    """:func:`json_sha256` of a YAML file's values (comments, layout and key order do not count); the
+    file's :func:`file_sha256` when it is not valid YAML; None when there is no such file."""
+    import yaml
+
+    if not Path(path).is_file():
+        return None
+    try:
+        values = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError):
+        return file_sha256(path)
+    return json_sha256(values)
+
+
 def array_sha256(arr: np.ndarray) -> str:
     """Hex SHA-256 of an array's dtype, shape and values (equal pixels, equal digest, whatever the file)."""
     arr = np.ascontiguousarray(arr)

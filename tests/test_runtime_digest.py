@@ -78,3 +78,17 @@ def test_no_other_module_fingerprints_files_or_hashes_json():
                                                              "metrics", "runtime", "training", "ldm")
                     for p in (REPO / folder).rglob("*.py") if pattern.search(p.read_text()))
     assert places == ["runtime/digest.py"], places
+
+
+def test_yaml_values_digest_ignores_comments_and_layout_but_not_values(tmp_path):
+    from runtime.digest import yaml_values_sha256_or_none
+
+    a, b, c = tmp_path / "a.yaml", tmp_path / "b.yaml", tmp_path / "c.yaml"
+    a.write_text("train:\n  epochs: 10   # chosen on validation\n  lr: 0.003\n")
+    b.write_text("# the detector\ntrain: {lr: 0.003, epochs: 10}\n")
+    c.write_text("train: {lr: 0.003, epochs: 11}\n")
+    assert yaml_values_sha256_or_none(a) == yaml_values_sha256_or_none(b) != yaml_values_sha256_or_none(c)
+    assert yaml_values_sha256_or_none(tmp_path / "missing.yaml") is None
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    assert yaml_values_sha256_or_none(bad) == digest.file_sha256(bad)

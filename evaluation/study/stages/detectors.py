@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from dataset.pairs import find_pairs
-from runtime.digest import file_sha256_or_none
+from runtime.digest import yaml_values_sha256_or_none
 
 from .. import leakage
 from ..context import Ctx
@@ -23,7 +23,7 @@ class DetectorsStage(Stage):
 
     def inputs(self, ctx: Ctx) -> dict[str, Any]:
         d = ctx.study_config(self.study)["detectors"]
-        return {**d, "config_sha256": file_sha256_or_none(d["config"]), "device": ctx.device_overrides()}
+        return {**d, "config_values_sha256": yaml_values_sha256_or_none(d["config"]), "device": ctx.device_overrides()}
 
     def settings(self, ctx: Ctx) -> tuple[list[dict], dict[str, str]]:
         """Protocol settings and the settings left out (with why)."""

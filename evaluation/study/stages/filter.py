@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from runtime.digest import file_sha256_or_none
+from runtime.digest import yaml_values_sha256_or_none
 
 from .. import leakage
 from ..context import Ctx
@@ -37,7 +37,7 @@ class FilterStage(Stage):
         f = ctx.study_config(self.study)["filter"]
         d = ctx.study_config(self.study)["detectors"]
         return {**f, "detector": to_plain(detector_cfg(ctx, self.study, f["seed"])),
-                "detector_config_sha256": file_sha256_or_none(d["config"])}
+                "detector_config_values_sha256": yaml_values_sha256_or_none(d["config"])}
 
     def clear(self, ctx: Ctx) -> list[Path]:
         return [self.folder(ctx)]

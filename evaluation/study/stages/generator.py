@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from runtime.digest import file_sha256_or_none, file_stat
+from runtime.digest import file_stat, yaml_values_sha256_or_none
 from runtime.errors import UserError
 from training.runs import check_main_options, latest_weights, resolved_config, running_trainer
 
@@ -68,7 +68,7 @@ class PretrainStage(Stage):
 
     def inputs(self, ctx: Ctx) -> dict[str, Any]:
         p = ctx.study_config(self.study)["pretrain"]
-        return {"argv": self.argv(ctx), "config_sha256": file_sha256_or_none(p["config"])}
+        return {"argv": self.argv(ctx), "config_values_sha256": yaml_values_sha256_or_none(p["config"])}
 
     def reset(self, ctx: Ctx) -> list[Path]:
         return [self.run_dir(ctx)]
@@ -133,7 +133,8 @@ class GeneratorStage(Stage):
 
     def inputs(self, ctx: Ctx) -> dict[str, Any]:
         g = ctx.study_config(self.study)["generator"]
-        return {"config": g["config"], "config_sha256": file_sha256_or_none(g["config"]), "set": list(g["set"]),
+        return {"config": g["config"], "config_values_sha256": yaml_values_sha256_or_none(g["config"]),
+                "set": list(g["set"]),
                 "run": str(self.run_dir(ctx)), "device": ctx.cfg["device"], "threads": ctx.cfg.get("threads")}
 
     def reset(self, ctx: Ctx) -> list[Path]:

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from runtime.digest import file_sha256_or_none
+from runtime.digest import yaml_values_sha256_or_none
 from runtime.errors import UserError
 
 from .. import leakage
@@ -24,7 +24,8 @@ class MaskgenStage(Stage):
 
     def inputs(self, ctx: Ctx) -> dict[str, Any]:
         m = ctx.study_config(self.study)["maskgen"]
-        return {"config": m["config"], "config_sha256": file_sha256_or_none(m["config"]), "set": list(m["set"]),
+        return {"config": m["config"], "config_values_sha256": yaml_values_sha256_or_none(m["config"]),
+                "set": list(m["set"]),
                 "n_per_category": m["n_per_category"], "sample_set": list(m["sample_set"]), "seed": m["seed"],
                 "calibrate": dict(m["calibrate"]), "device": ctx.cfg["device"], "fid": ctx.cfg["fidelity"]["fid"]}
 
