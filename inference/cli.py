@@ -58,6 +58,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--guidance_interval", type=int, nargs=2, default=None, metavar=("LO", "HI"),
                    help="guide only at timesteps LO <= t <= HI (default: the checkpoint's recommendation, else "
                         "every step; 0 999 guides every step)")
+    p.add_argument("--guidance_low", type=float, nargs=2, default=None, metavar=("SCALE", "SIZE"),
+                   help="guide the low frequencies (a SIZE x SIZE box average of the guidance, in model pixels; "
+                        "0: each image's mean) with SCALE instead of --guidance_scale (default: the "
+                        "checkpoint's recommendation, else the same scale at every frequency)")
     p.add_argument("--batch_size", type=int, default=4, help="masks per batch")
     p.add_argument("--no_plms", action="store_true", help="use DDIM (same as --sampler ddim)")
     p.add_argument("--negative_prompt", default="", help="prompt for the unconditional branch")
@@ -105,7 +109,7 @@ def options_from_args(args: argparse.Namespace, config=None) -> GenerationOption
         raise UserError("use either --background (implant) or --init_image (SDEdit), not both")
     mode = "implant" if args.background else "sdedit" if args.init_image else "generate"
     sampling = sampling_defaults(config, args.sampler or ("ddim" if args.no_plms else None), args.steps,
-                                 args.guidance_scale, args.guidance_interval)
+                                 args.guidance_scale, args.guidance_interval, args.guidance_low)
     return GenerationOptions(**sampling, negative_prompt=args.negative_prompt,
                              alpha_type=tuple(args.alpha_type) if args.alpha_type else None, mode=mode,
                              strength=args.strength, dilate=args.dilate, precision=args.precision,
@@ -154,7 +158,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             print("using the checkpoint's EMA weights (--weights raw for the trained ones)")
         interval = f" at timesteps {opts.guidance_interval[0]}-{opts.guidance_interval[1]}" \
             if opts.guidance_interval else ""
-        print(f"sampling: {opts.sampler} {opts.steps} steps, guidance {opts.guidance_scale:g}{interval}")
+        low = f", low frequencies (box {opts.guidance_low[1]}) {opts.guidance_low[0]:g}" if opts.guidance_low else ""
+        print(f"sampling: {opts.sampler} {opts.steps} steps, guidance {opts.guidance_scale:g}{interval}{low}")
     progress = tqdm_progress(f"generating ({opts.sampler}, {opts.steps} steps)", rank == 0)
     root = generate_dataset(pipe, spec, args.out or Path(args.folder) / args.save_folder_name, opts,
                             background=args.background or args.init_image, rank=rank, world=world,

@@ -1,7 +1,7 @@
 """Export a trained checkpoint for release: one small ``.safetensors`` with its config and sampling settings.
 
     python -m inference.export --ckpt OUTPUT/exp/checkpoints/latest.safetensors --out models/exp.safetensors \\
-        --sampling sampler=unipc steps=20 guidance_scale=3 guidance_interval=[0,500]
+        --sampling sampler=unipc steps=20 guidance_scale=3 guidance_low=[1,15]
 
 The exported file holds the EMA weights (``--weights auto``: when the checkpoint has them) folded into
 the UNet, every weight in half precision (``--dtype fp16``; the diffusion schedule stays in float32),
@@ -28,10 +28,12 @@ from ldm.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
+from ldm.config import SAMPLING_SCHEMA
 from runtime import options as O
 from runtime.digest import file_sha256
 from runtime.errors import UserError, run_cli
 
+SAMPLING_KEYS = tuple(SAMPLING_SCHEMA)  # the config's sampling: section
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 KEEP_FP32 = ("diffusion",)  # the schedule's buffers: a half-precision alphas_cumprod is refused on load
 
@@ -75,8 +77,8 @@ def parse_sampling(items: Sequence[str]) -> dict:
     """``key=value`` items (YAML values) of the ``sampling:`` section."""
     out = {}
     for key, value in O.parse_set(items, "--sampling"):
-        if key not in ("sampler", "steps", "guidance_scale", "guidance_interval"):
-            raise UserError(f"--sampling {key}: unknown; use sampler, steps, guidance_scale or guidance_interval")
+        if key not in SAMPLING_KEYS:
+            raise UserError(f"--sampling {key}: unknown; use {', '.join(SAMPLING_KEYS)}")
         out[key] = value
     return out
 
@@ -86,7 +88,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--ckpt", type=Path, required=True, help="trained checkpoint (.safetensors written by main.py)")
     p.add_argument("--out", type=Path, required=True, help="release file to write (.safetensors)")
     p.add_argument("--sampling", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="recommended sampling settings: sampler, steps, guidance_scale, guidance_interval=[LO,HI]")
+                   help="recommended sampling settings: sampler, steps, guidance_scale, guidance_interval=[LO,HI], "
+                        "guidance_low=[SCALE,SIZE]")
     p.add_argument("--weights", choices=("auto", "ema", "raw"), default="auto",
                    help="EMA or trained weights; auto: EMA when the checkpoint has them (default)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp16", help="weight precision (default: %(default)s)")

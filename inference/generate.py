@@ -4,12 +4,15 @@ API (everything raises :class:`runtime.errors.UserError`, one line naming the ``
 
     GenerationOptions(sampler="plms", steps=None, guidance_scale=3.0, negative_prompt="", alpha_type=None,
                       mode="generate", strength=0.8, dilate=4, precision="fp32", output_size=None,
-                      grayscale=False, batch_size=4, guidance_interval=None)
+                      grayscale=False, batch_size=4, guidance_interval=None, guidance_low=None)
         frozen, validated on construction (finite guidance, batch_size >= 1, output_size >= 1, ...);
         steps=None -> DEFAULT_STEPS[sampler]; mode: generate | implant | sdedit;
-        guidance_interval (lo, hi): guidance only at timesteps lo <= t <= hi
+        guidance_interval (lo, hi): guidance only at timesteps lo <= t <= hi;
+        guidance_low (scale, size): the guidance's low frequencies (box of size latent pixels, 0: the
+        mean) get this scale (ldm.diffusion.guidance.combine)
     recommended_sampling(config) -> dict       the config's ``sampling:`` section, checked (may be empty)
-    sampling_defaults(config, sampler=None, steps=None, guidance_scale=None, guidance_interval=None) -> dict
+    sampling_defaults(config, sampler=None, steps=None, guidance_scale=None, guidance_interval=None,
+                      guidance_low=None) -> dict
         the given flags, else the checkpoint's recommendation, else plms 50 / guidance 3
     load_pipeline(ckpt, device=None, precision="fp32", weights="auto", config=None, local_rank=0)
         -> DefFillerPipeline   (device None/"auto": this rank's GPU, else CPU; loaded once, reuse it)
@@ -94,6 +97,7 @@ class GenerationOptions:
     grayscale: bool = False
     batch_size: int = 4
     guidance_interval: Optional[tuple[int, int]] = None  # None: every step
+    guidance_low: Optional[tuple[float, int]] = None  # None: the low frequencies get guidance_scale too
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -125,6 +129,8 @@ class GenerationOptions:
             object.__setattr__(self, "alpha_type", alpha)
         if self.guidance_interval is not None:
             object.__setattr__(self, "guidance_interval", _interval(self.guidance_interval))
+        if self.guidance_low is not None:
+            object.__setattr__(self, "guidance_low", _low(self.guidance_low))
 
 
 def _interval(value) -> tuple[int, int]:
@@ -139,15 +145,29 @@ def _interval(value) -> tuple[int, int]:
     return lo, hi
 
 
+def _low(value) -> tuple[float, int]:
+    """``(scale, size)``: a finite scale and a box size of 0 (the mean) or an odd number of pixels."""
+    try:
+        scale, size = value
+        ok = math.isfinite(float(scale)) and float(size) == int(size) and (int(size) == 0 or int(size) % 2 == 1)
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok or int(size) < 0:
+        raise UserError(f"--guidance_low needs SCALE SIZE: a finite scale for the guidance's low frequencies and "
+                        f"a box size of 0 (the image mean) or an odd number of pixels, got {value!r}")
+    return float(scale), int(size)
+
+
 def recommended_sampling(config) -> dict:
-    """The config's ``sampling:`` section (sampler, steps, guidance_scale, guidance_interval), checked by
+    """The config's ``sampling:`` section (sampler, steps, guidance_scale, guidance_interval, guidance_low), checked by
     building :class:`GenerationOptions` from it; ``{}`` when the config has none."""
     section = config.get("sampling") if config is not None else None
     if section is None:
         return {}
     plain = dict(section)
-    if plain.get("guidance_interval") is not None:
-        plain["guidance_interval"] = list(plain["guidance_interval"])
+    for key in ("guidance_interval", "guidance_low"):
+        if plain.get(key) is not None:
+            plain[key] = list(plain[key])
     try:
         GenerationOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in plain.items() if v is not None})
     except (UserError, TypeError) as exc:
@@ -157,10 +177,11 @@ def recommended_sampling(config) -> dict:
 
 def sampling_defaults(config, sampler: Optional[str] = None, steps: Optional[int] = None,
                       guidance_scale: Optional[float] = None,
-                      guidance_interval: Optional[Sequence[int]] = None) -> dict:
-    """Sampler, steps, guidance scale and interval: each given value, else the config's recommendation,
-    else the paper's (PLMS 50, guidance 3, every step). The recommended steps and interval apply only to
-    the recommended sampler."""
+                      guidance_interval: Optional[Sequence[int]] = None,
+                      guidance_low: Optional[Sequence[float]] = None) -> dict:
+    """Sampler, steps, guidance scale, interval and low-frequency guidance: each given value, else the
+    config's recommendation, else the paper's (PLMS 50, guidance 3 at every step and frequency). The
+    recommended steps and interval apply only to the recommended sampler."""
     rec = recommended_sampling(config)
     chosen = sampler or rec.get("sampler", "plms")
     same = chosen == rec.get("sampler", "plms")
@@ -168,9 +189,12 @@ def sampling_defaults(config, sampler: Optional[str] = None, steps: Optional[int
         rec.get("guidance_interval") if same else None)
     if guidance_scale is None:
         guidance_scale = rec.get("guidance_scale", DEFAULT_GUIDANCE_SCALE)
+    if guidance_low is None:
+        guidance_low = rec.get("guidance_low")
     return dict(sampler=chosen, steps=steps if steps is not None else (rec.get("steps") if same else None),
                 guidance_scale=guidance_scale,
-                guidance_interval=tuple(interval) if interval is not None else None)
+                guidance_interval=tuple(interval) if interval is not None else None,
+                guidance_low=tuple(guidance_low) if guidance_low is not None else None)
 
 
 def load_pipeline(ckpt: str | Path, device: Optional[str | torch.device] = None, precision: str = "fp32",
@@ -253,7 +277,7 @@ def generate_batch(pipe: DefFillerPipeline, masks: torch.Tensor, category_indice
         x = pipe.models.diffusion.q_sample(z_real, torch.full((b,), t0, device=device), noise)
     latents = pipe.sample(cond, uncond, x, opts.sampler, opts.steps, opts.guidance_scale, hook=hook,
                           alpha_type=opts.alpha_type, start_step=start_step,
-                          guidance_interval=opts.guidance_interval)
+                          guidance_interval=opts.guidance_interval, guidance_low=opts.guidance_low)
     images = pipe.decode(latents)
     if opts.mode == "implant":
         images = composite(images, (real + 1) / 2, region)
@@ -270,6 +294,7 @@ def settings_for(pipe: DefFillerPipeline, opts: GenerationOptions, spec: Optiona
                     config=extra.get("config_path"), config_sha256=extra.get("config_sha256"),
                     sampler=opts.sampler, steps=opts.steps, guidance_scale=opts.guidance_scale,
                     guidance_interval=list(opts.guidance_interval) if opts.guidance_interval else None,
+                    guidance_low=list(opts.guidance_low) if opts.guidance_low else None,
                     negative_prompt=opts.negative_prompt,
                     alpha_type=list(opts.alpha_type) if opts.alpha_type is not None else None,
                     output_size=opts.output_size or pipe.image_size, mode=opts.mode,
@@ -289,6 +314,8 @@ def record_for(mask: str | Path, category: str, prompt: str, seed: int, opts: Ge
                   steps=opts.steps, guidance_scale=opts.guidance_scale)
     if opts.guidance_interval is not None:
         record["guidance_interval"] = list(opts.guidance_interval)
+    if opts.guidance_low is not None:
+        record["guidance_low"] = list(opts.guidance_low)
     if source is not None:
         record["background" if opts.mode == "implant" else "init_image"] = str(source)
     return record

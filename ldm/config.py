@@ -47,7 +47,7 @@ PARTS = ("model", "autoencoder", "text_encoder", "diffusion")
 # original DefFiller/GLIGEN keys that original config files carry (read by nothing here)
 SECTIONS = (*PARTS, "data", "train", "sampling")
 SAMPLING_SCHEMA = {"sampler": O.Open(), "steps": O.Open(), "guidance_scale": O.Open(),
-                   "guidance_interval": O.Open()}
+                   "guidance_interval": O.Open(), "guidance_low": O.Open()}
 ORIGINAL_EXTRA = ("train_dataset_names", "grounding_tokenizer_input", "train_dataset_repeats")
 
 

@@ -98,13 +98,15 @@ class DefFillerPipeline:
                steps: int = 50, guidance_scale: float = DEFAULT_GUIDANCE_SCALE, hook: Optional[Hook] = None,
                alpha_type: Optional[Sequence[float]] = None, batched_cfg: bool = True,
                progress: bool = False, start_step: int = 0,
-               guidance_interval: Optional[tuple[int, int]] = None) -> torch.Tensor:
+               guidance_interval: Optional[tuple[int, int]] = None,
+               guidance_low: Optional[tuple[float, int]] = None) -> torch.Tensor:
         """Run a sampler from ``noise`` (latent shape); returns latents. The prediction type and the
-        timestep spacing come from the model's diffusion settings."""
+        timestep spacing come from the model's diffusion settings; ``guidance_interval`` and
+        ``guidance_low`` are :func:`ldm.diffusion.guidance.guided_eps_fn`'s ``interval`` and ``low``."""
         if sampler not in SAMPLERS:
             raise UserError(f"unknown sampler {sampler!r}; choose from {sorted(SAMPLERS)}")
         eps_fn = guided_eps_fn(self.unet, cond, uncond, guidance_scale, batched=batched_cfg,
-                               interval=guidance_interval)
+                               interval=guidance_interval, low=guidance_low)
         if self.dtype != torch.float32:
             inner = eps_fn
 

@@ -55,7 +55,8 @@ class Engine:
         self.categories: list[Category] = categories_from_config(
             self.pipe.models.config.get("data", {}).get("categories"))
         self.size: int = self.pipe.image_size
-        # the checkpoint's recommended sampler, steps, guidance scale and interval (else the paper's)
+        # the checkpoint's recommended sampler, steps, guidance scale, interval and low-frequency guidance
+        # (else the paper's)
         self.recommended: dict = sampling_defaults(self.pipe.models.config)
         self.maskgen = load_mask_producer(maskgen_ckpt) if maskgen_ckpt else None
 
@@ -71,7 +72,8 @@ class Engine:
         interval = self.recommended["guidance_interval"] if sampler == self.recommended["sampler"] else None
         opts = GenerationOptions(sampler=sampler, steps=int(steps), guidance_scale=float(guidance_scale), mode=mode,
                                  strength=float(strength), dilate=int(dilate), negative_prompt=negative_prompt,
-                                 precision=self.precision, batch_size=batch_size, guidance_interval=interval)
+                                 precision=self.precision, batch_size=batch_size, guidance_interval=interval,
+                                 guidance_low=self.recommended["guidance_low"])
         check_options(self.pipe, opts)
         return opts
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 
 from .samplers import EpsFn
 
@@ -32,13 +33,38 @@ class Conditioning:
                             torch.cat([self.grounding_tokens, other.grounding_tokens]), extra)
 
 
+def low_pass(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Each image's low frequencies: a ``size`` x ``size`` box average (odd ``size``, edges replicated),
+    or with ``size`` 0 the spatial mean per channel."""
+    if size == 0:
+        return x.mean(dim=(-2, -1), keepdim=True)
+    pad = size // 2
+    return F.avg_pool2d(F.pad(x, (pad, pad, pad, pad), mode="replicate"), size, stride=1)
+
+
+def combine(out_u: torch.Tensor, out_c: torch.Tensor, scale: float,
+            low: Optional[tuple[float, int]] = None) -> torch.Tensor:
+    """Classifier-free guidance, ``out_u + scale (out_c - out_u)``. With ``low = (low_scale, size)`` the
+    low-pass part of the difference (:func:`low_pass`) gets ``low_scale`` instead of ``scale``, so the
+    image's coarse layout and brightness are guided less than its detail (frequency-split guidance, as
+    in Sadat et al. 2025); ``low_scale == scale`` is plain guidance."""
+    diff = out_c - out_u
+    if low is None:
+        return out_u + scale * diff
+    low_scale, size = low
+    coarse = low_pass(diff, size)
+    return out_u + scale * (diff - coarse) + low_scale * coarse
+
+
 def guided_eps_fn(unet: torch.nn.Module, cond: Conditioning, uncond: Optional[Conditioning],
                   guidance_scale: float, batched: bool = True,
-                  interval: Optional[tuple[int, int]] = None) -> EpsFn:
-    """out = out_u + w (out_c - out_u). With ``batched`` both branches run as one forward. With
-    ``interval = (lo, hi)`` guidance applies only at timesteps ``lo <= t <= hi`` (Kynkaanniemi et al.
-    2024); elsewhere the conditional output alone is used."""
-    use_cfg = uncond is not None and guidance_scale != 1.0
+                  interval: Optional[tuple[int, int]] = None,
+                  low: Optional[tuple[float, int]] = None) -> EpsFn:
+    """out = out_u + w (out_c - out_u) (:func:`combine`; ``low`` guides the low frequencies with another
+    weight). With ``batched`` both branches run as one forward. With ``interval = (lo, hi)`` guidance
+    applies only at timesteps ``lo <= t <= hi`` (Kynkaanniemi et al. 2024); elsewhere the conditional
+    output alone is used."""
+    use_cfg = uncond is not None and (guidance_scale != 1.0 or (low is not None and low[0] != 1.0))
     both = cond.cat(uncond) if (use_cfg and batched) else None
 
     def eps_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -51,7 +77,7 @@ def guided_eps_fn(unet: torch.nn.Module, cond: Conditioning, uncond: Optional[Co
         else:
             e_c = unet(x, t, cond.context, cond.grounding_tokens, cond.extra)
             e_u = unet(x, t, uncond.context, uncond.grounding_tokens, uncond.extra)
-        return e_u + guidance_scale * (e_c - e_u)
+        return combine(e_u, e_c, guidance_scale, low)
 
     return eps_fn
 
