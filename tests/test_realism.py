@@ -195,7 +195,7 @@ def test_real_image_identical_to_a_training_image_is_a_split_leak(real, tmp_path
     assert card["memorisation"]["inclusion"]["real_n"] == 7
 
 
-def test_real_split_selects_the_test_part_and_its_training_part(real, tmp_path):
+def test_real_split_selects_the_test_part_and_its_training_part(real, tmp_path, capsys):
     split = make_split(STEMS, 0.5, seed=0)
     path = save_split(split, tmp_path / "split.json")
     gen = tmp_path / "gen"
@@ -204,6 +204,7 @@ def test_real_split_selects_the_test_part_and_its_training_part(real, tmp_path):
     inputs = realism.load_inputs(realism.build_parser().parse_args(
         ["--real", str(real), "--real_split", str(path), "--generated", str(gen)]))
     assert inputs.real.stems == split["test"] and inputs.train.stems == split["train"]
+    assert "without a matching" not in capsys.readouterr().out  # the other part's masks are not unmatched
     card = realism.build_card(inputs)
     assert all(card["fwd"][c]["paired"] for c in card["categories"])
 

@@ -55,6 +55,8 @@ def list_set(root: str | Path, what: str, categories: Sequence[Category], stems:
             raise UserError(f"{root}: no Ground_truth/ (or 'Ground truth/') mask folder beside "
                             f"{image_folder(root).name}/; put the {what} masks there")
         masks = list_by_stem(mask_folder(root), MASK_EXTS, f"{what} mask", strict=False)
+        if stems is not None:  # the split's masks only: the rest are not missing an image, they are not used
+            masks = {s: masks[s] for s in stems if s in masks}
         try:
             keep = match_by_stem(images, masks, f"{what} image", f"{what} mask").stems
         except UserError as exc:
