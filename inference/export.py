@@ -8,7 +8,9 @@ the UNet, every weight in half precision (``--dtype fp16``; the diffusion schedu
 no optimiser state, and the config with a ``sampling:`` section (``infer.py`` and the page use it
 when no flag says otherwise). Its metadata names the source checkpoint (SHA-256), the training
 data (folder, split file and the split's SHA-256, as the training run recorded them) and the weights
-used. No ``.yaml`` sidecar is written: the config travels inside the file.
+used. No ``.yaml`` sidecar is written: the config travels inside the file. A release file given as
+``--ckpt`` (to change its recommended sampling) keeps its source checkpoint, SHA-256 and weights in the
+new file's metadata and adds ``previous_release_sha256``.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ from runtime.errors import UserError, run_cli
 SAMPLING_KEYS = tuple(SAMPLING_SCHEMA)  # the config's sampling: section
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 KEEP_FP32 = ("diffusion",)  # the schedule's buffers: a half-precision alphas_cumprod is refused on load
+RELEASE_KEYS = {"source_checkpoint", "source_sha256", "weights"}  # what only a release file's metadata holds
 
 
 def export_release(ckpt: str | Path, out: str | Path, sampling: Optional[dict] = None, weights: str = "auto",
@@ -64,6 +67,9 @@ def export_release(ckpt: str | Path, out: str | Path, sampling: Optional[dict] =
                 "dtype": dtype, "split": str(train.get("split")),
                 "iteration": str(source.metadata.get("iteration", "")), "init": str(source.metadata.get("init", "")),
                 **{k: str(source.metadata.get(k, "")) for k in PROVENANCE_KEYS if k != "split"}}
+    if RELEASE_KEYS <= set(source.metadata):  # a release re-exported (new sampling): it keeps its training origin
+        metadata.update({k: source.metadata[k] for k in RELEASE_KEYS},
+                        previous_release_sha256=metadata["source_sha256"])
     save_checkpoint(out, sections, config, metadata, sidecar=False)
     load_models(out)  # the release must load strictly into the architecture its config describes
     size_mb = out.stat().st_size / 2**20

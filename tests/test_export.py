@@ -54,6 +54,20 @@ def test_release_holds_half_precision_ema_weights_and_its_settings(trained, tmp_
         assert p.dtype == torch.float32 and torch.allclose(p, q, atol=2e-3, rtol=1e-3), n
 
 
+def test_a_release_re_exported_with_new_sampling_keeps_its_weights_and_origin(trained, tmp_path):
+    ckpt, _ = trained
+    first = export_release(ckpt, tmp_path / "a.safetensors", {"sampler": "ddim", "steps": 3})
+    second = export_release(first, tmp_path / "b.safetensors", {"guidance_low": [1, 7]})
+    a, b = read_checkpoint(first), read_checkpoint(second)
+    assert all(torch.equal(a.sections["model"][k], b.sections["model"][k]) for k in a.sections["model"])
+    assert dict(b.config.sampling) == {"sampler": "ddim", "steps": 3, "guidance_low": [1, 7]}
+    for key in ("source_checkpoint", "source_sha256", "weights", "iteration", "split_sha256"):
+        assert b.metadata[key] == a.metadata[key], key
+    assert b.metadata["weights"] == "ema" and b.metadata["source_checkpoint"] == "trained.safetensors"
+    from runtime.digest import file_sha256
+    assert b.metadata["previous_release_sha256"] == file_sha256(first)
+
+
 def test_infer_runs_the_release_with_no_flags_but_masks(trained, tmp_path):
     ckpt, masks = trained
     out = tmp_path / "rel.safetensors"
