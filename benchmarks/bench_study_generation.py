@@ -77,7 +77,8 @@ def main() -> None:
             opts = GenerationOptions(sampler=sampler or rec.get("sampler", "plms"),
                                      steps=steps or rec.get("steps"),
                                      guidance_scale=scale if scale is not None else rec.get("guidance_scale", 3.0),
-                                     guidance_interval=None if sampler else rec.get("guidance_interval"))
+                                     guidance_interval=None if sampler else rec.get("guidance_interval"),
+                                     guidance_low=None if sampler else rec.get("guidance_low"))
             generate_batch(pipes[cl], *batches[0], opts)  # warm-up
             runs[label] = (opts, cl)
         best = {label: float("inf") for label in runs}
