@@ -86,8 +86,8 @@ def provision(run: Runner = _run_quietly, is_root: bool | None = None, apt_get: 
         if run([apt_get, "update", "-qq"]) == 0 and run([apt_get, "install", "-y", "-qq", "chromium"]) == 0 \
                 and (found := find_chromium()):
             return f"browser tests: Chromium installed from Debian's package, {found}"
-    return (f"browser tests will be skipped: no Chromium at {CHROMIUM}, Playwright's download and Debian's "
-            f"package were not reachable from here; enable them with `{ENABLE_COMMAND}` (or point "
+    return (f"browser tests will be skipped: no Chromium at {CHROMIUM}, and neither Playwright's download nor "
+            f"Debian's package (root only) gave one here; enable them with `{ENABLE_COMMAND}` (or point "
             "DEFFILLER_CHROMIUM at a Chromium executable)")
 
 
