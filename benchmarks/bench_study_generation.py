@@ -4,7 +4,7 @@
     python benchmarks/bench_study_generation.py --ckpt models/sd900_vpred.safetensors \
         --mask_dir DATA/val0_masks --masks 54 --threads 2
 
-Each setting (sampler, steps, guidance, UNet memory format) generates the same masks with the same
+Each setting (sampler, steps, guidance, UNet memory format, precision) generates the same masks with the same
 seeds through ``inference.generate.generate_batch`` (no file I/O); the first batch of each setting
 is a warm-up and is not timed. Settings run interleaved, ``--repeats`` times, and the fastest pass
 counts. The table gives images/s, the ratio to the first setting and the minutes a study's ``--pairs``
@@ -27,13 +27,15 @@ from ldm.pipeline import DefFillerPipeline
 from runtime.cli import add_threads, positive_int
 from tools.tiny_model import make_tiny_checkpoint, write_masks
 
-# label, sampler, steps, guidance scale, channels_last; None: the checkpoint's recommendation
+# label, sampler, steps, guidance scale, (channels_last, precision); None: the checkpoint's recommendation
 SETTINGS = {
-    "study (unipc 10, g2, NCHW)": ("unipc", 10, 2.0, False),
-    "unipc 10, g3, channels_last": ("unipc", 10, 3.0, True),
-    "recommended, NCHW": (None, None, None, False),
-    "recommended, channels_last": (None, None, None, True),
+    "study (unipc 10, g2, NCHW)": ("unipc", 10, 2.0, (False, "fp32")),
+    "unipc 10, g3, channels_last": ("unipc", 10, 3.0, (True, "fp32")),
+    "recommended, NCHW": (None, None, None, (False, "fp32")),
+    "recommended, channels_last": (None, None, None, (True, "fp32")),
+    "recommended, channels_last, bf16": (None, None, None, (True, "bf16")),
 }
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def timed_pass(pipe: DefFillerPipeline, batches: list, opts: GenerationOptions) -> float:
@@ -66,25 +68,25 @@ def main() -> None:
         cats = categories_from_config(models.config.get("data", {}).get("categories"))
         jobs = build_jobs(Path(mask_dir), cats, 1, 0)[: args.masks]
         rec = recommended_sampling(models.config)
-        pipes = {cl: DefFillerPipeline(models if not cl else load_models(ckpt, device="cpu"), channels_last=cl)
-                 for cl in (False, True)}
-        size = pipes[False].image_size
+        pipes = {(cl, prec): DefFillerPipeline(load_models(ckpt, device="cpu"), dtype=DTYPES[prec], channels_last=cl)
+                 for *_, (cl, prec) in SETTINGS.values()}
+        size = next(iter(pipes.values())).image_size
         batches = [(torch.stack([mask_tensor(j.mask_path, size) for j in chunk]),
                     [j.category.index for j in chunk], [j.prompt for j in chunk], [j.seed for j in chunk])
                    for chunk in (jobs[i:i + args.batch_size] for i in range(0, len(jobs), args.batch_size))]
         runs = {}
-        for label, (sampler, steps, scale, cl) in SETTINGS.items():
-            opts = GenerationOptions(sampler=sampler or rec.get("sampler", "plms"),
+        for label, (sampler, steps, scale, fmt) in SETTINGS.items():
+            opts = GenerationOptions(sampler=sampler or rec.get("sampler", "plms"), precision=fmt[1],
                                      steps=steps or rec.get("steps"),
                                      guidance_scale=scale if scale is not None else rec.get("guidance_scale", 3.0),
                                      guidance_interval=None if sampler else rec.get("guidance_interval"),
                                      guidance_low=None if sampler else rec.get("guidance_low"))
-            generate_batch(pipes[cl], *batches[0], opts)  # warm-up
-            runs[label] = (opts, cl)
+            generate_batch(pipes[fmt], *batches[0], opts)  # warm-up
+            runs[label] = (opts, fmt)
         best = {label: float("inf") for label in runs}
         for _ in range(args.repeats):
-            for label, (opts, cl) in runs.items():
-                best[label] = min(best[label], timed_pass(pipes[cl], batches, opts))
+            for label, (opts, fmt) in runs.items():
+                best[label] = min(best[label], timed_pass(pipes[fmt], batches, opts))
     n = len(jobs)
     first = n / best[next(iter(best))]
     print(f"{ckpt}: {n} masks, batch {args.batch_size}, {args.threads} thread(s), best of {args.repeats}")

@@ -114,3 +114,14 @@ def test_plan_refuses_initial_weights_without_provenance(tiny, tmp_path):
     assert len(errors) == 1 and "would train on 3 test sample(s)" in errors[0], errors
     save_file({"model.x": torch.zeros(1)}, str(bare), metadata={"procedural": "true"})
     assert preflight.preflight(context(tiny, *flags)) == []
+
+
+def test_study_generation_takes_low_frequency_guidance_and_checks_it():
+    from evaluation.study.config import _GENERATION
+    from evaluation.study.stages.generation import generation_options
+
+    g = {**_GENERATION, "sampler": "unipc", "steps": 20, "guidance_scale": 3.0, "guidance_low": [1.0, 5]}
+    assert generation_options(g).guidance_low == (1.0, 5)
+    assert generation_options({**g, "guidance_low": None}).guidance_low is None
+    with pytest.raises(UserError, match="guidance_low needs SCALE SIZE"):
+        generation_options({**g, "guidance_low": [1.0, 4]})

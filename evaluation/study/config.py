@@ -19,7 +19,8 @@ STUDIES = ("substitution", "expansion")
 #: the paper's split of each study (train:test)
 RATIOS = {"substitution": "9:1", "expansion": "1:5"}
 
-_GENERATION = {"sampler": "ddim", "steps": 50, "guidance_scale": 2.5, "output_size": 200, "grayscale": True,
+_GENERATION = {"sampler": "ddim", "steps": 50, "guidance_scale": 2.5, "guidance_low": O.Open(None),
+               "output_size": 200, "grayscale": True,
                "batch_size": 16, "seed": 0, "precision": "fp32", "num_per_mask": 1,
                "mask_dir": None}  # null: the study's own masks (training masks / the mask producer's)
 _COMMON = {

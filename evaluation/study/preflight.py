@@ -88,12 +88,10 @@ def check_detector(ctx: Ctx, study: str) -> None:
 
 
 def check_generation(ctx: Ctx, study: str) -> None:
-    from inference.generate import GenerationOptions
+    from .stages.generation import generation_options
 
     g = ctx.study_config(study)["generation"]
-    GenerationOptions(sampler=g["sampler"], steps=g["steps"], guidance_scale=float(g["guidance_scale"]),
-                      precision=g["precision"], output_size=g["output_size"], grayscale=bool(g["grayscale"]),
-                      batch_size=int(g["batch_size"]))
+    generation_options(g)
     if g["mask_dir"] and not Path(g["mask_dir"]).is_dir():
         raise UserError(f"studies.{study}.generation.mask_dir {g['mask_dir']}: folder not found; fix the path or set "
                         "it to null (the study's own masks)")

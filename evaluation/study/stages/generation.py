@@ -20,6 +20,17 @@ def check_producers(ctx: Ctx, study: str, stage: str) -> None:
         leakage.split_unchanged(f"{study}.maskgen", ctx.outputs(f"{study}.maskgen")["run"])
 
 
+
+def generation_options(g: dict[str, Any]):
+    """The study config's ``generation`` section as :class:`inference.generate.GenerationOptions` (checked)."""
+    from inference.generate import GenerationOptions
+
+    low = g.get("guidance_low")
+    return GenerationOptions(sampler=g["sampler"], steps=g["steps"], guidance_scale=float(g["guidance_scale"]),
+                             guidance_low=tuple(low) if low is not None else None, precision=g["precision"],
+                             output_size=g["output_size"], grayscale=bool(g["grayscale"]),
+                             batch_size=int(g["batch_size"]))
+
 class GenerationStage(Stage):
     """Generated pairs from the study's masks (training masks, or the mask producer's new masks)."""
 
@@ -46,7 +57,7 @@ class GenerationStage(Stage):
         import torch
 
         from inference.cli import tqdm_progress
-        from inference.generate import GenerationOptions, generate_dataset, load_pipeline
+        from inference.generate import generate_dataset, load_pipeline
         from inference.jobs import JobSpec, list_masks
 
         g = ctx.study_config(self.study)["generation"]
@@ -54,13 +65,13 @@ class GenerationStage(Stage):
         if int(ctx.cfg.get("threads") or 0) > 0:
             torch.set_num_threads(int(ctx.cfg["threads"]))
         ckpt = ctx.outputs(f"{self.study}.generator")["ckpt"]
-        opts = GenerationOptions(sampler=g["sampler"], steps=g["steps"], guidance_scale=float(g["guidance_scale"]),
-                                 precision=g["precision"], output_size=g["output_size"], grayscale=bool(g["grayscale"]),
-                                 batch_size=int(g["batch_size"]))
+        opts = generation_options(g)
         pipe = load_pipeline(ckpt, device=ctx.cfg["device"], precision=g["precision"])
         folder = self.folder(ctx)
         spec = JobSpec(self.mask_dir(ctx), int(g["num_per_mask"]), int(g["seed"]))
-        ctx.log(f"[{self.key}] {ckpt} -> {folder} ({opts.sampler} {opts.steps} steps, guidance {opts.guidance_scale})")
+        low = f", low frequencies {opts.guidance_low[0]:g} (box {opts.guidance_low[1]})" if opts.guidance_low else ""
+        ctx.log(f"[{self.key}] {ckpt} -> {folder} ({opts.sampler} {opts.steps} steps, guidance {opts.guidance_scale}"
+                f"{low})")
         with warnings.catch_warnings():  # maskgen.sample's manifest sits beside the masks
             warnings.filterwarnings("ignore", message=".*maskgen_manifest.json")
             leakage.refuse_test_content(self.key, list_masks(spec.mask_dir), ctx.test_digests(self.study),
