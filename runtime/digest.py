@@ -3,7 +3,8 @@
 A *digest* hashes content: a file's bytes, an array's dtype, shape and values, a JSON value. A *fingerprint*
 hashes what ``stat`` says of files (names, sizes, modification times), a cheap stand-in for content that
 changes whenever a file is rewritten. Fingerprints are built from :func:`stat_line` lines, so the study's
-stamps and the protocols' reuse checks hash files in one way.
+stamps and the protocols' reuse checks hash files in one way. The dataset a study reads is identified by
+content (:func:`folders_digest`), so a copy of it with new modification times is the same data.
 """
 from __future__ import annotations
 
@@ -94,13 +95,15 @@ def path_fingerprint(path: PathLike) -> Optional[str]:
                         for item in sorted(path.rglob("*")) if item.is_file())
 
 
-def folders_fingerprint(folders: Iterable[PathLike]) -> str:
-    """Fingerprint of the files directly in ``folders`` (dotfiles left out), each folder named first."""
+def folders_digest(folders: Iterable[PathLike]) -> str:
+    """Digest of the files directly in ``folders`` (dotfiles left out): each folder's name, then each file's
+    name and :func:`file_sha256`. It survives a copy that gives the files new
+    modification times, or a move of the folders elsewhere."""
     def lines() -> Iterator[str]:
         for folder in map(Path, folders):
-            yield f"{folder}\n"
+            yield f"{folder.name}\n"
             if folder.is_dir():
-                yield from (stat_line(item.name, item) for item in sorted(folder.iterdir())
+                yield from (f"{item.name}\t{file_sha256(item)}\n" for item in sorted(folder.iterdir())
                             if item.is_file() and not item.name.startswith("."))
 
     return lines_sha256(lines())

@@ -34,8 +34,6 @@ def test_the_values_are_those_the_study_stamps_were_written_with(tree):
     assert digest.path_fingerprint("b.json") == "5b491c1830dbf0fccd78b3d23ad74080f72dd37e1195a2ae3d508fed05b0b91b"
     assert digest.path_fingerprint("a") == "c55b08420028997199558c2b36429a480de8de8566ddc0303e3bf05846d6af90"
     assert digest.path_fingerprint("missing") is None
-    assert (digest.folders_fingerprint([Path("a"), Path("missing")])
-            == "d65f4e9b9bb6c4c8db0ec3f5baed0c26ad8a3cec7178566968f78d6ebe4594af")
     assert (digest.json_sha256({"b": [1, Path("p/q")], "a": None})
             == "6aaf4bb0641a5c77dcb0a615b5cf2cc21be8ebfdb9f025d891ec7efdeac7137a")
     assert digest.file_sha256_or_none("missing") is None
@@ -43,14 +41,26 @@ def test_the_values_are_those_the_study_stamps_were_written_with(tree):
 
 
 def test_fingerprints_follow_what_stat_says(tree):
-    before = digest.path_fingerprint("a"), digest.folders_fingerprint(["a"])
+    before = digest.path_fingerprint("a")
     os.utime("a/x.png", ns=(T + 9, T + 9))
-    after = digest.path_fingerprint("a"), digest.folders_fingerprint(["a"])
-    assert before[0] != after[0] and before[1] != after[1]
-    os.utime("a/sub/y.txt", ns=(T + 9, T + 9))  # below the folder: only the recursive fingerprint sees it
-    assert digest.path_fingerprint("a") != after[0] and digest.folders_fingerprint(["a"]) == after[1]
-    Path("a/.other").write_bytes(b"")  # a dotfile: only the recursive fingerprint sees it
-    assert digest.folders_fingerprint(["a"]) == after[1]
+    after = digest.path_fingerprint("a")
+    assert before != after
+    os.utime("a/sub/y.txt", ns=(T + 9, T + 9))  # below the folder: the recursive fingerprint sees it
+    assert digest.path_fingerprint("a") != after
+
+
+def test_folders_digest_follows_content_not_stat_or_place(tree, tmp_path):
+    before = digest.folders_digest([Path("a"), Path("missing")])
+    os.utime("a/x.png", ns=(T + 9, T + 9))          # a copy with new times: same digest
+    Path("a/.other").write_bytes(b"x")               # dotfiles and sub-folders are not data
+    Path("a/sub/y.txt").write_bytes(b"changed")
+    assert digest.folders_digest([Path("a"), Path("missing")]) == before
+    moved = tmp_path / "elsewhere" / "a"
+    moved.parent.mkdir()
+    Path("a").rename(moved)                          # the same folder somewhere else: same digest
+    assert digest.folders_digest([moved, Path("missing")]) == before
+    (moved / "x.png").write_bytes(b"other pixels")   # new bytes: a new digest
+    assert digest.folders_digest([moved, Path("missing")]) != before
 
 
 def test_the_protocols_run_signature_is_unchanged(tree, monkeypatch):

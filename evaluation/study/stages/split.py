@@ -9,7 +9,7 @@ from dataset.files import few, natural_key
 from dataset.folders import image_folder, mask_folder
 from dataset.pairs import Pair, find_pairs
 from dataset.splits import default_split_path, get_split, parse_ratio, save_split
-from runtime.digest import file_sha256_or_none, folders_fingerprint
+from runtime.digest import file_sha256_or_none, folders_digest
 from runtime.errors import UserError
 
 from .. import leakage
@@ -32,7 +32,7 @@ class SplitStage(Stage):
         study_cfg = ctx.study_config(self.study)
         path = self.split_path(ctx)
         return {"data_root": ctx.data_root, "categories": ctx.cfg.get("categories"),
-                "data": folders_fingerprint([image_folder(ctx.data_root), mask_folder(ctx.data_root)]),
+                "data": folders_digest([image_folder(ctx.data_root), mask_folder(ctx.data_root)]),
                 "ratio": study_cfg["ratio"], "seed": study_cfg["seed"], "split": str(path),
                 "split_sha256": file_sha256_or_none(path)}
 
