@@ -66,6 +66,20 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], Any], make_paren
     return path
 
 
+def fsync_dir(folder: str | Path) -> None:
+    """Make the renames done in ``folder`` durable (where the platform allows it; best effort)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open a folder
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse to fsync a folder; the rename itself stands
+        pass
+    finally:
+        os.close(fd)
+
+
 def write_bytes_atomic(data: bytes, path: str | Path) -> Path:
     return write_atomic(path, lambda fh: fh.write(data))
 

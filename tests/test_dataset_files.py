@@ -103,30 +103,22 @@ def test_the_other_listers_are_calls_to_it(folder, tmp_path):
         maskgen.data.find_mask_files(root)
 
 
-@pytest.mark.parametrize("finder, required", [
-    (lambda root: dataset.pairs.image_dir(root), True),
-    (lambda root: dataset.folders.image_folder(root), False),
+@pytest.mark.parametrize("finder, what, spellings, required", [
+    (dataset.pairs.image_dir, "image", ("Source_Images", "Source Images"), True),
+    (dataset.folders.image_folder, "image", ("Source_Images", "Source Images"), False),
+    (dataset.folders.mask_folder, "mask", ("Ground truth", "Ground_truth"), False),
+    (maskgen.data.mask_dir, "mask", ("Ground truth", "Ground_truth"), False),
 ])
-def test_one_subfolder_finder_for_images(tmp_path, finder, required):
-    """A dataset root's image folder, in either spelling; both spellings at once is refused everywhere; a
-    plain folder of images is its own image folder where a subfolder is optional."""
+def test_one_subfolder_finder(tmp_path, finder, what, spellings, required):
+    """A dataset root's image or mask folder, in either spelling; both spellings at once is refused everywhere;
+    a plain folder of files is its own folder where a subfolder is optional."""
     if required:
-        with pytest.raises(UserError, match="no image folder; expected one named 'Source Images' or"):
+        with pytest.raises(UserError, match=f"no {what} folder; expected one named"):
             finder(tmp_path)
     else:
         assert finder(tmp_path) == tmp_path
-    (tmp_path / "Source_Images").mkdir()
-    assert finder(tmp_path) == tmp_path / "Source_Images"
-    (tmp_path / "Source Images").mkdir()
-    with pytest.raises(UserError, match="both 'Source Images' and 'Source_Images' exist; keep only one image"):
-        finder(tmp_path)
-
-
-@pytest.mark.parametrize("finder", [dataset.folders.mask_folder, maskgen.data.mask_dir])
-def test_one_subfolder_finder_for_masks(tmp_path, finder):
-    assert finder(tmp_path) == tmp_path
-    (tmp_path / "Ground truth").mkdir()
-    assert finder(tmp_path) == tmp_path / "Ground truth"
-    (tmp_path / "Ground_truth").mkdir()
-    with pytest.raises(UserError, match="keep only one mask folder"):
+    (tmp_path / spellings[0]).mkdir()
+    assert finder(tmp_path) == tmp_path / spellings[0]
+    (tmp_path / spellings[1]).mkdir()
+    with pytest.raises(UserError, match=f"both .* exist; keep only one {what} folder"):
         finder(tmp_path)

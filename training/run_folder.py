@@ -32,7 +32,7 @@ from typing import Any, Mapping, Optional
 
 import torch
 
-from runtime.atomic import write_text_atomic
+from runtime.atomic import fsync_dir, write_text_atomic
 from runtime.errors import UserError
 from training.state_file import STATE_FORMAT, STATE_VERSION, read_state, state_tensors, write_state
 from training.weights_file import read_weights, write_weights
@@ -58,20 +58,6 @@ def state_name(iteration: int) -> str:
 
 def legacy_state_name(iteration: int) -> str:
     return f"state_{iteration:08d}.pt"
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (where the platform allows it)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # -- the run folder ---------------------------------------------------------------------------------
