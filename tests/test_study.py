@@ -4,6 +4,7 @@ rebuilds only what depends on it, leaking configurations are refused, bad input 
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
 import subprocess
@@ -49,7 +50,7 @@ def write_tiny_study(root: Path) -> Path:
         "device": "cpu", "threads": 1,
         "studies": {
             "substitution": {"split": str(root / "split_9-1.json"), "generator": {"config": str(root / "gen.yaml")},
-                             "generation": GENERATION, "detectors": {"overrides": DETECTOR, "seeds": [0, 1]}},
+                             "generation": {**GENERATION, "seeds": [0, 1]}, "detectors": {"overrides": DETECTOR, "seeds": [0, 1]}},
             "expansion": {"split": str(root / "split_1-5.json"), "generator": {"config": str(root / "gen.yaml")},
                           "pretrain": {"enabled": True, "n_per_category": 2},
                           "generation": GENERATION, "detectors": {"overrides": DETECTOR, "seeds": [0]},
@@ -152,8 +153,15 @@ def test_every_stage_runs_and_the_report_is_written(study):
     assert ("| expansion: real+generated beats real in S by more than the seeds' spread (paired per seed: mean "
             "difference > its std) | not evaluable |") in report
     assert "Paired S differences against `real`" in report and "bootstrap 95 % (test images)" in report
-    table5 = (out / "report" / "table5.csv").read_text().splitlines()
-    assert [r.split(",")[5] for r in table5[1:]] == ["2", "2"]
+    table5 = list(csv.DictReader(io.StringIO((out / "report" / "table5.csv").read_text())))
+    # one row per generation seed, each over the two detector seeds; the target pools the four paired ratios
+    assert [(r["setting"], r["seeds"]) for r in table5] == [("real", "2"), ("generated", "2"),
+                                                            ("generated (generation seed 1)", "2")]
+    assert "paired per detector seed x generation seed" in report and "seed1 (generation seed 1) " in report
+    sub = out / "substitution"
+    assert len(list((sub / "generated_seed1" / "Source_Images").iterdir())) == 33
+    assert [json.loads((sub / d / "generation.json").read_text())["settings"]["seed"]
+            for d in ("generated", "generated_seed1")] == [0, 1]
     times = json.loads((out / "stage_times.json").read_text())
     assert set(times) == set(ALL_STAGES) and all(times[k]["seconds"] > 0 for k in ALL_STAGES)
     fidelity = json.loads((out / "substitution" / "fidelity" / "fidelity.json").read_text())
@@ -245,6 +253,28 @@ def test_a_generator_trained_on_the_other_studys_split_is_refused(study, capsys)
     assert "test sample(s)" in line and "split_9-1.json" in line
 
 
+def test_a_release_is_the_generator_only_for_the_split_it_names(study, capsys):
+    """A generator file (here the tiny substitution run's checkpoint, whose metadata holds its split's sha256)
+    used as is: accepted by the study whose split it names, refused as a leak by the other."""
+    from training.runs import latest_weights
+
+    ckpt, _ = latest_weights(study["out"] / "substitution" / "generator")
+    cfg = yaml.safe_load(study["config"].read_text())
+    cfg["out"] = str(study["root"] / "out_release")
+    for name in ("substitution", "expansion"):
+        cfg["studies"][name]["generator"]["release"] = str(ckpt)
+    cfg["studies"]["expansion"]["pretrain"]["enabled"] = False
+    config = study["root"] / "release.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    log = run_study(config, "--until", "substitution.generator", "--set", "studies.expansion.enabled=false")
+    assert f"release {ckpt}: trained on this study's split" in log
+    stamp = stamps(study["root"] / "out_release")["substitution.generator"]
+    assert stamp["outputs"]["ckpt"] == str(ckpt) and stamp["outputs"]["run"] is None
+    assert not (study["root"] / "out_release" / "substitution" / "generator").exists()  # nothing trained
+    line = one_line_error(["--config", str(config), "--no_progress", "--plan"], capsys)  # refused before running
+    assert line.startswith("error: leak: stage expansion.generator: the release") and "another split" in line
+
+
 def test_generation_from_test_masks_is_refused(study, capsys):
     """Generation from every mask of the dataset (test masks included): refused before generating."""
     masks = study["root"] / "data" / "Ground_truth"
@@ -307,7 +337,8 @@ def test_the_shipped_configs_load_and_plan(tmp_path):
     assert cpu["data_root"] == str((REPO / ".." / "shared" / "data" / "SD-saliency-900").resolve())
     assert cpu["studies"]["substitution"]["generator"]["config"] == str(REPO / "configs" / "sd900_cpu_vpred.yaml")
     assert cpu["studies"]["substitution"]["detectors"]["overrides"] == []  # the detector validated by default
-    assert cpu["studies"]["substitution"]["detectors"]["seeds"] == [0, 1, 2]
+    assert cpu["studies"]["substitution"]["detectors"]["seeds"] == [0, 1]
+    assert cpu["studies"]["substitution"]["generation"]["seeds"] == [0, 1]
     with pytest.raises(UserError, match="unknown key 'studies.expansion.filter.treshold'"):
         load_study_config(REPO / "configs" / "study" / "sd900_cpu.yaml", ["studies.expansion.filter.treshold=0.5"])
 
@@ -354,9 +385,10 @@ def test_the_report_prints_the_papers_figures_and_ratios_beside_ours(study, tmp_
     report = (study["out"] / "report" / "report.md").read_text()
     table5 = json.loads((study["out"] / "report" / "targets.json").read_text())["tables"]["substitution"]
     s = {r["setting"]: r["S"] for r in table5}
+    ours = (s["generated"] + s["generated (generation seed 1)"]) / 2 / s["real"]  # the mean over generation seeds
     assert "The paper's Table 5" in report and "| NetA | real | 0.800 | 0.030 | 0.900 | 0.800 |" in report
     assert "| NetA | generated by DefFiller | 0.760 |" in report and "| NetA | real 150 + AdaBLDM | 0.710 |" in report
-    assert (f"paper NetA 0.95×, NetB 1.00× (range 0.95× to 1.00×); ours {s['generated'] / s['real']:.2f}×"
+    assert (f"paper NetA 0.95×, NetB 1.00× (range 0.95× to 1.00×); ours {ours:.2f}×"
             in report)
     assert "real pairs alone: paper NetA +0.033 (range +0.033 to +0.033); ours " in report
     monkeypatch.setenv("DEFFILLER_SHARED", str(tmp_path / "nowhere"))

@@ -304,3 +304,36 @@ def test_real_data_digests_and_the_1_5_split(saliency_root):
     assert leakage.pixel_digest(by_stem["Pa_101"].image) == leakage.pixel_digest(by_stem["Pa_105"].image)
     split = make_split(pairs, parse_ratio("1:5"), 0)
     assert "Pa_105" in split["train"] and "Pa_101" in split["test"]
+
+
+def test_a_release_used_as_the_generator_must_name_this_studys_split(tmp_path, splits):
+    clean, leaky = splits
+    check = lambda ckpt, split=clean: leakage.check_release("s.generator", ckpt, split)  # noqa: E731
+    in_meta = write_weights(tmp_path / "m.safetensors", split_sha256=file_sha256(clean))
+    assert "this study's split" in check(in_meta) and "its metadata" in check(in_meta)
+    with pytest.raises(LeakError, match=r"trained on another split .*leaky.json"):
+        check(in_meta, leaky)
+    bare = write_weights(tmp_path / "bare.safetensors", split="DATA/splits/x.json", split_sha256="")
+    with pytest.raises(LeakError, match=r"names no training split .*bare.safetensors.provenance.json"):
+        check(bare)
+    sidecar = tmp_path / "bare.safetensors.provenance.json"
+    declared = {"sha256": file_sha256(bare), "training_data": "the clean split"}
+    sidecar.write_text(json.dumps(declared))  # a declaration without the split's digest is not enough here
+    with pytest.raises(LeakError, match="names no training split"):
+        check(bare)
+    sidecar.write_text(json.dumps({**declared, "split_sha256": file_sha256(clean)}))
+    assert "bare.safetensors.provenance.json" in check(bare)
+    with pytest.raises(LeakError, match="trained on another split"):
+        check(bare, leaky)
+    save_split({"train": ["In_1"], "test": sorted(TEST), "seed": 0, "test_fraction": 0.6}, clean)
+    with pytest.raises(LeakError, match="trained on another split"):
+        check(bare)  # the split rewritten after the release was made
+    save_file({"model.x": torch.ones(1)}, str(bare), metadata={"split_sha256": ""})  # new weights, old declaration
+    with pytest.raises(UserError, match="its sha256 is not that of"):
+        check(bare)
+
+
+def test_the_shipped_generator_names_the_substitution_split():
+    """models/sd900_vpred.safetensors declares the 9:1 seed-0 split it was trained on (the study checks it)."""
+    declared = leakage.read_provenance(Path(__file__).parents[1] / "models" / "sd900_vpred.safetensors")
+    assert declared is not None and declared["split_sha256"].startswith("2d1f66b6")

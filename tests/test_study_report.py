@@ -48,6 +48,26 @@ def test_substitution_target_is_the_mean_paired_ratio_with_the_image_interval():
     assert not math.isnan(t["value"])
 
 
+def test_substitution_target_pools_detector_and_generation_seeds():
+    g1 = "generated (generation seed 1)"
+    t = _targets("substitution", {"real": [0.80, 0.60], "generated": [0.70, 0.57], g1: [0.76, 0.60]})[0]
+    # four paired ratios: 0.875, 0.95 (generation seed 0), 0.95, 1.0 (seed 1): mean 0.94375
+    assert t["value"] == pytest.approx(0.94375) and t["met"] is True
+    assert "per detector seed x generation seed" in t["target"]
+    assert "seed0 0.875, seed1 0.950, seed0 (generation seed 1) 0.950, seed1 (generation seed 1) 1.000" in t["detail"]
+    assert f"{g1} − real" in t["detail"]
+    # the paper comparison uses the mean over generation seeds too
+    agg = report.aggregate(_rows({"real": [0.80, 0.60], "generated": [0.70, 0.57], g1: [0.76, 0.60]}))
+    assert report.our_effect("substitution", agg) == pytest.approx((0.635 + 0.68) / 2 / 0.70)
+
+
+def test_expansion_targets_are_judged_per_generation_seed():
+    values = {"real": [0.60, 0.70], "real+generated": [0.61, 0.71],
+              "real+generated (generation seed 1)": [0.62, 0.70]}
+    got = [t["target"] for t in _targets("expansion", values)]
+    assert len(got) == 2 and "real+generated (generation seed 1) beats real" in got[1]
+
+
 @pytest.mark.parametrize("value", ["nan", "1.5", "0", "half"])
 def test_a_bad_fair_share_in_the_study_config_is_one_line(value):
     from evaluation.study.config import load_study_config
@@ -58,3 +78,36 @@ def test_a_bad_fair_share_in_the_study_config_is_one_line(value):
     msg = str(err.value)
     assert "sd900_quick.yaml" in msg and "real_share must be a number between 0 and 1" in msg and "\n" not in msg
     assert load_study_config("configs/study/sd900_quick.yaml")["studies"]["expansion"]["detectors"]["real_share"] == 0.5
+
+
+@pytest.mark.parametrize("override, message", [
+    ("studies.substitution.generation.seeds=[0,0]", "generation.seeds must be a list of distinct whole numbers"),
+    ("studies.substitution.generation.seeds=[]", "generation.seeds must be a list of distinct whole numbers"),
+    ("studies.substitution.generation.seeds=[-1]", "generation.seeds must be a list of distinct whole numbers"),
+    ("studies.substitution.generator.release=models/nothing.safetensors", "no such .safetensors file"),
+    ("studies.substitution.generator.release=configs/study/sd900_quick.yaml", "no such .safetensors file"),
+])
+def test_bad_generation_seeds_or_release_are_one_line(override, message):
+    from evaluation.study.config import load_study_config
+    from runtime.errors import UserError
+
+    with pytest.raises(UserError) as err:
+        load_study_config("configs/study/sd900_quick.yaml", [override])
+    assert message in str(err.value) and "sd900_quick.yaml" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_release_with_a_run_folder_is_refused_and_the_old_seed_key_still_reads():
+    from evaluation.study.config import load_study_config
+    from runtime.errors import UserError
+
+    with pytest.raises(UserError, match="generator.release uses a trained file as is"):
+        load_study_config("configs/study/sd900_quick.yaml", ["studies.substitution.generator.release="
+                                                             "models/sd900_vpred.safetensors",
+                                                             "studies.substitution.generator.run=OUTPUT/x"])
+    with pytest.warns(UserWarning, match=r"generation.seed is read as seeds: \[3\]"):
+        cfg = load_study_config("configs/study/sd900_quick.yaml", ["studies.substitution.generation.seed=3"])
+    assert cfg["studies"]["substitution"]["generation"]["seeds"] == [3]
+    assert "seed" not in cfg["studies"]["substitution"]["generation"]
+    shipped = load_study_config("configs/study/sd900_cpu.yaml")["studies"]["substitution"]
+    assert shipped["generator"]["release"].endswith("models/sd900_vpred.safetensors")
+    assert shipped["generation"]["seeds"] == [0, 1]

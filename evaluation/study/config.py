@@ -21,7 +21,11 @@ RATIOS = {"substitution": "9:1", "expansion": "1:5"}
 
 _GENERATION = {"sampler": "ddim", "steps": 50, "guidance_scale": 2.5, "guidance_low": O.Open(None),
                "output_size": 200, "grayscale": True,
-               "batch_size": 16, "seed": 0, "precision": "fp32", "num_per_mask": 1,
+               "batch_size": 16, "precision": "fp32", "num_per_mask": 1,
+               # one set of generated pairs per seed (the first in generated/, seed s in generated_seed<s>/);
+               # every generated setting is trained and tested once per seed
+               "seeds": O.ListOf(None, [0]),
+               "seed": O.Open(None),  # retired: one seed, read as seeds: [seed]
                "mask_dir": None}  # null: the study's own masks (training masks / the mask producer's)
 _COMMON = {
     "enabled": True,
@@ -29,7 +33,9 @@ _COMMON = {
     "seed": 0,                  # split seed
     "split": None,              # null: DATA/splits/<data folder>_<ratio>_seed<seed>.json (made when missing)
     "pretrain": {"enabled": False, "config": None, "n_per_category": 300, "set": O.ListOf(None)},
-    "generator": {"config": None, "set": O.ListOf(None), "run": None},
+    # release: a generator file written by inference.export, used as is instead of training one (its metadata
+    # or <file>.provenance.json must name this study's split by sha256)
+    "generator": {"config": None, "set": O.ListOf(None), "run": None, "release": None},
     "generation": _GENERATION,
     "detectors": {"config": "configs/eval/detector.yaml", "overrides": O.ListOf(None),
                   "seeds": O.ListOf(None, [0, 1, 2])},
@@ -61,7 +67,8 @@ SCHEMA: dict[str, Any] = {
 }
 
 #: keys holding paths (resolved against the repository root); per study and top level
-_STUDY_PATHS = ("split", "pretrain.config", "generator.config", "generator.run", "generation.mask_dir",
+_STUDY_PATHS = ("split", "pretrain.config", "generator.config", "generator.run", "generator.release",
+                "generation.mask_dir",
                 "detectors.config", "maskgen.config")
 _TOP_PATHS = ("out", "data_root", "fidelity.inception")
 
@@ -116,9 +123,28 @@ def load_study_config(path: str | Path, overrides: Sequence[str] = ()) -> dict[s
             if key.split(".")[0] in sc:
                 value = repo_path(_get(sc, key))
                 _put(sc, key, str(value) if value is not None else None)
+        g = sc["generation"]
+        if g.get("seed") is not None:
+            warnings.warn(f"{where}: studies.{study}.generation.seed is read as seeds: [{g['seed']}]; write seeds "
+                          "(a list) instead", stacklevel=2)
+            g["seeds"] = [g["seed"]]
+        g.pop("seed", None)
         if not sc["enabled"]:
             continue
-        if not sc["generator"]["config"]:
+        gseeds = g["seeds"]
+        if (not gseeds or len(set(gseeds)) != len(gseeds)
+                or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in gseeds)):
+            raise UserError(f"{where}: studies.{study}.generation.seeds must be a list of distinct whole numbers "
+                            f">= 0, e.g. [0, 1], got {gseeds!r}")
+        release = sc["generator"]["release"]
+        if release:
+            if sc["generator"]["run"] or sc["pretrain"]["enabled"]:
+                raise UserError(f"{where}: studies.{study}.generator.release uses a trained file as is; set "
+                                "generator.run to null and pretrain.enabled to false, or release to null to train")
+            if not Path(release).is_file() or Path(release).suffix != ".safetensors":
+                raise UserError(f"{where}: studies.{study}.generator.release {release}: no such .safetensors file; "
+                                "give a file written by inference.export, or null to train the generator")
+        elif not sc["generator"]["config"]:
             raise UserError(f"{where}: missing 'studies.{study}.generator.config' (a main.py YAML such as "
                             f"configs/sd900_cpu.yaml); add it or pass --set studies.{study}.generator.config=PATH")
         seeds = sc["detectors"]["seeds"]
@@ -183,7 +209,7 @@ def check_numbers(cfg: dict[str, Any], where: str) -> None:
         _check_ratio(sc["ratio"], f"{at}.ratio")
         _whole(sc["seed"], f"{at}.seed", 0)
         g = sc["generation"]
-        for key, low in (("steps", 1), ("batch_size", 1), ("seed", 0), ("num_per_mask", 1)):
+        for key, low in (("steps", 1), ("batch_size", 1), ("num_per_mask", 1)):
             _whole(g[key], f"{at}.generation.{key}", low)
         if g["output_size"] is not None:
             _whole(g["output_size"], f"{at}.generation.output_size", 1, MAX_OUTPUT_SIZE)

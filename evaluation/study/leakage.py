@@ -226,6 +226,52 @@ def ckpt_split_unchanged(stage: str, ckpt: str | Path) -> None:
                         "retrain")
 
 
+def read_provenance(ckpt: str | Path) -> Optional[dict]:
+    """``<ckpt>.provenance.json`` checked against the file (``{"sha256", "training_data"}``, optionally
+    ``"split_sha256"``: the split whose training side it learned from); None when there is none."""
+    from runtime.digest import file_sha256
+
+    sidecar = Path(f"{ckpt}{PROVENANCE_SUFFIX}")
+    if not sidecar.is_file():
+        return None
+    try:
+        declared = json.loads(sidecar.read_text())
+        sha, what = declared["sha256"], str(declared["training_data"]).strip()
+        split_sha = declared.get("split_sha256")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise UserError(f"{sidecar}: write it as {{\"sha256\": \"<sha256 of {Path(ckpt).name}>\", "
+                        "\"training_data\": \"<what it was trained on>\"}") from None
+    if sha != file_sha256(ckpt) or not what:
+        raise UserError(f"{sidecar}: its sha256 is not that of {ckpt} (or training_data is empty); it describes "
+                        "another file: fix it or use the file it was written for")
+    return {"sha256": sha, "training_data": what, "split_sha256": str(split_sha) if split_sha else ""}
+
+
+def check_release(stage: str, ckpt: str | Path, split_path: str | Path) -> str:
+    """A released generator used as the study's generator was trained on this study's split (the split's
+    sha256 in its metadata or its provenance file); returns how that is known."""
+    from ldm.checkpoint import read_metadata
+    from runtime.digest import file_sha256
+
+    now = file_sha256(split_path)
+    recorded = read_metadata(ckpt).get("split_sha256")
+    where = "its metadata"
+    if not recorded:
+        declared = read_provenance(ckpt)
+        recorded = declared["split_sha256"] if declared else ""
+        where = f"{Path(ckpt).name}{PROVENANCE_SUFFIX}"
+    if not recorded:
+        raise LeakError(f"leak: stage {stage}: the release {ckpt} names no training split (no split_sha256 in its "
+                        f"metadata or in {where}); write {where} beside it: {{\"sha256\": \"<its sha256>\", "
+                        "\"training_data\": \"...\", \"split_sha256\": \"<sha256 of the split it was trained on>\"}, "
+                        "or let the study train its generator (generator.release: null)")
+    if recorded != now:
+        raise LeakError(f"leak: stage {stage}: the release {ckpt} was trained on another split (sha256 "
+                        f"{recorded[:12]} in {where}) than this study's {split_path} ({now[:12]}); its training pairs "
+                        "may be test pairs here: use a release trained on this split, or generator.release: null")
+    return f"trained on this study's split (sha256 {now[:12]}, {where})"
+
+
 def check_init_checkpoint(stage: str, ckpt: Optional[str | Path], split_path: str | Path, test_stems: set[str],
                           tests: Mapping[str, str]) -> str:
     """The initial weights of a study's training stage must name the data they were trained on; returns how.
@@ -264,18 +310,10 @@ def check_init_checkpoint(stage: str, ckpt: Optional[str | Path], split_path: st
     if meta.get("data_root"):
         raise LeakError(f"leak: stage {stage}: {ckpt} was trained on every pair of {meta['data_root']} (no split), "
                         "test samples included; use initial weights trained on this study's training split")
+    declared = read_provenance(ckpt)
+    if declared is not None:
+        return f"declared in {Path(f'{ckpt}{PROVENANCE_SUFFIX}').name}: {declared['training_data']}"
     sidecar = Path(f"{ckpt}{PROVENANCE_SUFFIX}")
-    if sidecar.is_file():
-        try:
-            declared = json.loads(sidecar.read_text())
-            sha, what = declared["sha256"], str(declared["training_data"]).strip()
-        except (OSError, ValueError, KeyError, TypeError):
-            raise UserError(f"{sidecar}: write it as {{\"sha256\": \"<sha256 of {ckpt.name}>\", "
-                            "\"training_data\": \"<what it was trained on>\"}") from None
-        if sha != file_sha256(ckpt) or not what:
-            raise UserError(f"{sidecar}: its sha256 is not that of {ckpt} (or training_data is empty); it describes "
-                            "another file: fix it or use the file it was written for")
-        return f"declared in {sidecar.name}: {what}"
     raise LeakError(f"leak: stage {stage}: the initial checkpoint {ckpt} names no provenance (no training split "
                     "digest in its metadata); use weights written by main.py or inference.export, train from "
                     f"scratch (train.ckpt: none), or for an external release write {sidecar.name} beside it: "

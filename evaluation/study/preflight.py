@@ -65,6 +65,12 @@ def check_generator(ctx: Ctx, study: str) -> None:
     """main.py's own option checks on the generator (and pre-training) command, and their weight files."""
     study_cfg = ctx.study_config(study)
     gen = GeneratorStage(study, [])
+    release = gen.release(ctx)
+    if release is not None:  # checked against the split as its stage will, once the split exists
+        split_path = SplitStage(study, []).split_path(ctx)
+        if split_path.is_file():
+            leakage.check_release(f"{study}.generator", release, split_path)
+        return
     placeholder = "<split>"
     argv = main_argv(ctx, gen.run_dir(ctx).name, gen.run_dir(ctx).parent, study_cfg["generator"]["config"],
                      list(study_cfg["generator"]["set"]), ["--DATA_ROOT", ctx.data_root, "--split", placeholder])

@@ -10,7 +10,7 @@ from runtime.digest import yaml_values_sha256_or_none
 from .. import leakage
 from ..context import Ctx
 from .base import Stage
-from .generation import check_producers
+from .generation import check_producers, generation_runs, seeded_setting
 
 
 class DetectorsStage(Stage):
@@ -27,13 +27,15 @@ class DetectorsStage(Stage):
 
     def settings(self, ctx: Ctx) -> tuple[list[dict], dict[str, str]]:
         """Protocol settings and the settings left out (with why)."""
-        gen = ctx.outputs(f"{self.study}.generation")["generated"]
+        runs = generation_runs(ctx, self.study)
+        seeds = [r["seed"] for r in runs]
+        name, real = ("generated", False) if self.study == "substitution" else ("real+generated", True)
+        settings = [{"name": "real", "real": True}]
+        settings += [{"name": seeded_setting(name, r["seed"], seeds), "real": real,
+                      "generated": [{"dir": r["dir"], "n": None}]} for r in runs]
         if self.study == "substitution":
-            return [{"name": "real", "real": True},
-                    {"name": "generated", "real": False, "generated": [{"dir": gen, "n": None}]}], {}
-        settings = [{"name": "real", "real": True},
-                    {"name": "real+generated", "real": True, "generated": [{"dir": gen, "n": None}]}]
-        filt = ctx.outputs(f"{self.study}.filter")
+            return settings, {}
+        filt = ctx.outputs(f"{self.study}.filter")  # the IoU filter of the first generation seed's pairs
         skipped = {}
         if filt["n_kept"] > 0:
             settings.append({"name": "real+filtered", "real": True, "generated": [{"dir": filt["kept"], "n": None}]})

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from .. import leakage
 from ..context import Ctx
@@ -14,11 +14,29 @@ from .base import Stage
 def check_producers(ctx: Ctx, study: str, stage: str) -> None:
     """The generator (and mask producer) whose outputs ``stage`` uses still see the split they trained on."""
     gen = ctx.outputs(f"{study}.generator")
-    leakage.split_unchanged(f"{study}.generator", gen["run"])
-    leakage.ckpt_split_unchanged(f"{study}.generator", gen["ckpt"])
+    if gen.get("release"):
+        leakage.check_release(f"{study}.generator", gen["ckpt"], ctx.split(study)[1])
+    else:
+        leakage.split_unchanged(f"{study}.generator", gen["run"])
+        leakage.ckpt_split_unchanged(f"{study}.generator", gen["ckpt"])
     if study == "expansion":
         leakage.split_unchanged(f"{study}.maskgen", ctx.outputs(f"{study}.maskgen")["run"])
 
+
+def seeded_setting(name: str, seed: int, seeds: list[int]) -> str:
+    """A detector setting's name for the pairs of one generation seed (the first seed keeps the plain name)."""
+    return name if seed == seeds[0] else f"{name} (generation seed {seed})"
+
+
+def plain_setting(name: str) -> str:
+    """The setting a per-seed name belongs to (the inverse of :func:`seeded_setting`)."""
+    return name.split(" (generation seed ")[0]
+
+
+def generation_runs(ctx: Ctx, study: str) -> list[dict[str, Any]]:
+    """``{"seed", "dir"}`` of every generation seed of a finished generation stage (first seed first)."""
+    out = ctx.outputs(f"{study}.generation")
+    return out.get("runs") or [{"seed": None, "dir": out["generated"]}]
 
 
 def generation_options(g: dict[str, Any]):
@@ -36,14 +54,17 @@ class GenerationStage(Stage):
 
     kind = "generation"
 
-    def folder(self, ctx: Ctx) -> Path:
-        return ctx.study_dir(self.study) / "generated"
+    def folder(self, ctx: Ctx, seed: Optional[int] = None) -> Path:
+        """``generated/`` for the first generation seed, ``generated_seed<s>/`` for the others."""
+        seeds = ctx.study_config(self.study)["generation"]["seeds"]
+        name = "generated" if seed is None or seed == seeds[0] else f"generated_seed{seed}"
+        return ctx.study_dir(self.study) / name
 
     def inputs(self, ctx: Ctx) -> dict[str, Any]:
         return {**ctx.study_config(self.study)["generation"], "device": ctx.cfg["device"]}
 
     def clear(self, ctx: Ctx) -> list[Path]:
-        return [self.folder(ctx)]
+        return [self.folder(ctx)] + sorted(ctx.study_dir(self.study).glob("generated_seed*"))
 
     def mask_dir(self, ctx: Ctx) -> Path:
         g = ctx.study_config(self.study)["generation"]
@@ -67,17 +88,21 @@ class GenerationStage(Stage):
         ckpt = ctx.outputs(f"{self.study}.generator")["ckpt"]
         opts = generation_options(g)
         pipe = load_pipeline(ckpt, device=ctx.cfg["device"], precision=g["precision"])
-        folder = self.folder(ctx)
-        spec = JobSpec(self.mask_dir(ctx), int(g["num_per_mask"]), int(g["seed"]))
         low = f", low frequencies {opts.guidance_low[0]:g} (box {opts.guidance_low[1]})" if opts.guidance_low else ""
-        ctx.log(f"[{self.key}] {ckpt} -> {folder} ({opts.sampler} {opts.steps} steps, guidance {opts.guidance_scale}"
-                f"{low})")
-        with warnings.catch_warnings():  # maskgen.sample's manifest sits beside the masks
-            warnings.filterwarnings("ignore", message=".*maskgen_manifest.json")
-            leakage.refuse_test_content(self.key, list_masks(spec.mask_dir), ctx.test_digests(self.study),
-                                        "generate from training masks or new masks only (generation.mask_dir)",
-                                        use="generate from")
-            generate_dataset(pipe, spec, folder, opts,
-                             progress=tqdm_progress(f"{self.key} ({opts.sampler})", ctx.progress))
-        n = len(json.loads((folder / "generation.json").read_text())["images"])
-        return {"generated": str(folder), "n": n, "mask_dir": str(spec.mask_dir), "paths": [str(folder)]}
+        runs = []
+        for seed in g["seeds"]:
+            folder = self.folder(ctx, seed)
+            spec = JobSpec(self.mask_dir(ctx), int(g["num_per_mask"]), int(seed))
+            ctx.log(f"[{self.key}] {ckpt} -> {folder} ({opts.sampler} {opts.steps} steps, guidance "
+                    f"{opts.guidance_scale}{low}, seed {seed})")
+            with warnings.catch_warnings():  # maskgen.sample's manifest sits beside the masks
+                warnings.filterwarnings("ignore", message=".*maskgen_manifest.json")
+                leakage.refuse_test_content(self.key, list_masks(spec.mask_dir), ctx.test_digests(self.study),
+                                            "generate from training masks or new masks only (generation.mask_dir)",
+                                            use="generate from")
+                generate_dataset(pipe, spec, folder, opts,
+                                 progress=tqdm_progress(f"{self.key} (seed {seed})", ctx.progress))
+            n = len(json.loads((folder / "generation.json").read_text())["images"])
+            runs.append({"seed": int(seed), "dir": str(folder), "n": n})
+        return {"generated": runs[0]["dir"], "n": runs[0]["n"], "mask_dir": str(self.mask_dir(ctx)), "runs": runs,
+                "paths": [r["dir"] for r in runs]}

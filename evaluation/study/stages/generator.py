@@ -1,11 +1,11 @@
 """The generator stages: pre-training on procedural data and DefFiller on the study's training split,
-both main.py run in this process on a run folder of the study."""
+both main.py run in this process on a run folder of the study (or a released generator used as is)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
-from runtime.digest import file_stat, yaml_values_sha256_or_none
+from runtime.digest import file_sha256_or_none, file_stat, yaml_values_sha256_or_none
 from runtime.errors import UserError
 from training.runs import check_main_options, latest_weights, resolved_config, running_trainer
 
@@ -131,13 +131,22 @@ class GeneratorStage(Stage):
             extra += ["--ckpt", ctx.outputs(f"{self.study}.pretrain")["ckpt"]]
         return main_argv(ctx, run_dir.name, run_dir.parent, g["config"], list(g["set"]), extra)
 
+    def release(self, ctx: Ctx) -> Optional[Path]:
+        """The released generator file the study uses instead of training one (None: it trains)."""
+        release = ctx.study_config(self.study)["generator"]["release"]
+        return Path(release) if release else None
+
     def inputs(self, ctx: Ctx) -> dict[str, Any]:
         g = ctx.study_config(self.study)["generator"]
+        if self.release(ctx) is not None:
+            return {"release": str(self.release(ctx)), "release_sha256": file_sha256_or_none(self.release(ctx))}
         return {"config": g["config"], "config_values_sha256": yaml_values_sha256_or_none(g["config"]),
                 "set": list(g["set"]),
                 "run": str(self.run_dir(ctx)), "device": ctx.cfg["device"], "threads": ctx.cfg.get("threads")}
 
     def reset(self, ctx: Ctx) -> list[Path]:
+        if self.release(ctx) is not None:
+            return []
         run_dir = self.run_dir(ctx)
         if ctx.out.resolve() not in run_dir.resolve().parents:
             raise UserError(f"--force {self.key}: the run folder {run_dir} (generator.run) lies outside the study's "
@@ -145,10 +154,18 @@ class GeneratorStage(Stage):
         return [run_dir]
 
     def note(self, ctx: Ctx) -> str:
-        return _progress_note(self.run_dir(ctx))
+        return "" if self.release(ctx) is not None else _progress_note(self.run_dir(ctx))
 
     def run(self, ctx: Ctx) -> dict[str, Any]:
         _, split_path = ctx.split(self.study)
+        release = self.release(ctx)
+        if release is not None:
+            from ldm.checkpoint import read_metadata
+
+            ctx.log(f"[{self.key}] release {release}: {leakage.check_release(self.key, release, split_path)}")
+            return {"run": None, "ckpt": str(release), "release": True,
+                    "iteration": int(read_metadata(release).get("iteration") or 0), "ckpt_stat": file_stat(release),
+                    "paths": [str(release)]}
         run_dir = self.run_dir(ctx)
         test_stems, tests = ctx.test_stems(self.study), ctx.test_digests(self.study)
         stems, run_split = leakage.check_generator_data(self.key, run_dir, ctx.data_root, str(split_path), test_stems)
