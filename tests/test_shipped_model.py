@@ -50,3 +50,19 @@ def test_infer_draws_grey_steel_with_the_defect_where_the_mask_is(tmp_path):
         inside, outside = img[mask].mean(), img[~mask].mean()
         assert 0.1 < outside < 0.9 and img.std() > 0.01
         assert (inside > outside) if stem.startswith("Sc") else (inside < outside), (stem, inside, outside)
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_on_a_cpu_without_bf16_units_warns_to_use_fp32(monkeypatch, native):
+    import warnings
+
+    import inference.generate as generate
+
+    monkeypatch.setattr(generate, "cpu_has_bf16", lambda: native)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        generate.load_pipeline(SHIPPED, device="cpu", precision="bf16")
+    said = [str(w.message) for w in caught if "bfloat16 units" in str(w.message)]
+    assert len(said) == (0 if native else 1)
+    if said:
+        assert "use --precision fp32" in said[0] and "\n" not in said[0]
