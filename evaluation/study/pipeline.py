@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from runtime.digest import json_sha256
 from runtime.errors import UserError
 
 from .context import KINDS, Ctx, seconds_text
 from .stages import Stage, StageStopped, remove_path
+from .stamps import hash_matches, input_hash
 
 
 @dataclass
@@ -65,7 +65,7 @@ def stage_status(stage: Stage, ctx: Ctx, pending: set[str], forced: set[str]) ->
         current = _inputs(stage, ctx)
     except UserError as exc:
         return Status(stage.key, False, f"inputs unreadable ({exc})")
-    if json_sha256(current) != stamp["hash"]:
+    if not hash_matches(stamp["hash"], current):
         return Status(stage.key, False, _changed(stamp.get("inputs", {}), current))
     missing = [p for p in stamp["outputs"].get("paths", []) if not Path(p).exists()]
     if missing:
@@ -145,15 +145,16 @@ def run_stages(stages: Sequence[Stage], ctx: Ctx, forced: set[str]) -> list[str]
             continue
         ctx.log(f"[{stage.key}] running: {status.reason}")
         started = _inputs(stage, ctx)
-        start_hash = json_sha256(started)
+        start_hash = input_hash(started)
         previous = ctx.store.read(stage.key)
         if stage.key in pending_force:
             for path in stage.reset(ctx):
                 _move_aside(path, ctx.log)
             for path in stage.clear(ctx):
                 remove_path(path)
-        elif ((previous is not None and previous["hash"] != start_hash)
-              or ctx.store.started_hash(stage.key) not in (None, start_hash)):
+        elif ((previous is not None and not hash_matches(previous["hash"], started))
+              or (ctx.store.started_hash(stage.key) is not None
+                  and not hash_matches(ctx.store.started_hash(stage.key), started))):
             for path in stage.clear(ctx):
                 if path.exists():
                     ctx.log(f"[{stage.key}] inputs changed: clearing {path}")
@@ -171,7 +172,7 @@ def run_stages(stages: Sequence[Stage], ctx: Ctx, forced: set[str]) -> list[str]
             raise
         seconds = time.perf_counter() - t0
         finished = _inputs(stage, ctx)  # e.g. a split file the stage has just made
-        ctx.store.write(stage.key, json_sha256(finished), finished, outputs, seconds, forced=stage.key in pending_force)
+        ctx.store.write(stage.key, input_hash(finished), finished, outputs, seconds, forced=stage.key in pending_force)
         ctx.store.record_time(stage.key, seconds, "finished")
         pending_force.discard(stage.key)
         ran.append(stage.key)

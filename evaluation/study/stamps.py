@@ -8,23 +8,70 @@ to date; a rebuilt stage whose outputs changed gets a new digest, which makes ev
 stale, while one that found nothing to do (a finished training run) leaves its dependents alone. ``<stage>.started``
 records the input hash of an attempt that has not finished yet (so outputs of an attempt with other
 inputs can be cleared before a resume), and ``stage_times.json`` the wall time of every attempt.
+
+Paths inside the repository are stamped relative to it (``$REPO/...``, :func:`portable`) and read back
+under the current checkout (:func:`local`), so a study folder moved to another checkout with its
+modification times kept (``mv``, ``cp -a``) is still up to date there.
 """
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from dataset.io import write_json_atomic
+from runtime.configs import REPO
 from runtime.digest import json_sha256, path_fingerprint
+
+REPO_TOKEN = "$REPO"
+
+
+def portable(value: Any) -> Any:
+    """``value`` with every string that is a path inside the repository written as ``$REPO/<relative path>``."""
+    if isinstance(value, str):
+        root = str(REPO)
+        if value == root:
+            return REPO_TOKEN
+        return REPO_TOKEN + value[len(root):] if value.startswith(root + os.sep) else value
+    if isinstance(value, Mapping):
+        return {k: portable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [portable(v) for v in value]
+    return value
+
+
+def local(value: Any) -> Any:
+    """The inverse of :func:`portable` under this checkout."""
+    if isinstance(value, str):
+        if value == REPO_TOKEN:
+            return str(REPO)
+        return str(REPO) + value[len(REPO_TOKEN):] if value.startswith(REPO_TOKEN + "/") else value
+    if isinstance(value, Mapping):
+        return {k: local(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [local(v) for v in value]
+    return value
+
+
+def input_hash(inputs: Mapping[str, Any]) -> str:
+    """The hash a stamp records for a stage's inputs (paths inside the repository relative to it)."""
+    return json_sha256(portable(dict(inputs)))
+
+
+def hash_matches(recorded: Optional[str], inputs: Mapping[str, Any]) -> bool:
+    """Whether a recorded input hash is that of ``inputs``; stamps written before paths were made portable
+    hashed the absolute paths and still match in the checkout that wrote them."""
+    return recorded is not None and recorded in (input_hash(inputs), json_sha256(dict(inputs)))
 
 
 def outputs_digest(outputs: Mapping[str, Any], forced: bool = False) -> str:
     """The digest of a stage's completion: its outputs and the fingerprints of the paths they list."""
-    files = {str(p): path_fingerprint(p) for p in outputs.get("paths", [])}
-    return json_sha256({"outputs": dict(outputs), "files": files, "forced": uuid.uuid4().hex if forced else None})
+    files = {portable(str(p)): path_fingerprint(p) for p in outputs.get("paths", [])}
+    return json_sha256({"outputs": portable(dict(outputs)), "files": files,
+                        "forced": uuid.uuid4().hex if forced else None})
 
 
 class StampStore:
@@ -43,14 +90,14 @@ class StampStore:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             return None
-        return data if isinstance(data, dict) and "hash" in data and "digest" in data else None
+        return local(data) if isinstance(data, dict) and "hash" in data and "digest" in data else None
 
     def write(self, key: str, input_hash: str, inputs: Mapping[str, Any], outputs: Mapping[str, Any],
               seconds: float, forced: bool = False) -> dict[str, Any]:
         self.dir.mkdir(parents=True, exist_ok=True)
-        stamp = {"stage": key, "hash": input_hash, "digest": outputs_digest(outputs, forced), "inputs": dict(inputs),
-                 "outputs": dict(outputs), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-                 "seconds": round(float(seconds), 3)}
+        stamp = {"stage": key, "hash": input_hash, "digest": outputs_digest(outputs, forced),
+                 "inputs": portable(dict(inputs)), "outputs": portable(dict(outputs)),
+                 "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "seconds": round(float(seconds), 3)}
         write_json_atomic(stamp, self.path(key))
         self.started_path(key).unlink(missing_ok=True)
         return stamp
