@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import time
+from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -46,9 +48,11 @@ from dataset.splits import carve_validation, get_split, load_split, save_split
 from metrics.sod import METRICS
 from runtime import options as O
 from runtime.atomic import write_text_atomic
+from runtime.cli import positive_int
 from runtime.configs import load_config, to_plain
 from runtime.digest import lines_sha256, stat_line
 from runtime.errors import UserError, run_cli
+from runtime.parallel import run_jobs, threads_per_job
 
 from .detector.checks import check_detector_config
 from .detector.runs import detector_file, run_summary
@@ -62,6 +66,7 @@ PROTOCOLS = ("substitution", "expansion")
 # every key a protocol config may hold (configs/eval/substitution.yaml documents them)
 SCHEMA = {
     "protocol": None, "data_root": None, "ratio": None, "seed": 0, "split": None, "out": None,
+    "jobs": 1,  # detector runs trained at a time, each in a worker process of its own
     "categories": O.Open(None),
     "detectors": O.ListOf({"name": None, "config": None, "overrides": O.ListOf(None)}),
     "detector_overrides": O.ListOf(None),
@@ -165,6 +170,9 @@ def check_config(cfg: DictConfig) -> None:
     protocol = cfg.get("protocol")
     if protocol not in PROTOCOLS:
         raise UserError(f"config: protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    jobs = cfg.get("jobs", 1)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise UserError(f"config: jobs must be a whole number >= 1 (detector runs trained at a time), got {jobs!r}")
     for key in ("data_root", "ratio", "out"):
         if cfg.get(key) in (None, ""):
             raise UserError(f"config: missing '{key}'; add it or pass --set {key}=...")
@@ -189,6 +197,56 @@ def check_config(cfg: DictConfig) -> None:
         raise UserError(f"config: every detector needs a unique 'name' (got {dnames})")
     for det in dets:
         detector_config(OmegaConf.create(to_plain(det)), list(cfg.get("detector_overrides") or []))
+
+
+
+def train_run(run_cfg: DictConfig, pairs: Sequence[Pair], run_dir: Path, n_real: int, meta: dict,
+              progress: bool = True, log: Callable[[str], None] = print) -> float:
+    """Train one detector run and write its ``run.json`` (``meta`` + the training minutes); returns the minutes."""
+    t0 = time.time()
+    train_detector(run_cfg, pairs, run_dir, progress=progress, log=log, n_real=n_real)
+    minutes = (time.time() - t0) / 60
+    write_json_atomic({**meta, "train_minutes": minutes}, run_dir / "run.json")
+    return minutes
+
+
+def _prefixed(prefix: str, message: str) -> None:
+    print(f"{prefix} {message}", flush=True)
+
+
+def _train_runs(runs: list[dict], jobs: int, progress: bool, log: Callable[[str], None]) -> None:
+    """Train the runs that are not reused (``jobs`` at a time in worker processes); fills in their minutes."""
+    todo = []
+    for run in runs:
+        label = f"[{run['det'].name} / {run['setting'].name}]"
+        log(f"{label} training on {len(run['pairs'])} pairs ({run['info']['sources']})")
+        if run["reuse"]:
+            log(f"{label} reusing {detector_file(run['dir'])} (same data and config; --force retrains)")
+        else:
+            todo.append(run)
+    if not todo:
+        return
+    parallel = jobs > 1 and len(todo) > 1
+    calls = [(run["cfg"], run["pairs"], run["dir"], run["info"]["n_real"],
+              {"signature": run["sig"], **run["info"], "setting": to_plain(run["setting"]),
+               "detector": str(run["det"].name)},
+              progress and not parallel,
+              partial(_prefixed, f"[{run['det'].name} / {run['setting'].name}]") if parallel else log)
+             for run in todo]
+    if parallel:
+        log(f"training {len(todo)} detector runs, {min(jobs, len(todo))} at a time in worker processes")
+
+    def finished(i: int, minutes: float) -> None:
+        todo[i]["minutes"] = minutes
+        if parallel:
+            log(f"[{todo[i]['det'].name} / {todo[i]['setting'].name}] trained in {minutes:.1f} min")
+
+    threads = max(int(r["cfg"].train.get("num_threads") or 0) for r in todo)
+    cores = os.cpu_count() or 1
+    if parallel and min(jobs, len(todo)) * threads > cores:
+        log(f"note: {min(jobs, len(todo))} runs x train.num_threads={threads} on {cores} cores; set "
+            f"detector_overrides=[train.num_threads={max(1, cores // jobs)}] to keep them from slowing each other")
+    run_jobs(train_run, calls, jobs, threads_per_job(threads, jobs), on_done=finished)
 
 
 def run_protocol(cfg: DictConfig, force: bool = False, progress: bool = True,
@@ -216,11 +274,9 @@ def run_protocol(cfg: DictConfig, force: bool = False, progress: bool = True,
         open_image(pair.image).close()
     test_stems = set(split["test"])
     log(f"{cfg.protocol}: {len(real_train)} real training / {len(test)} test pairs ({cfg.ratio}, {split_path})")
-
-    rows, cat_rows = [], []
-    per_image: dict[tuple[str, str], dict[str, float]] = {}
     detectors = cfg.get("detectors") or [OmegaConf.create({"name": "detector"})]
     global_over = list(cfg.get("detector_overrides") or [])
+    runs = []
     for det in detectors:
         det_cfg = detector_config(det, global_over)
         for setting in cfg.settings:
@@ -228,43 +284,42 @@ def run_protocol(cfg: DictConfig, force: bool = False, progress: bool = True,
             run_cfg = setting_detector_config(det_cfg, setting)
             run_dir = out / _safe(det.name) / _safe(setting.name)
             sig = _signature(run_cfg, train_pairs)
-            meta_path = run_dir / "run.json"
-            ckpt = detector_file(run_dir)
-            meta = _read_meta(meta_path)
-            log(f"[{det.name} / {setting.name}] training on {len(train_pairs)} pairs ({info['sources']})")
-            if ckpt is not None and meta.get("signature") == sig and not force:
-                log(f"[{det.name} / {setting.name}] reusing {ckpt} (same data and config; --force retrains)")
-                minutes = meta.get("train_minutes")
-            else:
-                t0 = time.time()
-                ckpt = train_detector(run_cfg, train_pairs, run_dir, progress=progress, log=log, n_real=info["n_real"])
-                minutes = (time.time() - t0) / 60
-                write_json_atomic({"signature": sig, "train_minutes": minutes, **info,
-                                   "setting": to_plain(setting), "detector": str(det.name)}, meta_path)
-            maps_dir = run_dir / "maps"
-            if maps_dir.is_dir():
-                shutil.rmtree(maps_dir)
-            write_maps(Detector(ckpt), [p.image for p in test], maps_dir, progress=progress, log=log)
-            scores: dict[str, float] = {}
-            results = evaluate_folders(maps_dir, mask_folder(cfg.data_root), cats,
-                                       stems=split["test"], log=log, per_image=scores)
-            write_json_atomic(results, run_dir / "metrics.json")
-            write_json_atomic(scores, run_dir / "per_image_S.json")
-            per_image[str(det.name), str(setting.name)] = scores
-            overall = results["overall"]
-            steps = run_summary(run_dir)
-            row = {"detector": str(det.name), "setting": str(setting.name), "train_data": info["sources"],
-                   "n_train": len(train_pairs), "n_real": info["n_real"], "n_generated": info["n_generated"],
-                   "real_share": setting.get("real_share"), "steps": steps.get("steps"),
-                   "warmup_steps": steps.get("warmup_steps"), "n_test": overall["n"],
-                   **{m: overall[m] for m in METRICS},
-                   "train_minutes": round(float(minutes), 2) if minutes is not None else None}
-            rows.append(row)
-            for group, res in results.items():
-                cat_rows.append({"detector": row["detector"], "setting": row["setting"], "category": group,
-                                 "n_test": res["n"], **{m: res[m] for m in METRICS}})
-            log(f"[{det.name} / {setting.name}] S {overall['S']:.4f}  MAE {overall['MAE']:.4f}  "
-                f"E-max {overall['E_max']:.4f}  F-max {overall['F_max']:.4f}")
+            meta = _read_meta(run_dir / "run.json")
+            reuse = detector_file(run_dir) is not None and meta.get("signature") == sig and not force
+            runs.append({"det": det, "setting": setting, "cfg": run_cfg, "pairs": train_pairs, "info": info,
+                         "dir": run_dir, "sig": sig, "minutes": meta.get("train_minutes") if reuse else None,
+                         "reuse": reuse})
+    _train_runs(runs, int(cfg.get("jobs") or 1), progress, log)
+
+    rows, cat_rows = [], []
+    per_image: dict[tuple[str, str], dict[str, float]] = {}
+    for run in runs:
+        det, setting, run_dir, info = run["det"], run["setting"], run["dir"], run["info"]
+        maps_dir = run_dir / "maps"
+        if maps_dir.is_dir():
+            shutil.rmtree(maps_dir)
+        write_maps(Detector(detector_file(run_dir)), [p.image for p in test], maps_dir, progress=progress, log=log)
+        scores: dict[str, float] = {}
+        results = evaluate_folders(maps_dir, mask_folder(cfg.data_root), cats,
+                                   stems=split["test"], log=log, per_image=scores)
+        write_json_atomic(results, run_dir / "metrics.json")
+        write_json_atomic(scores, run_dir / "per_image_S.json")
+        per_image[str(det.name), str(setting.name)] = scores
+        overall = results["overall"]
+        steps = run_summary(run_dir)
+        minutes = run["minutes"]
+        row = {"detector": str(det.name), "setting": str(setting.name), "train_data": info["sources"],
+               "n_train": len(run["pairs"]), "n_real": info["n_real"], "n_generated": info["n_generated"],
+               "real_share": setting.get("real_share"), "steps": steps.get("steps"),
+               "warmup_steps": steps.get("warmup_steps"), "n_test": overall["n"],
+               **{m: overall[m] for m in METRICS},
+               "train_minutes": round(float(minutes), 2) if minutes is not None else None}
+        rows.append(row)
+        for group, res in results.items():
+            cat_rows.append({"detector": row["detector"], "setting": row["setting"], "category": group,
+                             "n_test": res["n"], **{m: res[m] for m in METRICS}})
+        log(f"[{det.name} / {setting.name}] S {overall['S']:.4f}  MAE {overall['MAE']:.4f}  "
+            f"E-max {overall['E_max']:.4f}  F-max {overall['F_max']:.4f}")
     write_results(cfg, rows, cat_rows, out, split_path, per_image)
     log(f"{cfg.protocol}: done in {(time.time() - t_start) / 60:.1f} min -> {out / 'results.md'}")
     return rows
@@ -357,6 +412,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--config", required=True, help="e.g. configs/eval/substitution.yaml")
     O.add_set_argument(run, "data_root=PATH detector_overrides=[train.epochs=5]")
     run.add_argument("--force", action="store_true", help="retrain even when a finished run matches")
+    run.add_argument("--jobs", type=positive_int, default=None,
+                     help="detector runs trained at a time, each in a process of its own with the cores shared "
+                          "out (default: the config's jobs, 1)")
     run.add_argument("--no_progress", action="store_true", help="no progress bars")
     exp = sub.add_parser("export-masks", help="copy a split's training masks into a folder for infer.py")
     exp.add_argument("--data_root", required=True, help="dataset folder with Source_Images/ and Ground_truth/")
@@ -384,7 +442,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if head not in SCHEMA and head in detector_sections:
             raise UserError(f"--set {key}: a protocol config has no '{head}'; detector settings go in "
                             f"detector_overrides, e.g. --set 'detector_overrides=[{key}=...]'")
-    cfg = load_config(args.config, None, args.set, schema=SCHEMA)
+    overrides = [*args.set, *([f"jobs={args.jobs}"] if args.jobs is not None else [])]
+    cfg = load_config(args.config, None, overrides, schema=SCHEMA)
     run_protocol(cfg, force=args.force, progress=not args.no_progress)
     return 0
 

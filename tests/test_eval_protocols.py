@@ -231,3 +231,33 @@ def test_bad_real_share_in_a_protocol_setting_is_one_line(data, tmp_path, capsys
     err = capsys.readouterr().err.strip()
     assert code.value.code == 2 and len(err.splitlines()) == 1 and expect in err and "'fair'" in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_detector_runs_trained_side_by_side_match_runs_trained_one_after_another(data, tmp_path):
+    detectors = [{"name": f"seed{s}", "config": None, "overrides": [f"train.seed={s}"]} for s in (0, 1)]
+    settings = [{"name": "real", "real": True}]
+    rows = {}
+    for jobs in (1, 2):
+        cfg = _cfg(data, "substitution", settings, "9:1", [f"out={tmp_path / f'jobs{jobs}'}", f"jobs={jobs}"])
+        cfg.detectors = detectors
+        logs = []
+        rows[jobs] = run_protocol(cfg, progress=False, log=logs.append)
+        assert any("2 at a time in worker processes" in m for m in logs) == (jobs == 2)
+    for serial, parallel in zip(rows[1], rows[2]):
+        assert serial["detector"] == parallel["detector"]
+        assert serial["S"] == pytest.approx(parallel["S"], abs=1e-6)
+        assert parallel["train_minutes"] is not None
+    assert rows[2][0]["S"] != rows[2][1]["S"]  # the seeds really differ: the runs are not one run copied
+
+
+@pytest.mark.parametrize("jobs, expect", [("0", "jobs must be a whole number >= 1"),
+                                          ("two", "'jobs' must be an integer")])
+def test_bad_jobs_is_one_line(data, tmp_path, capsys, jobs, expect):
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text(f"protocol: substitution\ndata_root: {data / 'real'}\nratio: '9:1'\nout: {tmp_path / 'o'}\n"
+                   f"jobs: {jobs}\nsettings: [{{name: real, real: true}}]\n")
+    with pytest.raises(SystemExit) as code:
+        run_cli(lambda: protocols_main(["run", "--config", str(cfg)]))
+    assert code.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expect in err, err

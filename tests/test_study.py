@@ -424,3 +424,45 @@ def test_an_old_config_with_a_paper_section_loads_with_one_warning(study, tmp_pa
     with pytest.warns(UserWarning, match=r"'paper:' section is no longer read .*deffiller_tables\.csv.*remove it") as seen:
         cfg = load_study_config(path)
     assert len(seen) == 1 and "\n" not in str(seen[0].message) and "paper" not in cfg
+
+
+def test_jobs_generate_seeds_and_train_detectors_side_by_side_with_the_same_results(study):
+    """--jobs 2 redoes the substitution generation (two seeds) and its detectors in worker processes: the same
+    pictures and the same scores as the one-after-another run of the fixture. Runs last: it rewrites the folders."""
+    out = study["out"] / "substitution"
+
+    def pictures() -> dict[str, bytes]:
+        return {f"{d}/{p.name}": p.read_bytes() for d in ("generated", "generated_seed1")
+                for p in sorted((out / d / "Source_Images").iterdir())}
+
+    def scores() -> dict[tuple[str, str], float]:
+        rows = json.loads((out / "detectors" / "results.json").read_text())["rows"]
+        return {(r["detector"], r["setting"]): r["S"] for r in rows}
+
+    serial_pictures, serial_scores = pictures(), scores()
+    log = run_study(study["config"], "--jobs", "2", "--force", "substitution.generation")
+    assert "[substitution.generation] 2 generation seeds, 2 at a time in worker processes" in log
+    assert "training 4 detector runs, 2 at a time in worker processes" in log  # the real runs are reused
+    assert pictures() == serial_pictures
+    assert scores() == pytest.approx(serial_scores, abs=1e-6)
+
+
+def test_jobs_train_the_generator_and_the_mask_producer_side_by_side(study):
+    """--jobs 2: the expansion study's generator and mask producer (independent training stages) retrain at the
+    same time in worker processes, with the same new masks as the one-after-another run. Runs last."""
+    masks = study["out"] / "expansion" / "maskgen" / "masks"
+
+    def pictures() -> dict[str, bytes]:
+        return {str(p.relative_to(masks)): p.read_bytes() for p in sorted(masks.rglob("*.png"))}
+
+    serial = pictures()
+    log = run_study(study["config"], "--jobs", "2", "--force", "expansion.generator", "expansion.maskgen",
+                    "--until", "expansion.maskgen")
+    assert "expansion.generator, expansion.maskgen: side by side in worker processes, 1 thread(s) each" in log
+    assert ran(log) == ["expansion.generator", "expansion.maskgen"]
+    assert serial and pictures() == serial
+    run = study["out"] / "expansion" / "generator"
+    assert json.loads((run / "latest.json").read_text())["iteration"] == 2
+    assert len(list(run.parent.glob("generator.old-*"))) == 1  # --force moved the old run aside
+    times = json.loads((study["out"] / "stage_times.json").read_text())
+    assert times["expansion.maskgen"]["attempts"][-1]["status"] == "finished"

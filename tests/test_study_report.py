@@ -86,6 +86,7 @@ def test_a_bad_fair_share_in_the_study_config_is_one_line(value):
     ("studies.substitution.generation.seeds=[-1]", "generation.seeds must be a list of distinct whole numbers"),
     ("studies.substitution.generator.release=models/nothing.safetensors", "no such .safetensors file"),
     ("studies.substitution.generator.release=configs/study/sd900_quick.yaml", "no such .safetensors file"),
+    ("jobs=0", "jobs must be a finite number >= 1, got 0"),
 ])
 def test_bad_generation_seeds_or_release_are_one_line(override, message):
     from evaluation.study.config import load_study_config
@@ -111,3 +112,21 @@ def test_a_release_with_a_run_folder_is_refused_and_the_old_seed_key_still_reads
     shipped = load_study_config("configs/study/sd900_cpu.yaml")["studies"]["substitution"]
     assert shipped["generator"]["release"].endswith("models/sd900_vpred.safetensors")
     assert shipped["generation"]["seeds"] == [0, 1]
+
+
+def test_detector_runs_side_by_side_share_the_cores_out():
+    import os
+
+    from evaluation.study.config import load_study_config
+    from evaluation.study.context import Ctx
+    from evaluation.study.stamps import StampStore
+
+    def overrides(sets, **kw):
+        cfg = load_study_config("configs/study/sd900_quick.yaml", sets)
+        return Ctx(cfg, StampStore(cfg["out"]), print).device_overrides(**kw)
+
+    one_each = f"train.num_threads={max(1, (os.cpu_count() or 1) // 2)}"
+    assert overrides(["jobs=1", "threads=0"]) == ["train.device=auto"]  # the detector config's threads
+    assert overrides(["jobs=2", "threads=0"]) == ["train.device=auto", one_each]
+    assert overrides(["jobs=2", "threads=3"]) == ["train.device=auto", "train.num_threads=3"]
+    assert overrides(["jobs=2", "threads=0"], side_by_side=False) == ["train.device=auto"]  # a single run

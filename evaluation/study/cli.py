@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from runtime.cli import add_device, add_threads
+from runtime.cli import add_device, add_threads, positive_int
 from runtime.errors import UserError, run_cli
 from runtime.lock import locked
 from runtime.options import add_set_argument
@@ -47,7 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rebuild these stages (and what depends on them); a forced training stage restarts "
                         "from scratch, its old run folder moved aside")
     add_device(p, None, "the config's, auto")
-    add_threads(p, None, "the config's", note=", for every stage")
+    add_threads(p, None, "the config's", note=", for every stage (per process with --jobs)")
+    p.add_argument("--jobs", type=positive_int, default=None,
+                   help="detector runs and generation seeds at a time, each in a process of its own; with "
+                        "--threads 0 the cores are shared out between them (default: the config's, 1)")
     p.add_argument("--no_progress", action="store_true", help="no progress bars")
     return p
 
@@ -63,6 +66,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         overrides.append(f"device={args.device}")
     if args.threads is not None:
         overrides.append(f"threads={args.threads}")
+    if args.jobs is not None:
+        overrides.append(f"jobs={args.jobs}")
     cfg = load_study_config(args.config, overrides)
     ctx = Ctx(cfg, StampStore(cfg["out"]), _log, progress=not args.no_progress)
     stages = build_stages(cfg)

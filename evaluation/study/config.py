@@ -59,6 +59,7 @@ SCHEMA: dict[str, Any] = {
     "categories": O.Open(None),
     "device": "auto",
     "threads": 0,               # torch CPU threads for the study's own work (0: torch's default)
+    "jobs": 1,                  # detector runs and generation seeds at a time, each in a process of its own
     "studies": {"substitution": _COMMON, "expansion": _EXPANSION},
     "fidelity": {"fid": True, "inception": None, "batch_size": 32, "kid_subsets": 100, "kid_subset_size": 1000},
     "report": {"n_grid": 6, "seed": 0},
@@ -199,6 +200,7 @@ def check_numbers(cfg: dict[str, Any], where: str) -> None:
     from inference.generate import MAX_OUTPUT_SIZE
 
     _whole(cfg["threads"], f"{where}: threads", 0)
+    _whole(cfg["jobs"], f"{where}: jobs", 1)
     f = cfg["fidelity"]
     for key in ("batch_size", "kid_subsets", "kid_subset_size"):
         _whole(f[key], f"{where}: fidelity.{key}", 1)

@@ -10,6 +10,7 @@ from dataset.categories import categories_from_config
 from dataset.pairs import Pair, find_pairs
 from dataset.splits import load_split
 from runtime.errors import UserError
+from runtime.parallel import threads_per_job
 
 from .stamps import StampStore
 
@@ -86,11 +87,14 @@ class Ctx:
             self._test_digests[key] = test_digests([by_stem[s] for s in split["test"]])
         return self._test_digests[key]
 
-    def device_overrides(self) -> list[str]:
-        """Detector config overrides for the study's device and threads."""
+    def device_overrides(self, side_by_side: bool = True) -> list[str]:
+        """Detector config overrides for the study's device and threads (per run, for ``jobs`` runs at a time
+        unless the runs are not ``side_by_side``)."""
         out = [f"train.device={self.cfg['device']}"]
-        if int(self.cfg.get("threads") or 0) > 0:
-            out.append(f"train.num_threads={int(self.cfg['threads'])}")
+        threads = int(self.cfg.get("threads") or 0)
+        jobs = int(self.cfg.get("jobs") or 1) if side_by_side else 1
+        if threads > 0 or jobs > 1:  # runs side by side share the cores out
+            out.append(f"train.num_threads={threads_per_job(threads, jobs)}")
         return out
 
 

@@ -134,47 +134,115 @@ def _move_aside(path: Path, log) -> None:
     log(f"moved {path} aside to {target} (--force)")
 
 
+def _prepare(stage: Stage, ctx: Ctx, pending_force: set[str]) -> None:
+    """Before a stage runs: move aside / clear what its new inputs make stale, and mark it started."""
+    started = _inputs(stage, ctx)
+    previous = ctx.store.read(stage.key)
+    if stage.key in pending_force:
+        for path in stage.reset(ctx):
+            _move_aside(path, ctx.log)
+        for path in stage.clear(ctx):
+            remove_path(path)
+    elif ((previous is not None and not hash_matches(previous["hash"], started))
+          or (ctx.store.started_hash(stage.key) is not None
+              and not hash_matches(ctx.store.started_hash(stage.key), started))):
+        for path in stage.clear(ctx):
+            if path.exists():
+                ctx.log(f"[{stage.key}] inputs changed: clearing {path}")
+            remove_path(path)
+    ctx.store.remove(stage.key)
+    ctx.store.mark_started(stage.key, input_hash(started))
+
+
+def _finish(stage: Stage, ctx: Ctx, outputs: dict[str, Any], seconds: float, pending_force: set[str]) -> None:
+    finished = _inputs(stage, ctx)  # e.g. a split file the stage has just made
+    ctx.store.write(stage.key, input_hash(finished), finished, outputs, seconds, forced=stage.key in pending_force)
+    ctx.store.record_time(stage.key, seconds, "finished")
+    pending_force.discard(stage.key)
+    ctx.log(f"[{stage.key}] done in {seconds_text(seconds)}")
+
+
+def _failure(exc: BaseException) -> str:
+    return "interrupted" if isinstance(exc, (KeyboardInterrupt, StageStopped)) else "failed"
+
+
+def run_stage_in_worker(stage: Stage, ctx: Ctx) -> dict[str, Any]:
+    """``stage.run`` in a worker process of :func:`run_stages` (logging to its standard output)."""
+    return stage.run(ctx)
+
+
+def _side_by_side(stages: Sequence[Stage], i: int, ctx: Ctx, pending_force: set[str]) -> list[Stage]:
+    """The training stages from ``stages[i]`` on that can train at the same time: each one not up to date and
+    independent of the ones before it in the group."""
+    group = [stages[i]]
+    for stage in stages[i + 1:]:
+        keys = {g.key for g in group}
+        if not stage.training or any(d in keys for d in stage.deps):
+            break
+        if stage_status(stage, ctx, keys, pending_force).up_to_date:
+            break
+        group.append(stage)
+    return group
+
+
+def _run_group(group: list[Stage], ctx: Ctx, pending_force: set[str], jobs: int) -> None:
+    """Independent training stages side by side, each in a worker process with its share of the threads."""
+    from dataclasses import replace
+
+    from runtime.parallel import run_jobs, threads_per_job
+
+    for stage in group:
+        _prepare(stage, ctx, pending_force)
+    share = threads_per_job(int(ctx.cfg.get("threads") or 0), min(jobs, len(group)))
+    worker_ctx = replace(ctx, cfg={**ctx.cfg, "threads": share}, log=print, progress=False)
+    ctx.log(f"{', '.join(s.key for s in group)}: side by side in worker processes, {share} thread(s) each "
+            "(their logs follow as they come)")
+    t0 = time.perf_counter()
+    done: set[str] = set()
+
+    def finished(k: int, outputs: dict[str, Any]) -> None:
+        _finish(group[k], ctx, outputs, time.perf_counter() - t0, pending_force)
+        done.add(group[k].key)
+
+    try:
+        run_jobs(run_stage_in_worker, [(stage, worker_ctx) for stage in group], jobs, share, on_done=finished)
+    except BaseException as exc:
+        for stage in group:
+            if stage.key not in done:
+                ctx.store.record_time(stage.key, time.perf_counter() - t0, _failure(exc))
+        raise
+
+
 def run_stages(stages: Sequence[Stage], ctx: Ctx, forced: set[str]) -> list[str]:
-    """Run every stage that is not up to date, in order; returns the keys that ran."""
+    """Run every stage that is not up to date, in order; returns the keys that ran. With ``jobs`` > 1 in the
+    config, independent training stages next to each other (the expansion study's generator and mask producer)
+    train side by side."""
     ran: list[str] = []
     pending_force = set(forced)
-    for stage in stages:
+    jobs = int(ctx.cfg.get("jobs") or 1)
+    i = 0
+    while i < len(stages):
+        stage = stages[i]
         status = stage_status(stage, ctx, set(), pending_force)
         if status.up_to_date:
             ctx.log(f"[{stage.key}] {status.reason}")
+            i += 1
             continue
         ctx.log(f"[{stage.key}] running: {status.reason}")
-        started = _inputs(stage, ctx)
-        start_hash = input_hash(started)
-        previous = ctx.store.read(stage.key)
-        if stage.key in pending_force:
-            for path in stage.reset(ctx):
-                _move_aside(path, ctx.log)
-            for path in stage.clear(ctx):
-                remove_path(path)
-        elif ((previous is not None and not hash_matches(previous["hash"], started))
-              or (ctx.store.started_hash(stage.key) is not None
-                  and not hash_matches(ctx.store.started_hash(stage.key), started))):
-            for path in stage.clear(ctx):
-                if path.exists():
-                    ctx.log(f"[{stage.key}] inputs changed: clearing {path}")
-                remove_path(path)
-        ctx.store.remove(stage.key)
-        ctx.store.mark_started(stage.key, start_hash)
-        t0 = time.perf_counter()
-        try:
-            outputs = stage.run(ctx)
-        except (KeyboardInterrupt, StageStopped):
-            ctx.store.record_time(stage.key, time.perf_counter() - t0, "interrupted")
-            raise
-        except BaseException:
-            ctx.store.record_time(stage.key, time.perf_counter() - t0, "failed")
-            raise
-        seconds = time.perf_counter() - t0
-        finished = _inputs(stage, ctx)  # e.g. a split file the stage has just made
-        ctx.store.write(stage.key, input_hash(finished), finished, outputs, seconds, forced=stage.key in pending_force)
-        ctx.store.record_time(stage.key, seconds, "finished")
-        pending_force.discard(stage.key)
-        ran.append(stage.key)
-        ctx.log(f"[{stage.key}] done in {seconds_text(seconds)}")
+        group = _side_by_side(stages, i, ctx, pending_force) if jobs > 1 and stage.training else [stage]
+        if len(group) > 1:
+            for other in group[1:]:
+                ctx.log(f"[{other.key}] running: {stage_status(other, ctx, set(), pending_force).reason}")
+            _run_group(group, ctx, pending_force, jobs)
+        else:
+            _prepare(stage, ctx, pending_force)
+            t0 = time.perf_counter()
+            try:
+                outputs = stage.run(ctx)
+            except BaseException as exc:
+                ctx.store.record_time(stage.key, time.perf_counter() - t0, _failure(exc))
+                raise
+            _finish(stage, ctx, outputs, time.perf_counter() - t0, pending_force)
+        ran += [s.key for s in group]
+        i += len(group)
     return ran

@@ -13,7 +13,11 @@ class StageStopped(Exception):
 
     def __init__(self, stage: str, code: int) -> None:
         super().__init__(f"stage {stage} stopped (exit {code}); rerun the same command to resume")
+        self.stage = stage
         self.code = code
+
+    def __reduce__(self):  # raised in a worker process and again in the study's
+        return StageStopped, (self.stage, self.code)
 
 
 class Stage:

@@ -83,7 +83,8 @@ class DetectorsStage(Stage):
         cfg = OmegaConf.create({"protocol": self.study, "data_root": ctx.data_root, "ratio": study_cfg["ratio"],
                                 "seed": study_cfg["seed"], "split": str(split_path), "out": str(self.folder(ctx)),
                                 "categories": ctx.cfg.get("categories"), "detectors": detectors,
-                                "detector_overrides": [], "settings": settings})
+                                "detector_overrides": [], "settings": settings,
+                                "jobs": int(ctx.cfg.get("jobs") or 1)})
         rows = run_protocol(cfg, force=self.key in ctx.forced, progress=ctx.progress, log=ctx.log)
         return {"results": str(self.folder(ctx) / "results.json"), "skipped": skipped,
                 "settings": [s["name"] for s in settings], "seeds": list(d["seeds"]), "n_rows": len(to_plain(rows)),

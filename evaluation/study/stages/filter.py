@@ -18,8 +18,8 @@ def detector_cfg(ctx: Ctx, study: str, seed: int):
     d = ctx.study_config(study)["detectors"]
     from omegaconf import OmegaConf
 
-    det = OmegaConf.create({"name": f"seed{seed}", "config": d["config"],
-                            "overrides": [*d["overrides"], *ctx.device_overrides(), f"train.seed={int(seed)}"]})
+    overrides = [*d["overrides"], *ctx.device_overrides(side_by_side=False), f"train.seed={int(seed)}"]
+    det = OmegaConf.create({"name": f"seed{seed}", "config": d["config"], "overrides": overrides})
     return detector_config(det, [])
 
 

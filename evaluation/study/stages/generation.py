@@ -75,34 +75,53 @@ class GenerationStage(Stage):
         return Path(ctx.outputs(f"{self.study}.split")["train_masks"])
 
     def run(self, ctx: Ctx) -> dict[str, Any]:
-        import torch
-
-        from inference.cli import tqdm_progress
-        from inference.generate import generate_dataset, load_pipeline
-        from inference.jobs import JobSpec, list_masks
+        from inference.jobs import list_masks
+        from runtime.parallel import run_jobs, threads_per_job
 
         g = ctx.study_config(self.study)["generation"]
         check_producers(ctx, self.study, self.key)
-        if int(ctx.cfg.get("threads") or 0) > 0:
-            torch.set_num_threads(int(ctx.cfg["threads"]))
         ckpt = ctx.outputs(f"{self.study}.generator")["ckpt"]
         opts = generation_options(g)
-        pipe = load_pipeline(ckpt, device=ctx.cfg["device"], precision=g["precision"])
+        mask_dir = self.mask_dir(ctx)
+        with warnings.catch_warnings():  # maskgen.sample's manifest sits beside the masks
+            warnings.filterwarnings("ignore", message=".*maskgen_manifest.json")
+            leakage.refuse_test_content(self.key, list_masks(mask_dir), ctx.test_digests(self.study),
+                                        "generate from training masks or new masks only (generation.mask_dir)",
+                                        use="generate from")
         low = f", low frequencies {opts.guidance_low[0]:g} (box {opts.guidance_low[1]})" if opts.guidance_low else ""
-        runs = []
+        jobs = min(int(ctx.cfg.get("jobs") or 1), len(g["seeds"]))
+        threads = int(ctx.cfg.get("threads") or 0)
+        threads = threads_per_job(threads, jobs) if jobs > 1 else threads
+        calls = []
         for seed in g["seeds"]:
             folder = self.folder(ctx, seed)
-            spec = JobSpec(self.mask_dir(ctx), int(g["num_per_mask"]), int(seed))
             ctx.log(f"[{self.key}] {ckpt} -> {folder} ({opts.sampler} {opts.steps} steps, guidance "
                     f"{opts.guidance_scale}{low}, seed {seed})")
-            with warnings.catch_warnings():  # maskgen.sample's manifest sits beside the masks
-                warnings.filterwarnings("ignore", message=".*maskgen_manifest.json")
-                leakage.refuse_test_content(self.key, list_masks(spec.mask_dir), ctx.test_digests(self.study),
-                                            "generate from training masks or new masks only (generation.mask_dir)",
-                                            use="generate from")
-                generate_dataset(pipe, spec, folder, opts,
-                                 progress=tqdm_progress(f"{self.key} (seed {seed})", ctx.progress))
-            n = len(json.loads((folder / "generation.json").read_text())["images"])
-            runs.append({"seed": int(seed), "dir": str(folder), "n": n})
-        return {"generated": runs[0]["dir"], "n": runs[0]["n"], "mask_dir": str(self.mask_dir(ctx)), "runs": runs,
+            calls.append((ckpt, ctx.cfg["device"], str(mask_dir), int(g["num_per_mask"]), int(seed), str(folder), opts,
+                          threads, f"{self.key} (seed {seed})", ctx.progress and jobs == 1))
+        if jobs > 1:
+            ctx.log(f"[{self.key}] {len(calls)} generation seeds, {jobs} at a time in worker processes")
+        counts = run_jobs(generate_seed, calls, jobs,
+                          on_done=lambda i, n: ctx.log(f"[{self.key}] seed {g['seeds'][i]}: {n} pairs"))
+        runs = [{"seed": int(seed), "dir": str(self.folder(ctx, seed)), "n": n} for seed, n in zip(g["seeds"], counts)]
+        return {"generated": runs[0]["dir"], "n": runs[0]["n"], "mask_dir": str(mask_dir), "runs": runs,
                 "paths": [r["dir"] for r in runs]}
+
+
+def generate_seed(ckpt: str, device: str, mask_dir: str, num_per_mask: int, seed: int, folder: str, opts: Any,
+                  threads: int, label: str, progress: bool) -> int:
+    """One generation seed's pairs in ``folder`` (resumed where a run stopped); returns how many pairs it holds."""
+    import torch
+
+    from inference.cli import tqdm_progress
+    from inference.generate import generate_dataset, load_pipeline
+    from inference.jobs import JobSpec
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    pipe = load_pipeline(ckpt, device=device, precision=opts.precision)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*maskgen_manifest.json")
+        generate_dataset(pipe, JobSpec(Path(mask_dir), num_per_mask, seed), Path(folder), opts,
+                         progress=tqdm_progress(label, progress))
+    return len(json.loads((Path(folder) / "generation.json").read_text())["images"])

@@ -1,0 +1,98 @@
+"""Independent jobs side by side in worker processes (the study's detector runs, generation seeds and
+training stages).
+
+On a CPU a small network trains faster as several one-thread processes than as one process with several
+threads, so ``run_jobs`` gives each worker ``threads_each`` torch threads. Workers are spawned (not forked,
+which is unsafe with torch's thread pools and CUDA), are not daemons (so a job may start processes of its
+own, such as data-loader workers) and leave as soon as their parent process is gone, so a killed command
+leaves no run going on behind it.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+from multiprocessing.connection import Connection, wait
+from typing import Any, Callable, Optional, Sequence
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+def _call(conn: Connection, fn: Callable[..., Any], args: tuple, parent: int, threads_each: Optional[int]) -> None:
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    if threads_each:
+        import torch
+
+        torch.set_num_threads(int(threads_each))
+    try:
+        conn.send((True, fn(*args)))
+    except BaseException as exc:  # sent back and raised in the parent
+        try:
+            conn.send((False, exc))
+        except Exception:  # an exception that does not pickle
+            conn.send((False, RuntimeError(f"{type(exc).__name__}: {exc}")))
+    finally:
+        conn.close()
+
+
+def threads_per_job(threads: int, jobs: int) -> int:
+    """Torch threads for each of ``jobs`` workers: ``threads`` when set, else the machine's cores shared out."""
+    if threads > 0:
+        return threads
+    return max(1, (os.cpu_count() or 1) // max(1, jobs))
+
+
+def run_jobs(fn: Callable[..., Any], calls: Sequence[tuple], jobs: int, threads_each: Optional[int] = None,
+             on_done: Optional[Callable[[int, Any], None]] = None) -> list[Any]:
+    """``[fn(*args) for args in calls]``, with up to ``jobs`` calls at a time in worker processes.
+
+    ``fn`` must be importable (a module-level function) and its arguments and result picklable. With
+    ``jobs <= 1`` or a single call everything runs here, in order. ``on_done(index, result)`` is called as each
+    call finishes. The first call to fail stops the others (their workers are terminated) and its exception is
+    raised here.
+    """
+    results: list[Any] = [None] * len(calls)
+    if jobs <= 1 or len(calls) <= 1:
+        for i, args in enumerate(calls):
+            results[i] = fn(*args)
+            if on_done is not None:
+                on_done(i, results[i])
+        return results
+    spawn = multiprocessing.get_context("spawn")
+    waiting = list(range(len(calls)))
+    running: dict[int, tuple[Any, Connection]] = {}
+    try:
+        while waiting or running:
+            while waiting and len(running) < jobs:
+                i = waiting.pop(0)
+                receive, send = spawn.Pipe(duplex=False)
+                worker = spawn.Process(target=_call, args=(send, fn, tuple(calls[i]), os.getpid(), threads_each),
+                                       name=f"job-{i}")
+                worker.start()
+                send.close()  # the worker holds the only sending end: its death reads as end of file here
+                running[i] = (worker, receive)
+            ready = wait([conn for _, conn in running.values()], timeout=1.0)
+            for i in [i for i, (_, conn) in running.items() if conn in ready]:
+                worker, conn = running.pop(i)
+                try:
+                    ok, value = conn.recv()
+                except EOFError:
+                    worker.join()
+                    raise RuntimeError(f"worker process {worker.name} died (exit code {worker.exitcode})") from None
+                worker.join()
+                if not ok:
+                    raise value
+                results[i] = value
+                if on_done is not None:
+                    on_done(i, value)
+    finally:  # a call failed or Ctrl-C: stop the others at once
+        for worker, _ in running.values():
+            worker.terminate()
+        for worker, _ in running.values():
+            worker.join()
+    return results
