@@ -337,8 +337,9 @@ def test_the_shipped_configs_load_and_plan(tmp_path):
     assert cpu["data_root"] == str((REPO / ".." / "shared" / "data" / "SD-saliency-900").resolve())
     assert cpu["studies"]["substitution"]["generator"]["config"] == str(REPO / "configs" / "sd900_cpu_vpred.yaml")
     assert cpu["studies"]["substitution"]["detectors"]["overrides"] == []  # the detector validated by default
-    assert cpu["studies"]["substitution"]["detectors"]["seeds"] == [0, 1]
+    assert cpu["studies"]["substitution"]["detectors"]["seeds"] == [0, 1, 2]
     assert cpu["studies"]["substitution"]["generation"]["seeds"] == [0, 1]
+    assert cpu["studies"]["expansion"]["generation"]["seeds"] == [0, 1] and cpu["jobs"] == 2
     with pytest.raises(UserError, match="unknown key 'studies.expansion.filter.treshold'"):
         load_study_config(REPO / "configs" / "study" / "sd900_cpu.yaml", ["studies.expansion.filter.treshold=0.5"])
 
