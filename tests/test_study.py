@@ -467,3 +467,13 @@ def test_jobs_train_the_generator_and_the_mask_producer_side_by_side(study):
     assert len(list(run.parent.glob("generator.old-*"))) == 1  # --force moved the old run aside
     times = json.loads((study["out"] / "stage_times.json").read_text())
     assert times["expansion.maskgen"]["attempts"][-1]["status"] == "finished"
+    assert times["expansion.maskgen"]["beside"] == ["expansion.generator"]
+    assert times["expansion.generator"]["attempts"][-1]["beside"] == ["expansion.maskgen"]
+    from evaluation.study.config import load_study_config
+    from evaluation.study.context import Ctx
+    from evaluation.study.report import times_markdown
+    from evaluation.study.stamps import StampStore
+
+    cfg = load_study_config(study["config"])
+    table = times_markdown(Ctx(cfg, StampStore(cfg["out"]), print), study["root"])
+    assert "(beside expansion.generator) |" in table and "counted each in full" in table

@@ -154,10 +154,11 @@ def _prepare(stage: Stage, ctx: Ctx, pending_force: set[str]) -> None:
     ctx.store.mark_started(stage.key, input_hash(started))
 
 
-def _finish(stage: Stage, ctx: Ctx, outputs: dict[str, Any], seconds: float, pending_force: set[str]) -> None:
+def _finish(stage: Stage, ctx: Ctx, outputs: dict[str, Any], seconds: float, pending_force: set[str],
+            beside: Sequence[str] = ()) -> None:
     finished = _inputs(stage, ctx)  # e.g. a split file the stage has just made
     ctx.store.write(stage.key, input_hash(finished), finished, outputs, seconds, forced=stage.key in pending_force)
-    ctx.store.record_time(stage.key, seconds, "finished")
+    ctx.store.record_time(stage.key, seconds, "finished", beside)
     pending_force.discard(stage.key)
     ctx.log(f"[{stage.key}] done in {seconds_text(seconds)}")
 
@@ -200,8 +201,11 @@ def _run_group(group: list[Stage], ctx: Ctx, pending_force: set[str], jobs: int)
     t0 = time.perf_counter()
     done: set[str] = set()
 
+    def others(stage: Stage) -> list[str]:
+        return [s.key for s in group if s is not stage]
+
     def finished(k: int, outputs: dict[str, Any]) -> None:
-        _finish(group[k], ctx, outputs, time.perf_counter() - t0, pending_force)
+        _finish(group[k], ctx, outputs, time.perf_counter() - t0, pending_force, others(group[k]))
         done.add(group[k].key)
 
     try:
@@ -209,7 +213,7 @@ def _run_group(group: list[Stage], ctx: Ctx, pending_force: set[str], jobs: int)
     except BaseException as exc:
         for stage in group:
             if stage.key not in done:
-                ctx.store.record_time(stage.key, time.perf_counter() - t0, _failure(exc))
+                ctx.store.record_time(stage.key, time.perf_counter() - t0, _failure(exc), others(stage))
         raise
 
 

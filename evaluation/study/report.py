@@ -318,12 +318,16 @@ def times_markdown(ctx: Ctx, folder: Path) -> str:
     write_text_atomic(csv_text(rows, ["stage", "seconds", "total_seconds", "attempts"]), folder / "stage_times.csv")
     lines = ["| stage | last finished run | all attempts | attempts |", "|---|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['stage']} | {seconds_text(r['seconds']) if r['seconds'] is not None else '–'} | "
+        beside = times[r["stage"]].get("beside") if r["seconds"] is not None else None
+        lines.append(f"| {r['stage']} | {seconds_text(r['seconds']) if r['seconds'] is not None else '–'}"
+                     f"{' (beside ' + ', '.join(beside) + ')' if beside else ''} | "
                      f"{seconds_text(r['total_seconds'] or 0)} | {r['attempts']} |")
     total = sum(r["seconds"] or 0 for r in rows)
-    lines.append(f"\nSum of the last finished runs: {seconds_text(total)}. A training stage that resumed a run "
-                 "started elsewhere (e.g. a generator begun with main.py by hand) counts only the time spent inside "
-                 "the study; the run's own metrics.jsonl has the rest.")
+    overlap = (" (stages run beside each other are counted each in full, so the wall time was shorter)"
+               if any(times[r["stage"]].get("beside") for r in rows) else "")
+    lines.append(f"\nSum of the last finished runs: {seconds_text(total)}{overlap}"
+                 ". A training stage that resumed a run started elsewhere (e.g. a generator begun with main.py by "
+                 "hand) counts only the time spent inside the study; the run's own metrics.jsonl has the rest.")
     return "\n".join(lines) + "\n"
 
 

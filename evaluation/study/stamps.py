@@ -20,7 +20,7 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 from dataset.io import write_json_atomic
 from runtime.configs import REPO
@@ -132,15 +132,19 @@ class StampStore:
             return {}
         return data if isinstance(data, dict) else {}
 
-    def record_time(self, key: str, seconds: float, status: str) -> None:
-        """Add one attempt of ``key`` (``finished``, ``interrupted`` or ``failed``) to stage_times.json."""
+    def record_time(self, key: str, seconds: float, status: str, beside: Sequence[str] = ()) -> None:
+        """Add one attempt of ``key`` (``finished``, ``interrupted`` or ``failed``) to stage_times.json;
+        ``beside``: the stages that ran at the same time in other processes."""
         times = self.times()
         entry = times.get(key) or {"attempts": []}
-        entry["attempts"] = list(entry.get("attempts", [])) + [
-            {"seconds": round(float(seconds), 3), "status": status, "at": time.strftime("%Y-%m-%d %H:%M:%S")}]
+        attempt = {"seconds": round(float(seconds), 3), "status": status, "at": time.strftime("%Y-%m-%d %H:%M:%S")}
+        if beside:
+            attempt["beside"] = list(beside)
+        entry["attempts"] = list(entry.get("attempts", [])) + [attempt]
         entry["total_seconds"] = round(sum(a["seconds"] for a in entry["attempts"]), 3)
         if status == "finished":
             entry["seconds"] = round(float(seconds), 3)
+            entry["beside"] = list(beside)
         times[key] = entry
         self.out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(times, self.times_path)
