@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import torch
 from tqdm.auto import tqdm
 
 from inference.generate import (
@@ -40,7 +41,7 @@ from inference.generate import (
 from inference.jobs import JobSpec
 from inference.writer import RECORD
 from ldm.diffusion.samplers import SAMPLERS
-from runtime.cli import add_device
+from runtime.cli import add_device, add_threads
 from runtime.distributed import cleanup, init_distributed
 from runtime.errors import UserError, run_cli
 
@@ -78,6 +79,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--num_per_mask", type=int, default=1, help="images per mask")
     p.add_argument("--output_size", type=int, default=None, help="output side in pixels (e.g. 200)")
     add_device(p, default_text="auto; under torchrun, this rank's GPU")
+    add_threads(p, 0, note="; under torchrun on a CPU the cores are shared out between the ranks")
     p.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32",
                    help="network precision: fp32, or bf16/fp16 autocast (fp16 needs a GPU) (default: fp32)")
     p.add_argument("--weights", choices=("auto", "ema", "raw"), default="auto",
@@ -146,6 +148,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     options_from_args(args)  # bad flags are refused before the checkpoint loads
     spec = JobSpec(Path(args.mask_dir), args.num_per_mask, args.seed, args.prompt, args.skip_empty_masks)
     info = init_distributed(args.device)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     rank, world = info.rank, info.world_size
     ckpt = args.ckpt or find_default_ckpt()
     if rank == 0:

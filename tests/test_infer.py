@@ -180,3 +180,18 @@ def test_steps_default_per_sampler(tiny, tmp_path):
         infer.main(args[:-2] + ["--steps", "0"])
     with pytest.raises(UserError, match="--steps 990: steps must be in 1..981"):
         infer.main(args + ["--steps", "990"])
+
+
+def test_threads_flag_sets_torch_threads_and_refuses_negatives(tiny, tmp_path, capsys):
+    import torch
+
+    ckpt, masks = tiny
+    before = torch.get_num_threads()
+    try:
+        run(ckpt, masks, tmp_path, "--threads", "1")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(SystemExit) as code:
+        infer.main(["--ckpt", str(ckpt), "--mask_dir", str(masks), "--threads", "-1"])
+    assert code.value.code == 2 and "must be at least 0" in capsys.readouterr().err
