@@ -199,7 +199,6 @@ def check_config(cfg: DictConfig) -> None:
         detector_config(OmegaConf.create(to_plain(det)), list(cfg.get("detector_overrides") or []))
 
 
-
 def train_run(run_cfg: DictConfig, pairs: Sequence[Pair], run_dir: Path, n_real: int, meta: dict,
               progress: bool = True, log: Callable[[str], None] = print) -> float:
     """Train one detector run and write its ``run.json`` (``meta`` + the training minutes); returns the minutes."""

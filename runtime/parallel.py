@@ -13,8 +13,13 @@ import multiprocessing
 import os
 import threading
 import time
+import traceback
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Optional, Sequence
+
+from runtime.errors import UserError
+
+GRACE_SECONDS = 60.0  # after Ctrl-C, how long workers may take to save (a training run writes its checkpoint)
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -30,14 +35,19 @@ def _call(conn: Connection, fn: Callable[..., Any], args: tuple, parent: int, th
 
         torch.set_num_threads(int(threads_each))
     try:
-        conn.send((True, fn(*args)))
-    except BaseException as exc:  # sent back and raised in the parent
+        conn.send((True, fn(*args), None))
+    except BaseException as exc:  # sent back and raised in the parent, with the worker's traceback as its cause
+        where = traceback.format_exc()
         try:
-            conn.send((False, exc))
+            conn.send((False, exc, where))
         except Exception:  # an exception that does not pickle
-            conn.send((False, RuntimeError(f"{type(exc).__name__}: {exc}")))
+            conn.send((False, RuntimeError(f"{type(exc).__name__}: {exc}"), where))
     finally:
         conn.close()
+
+
+class WorkerTraceback(Exception):
+    """The traceback of an exception raised in a worker process (the cause of the one raised here)."""
 
 
 def threads_per_job(threads: int, jobs: int) -> int:
@@ -54,7 +64,7 @@ def run_jobs(fn: Callable[..., Any], calls: Sequence[tuple], jobs: int, threads_
     ``fn`` must be importable (a module-level function) and its arguments and result picklable. With
     ``jobs <= 1`` or a single call everything runs here, in order. ``on_done(index, result)`` is called as each
     call finishes. The first call to fail stops the others (their workers are terminated) and its exception is
-    raised here.
+    raised here, the worker's traceback as its cause; a worker that dies is a one-line :class:`UserError`.
     """
     results: list[Any] = [None] * len(calls)
     if jobs <= 1 or len(calls) <= 1:
@@ -80,19 +90,27 @@ def run_jobs(fn: Callable[..., Any], calls: Sequence[tuple], jobs: int, threads_
             for i in [i for i, (_, conn) in running.items() if conn in ready]:
                 worker, conn = running.pop(i)
                 try:
-                    ok, value = conn.recv()
+                    ok, value, where = conn.recv()
                 except EOFError:
                     worker.join()
-                    raise RuntimeError(f"worker process {worker.name} died (exit code {worker.exitcode})") from None
+                    raise UserError(f"a worker process died (exit code {worker.exitcode}; -9 is often the memory "
+                                    "running out); rerun the same command to resume, with fewer jobs if memory ran "
+                                    "out") from None
                 worker.join()
                 if not ok:
-                    raise value
+                    raise value from WorkerTraceback(where)
                 results[i] = value
                 if on_done is not None:
                     on_done(i, value)
-    finally:  # a call failed or Ctrl-C: stop the others at once
+    except KeyboardInterrupt:  # Ctrl-C reached the workers too: give them a moment to save and stop on their own
+        deadline = time.monotonic() + GRACE_SECONDS
         for worker, _ in running.values():
-            worker.terminate()
+            worker.join(max(0.0, deadline - time.monotonic()))
+        raise
+    finally:  # a call failed, or the grace period is over: stop the others
+        for worker, _ in running.values():
+            if worker.is_alive():
+                worker.terminate()
         for worker, _ in running.values():
             worker.join()
     return results

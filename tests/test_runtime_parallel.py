@@ -20,9 +20,10 @@ def test_one_job_runs_here():
     assert run_jobs(os.getpid, [(), ()], jobs=1) == [os.getpid()] * 2
 
 
-def test_a_failing_call_is_raised_here():
-    with pytest.raises(ValueError, match="invalid literal"):
+def test_a_failing_call_is_raised_here_with_the_workers_traceback():
+    with pytest.raises(ValueError, match="invalid literal") as err:
         run_jobs(int, [("1",), ("not a number",)], jobs=2)
+    assert "Traceback" in str(err.value.__cause__) and "ValueError" in str(err.value.__cause__)
 
 
 def test_threads_are_shared_out_unless_set():
@@ -37,6 +38,34 @@ def test_a_job_may_start_processes_of_its_own():
     assert len(nested[0]) == 2 and os.getpid() not in nested[0] and nested[1] == [1, 2]
 
 
-def test_a_worker_that_dies_is_an_error_here():
-    with pytest.raises(RuntimeError, match=r"died \(exit code 3\)"):
+def test_a_worker_that_dies_is_a_one_line_error_here():
+    from runtime.errors import UserError
+
+    with pytest.raises(UserError, match=r"died \(exit code 3; .*rerun the same command to resume") as err:
         run_jobs(os._exit, [(3,), (3,)], jobs=2)
+    assert "\n" not in str(err.value)
+
+
+def test_ctrl_c_stops_the_workers_and_the_command():
+    """Ctrl-C signals the whole process group: the workers stop on their own and the command exits, no worker left."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    code = "import time\nfrom runtime.parallel import run_jobs\nrun_jobs(time.sleep, [(60,), (60,)], 2)\n"
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                            start_new_session=True, stderr=subprocess.PIPE, text=True)
+    time.sleep(4)  # the workers are sleeping
+    start = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    assert time.monotonic() - start < 20  # not the 60 s of the calls
+    for _ in range(50):  # multiprocessing's resource tracker leaves a moment after the command
+        leftover = subprocess.run(["pgrep", "-a", "-g", str(proc.pid)], capture_output=True, text=True).stdout
+        if not leftover:
+            break
+        time.sleep(0.1)
+    assert leftover == ""
