@@ -132,17 +132,20 @@ def setting_detector_config(det_cfg: DictConfig, setting: DictConfig) -> DictCon
     return OmegaConf.merge(det_cfg, {"train": {"real_share": float(setting.real_share)}})
 
 
-def _signature(det_cfg: DictConfig, pairs: Sequence[Pair]) -> str:
-    """What a finished run is reused by: the detector config and each training pair's paths, image size and
-    modification time (:mod:`runtime.digest` fingerprint lines)."""
+def _signatures(det_cfg: DictConfig, pairs: Sequence[Pair]) -> tuple[str, str]:
+    """What a finished run is reused by: the detector config but its thread count, and each training pair's
+    paths, image size and modification time (:mod:`runtime.digest` fingerprint lines); second, the same with
+    the thread count, as runs recorded it before threads stopped counting (they stay reusable)."""
     plain = to_plain(det_cfg)
     train = plain.get("train") or {}
     if train.get("real_share", 0) is None:  # runs from before the key existed stay reusable
         del train["real_share"]
     if train.get("min_steps"):  # exact step count and warm-up in steps (earlier runs rounded up to epochs)
         train["schedule"] = "steps"
-    lines = (stat_line(f"{p.image.resolve()}|{p.mask.resolve()}", p.image) for p in pairs)
-    return lines_sha256(lines, head=json.dumps(plain, sort_keys=True))[:20]
+    lines = [stat_line(f"{p.image.resolve()}|{p.mask.resolve()}", p.image) for p in pairs]
+    with_threads = lines_sha256(lines, head=json.dumps(plain, sort_keys=True))[:20]
+    train.pop("num_threads", None)
+    return lines_sha256(lines, head=json.dumps(plain, sort_keys=True))[:20], with_threads
 
 
 def _read_meta(path: Path) -> dict:
@@ -248,14 +251,10 @@ def _train_runs(runs: list[dict], jobs: int, progress: bool, log: Callable[[str]
     run_jobs(train_run, calls, jobs, threads_per_job(threads, jobs), on_done=finished)
 
 
-def run_protocol(cfg: DictConfig, force: bool = False, progress: bool = True,
-                 log: Callable[[str], None] = print) -> list[dict]:
-    """Train/test every detector x setting and write the tables and the chart; returns the rows."""
-    from .detector.predict import Detector, write_maps
-    from .sod_eval import evaluate_folders
-
+def _plan_runs(cfg: DictConfig, force: bool, log: Callable[[str], None]) -> tuple[list[dict], dict, Path, list[Pair]]:
+    """Every detector x setting run of the protocol, each marked reused or to train; with the split, its file
+    and the test pairs."""
     check_config(cfg)
-    t_start = time.time()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     cats = categories_from_config(cfg.get("categories"))
@@ -282,12 +281,34 @@ def run_protocol(cfg: DictConfig, force: bool = False, progress: bool = True,
             train_pairs, info = training_set(setting, real_train, cats, seed, test_stems, cfg.protocol, log)
             run_cfg = setting_detector_config(det_cfg, setting)
             run_dir = out / _safe(det.name) / _safe(setting.name)
-            sig = _signature(run_cfg, train_pairs)
+            sig, legacy = _signatures(run_cfg, train_pairs)
             meta = _read_meta(run_dir / "run.json")
-            reuse = detector_file(run_dir) is not None and meta.get("signature") == sig and not force
+            reuse = detector_file(run_dir) is not None and meta.get("signature") in (sig, legacy) and not force
             runs.append({"det": det, "setting": setting, "cfg": run_cfg, "pairs": train_pairs, "info": info,
                          "dir": run_dir, "sig": sig, "minutes": meta.get("train_minutes") if reuse else None,
                          "reuse": reuse})
+    return runs, split, split_path, test
+
+
+def train_protocol(cfg: DictConfig, force: bool = False, progress: bool = True,
+                   log: Callable[[str], None] = print) -> list[dict]:
+    """Train every detector x setting run that is not reused, without testing; returns the runs (``dir``:
+    the run folder, ``det``, ``setting``). :func:`run_protocol` on the same config reuses them."""
+    runs = _plan_runs(cfg, force, log)[0]
+    _train_runs(runs, int(cfg.get("jobs") or 1), progress, log)
+    return runs
+
+
+def run_protocol(cfg: DictConfig, force: bool = False, progress: bool = True,
+                 log: Callable[[str], None] = print) -> list[dict]:
+    """Train/test every detector x setting and write the tables and the chart; returns the rows."""
+    from .detector.predict import Detector, write_maps
+    from .sod_eval import evaluate_folders
+
+    t_start = time.time()
+    runs, split, split_path, test = _plan_runs(cfg, force, log)
+    out = Path(cfg.out)
+    cats = categories_from_config(cfg.get("categories"))
     _train_runs(runs, int(cfg.get("jobs") or 1), progress, log)
 
     rows, cat_rows = [], []

@@ -63,8 +63,9 @@ def test_folders_digest_follows_content_not_stat_or_place(tree, tmp_path):
     assert digest.folders_digest([moved, Path("missing")]) != before
 
 
-def test_the_protocols_run_signature_is_unchanged(tree, monkeypatch):
-    """evaluation.protocols' reuse signature, as it was computed before it used runtime.digest."""
+def test_the_protocols_run_signature_is_unchanged_but_for_the_thread_count(tree, monkeypatch):
+    """evaluation.protocols' reuse signature, as it was computed before it used runtime.digest; a run trained
+    with other threads is reused (the second signature: as recorded when threads counted)."""
     from evaluation import protocols
 
     class Pair:
@@ -78,7 +79,10 @@ def test_the_protocols_run_signature_is_unchanged(tree, monkeypatch):
     for p in pairs:
         h.update(f"{p.image.resolve()}|{p.mask.resolve()}|{p.image.stat().st_size}|{p.image.stat().st_mtime_ns}\n"
                  .encode())
-    assert protocols._signature(cfg, pairs) == h.hexdigest()[:20]
+    assert protocols._signatures(cfg, pairs) == (h.hexdigest()[:20], h.hexdigest()[:20])
+    threaded = {**cfg, "train": {**cfg["train"], "num_threads": 3}}
+    current, legacy = protocols._signatures(threaded, pairs)
+    assert current == h.hexdigest()[:20] and legacy != current
 
 
 def test_no_other_module_fingerprints_files_or_hashes_json():

@@ -120,7 +120,7 @@ def test_protocols_refuse_a_planted_detector(tmp_path, data, capsys, monkeypatch
     run_dir = out / "detector" / "real"
     _evil(run_dir / "detector.pt", marker, model={})
     (run_dir / "run.json").write_text('{"signature": "planted"}')
-    monkeypatch.setattr(protocols, "_signature", lambda cfg, pairs: "planted")  # the run looks finished
+    monkeypatch.setattr(protocols, "_signatures", lambda cfg, pairs: ("planted", "planted"))  # the run looks finished
     cfg = tmp_path / "proto.yaml"
     cfg.write_text(f"protocol: substitution\ndata_root: {data}\nratio: '2:1'\nseed: 0\n"
                    f"split: {tmp_path / 'split.json'}\nout: {out}\n"

@@ -24,10 +24,10 @@ REPO = Path(__file__).resolve().parents[1]
 DETECTOR = ["model.encoder=test_resnet", "model.decoder_channels=[32,24,16,16]", "data.image_size=32",
             "train.epochs=1", "train.batch_size=8"]
 GENERATION = {"sampler": "ddim", "steps": 2, "guidance_scale": 2.0, "output_size": 32, "batch_size": 16}
-ALL_STAGES = ["substitution.split", "substitution.generator", "substitution.generation", "substitution.detectors",
-              "substitution.fidelity", "expansion.split", "expansion.pretrain", "expansion.generator",
-              "expansion.maskgen", "expansion.generation", "expansion.filter", "expansion.detectors",
-              "expansion.fidelity", "report"]
+ALL_STAGES = ["substitution.split", "substitution.generator", "substitution.baseline", "substitution.generation",
+              "substitution.detectors", "substitution.fidelity", "expansion.split", "expansion.pretrain",
+              "expansion.generator", "expansion.maskgen", "expansion.baseline", "expansion.generation",
+              "expansion.filter", "expansion.detectors", "expansion.fidelity", "report"]
 
 
 def write_tiny_study(root: Path) -> Path:
@@ -172,7 +172,7 @@ def test_every_stage_runs_and_the_report_is_written(study):
 
 def test_an_interrupted_study_resumes_where_it_stopped(study):
     before, out = study["before"], study["out"]
-    assert set(before) == {"substitution.split", "substitution.generator"}
+    assert set(before) == {"substitution.split", "substitution.generator", "substitution.baseline"}
     after = stamps(out)
     for key, stamp in before.items():  # finished stages were not redone
         assert after[key]["digest"] == stamp["digest"] and after[key]["finished"] == stamp["finished"]
@@ -183,6 +183,18 @@ def test_an_interrupted_study_resumes_where_it_stopped(study):
     assert all((images / n).stat().st_mtime_ns == t for n, t in study["first_batch"].items())
     attempts = study["times_interrupted"]["substitution.generation"]["attempts"]
     assert [a["status"] for a in attempts] == ["interrupted"]
+
+
+def test_the_real_only_detectors_are_trained_once_by_the_baseline_stage(study):
+    """The detectors stage reuses the baseline's runs, and the IoU filter uses the run of its seed."""
+    log, out = study["log"], study["out"]
+    assert "[seed0 / real] reusing" in log and "[seed1 / real] reusing" in log  # substitution, both seeds
+    stamp = stamps(out)
+    runs = stamp["expansion.baseline"]["outputs"]["detectors"]
+    assert list(runs) == ["0"] and Path(runs["0"]).parent == out / "expansion" / "detectors" / "seed0" / "real"
+    assert stamp["expansion.filter"]["outputs"]["detector"] == runs["0"]
+    assert not (out / "expansion" / "filter" / "detector").exists()  # no detector of its own
+    assert list(stamp["substitution.baseline"]["outputs"]["detectors"]) == ["0", "1"]
 
 
 def test_plan_says_everything_is_up_to_date_and_a_rerun_does_nothing(study):
@@ -448,27 +460,38 @@ def test_jobs_generate_seeds_and_train_detectors_side_by_side_with_the_same_resu
     assert scores() == pytest.approx(serial_scores, abs=1e-6)
 
 
-def test_jobs_train_the_generator_and_the_mask_producer_side_by_side(study):
-    """--jobs 2: the expansion study's generator and mask producer (independent training stages) retrain at the
-    same time in worker processes, with the same new masks as the one-after-another run. Runs last."""
+def _weights(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def test_jobs_train_the_generator_the_mask_producer_and_the_baseline_side_by_side(study):
+    """--jobs 2: the expansion study's generator, mask producer and baseline detectors (independent training
+    stages) retrain at the same time in worker processes, with the same new masks and detector weights as the
+    one-after-another run. Runs last."""
     masks = study["out"] / "expansion" / "maskgen" / "masks"
+    baseline = study["out"] / "expansion" / "detectors" / "seed0" / "real" / "detector.safetensors"
 
     def pictures() -> dict[str, bytes]:
         return {str(p.relative_to(masks)): p.read_bytes() for p in sorted(masks.rglob("*.png"))}
 
-    serial = pictures()
+    serial, serial_weights = pictures(), _weights(baseline)
     log = run_study(study["config"], "--jobs", "2", "--force", "expansion.generator", "expansion.maskgen",
-                    "--until", "expansion.maskgen")
-    assert "expansion.generator, expansion.maskgen: side by side in worker processes, 1 thread(s) each" in log
-    assert ran(log) == ["expansion.generator", "expansion.maskgen"]
+                    "expansion.baseline", "--until", "expansion.baseline")
+    assert ("expansion.generator, expansion.maskgen, expansion.baseline: side by side in worker processes, "
+            "1 thread(s) each") in log
+    assert sorted(ran(log)) == ["expansion.baseline", "expansion.generator", "expansion.maskgen"]
     assert serial and pictures() == serial
+    weights = _weights(baseline)
+    assert weights.keys() == serial_weights.keys() and all((weights[k] == serial_weights[k]).all() for k in weights)
     run = study["out"] / "expansion" / "generator"
     assert json.loads((run / "latest.json").read_text())["iteration"] == 2
     assert len(list(run.parent.glob("generator.old-*"))) == 1  # --force moved the old run aside
     times = json.loads((study["out"] / "stage_times.json").read_text())
     assert times["expansion.maskgen"]["attempts"][-1]["status"] == "finished"
-    assert times["expansion.maskgen"]["beside"] == ["expansion.generator"]
-    assert times["expansion.generator"]["attempts"][-1]["beside"] == ["expansion.maskgen"]
+    assert times["expansion.maskgen"]["beside"] == ["expansion.generator", "expansion.baseline"]
+    assert times["expansion.generator"]["attempts"][-1]["beside"] == ["expansion.maskgen", "expansion.baseline"]
     from evaluation.study.config import load_study_config
     from evaluation.study.context import Ctx
     from evaluation.study.report import times_markdown
@@ -476,4 +499,13 @@ def test_jobs_train_the_generator_and_the_mask_producer_side_by_side(study):
 
     cfg = load_study_config(study["config"])
     table = times_markdown(Ctx(cfg, StampStore(cfg["out"]), print), study["root"])
-    assert "(beside expansion.generator) |" in table and "counted each in full" in table
+    assert "(beside expansion.generator, expansion.baseline) |" in table and "counted each in full" in table
+
+
+def test_jobs_pass_over_an_up_to_date_stage_to_train_the_next_one_beside(study):
+    """With the mask producer up to date, the generator and the baseline detectors still train side by side."""
+    log = run_study(study["config"], "--jobs", "2", "--force", "expansion.generator", "expansion.baseline",
+                    "--until", "expansion.baseline")
+    assert "expansion.generator, expansion.baseline: side by side in worker processes, 1 thread(s) each" in log
+    assert sorted(ran(log)) == ["expansion.baseline", "expansion.generator"]  # in the order they finish
+    assert "[expansion.maskgen] up to date" in log

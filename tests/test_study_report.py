@@ -121,12 +121,11 @@ def test_detector_runs_side_by_side_share_the_cores_out():
     from evaluation.study.context import Ctx
     from evaluation.study.stamps import StampStore
 
-    def overrides(sets, **kw):
+    def overrides(sets):
         cfg = load_study_config("configs/study/sd900_quick.yaml", sets)
-        return Ctx(cfg, StampStore(cfg["out"]), print).device_overrides(**kw)
+        return Ctx(cfg, StampStore(cfg["out"]), print).device_overrides()
 
     one_each = f"train.num_threads={max(1, (os.cpu_count() or 1) // 2)}"
     assert overrides(["jobs=1", "threads=0"]) == ["train.device=auto"]  # the detector config's threads
     assert overrides(["jobs=2", "threads=0"]) == ["train.device=auto", one_each]
     assert overrides(["jobs=2", "threads=3"]) == ["train.device=auto", "train.num_threads=3"]
-    assert overrides(["jobs=2", "threads=0"], side_by_side=False) == ["train.device=auto"]  # a single run

@@ -15,7 +15,8 @@ from runtime.parallel import threads_per_job
 from .stamps import StampStore
 
 #: stage kinds in execution order within a study
-KINDS = ("split", "pretrain", "generator", "maskgen", "generation", "filter", "detectors", "fidelity", "report")
+KINDS = ("split", "pretrain", "generator", "maskgen", "baseline", "generation", "filter", "detectors", "fidelity",
+         "report")
 
 
 @dataclass
@@ -87,12 +88,11 @@ class Ctx:
             self._test_digests[key] = test_digests([by_stem[s] for s in split["test"]])
         return self._test_digests[key]
 
-    def device_overrides(self, side_by_side: bool = True) -> list[str]:
-        """Detector config overrides for the study's device and threads (per run, for ``jobs`` runs at a time
-        unless the runs are not ``side_by_side``)."""
+    def device_overrides(self) -> list[str]:
+        """Detector config overrides for the study's device and threads (per run, for ``jobs`` runs at a time)."""
         out = [f"train.device={self.cfg['device']}"]
         threads = int(self.cfg.get("threads") or 0)
-        jobs = int(self.cfg.get("jobs") or 1) if side_by_side else 1
+        jobs = int(self.cfg.get("jobs") or 1)
         if threads > 0 or jobs > 1:  # runs side by side share the cores out
             out.append(f"train.num_threads={threads_per_job(threads, jobs)}")
         return out

@@ -174,13 +174,15 @@ def run_stage_in_worker(stage: Stage, ctx: Ctx) -> dict[str, Any]:
 
 def _side_by_side(stages: Sequence[Stage], i: int, ctx: Ctx, pending_force: set[str]) -> list[Stage]:
     """The training stages from ``stages[i]`` on that can train at the same time: each one not up to date and
-    independent of the ones before it in the group."""
+    independent of the ones before it in the group (up-to-date stages in between are passed over)."""
     group = [stages[i]]
     for stage in stages[i + 1:]:
         keys = {g.key for g in group}
-        if not stage.training or any(d in keys for d in stage.deps):
+        if any(d in keys for d in stage.deps):
             break
         if stage_status(stage, ctx, keys, pending_force).up_to_date:
+            continue
+        if not stage.trains(ctx):
             break
         group.append(stage)
     return group
@@ -195,7 +197,8 @@ def _run_group(group: list[Stage], ctx: Ctx, pending_force: set[str], jobs: int)
     for stage in group:
         _prepare(stage, ctx, pending_force)
     share = threads_per_job(int(ctx.cfg.get("threads") or 0), min(jobs, len(group)))
-    worker_ctx = replace(ctx, cfg={**ctx.cfg, "threads": share}, log=print, progress=False)
+    # each worker runs its own jobs one at a time (a stage of detector runs trains them in turn)
+    worker_ctx = replace(ctx, cfg={**ctx.cfg, "threads": share, "jobs": 1}, log=print, progress=False)
     ctx.log(f"{', '.join(s.key for s in group)}: side by side in worker processes, {share} thread(s) each "
             "(their logs follow as they come)")
     t0 = time.perf_counter()
@@ -219,21 +222,20 @@ def _run_group(group: list[Stage], ctx: Ctx, pending_force: set[str], jobs: int)
 
 def run_stages(stages: Sequence[Stage], ctx: Ctx, forced: set[str]) -> list[str]:
     """Run every stage that is not up to date, in order; returns the keys that ran. With ``jobs`` > 1 in the
-    config, independent training stages next to each other (the expansion study's generator and mask producer)
-    train side by side."""
+    config, independent training stages (the expansion study's generator, mask producer and baseline
+    detectors) train side by side."""
     ran: list[str] = []
     pending_force = set(forced)
     jobs = int(ctx.cfg.get("jobs") or 1)
-    i = 0
-    while i < len(stages):
-        stage = stages[i]
+    for i, stage in enumerate(stages):
+        if stage.key in ran:  # trained in an earlier stage's group
+            continue
         status = stage_status(stage, ctx, set(), pending_force)
         if status.up_to_date:
             ctx.log(f"[{stage.key}] {status.reason}")
-            i += 1
             continue
         ctx.log(f"[{stage.key}] running: {status.reason}")
-        group = _side_by_side(stages, i, ctx, pending_force) if jobs > 1 and stage.training else [stage]
+        group = _side_by_side(stages, i, ctx, pending_force) if jobs > 1 and stage.trains(ctx) else [stage]
         if len(group) > 1:
             for other in group[1:]:
                 ctx.log(f"[{other.key}] running: {stage_status(other, ctx, set(), pending_force).reason}")
@@ -248,5 +250,4 @@ def run_stages(stages: Sequence[Stage], ctx: Ctx, forced: set[str]) -> list[str]
                 raise
             _finish(stage, ctx, outputs, time.perf_counter() - t0, pending_force)
         ran += [s.key for s in group]
-        i += len(group)
     return ran

@@ -12,18 +12,19 @@ from __future__ import annotations
 from typing import Any
 
 from .base import Stage, StageStopped, remove_path
-from .detectors import DetectorsStage
+from .baseline import BaselineStage
+from .detectors import DetectorsStage, detector_cfg
 from .fidelity import FidelityStage
-from .filter import FilterStage, detector_cfg
+from .filter import FilterStage
 from .generation import GenerationStage
 from .generator import GeneratorStage, PretrainStage, main_argv
 from .maskgen import MaskgenStage
 from .report import ReportStage
 from .split import SplitStage
 
-__all__ = ["DetectorsStage", "FidelityStage", "FilterStage", "GenerationStage", "GeneratorStage", "MaskgenStage",
-           "PretrainStage", "ReportStage", "SplitStage", "Stage", "StageStopped", "build_stages", "detector_cfg",
-           "main_argv", "remove_path"]
+__all__ = ["BaselineStage", "DetectorsStage", "FidelityStage", "FilterStage", "GenerationStage", "GeneratorStage",
+           "MaskgenStage", "PretrainStage", "ReportStage", "SplitStage", "Stage", "StageStopped", "build_stages",
+           "detector_cfg", "main_argv", "remove_path"]
 
 
 def build_stages(cfg: dict[str, Any]) -> list[Stage]:
@@ -42,12 +43,14 @@ def build_stages(cfg: dict[str, Any]) -> list[Stage]:
         stages.append(GeneratorStage(study, gen_deps))
         if study == "expansion":
             stages.append(MaskgenStage(study, [k("split")]))
+            stages.append(BaselineStage(study, [k("split")]))
             stages.append(GenerationStage(study, [k("generator"), k("maskgen")]))
-            stages.append(FilterStage(study, [k("split"), k("generation")]))
-            stages.append(DetectorsStage(study, [k("split"), k("generation"), k("filter")]))
+            stages.append(FilterStage(study, [k("split"), k("generation"), k("baseline")]))
+            stages.append(DetectorsStage(study, [k("split"), k("baseline"), k("generation"), k("filter")]))
         else:
+            stages.append(BaselineStage(study, [k("split")]))
             stages.append(GenerationStage(study, [k("generator"), k("split")]))
-            stages.append(DetectorsStage(study, [k("split"), k("generation")]))
+            stages.append(DetectorsStage(study, [k("split"), k("baseline"), k("generation")]))
         stages.append(FidelityStage(study, [k("split"), k("generation"), k("detectors")]))
     stages.append(ReportStage(None, [s.key for s in stages if s.kind == "fidelity"]))
     return stages

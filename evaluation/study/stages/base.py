@@ -29,6 +29,10 @@ class Stage:
         self.deps = deps
         self.key = f"{study}.{self.kind}" if study else self.kind
 
+    def trains(self, ctx: Ctx) -> bool:
+        """Whether the stage trains a model in this config (with ``jobs`` > 1 such stages run side by side)."""
+        return self.training
+
     def inputs(self, ctx: Ctx) -> dict[str, Any]:
         raise NotImplementedError
 

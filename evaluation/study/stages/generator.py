@@ -131,6 +131,9 @@ class GeneratorStage(Stage):
             extra += ["--ckpt", ctx.outputs(f"{self.study}.pretrain")["ckpt"]]
         return main_argv(ctx, run_dir.name, run_dir.parent, g["config"], list(g["set"]), extra)
 
+    def trains(self, ctx: Ctx) -> bool:
+        return self.release(ctx) is None
+
     def release(self, ctx: Ctx) -> Optional[Path]:
         """The released generator file the study uses instead of training one (None: it trains)."""
         release = ctx.study_config(self.study)["generator"]["release"]
