@@ -11,15 +11,35 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import threading
 import time
 import traceback
+from contextlib import contextmanager
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from runtime.errors import UserError
 
 GRACE_SECONDS = 60.0  # after Ctrl-C, how long workers may take to save (a training run writes its checkpoint)
+
+
+@contextmanager
+def sigterm_as_ctrl_c() -> Iterator[None]:
+    """Within: SIGTERM to this process is Ctrl-C (``KeyboardInterrupt``), so a command stopped by ``kill`` or a
+    job scheduler waits for its workers to save, as after Ctrl-C (outside the main thread: nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -103,6 +123,7 @@ def run_jobs(fn: Callable[..., Any], calls: Sequence[tuple], jobs: int, threads_
                 if on_done is not None:
                     on_done(i, value)
     except KeyboardInterrupt:  # Ctrl-C reached the workers too: give them a moment to save and stop on their own
+        # (a signal to this process alone reaches them when the grace is over: terminate() sends SIGTERM)
         deadline = time.monotonic() + GRACE_SECONDS
         for worker, _ in running.values():
             worker.join(max(0.0, deadline - time.monotonic()))

@@ -69,3 +69,62 @@ def test_ctrl_c_stops_the_workers_and_the_command():
             break
         time.sleep(0.1)
     assert leftover == ""
+
+
+def _stopped_job_run(tmp_path, signal_group: bool) -> tuple[int, str, list[str], float]:
+    """A command of two jobs that save after their current 3 s step, stopped by SIGTERM to its process group or to
+    itself alone (with a grace of 2 s); returns its exit code, stderr, what the jobs saved and the seconds taken."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    saved = [tmp_path / "job0", tmp_path / "job1"]
+    code = ("import sys\nsys.path.insert(0, 'tests')\nimport runtime.parallel as P\nP.GRACE_SECONDS = 2.0\n"
+            "from parallel_helpers import step_until_stopped\nwith P.sigterm_as_ctrl_c():\n"
+            f"    P.run_jobs(step_until_stopped, [({str(saved[0])!r}, 3.0), ({str(saved[1])!r}, 3.0)], 2)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                            start_new_session=True, stderr=subprocess.PIPE, text=True)
+    time.sleep(5)  # the workers are stepping
+    start = time.monotonic()
+    if signal_group:
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:
+        proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    for _ in range(50):
+        if not subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True).stdout:
+            break
+        time.sleep(0.1)
+    return proc.returncode, err, [p.read_text() if p.exists() else "" for p in saved], time.monotonic() - start
+
+
+def test_sigterm_to_the_group_lets_the_workers_finish_their_step_and_save(tmp_path):
+    """Without the handler the command dies at once and its workers follow it before their step is over."""
+    import signal
+
+    code, err, saved, seconds = _stopped_job_run(tmp_path, signal_group=True)
+    assert code != 0 and "KeyboardInterrupt" in err
+    assert saved == [str(int(signal.SIGTERM))] * 2 and seconds < 15
+
+
+def test_sigterm_to_the_command_alone_reaches_the_workers_after_the_grace(tmp_path):
+    import signal
+
+    code, err, saved, seconds = _stopped_job_run(tmp_path, signal_group=False)
+    assert code != 0 and "KeyboardInterrupt" in err
+    assert saved == [str(int(signal.SIGTERM))] * 2 and 2 <= seconds < 15
+
+
+def test_sigterm_as_ctrl_c_is_undone_on_leaving():
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    from runtime.parallel import sigterm_as_ctrl_c
+
+    with pytest.raises(KeyboardInterrupt), sigterm_as_ctrl_c():
+        os.kill(os.getpid(), signal.SIGTERM)
+        import time
+        time.sleep(5)
+    assert signal.getsignal(signal.SIGTERM) is before

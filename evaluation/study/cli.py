@@ -10,6 +10,7 @@ from runtime.cli import add_device, add_threads, positive_int
 from runtime.errors import UserError, run_cli
 from runtime.lock import locked
 from runtime.options import add_set_argument
+from runtime.parallel import sigterm_as_ctrl_c
 
 from .config import load_study_config
 from .context import Ctx, seconds_text
@@ -25,10 +26,11 @@ EPILOG = """examples:
   python -m evaluation.study --config configs/study/sd900_cpu.yaml --until generator
   python -m evaluation.study --config configs/study/sd900_cpu.yaml --force expansion.filter
 
-Stages (per study, then the report): split, [pretrain], generator, maskgen (expansion), generation,
-filter (expansion), detectors, fidelity, report. A stage runs when it has no stamp, its inputs
+Stages (per study, then the report): split, [pretrain], generator, maskgen (expansion), baseline,
+generation, filter (expansion), detectors, fidelity, report. A stage runs when it has no stamp, its inputs
 changed, or an upstream stage rebuilt; rerunning after an interruption resumes at the stage that
 stopped (and inside it where the command resumes: main.py, maskgen.train, detector runs, generation).
+Ctrl-C or SIGTERM stops it; worker processes get a minute to save.
 """
 
 
@@ -87,7 +89,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     _log(f"study {cfg['name']} -> {cfg['out']}")
     try:
-        with locked(cfg["out"], "choose another out (--set out=PATH)"):  # one study per output folder
+        with locked(cfg["out"], "choose another out (--set out=PATH)"), sigterm_as_ctrl_c():  # one study per folder
             ran = run_stages(selected, ctx, forced)
     except StageStopped as exc:
         print(str(exc), file=sys.stderr)
