@@ -7,6 +7,7 @@ import pytest
 
 from evaluation.paired import paired_differences
 from evaluation.study import report
+from evaluation.study.stages.generation import plain_setting
 
 CFG = {"targets": {"substitution_s_ratio": 0.9, "iou_ratio": 0.8}}
 
@@ -58,7 +59,18 @@ def test_substitution_target_pools_detector_and_generation_seeds():
     assert f"{g1} − real" in t["detail"]
     # the paper comparison uses the mean over generation seeds too
     agg = report.aggregate(_rows({"real": [0.80, 0.60], "generated": [0.70, 0.57], g1: [0.76, 0.60]}))
-    assert report.our_effect("substitution", agg) == pytest.approx((0.635 + 0.68) / 2 / 0.70)
+    assert report.our_effect("substitution", agg) == {"plain": pytest.approx((0.635 + 0.68) / 2 / 0.70)}
+
+
+def test_the_expansion_effect_keeps_plain_and_fair_apart_for_every_generation_seed():
+    g1 = "real+generated (generation seed 1)"
+    agg = report.aggregate(_rows({"real": [0.80, 0.80], "real+generated": [0.77, 0.77], g1: [0.76, 0.76],
+                                  "real+generated fair": [0.82, 0.82], f"{g1} fair": [0.83, 0.83]}))
+    # a seeded fair row once counted as plain: (0.77 + 0.76 + 0.83) / 3 - 0.80 = -0.013
+    assert report.our_effect("expansion", agg) == {"plain": pytest.approx(-0.035), "fair": pytest.approx(0.025)}
+    line = report.effect_line("expansion", {"MINet": 0.046}, report.our_effect("expansion", agg))
+    assert line.endswith("ours -0.035, fair +0.025 (mean over seeds).")
+    assert plain_setting(f"{g1} fair") == "real+generated fair"
 
 
 def test_expansion_targets_are_judged_per_generation_seed():

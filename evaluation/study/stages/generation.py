@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -30,7 +31,7 @@ def seeded_setting(name: str, seed: int, seeds: list[int]) -> str:
 
 def plain_setting(name: str) -> str:
     """The setting a per-seed name belongs to (the inverse of :func:`seeded_setting`)."""
-    return name.split(" (generation seed ")[0]
+    return re.sub(r" \(generation seed \d+\)", "", name)
 
 
 def generation_runs(ctx: Ctx, study: str) -> list[dict[str, Any]]:
