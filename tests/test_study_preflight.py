@@ -120,8 +120,33 @@ def test_study_generation_takes_low_frequency_guidance_and_checks_it():
     from evaluation.study.config import _GENERATION
     from evaluation.study.stages.generation import generation_options
 
-    g = {**_GENERATION, "sampler": "unipc", "steps": 20, "guidance_scale": 3.0, "guidance_low": [1.0, 5]}
+    g = {**_GENERATION, "sampler": "unipc", "steps": 20, "guidance_scale": 3.0, "guidance_low": [1.0, 5],
+         "guidance_interval": None}
     assert generation_options(g).guidance_low == (1.0, 5)
     assert generation_options({**g, "guidance_low": None}).guidance_low is None
     with pytest.raises(UserError, match="guidance_low needs SCALE SIZE"):
         generation_options({**g, "guidance_low": [1.0, 4]})
+
+
+def test_study_generation_takes_a_guidance_interval_and_checks_it():
+    from evaluation.study.config import _GENERATION
+    from evaluation.study.stages.generation import generation_options
+
+    g = {**_GENERATION, "sampler": "unipc", "steps": 16, "guidance_scale": 3.0, "guidance_low": None,
+         "guidance_interval": [10, 900]}
+    assert generation_options(g).guidance_interval == (10, 900)
+    assert generation_options({**g, "guidance_interval": None}).guidance_interval is None
+    with pytest.raises(UserError, match="guidance_interval needs two whole timesteps"):
+        generation_options({**g, "guidance_interval": [900, 10]})
+
+
+def test_an_unset_guidance_interval_leaves_the_generation_stage_inputs_as_before(tiny):
+    from evaluation.study.stages.generation import GenerationStage
+
+    stage = GenerationStage("substitution", ["substitution.generator", "substitution.split"])
+    assert "guidance_interval" not in stage.inputs(context(tiny))
+    ctx = context(tiny, "studies.substitution.generation.guidance_interval=[10,900]")
+    assert stage.inputs(ctx)["guidance_interval"] == [10, 900]
+    assert preflight.preflight(ctx) == []
+    bad = context(tiny, "studies.substitution.generation.guidance_interval=[900,10]")
+    assert any("guidance_interval needs two whole timesteps" in e for e in preflight.preflight(bad))

@@ -20,6 +20,7 @@ STUDIES = ("substitution", "expansion")
 RATIOS = {"substitution": "9:1", "expansion": "1:5"}
 
 _GENERATION = {"sampler": "ddim", "steps": 50, "guidance_scale": 2.5, "guidance_low": O.Open(None),
+               "guidance_interval": O.Open(None),  # [LO, HI]: guidance only at timesteps LO <= t <= HI
                "output_size": 200, "grayscale": True,
                "batch_size": 16, "precision": "fp32", "num_per_mask": 1,
                # one set of generated pairs per seed (the first in generated/, seed s in generated_seed<s>/);

@@ -44,9 +44,11 @@ def generation_options(g: dict[str, Any]):
     """The study config's ``generation`` section as :class:`inference.generate.GenerationOptions` (checked)."""
     from inference.generate import GenerationOptions
 
-    low = g.get("guidance_low")
+    low, interval = g.get("guidance_low"), g.get("guidance_interval")
     return GenerationOptions(sampler=g["sampler"], steps=g["steps"], guidance_scale=float(g["guidance_scale"]),
-                             guidance_low=tuple(low) if low is not None else None, precision=g["precision"],
+                             guidance_low=tuple(low) if low is not None else None,
+                             guidance_interval=tuple(interval) if interval is not None else None,
+                             precision=g["precision"],
                              output_size=g["output_size"], grayscale=bool(g["grayscale"]),
                              batch_size=int(g["batch_size"]))
 
@@ -62,7 +64,10 @@ class GenerationStage(Stage):
         return ctx.study_dir(self.study) / name
 
     def inputs(self, ctx: Ctx) -> dict[str, Any]:
-        return {**ctx.study_config(self.study)["generation"], "device": ctx.cfg["device"]}
+        g = dict(ctx.study_config(self.study)["generation"])
+        if g.get("guidance_interval") is None:  # a key added later: unset, it leaves finished runs up to date
+            g.pop("guidance_interval", None)
+        return {**g, "device": ctx.cfg["device"]}
 
     def clear(self, ctx: Ctx) -> list[Path]:
         return [self.folder(ctx)] + sorted(ctx.study_dir(self.study).glob("generated_seed*"))
