@@ -28,15 +28,17 @@ from ldm.checkpoint import load_models
 from ldm.pipeline import DefFillerPipeline
 from runtime.cli import add_threads, positive_int
 from runtime.device import cpu_has_bf16
+from runtime.errors import run_cli
 from tools.tiny_model import make_tiny_checkpoint, write_masks
 
-# label, sampler, steps, guidance scale, (channels_last, precision); None: the checkpoint's recommendation
+# label: sampler, steps, guidance scale, guidance interval, (channels_last, precision); None: the checkpoint's
+# recommendation
 SETTINGS = {
-    "study (unipc 10, g2, NCHW)": ("unipc", 10, 2.0, (False, "fp32")),
-    "unipc 10, g3, channels_last": ("unipc", 10, 3.0, (True, "fp32")),
-    "recommended, NCHW": (None, None, None, (False, "fp32")),
-    "recommended, channels_last": (None, None, None, (True, "fp32")),
-    "recommended, channels_last, bf16": (None, None, None, (True, "bf16")),
+    "study (unipc 10, g2, NCHW)": ("unipc", 10, 2.0, None, (False, "fp32")),
+    "unipc 10, g3, channels_last": ("unipc", 10, 3.0, None, (True, "fp32")),
+    "recommended, NCHW": (None, None, None, None, (False, "fp32")),
+    "recommended, channels_last": (None, None, None, None, (True, "fp32")),
+    "recommended, channels_last, bf16": (None, None, None, None, (True, "bf16")),
 }
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -44,11 +46,11 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 def settings(args: argparse.Namespace) -> dict:
     """The rows to run: :data:`SETTINGS` (bf16 only where the CPU has it) and the ``--steps`` /
     ``--guidance_interval`` row."""
-    rows = {k: v for k, v in SETTINGS.items() if v[3][1] != "bf16" or cpu_has_bf16()}
+    rows = {k: v for k, v in SETTINGS.items() if v[-1][1] != "bf16" or cpu_has_bf16()}
     if args.steps or args.guidance_interval:
         lo_hi = "-".join(map(str, args.guidance_interval)) if args.guidance_interval else "all"
         rows[f"cheaper: {args.steps or 'recommended'} steps, guided at t {lo_hi}, channels_last"] = (
-            None, args.steps, None, (True, "fp32"))
+            None, args.steps, None, args.guidance_interval, (True, "fp32"))
     return rows
 
 
@@ -93,8 +95,7 @@ def main() -> None:
                     [j.category.index for j in chunk], [j.prompt for j in chunk], [j.seed for j in chunk])
                    for chunk in (jobs[i:i + args.batch_size] for i in range(0, len(jobs), args.batch_size))]
         runs = {}
-        for label, (sampler, steps, scale, fmt) in settings(args).items():
-            interval = args.guidance_interval if label.startswith("cheaper") else None
+        for label, (sampler, steps, scale, interval, fmt) in settings(args).items():
             opts = GenerationOptions(sampler=sampler or rec.get("sampler", "plms"), precision=fmt[1],
                                      steps=steps or rec.get("steps"),
                                      guidance_scale=scale if scale is not None else rec.get("guidance_scale", 3.0),
@@ -120,4 +121,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)
