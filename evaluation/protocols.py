@@ -50,7 +50,7 @@ from runtime import options as O
 from runtime.atomic import write_text_atomic
 from runtime.cli import positive_int
 from runtime.configs import load_config, to_plain
-from runtime.digest import lines_sha256, stat_line
+from runtime.digest import content_line, lines_sha256, stat_line
 from runtime.errors import UserError, run_cli
 from runtime.parallel import run_jobs, threads_per_job
 
@@ -132,20 +132,25 @@ def setting_detector_config(det_cfg: DictConfig, setting: DictConfig) -> DictCon
     return OmegaConf.merge(det_cfg, {"train": {"real_share": float(setting.real_share)}})
 
 
-def _signatures(det_cfg: DictConfig, pairs: Sequence[Pair]) -> tuple[str, str]:
-    """What a finished run is reused by: the detector config but its thread count, and each training pair's
-    paths, image size and modification time (:mod:`runtime.digest` fingerprint lines); second, the same with
-    the thread count, as runs recorded it before threads stopped counting (they stay reusable)."""
+def _signatures(det_cfg: DictConfig, pairs: Sequence[Pair]) -> tuple[str, str, str]:
+    """The signatures a finished run is reused by; the first is the one a new run records.
+
+    First: the detector config but its thread count, and each training pair's file names and the SHA-256 of its
+    image and mask (a copy of the data with new modification times, or in another folder, is the same data).
+    Then, as earlier runs recorded it (they stay reusable while their files are untouched): the pairs' paths,
+    image size and modification time, without and with the thread count."""
     plain = to_plain(det_cfg)
     train = plain.get("train") or {}
     if train.get("real_share", 0) is None:  # runs from before the key existed stay reusable
         del train["real_share"]
     if train.get("min_steps"):  # exact step count and warm-up in steps (earlier runs rounded up to epochs)
         train["schedule"] = "steps"
-    lines = [stat_line(f"{p.image.resolve()}|{p.mask.resolve()}", p.image) for p in pairs]
-    with_threads = lines_sha256(lines, head=json.dumps(plain, sort_keys=True))[:20]
+    stat_lines = [stat_line(f"{p.image.resolve()}|{p.mask.resolve()}", p.image) for p in pairs]
+    with_threads = lines_sha256(stat_lines, head=json.dumps(plain, sort_keys=True))[:20]
     train.pop("num_threads", None)
-    return lines_sha256(lines, head=json.dumps(plain, sort_keys=True))[:20], with_threads
+    head = json.dumps(plain, sort_keys=True)
+    content = lines_sha256((content_line(f"{p.image.name}|{p.mask.name}", p.image, p.mask) for p in pairs), head)
+    return content[:20], lines_sha256(stat_lines, head=head)[:20], with_threads
 
 
 def _read_meta(path: Path) -> dict:
@@ -281,11 +286,11 @@ def _plan_runs(cfg: DictConfig, force: bool, log: Callable[[str], None]) -> tupl
             train_pairs, info = training_set(setting, real_train, cats, seed, test_stems, cfg.protocol, log)
             run_cfg = setting_detector_config(det_cfg, setting)
             run_dir = out / _safe(det.name) / _safe(setting.name)
-            sig, legacy = _signatures(run_cfg, train_pairs)
+            sigs = _signatures(run_cfg, train_pairs)
             meta = _read_meta(run_dir / "run.json")
-            reuse = detector_file(run_dir) is not None and meta.get("signature") in (sig, legacy) and not force
+            reuse = detector_file(run_dir) is not None and meta.get("signature") in sigs and not force
             runs.append({"det": det, "setting": setting, "cfg": run_cfg, "pairs": train_pairs, "info": info,
-                         "dir": run_dir, "sig": sig, "minutes": meta.get("train_minutes") if reuse else None,
+                         "dir": run_dir, "sig": sigs[0], "minutes": meta.get("train_minutes") if reuse else None,
                          "reuse": reuse})
     return runs, split, split_path, test
 

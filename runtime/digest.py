@@ -3,11 +3,13 @@
 A *digest* hashes content: a file's bytes, an array's dtype, shape and values, a JSON value. A *fingerprint*
 hashes what ``stat`` says of files (names, sizes, modification times), a cheap stand-in for content that
 changes whenever a file is rewritten. Fingerprints are built from :func:`stat_line` lines, so the study's
-stamps and the protocols' reuse checks hash files in one way. The dataset a study reads is identified by
-content (:func:`folders_digest`), so a copy of it with new modification times is the same data.
+stamps hash files in one way. The dataset a study reads (:func:`folders_digest`) and a detector run's training
+pairs (:func:`content_line`) are identified by content, so a copy of them with new modification times is the
+same data.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -25,6 +27,18 @@ def file_sha256(path: PathLike, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _file_sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)
+
+
+def file_sha256_cached(path: PathLike) -> str:
+    """:func:`file_sha256`, computed once per process while the file keeps its size and modification time."""
+    path = Path(path).resolve()
+    st = path.stat()
+    return _file_sha256_of(str(path), st.st_size, st.st_mtime_ns)
 
 
 def file_sha256_or_none(path: PathLike) -> Optional[str]:
@@ -75,6 +89,11 @@ def file_stat(path: PathLike) -> Optional[list[int]]:
     except OSError:
         return None
     return [st.st_size, st.st_mtime_ns]
+
+
+def content_line(label: str, *paths: PathLike) -> str:
+    """``<label>|<sha256>|...`` (one SHA-256 per path) and a newline: the files' line of a content digest."""
+    return "|".join([label, *(file_sha256_cached(p) for p in paths)]) + "\n"
 
 
 def stat_line(label: str, path: PathLike) -> str:

@@ -63,9 +63,10 @@ def test_folders_digest_follows_content_not_stat_or_place(tree, tmp_path):
     assert digest.folders_digest([moved, Path("missing")]) != before
 
 
-def test_the_protocols_run_signature_is_unchanged_but_for_the_thread_count(tree, monkeypatch):
-    """evaluation.protocols' reuse signature, as it was computed before it used runtime.digest; a run trained
-    with other threads is reused (the second signature: as recorded when threads counted)."""
+def test_the_protocols_earlier_run_signatures_stay_accepted(tree, monkeypatch):
+    """evaluation.protocols' earlier reuse signatures (paths, sizes, modification times), as they were computed
+    before it used runtime.digest, are still accepted; a run trained with other threads is reused (the third:
+    as recorded when threads counted)."""
     from evaluation import protocols
 
     class Pair:
@@ -79,10 +80,46 @@ def test_the_protocols_run_signature_is_unchanged_but_for_the_thread_count(tree,
     for p in pairs:
         h.update(f"{p.image.resolve()}|{p.mask.resolve()}|{p.image.stat().st_size}|{p.image.stat().st_mtime_ns}\n"
                  .encode())
-    assert protocols._signatures(cfg, pairs) == (h.hexdigest()[:20], h.hexdigest()[:20])
+    assert protocols._signatures(cfg, pairs)[1:] == (h.hexdigest()[:20], h.hexdigest()[:20])
     threaded = {**cfg, "train": {**cfg["train"], "num_threads": 3}}
-    current, legacy = protocols._signatures(threaded, pairs)
-    assert current == h.hexdigest()[:20] and legacy != current
+    _, stat, legacy = protocols._signatures(threaded, pairs)
+    assert stat == h.hexdigest()[:20] and legacy != stat
+
+
+def test_a_run_signature_follows_the_pairs_content_not_their_times_or_folder(tree, monkeypatch):
+    """The signature a new run records: the same bytes copied elsewhere with new modification times give the
+    same one (a re-copied dataset does not retrain every detector); a changed mask or image gives a new one."""
+    import shutil
+
+    from evaluation import protocols
+
+    class Pair:
+        def __init__(self, image: Path, mask: Path) -> None:
+            self.image, self.mask = image, mask
+
+    monkeypatch.setattr(protocols, "to_plain", lambda c: json.loads(json.dumps(c)))
+    cfg = {"train": {"lr": 0.001, "num_threads": 1}, "model": {"arch": "msinet"}}
+    here = [Pair(Path("a/x.png"), Path("b.json")), Pair(Path("a/sub/y.txt"), Path("a/.hidden"))]
+    first = protocols._signatures(cfg, here)
+    shutil.copytree("a", "copy/a")
+    shutil.copy("b.json", "copy/b.json")
+    for path in Path("copy").rglob("*"):
+        os.utime(path, ns=(T + 10**12, T + 10**12))
+    there = [Pair(Path("copy") / p.image, Path("copy") / p.mask) for p in here]
+    again = protocols._signatures({**cfg, "train": {**cfg["train"], "num_threads": 4}}, there)
+    assert again[0] == first[0]
+    assert again[1] != first[1]                       # the stat signature alone would have retrained
+    Path("copy/b.json").write_bytes(b"[]")            # same size, other bytes: a new mask
+    assert protocols._signatures(cfg, there)[0] != first[0]
+
+
+def test_the_cached_file_digest_notices_a_rewritten_file(tree):
+    """file_sha256_cached hashes a file once, and again when it is rewritten."""
+    assert digest.file_sha256_cached("b.json") == hashlib.sha256(b"{}").hexdigest()
+    Path("b.json").write_bytes(b"[1]")
+    assert digest.file_sha256_cached("b.json") == hashlib.sha256(b"[1]").hexdigest()
+    assert digest.content_line("n", "b.json", "a/x.png") == (
+        f"n|{hashlib.sha256(b'[1]').hexdigest()}|{hashlib.sha256(b'xxx').hexdigest()}\n")
 
 
 def test_no_other_module_fingerprints_files_or_hashes_json():
