@@ -305,7 +305,7 @@ def load_models(path: Union[str, Path], config: Optional[Union[DictConfig, str, 
     return models.to(device).eval()
 
 
-PROCESS_KEYS = ("parameterization", "zero_terminal_snr", "offset_noise", "uncond_drop")
+PROCESS_KEYS = ("parameterization", "zero_terminal_snr", "snr_shift", "offset_noise", "uncond_drop")
 
 
 def check_diffusion(cfg: DictConfig, ckpt: Checkpoint) -> None:
@@ -317,7 +317,8 @@ def check_diffusion(cfg: DictConfig, ckpt: Checkpoint) -> None:
     given = ckpt.sections.get("diffusion", {}).get("alphas_cumprod")
     if given is not None and not torch.allclose(given.float(), process.alphas_cumprod, rtol=1e-4, atol=1e-7):
         raise CheckpointError(f"{ckpt.path} was trained with another noise schedule than the config's diffusion "
-                              f"part (zero_terminal_snr {process.zero_terminal_snr}, alphas_cumprod[-1] "
+                              f"part (zero_terminal_snr {process.zero_terminal_snr}, snr_shift {process.snr_shift:g}, "
+                              f"alphas_cumprod[-1] "
                               f"{float(given[-1]):.3g} vs {float(process.alphas_cumprod[-1]):.3g}); use the "
                               "checkpoint's own config (leave out --config)")
     saved = (ckpt.config or {}).get("diffusion", {}) or {}

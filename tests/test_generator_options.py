@@ -119,6 +119,9 @@ def test_checkpoint_carries_the_process_and_inference_reads_it(config, tmp_path)
         "zero_terminal_snr": True, "parameterization": "v", "timestep_spacing": "trailing", "offset_noise": 0.0}}})
     with pytest.raises(CheckpointError, match="offset_noise"):
         load_models(ckpt, config=cfg)
+    shifted = OmegaConf.merge(cfg, {"diffusion": {"params": {"offset_noise": 0.1, "snr_shift": 0.5}}})
+    with pytest.raises(CheckpointError, match="snr_shift 0.5"):
+        load_models(ckpt, config=shifted)
 
 
 def test_offset_start_noise_is_seeded_and_plain_noise_unchanged():

@@ -47,12 +47,24 @@ def rescale_zero_terminal_snr(betas: np.ndarray) -> np.ndarray:
     return 1.0 - np.concatenate([ac[:1], ac[1:] / ac[:-1]])
 
 
+def shift_snr(betas: np.ndarray, factor: float) -> np.ndarray:
+    """The betas whose signal-to-noise ratio ``alphas_cumprod / (1 - alphas_cumprod)`` is ``factor`` times that of
+    ``betas`` at every timestep (Hoogeboom et al. 2023: ``(base / resolution) ** 2`` keeps a schedule made for a
+    base resolution as noisy for the image's coarse structure at a higher one); zero SNR stays zero."""
+    ac = np.cumprod(1.0 - betas)
+    shifted = factor * ac / (1.0 - ac + factor * ac)
+    return 1.0 - np.concatenate([shifted[:1], shifted[1:] / shifted[:-1]])
+
+
 def schedule_buffers(timesteps: int = 1000, linear_start: float = 0.00085, linear_end: float = 0.012,
-                     schedule: str = "linear", zero_terminal_snr: bool = False) -> dict[str, torch.Tensor]:
+                     schedule: str = "linear", zero_terminal_snr: bool = False,
+                     snr_shift: float = 1.0) -> dict[str, torch.Tensor]:
     """All 12 schedule buffers as float32 tensors, computed in float64 like the original."""
     betas = make_betas(schedule, timesteps, linear_start, linear_end)
     if zero_terminal_snr:
         betas = rescale_zero_terminal_snr(betas)
+    if snr_shift != 1.0:
+        betas = shift_snr(betas, snr_shift)
     alphas = 1.0 - betas
     ac = np.cumprod(alphas)
     ac_prev = np.append(1.0, ac[:-1])
@@ -102,6 +114,7 @@ class NoiseSchedule(nn.Module):
 
     * ``zero_terminal_snr``: rescale the betas so that no signal is left at the last timestep (Lin et al.
       2024); needs ``parameterization: v``;
+    * ``snr_shift``: multiply every timestep's signal-to-noise ratio by this factor (:func:`shift_snr`; 1: none);
     * ``parameterization``: the model predicts ``eps`` (the original) or ``v``;
     * ``timestep_spacing``: the samplers' grid, ``leading`` (the original) or ``trailing`` (starts at T - 1);
     * ``offset_noise``: the training noise and the sampler's starting noise get a per-image, per-channel
@@ -114,7 +127,7 @@ class NoiseSchedule(nn.Module):
     def __init__(self, linear_start: float = 0.00085, linear_end: float = 0.012, timesteps: int = 1000,
                  beta_schedule: str = "linear", zero_terminal_snr: bool = False, parameterization: str = "eps",
                  timestep_spacing: str = "leading", offset_noise: float = 0.0,
-                 uncond_drop: Sequence[str] = ("prompt", "tokens")) -> None:
+                 uncond_drop: Sequence[str] = ("prompt", "tokens"), snr_shift: float = 1.0) -> None:
         super().__init__()
         if parameterization not in PARAMETERIZATIONS:
             raise ValueError(f"parameterization must be one of {', '.join(PARAMETERIZATIONS)}, "
@@ -125,6 +138,8 @@ class NoiseSchedule(nn.Module):
             raise ValueError(f"timestep_spacing must be one of {', '.join(SPACINGS)}, got {timestep_spacing!r}")
         if not (math.isfinite(float(offset_noise)) and 0.0 <= float(offset_noise) <= 1.0):
             raise ValueError(f"offset_noise must lie in [0, 1], got {offset_noise!r}")
+        if not (math.isfinite(float(snr_shift)) and float(snr_shift) > 0.0):
+            raise ValueError(f"snr_shift must be a positive number, got {snr_shift!r}")
         unknown = [p for p in uncond_drop if p not in UNCOND_PARTS]
         if unknown or not uncond_drop:
             raise ValueError(f"uncond_drop must be a non-empty list of {', '.join(UNCOND_PARTS)}, "
@@ -135,7 +150,9 @@ class NoiseSchedule(nn.Module):
         self.timestep_spacing = str(timestep_spacing)
         self.offset_noise = float(offset_noise)
         self.uncond_drop = tuple(str(p) for p in uncond_drop)
-        buffers = schedule_buffers(timesteps, linear_start, linear_end, beta_schedule, self.zero_terminal_snr)
+        self.snr_shift = float(snr_shift)
+        buffers = schedule_buffers(timesteps, linear_start, linear_end, beta_schedule, self.zero_terminal_snr,
+                                   self.snr_shift)
         for name, value in buffers.items():
             self.register_buffer(name, value)
 
