@@ -65,7 +65,7 @@ from inference.jobs import Job, JobSpec, build_jobs, mask_tensor, seed_noise, sh
 from inference.preview import write_preview
 from inference.writer import INFER_FIX, PairedWriter, prepare_folder, prepare_root
 from ldm.checkpoint import load_models
-from ldm.diffusion.guidance import DEFAULT_GUIDANCE_SCALE
+from ldm.diffusion.guidance import DEFAULT_GUIDANCE_SCALE, check_interval, check_low
 from ldm.diffusion.samplers import SAMPLERS, start_timestep
 from ldm.pipeline import DefFillerPipeline, gate_schedule
 from runtime.device import cpu_has_bf16, pick_device
@@ -129,34 +129,9 @@ class GenerationOptions:
             gate_schedule(self.steps, alpha)  # fractions summing to 1
             object.__setattr__(self, "alpha_type", alpha)
         if self.guidance_interval is not None:
-            object.__setattr__(self, "guidance_interval", _interval(self.guidance_interval))
+            object.__setattr__(self, "guidance_interval", check_interval(self.guidance_interval))
         if self.guidance_low is not None:
-            object.__setattr__(self, "guidance_low", _low(self.guidance_low))
-
-
-def _interval(value) -> tuple[int, int]:
-    """``(lo, hi)`` timesteps with ``0 <= lo <= hi``, or a one-line error."""
-    try:
-        lo, hi = (int(v) for v in value)
-        ok = all(float(v) == int(v) for v in value) and 0 <= lo <= hi
-    except (TypeError, ValueError, OverflowError):
-        ok = False
-    if not ok:
-        raise UserError(f"--guidance_interval needs two whole timesteps LO HI with 0 <= LO <= HI, got {value!r}")
-    return lo, hi
-
-
-def _low(value) -> tuple[float, int]:
-    """``(scale, size)``: a finite scale and a box size of 0 (the mean) or an odd number of pixels."""
-    try:
-        scale, size = value
-        ok = math.isfinite(float(scale)) and float(size) == int(size) and (int(size) == 0 or int(size) % 2 == 1)
-    except (TypeError, ValueError, OverflowError):
-        ok = False
-    if not ok or int(size) < 0:
-        raise UserError(f"--guidance_low needs SCALE SIZE: a finite scale for the guidance's low frequencies and "
-                        f"a box size of 0 (the image mean) or an odd number of pixels, got {value!r}")
-    return float(scale), int(size)
+            object.__setattr__(self, "guidance_low", check_low(self.guidance_low))
 
 
 def recommended_sampling(config) -> dict:

@@ -42,7 +42,7 @@ FIRST_CONV = "input_blocks.0.0.weight"
 POSITION_IDS = "transformer.text_model.embeddings.position_ids"
 WEIGHTLESS_TARGETS = ("ldm.modules.identity_autoencoder.IdentityAutoencoder",)
 #: metadata naming the data a checkpoint was trained on (written by training, kept by inference.export)
-PROVENANCE_KEYS = ("data_root", "split", "split_sha256", "procedural")
+PROVENANCE_KEYS = ("data_root", "split", "split_sha256", "procedural", "teacher_sha256", "teacher_guidance")
 
 
 class CheckpointError(UserError):
@@ -283,10 +283,20 @@ def load_models(path: Union[str, Path], config: Optional[Union[DictConfig, str, 
     ``weights``: ``raw`` (the trained weights), ``ema`` (their moving average, which must be
     present) or ``auto`` (EMA when the checkpoint has it); ``models.extra["weights"]`` says which.
     """
-    from ldm.config import load_config
-
     ckpt = read_checkpoint(path, allow_unsafe_pickle)
     used = apply_weights_choice(ckpt, weights)
+    models = models_from_checkpoint(ckpt, config, parts, device)
+    models.extra["weights"] = used
+    return models
+
+
+def models_from_checkpoint(ckpt: Checkpoint, config: Optional[Union[DictConfig, str, Path]] = None,
+                           parts: Iterable[str] = PARTS,
+                           device: Union[str, torch.device] = "cpu") -> DefFillerModels:
+    """Build the models the checkpoint's config (or ``config``) describes and load ``ckpt`` strictly."""
+    from ldm.config import load_config
+
+    path = ckpt.path
     if config is not None and not isinstance(config, DictConfig):
         config = load_config(config)
     cfg = config if config is not None else ckpt.config
@@ -300,7 +310,6 @@ def load_models(path: Union[str, Path], config: Optional[Union[DictConfig, str, 
     models = build_models(cfg, parts=parts)
     load_into(models, ckpt)
     models.extra["checkpoint_kind"] = ckpt.kind
-    models.extra["weights"] = used
     models.extra["checkpoint_path"] = str(path)
     return models.to(device).eval()
 

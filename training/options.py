@@ -73,6 +73,7 @@ class TrainOptions:
     guidance_scale: float = 5.0
     keep_checkpoints: int = 0                # 0: keep all
     split: Optional[str] = None              # a split JSON (dataset/splits.py): train on its "train" list
+    distill_from: Optional[str] = None       # a teacher checkpoint: learn its guided output (training/distill.py)
     allow_config_change: bool = False        # resume even though data root, seed or learning rate changed
     no_progress: bool = False                # no tqdm bar (the periodic log lines stay)
 
@@ -166,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="sample-grid interval (default: with every checkpoint)")
     add("--split", type=optional_path, default=None,
         help="split JSON (dataset/splits.py); training uses its 'train' list (default: all pairs)")
+    add("--distill_from", type=optional_path, default=None,
+        help="guidance distillation: start from this trained checkpoint and learn its guided output (the guidance "
+             "its sampling: section recommends), so that the result samples unguided at half the cost "
+             "(default: off)")
     O.add_set_argument(p, "train.sample_steps=25 data.image_size=64 model.params.num_heads=4",
                        " (the flags above win over --set)")
     add("--allow_config_change", action="store_true",
@@ -233,7 +238,7 @@ def resolve_options(cli: argparse.Namespace, cfg: DictConfig) -> TrainOptions:
         from_yaml = OmegaConf.to_container(section, resolve=True)
     values = {f.name: getattr(DEFAULTS, f.name) for f in fields(TrainOptions)}
     for key, value in from_yaml.items():
-        if key in ("ckpt", "DATA_ROOT", "split"):
+        if key in ("ckpt", "DATA_ROOT", "split", "distill_from"):
             value = optional_path(value)
         elif key in ("enable_ema", "disable_inference_in_training", "gradient_checkpointing",
                      "warmup_from_zero") and value is not None:

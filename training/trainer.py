@@ -20,6 +20,7 @@ weights as an uninterrupted one.
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import math
 import random
@@ -57,6 +58,7 @@ from training.data import (
     make_loader,
     write_held_out_procedural,
 )
+from training.distill import Teacher, check_teacher_unchanged
 from training.ema import EMA
 from training.lr_schedule import WarmupSchedule
 from training.metrics import MetricsLog, gate_stats
@@ -184,8 +186,13 @@ def make_grad_scaler(device: torch.device):
     return torch.cuda.amp.GradScaler()
 
 
-def initial_weights(models: DefFillerModels, ckpt: Optional[str]) -> str:
-    """Load ``--ckpt`` strictly into ``models``; returns a description for the log."""
+def initial_weights(models: DefFillerModels, ckpt: Optional[str], teacher: Optional[Teacher] = None) -> str:
+    """Load ``--ckpt`` (or, when distilling, the teacher's weights) strictly into ``models``; returns a
+    description for the log."""
+    if teacher is not None:
+        sections = {k: v for k, v in teacher.checkpoint.sections.items() if k != "diffusion"}
+        load_into(models, dataclasses.replace(teacher.checkpoint, sections=sections))
+        return f"{teacher.path} (the teacher's {teacher.weights} weights)"
     if ckpt is None:
         return "random initialisation (--ckpt none)"
     path = Path(ckpt)
@@ -294,6 +301,11 @@ class Trainer:
         if opts.gradient_checkpointing is not None:
             cfg.model.params.use_checkpoint = bool(opts.gradient_checkpointing)
         cfg.train = OmegaConf.create({k: v for k, v in vars(opts).items() if k not in CLI_ONLY})
+        # a distilled student: its teacher's guided output is the target, its recommendation unguided
+        self.teacher = (Teacher(opts.distill_from, cfg, self.device, self.autocast_dtype or torch.float32)
+                        if opts.distill_from else None)
+        if self.teacher is not None:
+            cfg = self.teacher.student_config(cfg)
         self.cfg = cfg
         if self.main:
             with output_errors(self.run_dir):
@@ -304,20 +316,24 @@ class Trainer:
         # 1. dataset
         self.dataset = build_dataset(opts.DATA_ROOT, cfg, opts.split)
         self.provenance = data_provenance(opts.DATA_ROOT, cfg, opts.split)
+        if self.teacher is not None:
+            self.provenance.update(self.teacher.provenance())
 
         # 2. models: build, initial weights (unless resuming), freeze all but the trained parameters
         torch.manual_seed(opts.seed)  # from-scratch weights: identical on every rank
         self.models = build_models(cfg)
         resume = self.checkpoints.latest()
         if resume is None:
-            if opts.ckpt is None and opts.trainable == "grounding":
+            if opts.ckpt is None and self.teacher is None and opts.trainable == "grounding":
                 raise UserError("--ckpt none with train.trainable grounding would train nothing (a fresh "
                                 "UNet's output layers are zero and frozen); pass --ckpt, or --trainable all "
                                 "for a from-scratch model")
-            self.init_source = initial_weights(self.models, opts.ckpt)
+            self.init_source = initial_weights(self.models, opts.ckpt, self.teacher)
         else:
             self.config_changes = check_config_changes(resume[2].config, cfg, resume[0], opts.allow_config_change)
             check_split_unchanged(resume[2].metadata, self.provenance, resume[0], opts.allow_config_change)
+            check_teacher_unchanged(resume[2].metadata, self.teacher, str(resume[0].weights),
+                                    opts.allow_config_change)
             check_diffusion(cfg, resume[2])  # a resumed run keeps its diffusion process
             load_into(self.models, resume[2])
             self.init_source = f"{resume[0].weights} (resuming)"
@@ -426,7 +442,9 @@ class Trainer:
         grounding_mask = null_grounding_mask(b, self.opts.null_grounding_prob, self.opts.null_grounding_per,
                                              gen, self.device)
         captions, keep_extra = list(batch["caption"]), None
-        if self.opts.cond_drop_prob > 0:  # the unconditional branch's inputs, all together
+        if self.teacher is not None:  # the student only ever runs with its full conditioning
+            grounding_mask = torch.ones_like(grounding_mask)
+        elif self.opts.cond_drop_prob > 0:  # the unconditional branch's inputs, all together
             drop = torch.rand(b, generator=gen, device=self.device) < self.opts.cond_drop_prob
             captions, grounding_mask, keep_extra = unconditional_inputs(captions, grounding_mask, drop,
                                                                         diffusion.uncond_drop)
@@ -434,7 +452,8 @@ class Trainer:
         t = torch.randint(0, diffusion.num_timesteps, (b,), generator=gen, device=self.device)
         noise = diffusion.noise(x0.shape, generator=gen, device=self.device)
         x_noisy = diffusion.q_sample(x0, t, noise)
-        target = diffusion.target(x0, noise, t)
+        target = (diffusion.target(x0, noise, t) if self.teacher is None
+                  else self.teacher.target(x_noisy, t, sem, captions))
         with self.autocast():
             out = self.denoiser(x_noisy, t, context, sem, grounding_mask, keep_extra)
         if not self.opts.min_snr_gamma:
@@ -563,8 +582,8 @@ class Trainer:
                                 generator=torch.Generator().manual_seed(mix_seed(self.opts.seed, Stream.GRID_NOISE)))
             with self.ema.applied() if self.ema is not None else nullcontext():  # as infer.py samples
                 cond, uncond = pipe.conditioning(grid["sem"], list(grid["caption"]))
-                latents = pipe.sample(cond, uncond, noise, sampler=self.opts.sampler,
-                                      steps=self.opts.sample_steps, guidance_scale=self.opts.guidance_scale)
+                latents = pipe.sample(cond, uncond, noise, sampler=self.opts.sampler, steps=self.opts.sample_steps,
+                                      guidance_scale=1.0 if self.teacher is not None else self.opts.guidance_scale)
             images = pipe.decode(latents)
             write_grid(self.run_dir / "samples" / f"iter_{self.iteration:08d}.png", grid["sem"], grid["image"],
                        images, list(grid["caption"]))

@@ -7,11 +7,14 @@ what it drops (``DefFillerPipeline.conditioning``).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
+
+from runtime.errors import UserError
 
 from .samplers import EpsFn
 
@@ -31,6 +34,31 @@ class Conditioning:
         extra = None if self.extra is None else torch.cat([self.extra, other.extra])
         return Conditioning(torch.cat([self.context, other.context]),
                             torch.cat([self.grounding_tokens, other.grounding_tokens]), extra)
+
+
+def check_interval(value) -> tuple[int, int]:
+    """``(lo, hi)`` timesteps with ``0 <= lo <= hi``, or a one-line error."""
+    try:
+        lo, hi = (int(v) for v in value)
+        ok = all(float(v) == int(v) for v in value) and 0 <= lo <= hi
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise UserError(f"--guidance_interval needs two whole timesteps LO HI with 0 <= LO <= HI, got {value!r}")
+    return lo, hi
+
+
+def check_low(value) -> tuple[float, int]:
+    """``(scale, size)``: a finite scale and a box size of 0 (the mean) or an odd number of pixels."""
+    try:
+        scale, size = value
+        ok = math.isfinite(float(scale)) and float(size) == int(size) and (int(size) == 0 or int(size) % 2 == 1)
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok or int(size) < 0:
+        raise UserError(f"--guidance_low needs SCALE SIZE: a finite scale for the guidance's low frequencies and "
+                        f"a box size of 0 (the image mean) or an odd number of pixels, got {value!r}")
+    return float(scale), int(size)
 
 
 def low_pass(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -54,6 +82,19 @@ def combine(out_u: torch.Tensor, out_c: torch.Tensor, scale: float,
     low_scale, size = low
     coarse = low_pass(diff, size)
     return out_u + scale * (diff - coarse) + low_scale * coarse
+
+
+def combine_per_sample(out_u: torch.Tensor, out_c: torch.Tensor, t: torch.Tensor, scale: float,
+                       interval: Optional[tuple[int, int]] = None,
+                       low: Optional[tuple[float, int]] = None) -> torch.Tensor:
+    """:func:`combine` where each sample's timestep ``t`` lies in ``interval`` (all of them when it is
+    ``None``), the conditional output ``out_c`` elsewhere: what :func:`guided_eps_fn` gives for a batch of
+    mixed timesteps."""
+    guided = combine(out_u, out_c, scale, low)
+    if interval is None:
+        return guided
+    inside = (t >= interval[0]) & (t <= interval[1])
+    return torch.where(inside.view(-1, *([1] * (out_c.dim() - 1))), guided, out_c)
 
 
 def guided_eps_fn(unet: torch.nn.Module, cond: Conditioning, uncond: Optional[Conditioning],
