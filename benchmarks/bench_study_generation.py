@@ -9,7 +9,8 @@ seeds through ``inference.generate.generate_batch`` (no file I/O); the first bat
 is a warm-up and is not timed. Settings run interleaved, ``--repeats`` times, and the fastest pass
 counts. The table gives images/s, the ratio to the first setting and the minutes a study's ``--pairs``
 generated pairs would take. ``--steps`` / ``--guidance_interval`` add a row: the recommendation with those
-(channels_last, fp32). The bf16 row runs only where the CPU computes bf16 natively
+(channels_last, fp32); ``--student`` adds a row: a distilled student's recommendation (channels_last, fp32).
+The bf16 row runs only where the CPU computes bf16 natively
 (:func:`runtime.device.cpu_has_bf16`). Without ``--ckpt`` a tiny random-weight model is made (only the overheads).
 """
 from __future__ import annotations
@@ -74,6 +75,8 @@ def main() -> None:
                         help="add a row: the recommendation with this many steps")
     parser.add_argument("--guidance_interval", type=int, nargs=2, default=None, metavar=("LO", "HI"),
                         help="add a row: the recommendation guided only at timesteps LO..HI")
+    parser.add_argument("--student", help="add a row: this checkpoint (e.g. a distilled student of --ckpt) with its "
+                        "own recommendation")
     add_threads(parser, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -95,18 +98,23 @@ def main() -> None:
                     [j.category.index for j in chunk], [j.prompt for j in chunk], [j.seed for j in chunk])
                    for chunk in (jobs[i:i + args.batch_size] for i in range(0, len(jobs), args.batch_size))]
         runs = {}
-        for label, (sampler, steps, scale, interval, fmt) in settings(args).items():
+        rows = {label: (*row, pipes[row[-1]], rec) for label, row in settings(args).items()}
+        if args.student:
+            student = DefFillerPipeline(load_models(args.student, device="cpu"))
+            rows["student (--student): its recommendation, channels_last"] = (
+                None, None, None, None, (True, "fp32"), student, recommended_sampling(student.models.config))
+        for label, (sampler, steps, scale, interval, fmt, pipe, rec) in rows.items():
             opts = GenerationOptions(sampler=sampler or rec.get("sampler", "plms"), precision=fmt[1],
                                      steps=steps or rec.get("steps"),
                                      guidance_scale=scale if scale is not None else rec.get("guidance_scale", 3.0),
                                      guidance_interval=None if sampler else interval or rec.get("guidance_interval"),
                                      guidance_low=None if sampler else rec.get("guidance_low"))
-            generate_batch(pipes[fmt], *batches[0], opts)  # warm-up
-            runs[label] = (opts, fmt)
+            generate_batch(pipe, *batches[0], opts)  # warm-up
+            runs[label] = (opts, pipe)
         best = {label: float("inf") for label in runs}
         for _ in range(args.repeats):
-            for label, (opts, fmt) in runs.items():
-                best[label] = min(best[label], timed_pass(pipes[fmt], batches, opts))
+            for label, (opts, pipe) in runs.items():
+                best[label] = min(best[label], timed_pass(pipe, batches, opts))
     n = len(jobs)
     first = n / best[next(iter(best))]
     print(f"{ckpt}: {n} masks, batch {args.batch_size}, {args.threads} thread(s), best of {args.repeats}")
