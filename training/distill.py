@@ -9,6 +9,7 @@ with no guidance (scale 1).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ldm.build import DefFillerModels
-from ldm.checkpoint import Checkpoint, apply_weights_choice, check_diffusion, models_from_checkpoint, read_checkpoint
+from ldm.checkpoint import (
+    Checkpoint,
+    apply_weights_choice,
+    check_diffusion,
+    load_into,
+    models_from_checkpoint,
+    read_checkpoint,
+)
 from ldm.diffusion.guidance import DEFAULT_GUIDANCE_SCALE, check_interval, check_low, combine_per_sample
 from ldm.pipeline import DefFillerPipeline
 from runtime.digest import file_sha256
@@ -84,6 +92,12 @@ class Teacher:
             p.requires_grad_(False)
         self.pipeline = DefFillerPipeline(models, device, dtype)
         self.dtype = dtype
+
+    def initialise(self, student: DefFillerModels) -> str:
+        """Load the teacher's weights strictly into ``student``; returns a description for the log."""
+        sections = {k: v for k, v in self.checkpoint.sections.items() if k != "diffusion"}
+        load_into(student, dataclasses.replace(self.checkpoint, sections=sections))
+        return f"{self.path} (the teacher's {self.weights} weights)"
 
     def provenance(self) -> dict[str, str]:
         """What a student's checkpoints record of their teacher."""

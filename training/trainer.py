@@ -20,7 +20,6 @@ weights as an uninterrupted one.
 """
 from __future__ import annotations
 
-import dataclasses
 import errno
 import math
 import random
@@ -186,13 +185,8 @@ def make_grad_scaler(device: torch.device):
     return torch.cuda.amp.GradScaler()
 
 
-def initial_weights(models: DefFillerModels, ckpt: Optional[str], teacher: Optional[Teacher] = None) -> str:
-    """Load ``--ckpt`` (or, when distilling, the teacher's weights) strictly into ``models``; returns a
-    description for the log."""
-    if teacher is not None:
-        sections = {k: v for k, v in teacher.checkpoint.sections.items() if k != "diffusion"}
-        load_into(models, dataclasses.replace(teacher.checkpoint, sections=sections))
-        return f"{teacher.path} (the teacher's {teacher.weights} weights)"
+def initial_weights(models: DefFillerModels, ckpt: Optional[str]) -> str:
+    """Load ``--ckpt`` strictly into ``models``; returns a description for the log."""
     if ckpt is None:
         return "random initialisation (--ckpt none)"
     path = Path(ckpt)
@@ -328,7 +322,8 @@ class Trainer:
                 raise UserError("--ckpt none with train.trainable grounding would train nothing (a fresh "
                                 "UNet's output layers are zero and frozen); pass --ckpt, or --trainable all "
                                 "for a from-scratch model")
-            self.init_source = initial_weights(self.models, opts.ckpt, self.teacher)
+            self.init_source = (initial_weights(self.models, opts.ckpt) if self.teacher is None
+                                else self.teacher.initialise(self.models))
         else:
             self.config_changes = check_config_changes(resume[2].config, cfg, resume[0], opts.allow_config_change)
             check_split_unchanged(resume[2].metadata, self.provenance, resume[0], opts.allow_config_change)
