@@ -311,6 +311,7 @@ def models_from_checkpoint(ckpt: Checkpoint, config: Optional[Union[DictConfig, 
     load_into(models, ckpt)
     models.extra["checkpoint_kind"] = ckpt.kind
     models.extra["checkpoint_path"] = str(path)
+    models.extra["metadata"] = dict(ckpt.metadata)
     return models.to(device).eval()
 
 

@@ -96,6 +96,24 @@ def test_student_checkpoint_samples_unguided_and_records_its_teacher(setup, tmp_
     assert read_checkpoint(release).metadata["teacher_sha256"] == file_sha256(teacher)
 
 
+def test_infer_notes_guidance_on_a_distilled_model(setup, tmp_path, capsys):
+    import infer
+    from tools.tiny_model import write_masks
+
+    config, teacher = setup
+    assert run_main(config, tmp_path, "s", "--distill_from", str(teacher), "--total_iters", "1",
+                    "--set", *V_ZTSNR) == 0
+    write_masks(tmp_path / "masks", ["In_1"])
+    ckpt = str(tmp_path / "s" / "checkpoints" / "latest.safetensors")
+    args = ["--ckpt", ckpt, "--mask_dir", str(tmp_path / "masks"), "--threads", "1"]
+    assert infer.main([*args, "--out", str(tmp_path / "g1")]) == 0
+    out = capsys.readouterr().out
+    assert "ddim 4 steps, guidance 1\n" in out and "note:" not in out
+    assert infer.main([*args, "--out", str(tmp_path / "g3"), "--guidance_scale", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "note: this model was distilled to give its teacher's guidance 3, t 0-500" in out
+
+
 def test_a_resumed_student_keeps_its_teacher(setup, tmp_path):
     config, teacher = setup
     assert run_main(config, tmp_path, "s", "--distill_from", str(teacher), "--total_iters", "1",
