@@ -12,7 +12,9 @@ from safetensors import safe_open
 import infer
 
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "sd900_vpred.safetensors"
-pytestmark = pytest.mark.skipif(not SHIPPED.exists(), reason=f"{SHIPPED} not in this checkout")
+DISTILLED = SHIPPED.with_name("sd900_vpred_distilled.safetensors")
+pytestmark = pytest.mark.skipif(not (SHIPPED.exists() and DISTILLED.exists()),
+                                reason=f"{SHIPPED} or {DISTILLED.name} not in this checkout")
 
 
 def test_release_is_small_half_precision_and_names_its_training_split():
@@ -26,22 +28,37 @@ def test_release_is_small_half_precision_and_names_its_training_split():
     assert "sampling:\n  sampler: unipc\n  steps: 20\n  guidance_scale: 3.0" in meta["config"]
 
 
+def test_distilled_release_names_its_teacher_and_samples_unguided():
+    from runtime.digest import file_sha256
+
+    assert DISTILLED.stat().st_size <= 32 * 2**20
+    with safe_open(str(DISTILLED), "pt") as f:
+        meta = f.metadata()
+        dtypes = {f.get_slice(k).get_dtype() for k in f.keys() if not k.startswith("diffusion.")}
+    assert meta["format"] == "deffiller" and meta["weights"] == "ema" and dtypes <= {"F16", "I64"}
+    assert meta["split"].endswith("SD-saliency-900_9-1_seed0.json")
+    assert meta["teacher_sha256"] == file_sha256(SHIPPED) and meta["init"].startswith("models/sd900_vpred.safetensors")
+    assert meta["teacher_guidance"] == "guidance 3, low frequencies (box 5) 1"
+    assert "sampling:\n  sampler: unipc\n  steps: 20\n  guidance_scale: 1.0" in meta["config"]
+
+
 def _mask(path: Path, box: tuple[int, int, int, int]) -> None:
     m = np.zeros((200, 200), np.uint8)
     m[box[1]:box[3], box[0]:box[2]] = 255
     Image.fromarray(m).save(path)
 
 
-def test_infer_draws_grey_steel_with_the_defect_where_the_mask_is(tmp_path):
+@pytest.mark.parametrize("release, guidance", [(SHIPPED, 3.0), (DISTILLED, 1.0)], ids=["shipped", "distilled"])
+def test_infer_draws_grey_steel_with_the_defect_where_the_mask_is(tmp_path, release, guidance):
     masks = tmp_path / "masks"
     masks.mkdir()
     _mask(masks / "Sc_1.png", (95, 10, 105, 190))   # a vertical scratch: bright in SD-Saliency-900
     _mask(masks / "In_1.png", (60, 60, 140, 140))   # an inclusion: dark
     out = tmp_path / "gen"
-    assert infer.main(["--ckpt", str(SHIPPED), "--mask_dir", str(masks), "--out", str(out), "--device", "cpu",
+    assert infer.main(["--ckpt", str(release), "--mask_dir", str(masks), "--out", str(out), "--device", "cpu",
                        "--steps", "10", "--output_size", "200"]) == 0
     settings = json.loads((out / "generation.json").read_text())["settings"]
-    assert (settings["sampler"], settings["guidance_scale"]) == ("unipc", 3.0)
+    assert (settings["sampler"], settings["guidance_scale"]) == ("unipc", guidance)
     images = {p.stem: np.asarray(Image.open(p).convert("L"), np.float32) / 255
               for p in (out / "Source_Images").glob("*.png")}
     assert set(images) == {"Sc_1", "In_1"}
