@@ -11,6 +11,21 @@ def step_until_stopped(saved: str, step_seconds: float) -> None:
     stop = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: stop.append(signum))
+    Path(f"{saved}.started").touch()
     while not stop:
         time.sleep(step_seconds)
     Path(saved).write_text(str(stop[0]))
+
+
+def sleep_after_marking(marker: str, seconds: float) -> None:
+    """Writes ``marker`` (the job has started), then sleeps ``seconds``."""
+    Path(marker).touch()
+    time.sleep(seconds)
+
+
+def wait_for_files(paths: list[Path], timeout: float = 60.0) -> None:
+    """Until every path exists (the jobs have started: a loaded machine spawns workers slowly)."""
+    deadline = time.monotonic() + timeout
+    while not all(p.exists() for p in paths):
+        assert time.monotonic() < deadline, f"jobs did not start within {timeout:g} s"
+        time.sleep(0.1)

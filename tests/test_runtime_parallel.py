@@ -46,7 +46,7 @@ def test_a_worker_that_dies_is_a_one_line_error_here():
     assert "\n" not in str(err.value)
 
 
-def test_ctrl_c_stops_the_workers_and_the_command():
+def test_ctrl_c_stops_the_workers_and_the_command(tmp_path):
     """Ctrl-C signals the whole process group: the workers stop on their own and the command exits, no worker left."""
     import signal
     import subprocess
@@ -54,10 +54,15 @@ def test_ctrl_c_stops_the_workers_and_the_command():
     import time
     from pathlib import Path
 
-    code = "import time\nfrom runtime.parallel import run_jobs\nrun_jobs(time.sleep, [(60,), (60,)], 2)\n"
+    from parallel_helpers import wait_for_files
+
+    marks = [tmp_path / "job0", tmp_path / "job1"]
+    code = ("import sys\nsys.path.insert(0, 'tests')\nfrom runtime.parallel import run_jobs\n"
+            "from parallel_helpers import sleep_after_marking\n"
+            f"run_jobs(sleep_after_marking, [({str(marks[0])!r}, 60), ({str(marks[1])!r}, 60)], 2)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
                             start_new_session=True, stderr=subprocess.PIPE, text=True)
-    time.sleep(4)  # the workers are sleeping
+    wait_for_files(marks)  # the workers are sleeping
     start = time.monotonic()
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=30)
@@ -86,7 +91,9 @@ def _stopped_job_run(tmp_path, signal_group: bool) -> tuple[int, str, list[str],
             f"    P.run_jobs(step_until_stopped, [({str(saved[0])!r}, 3.0), ({str(saved[1])!r}, 3.0)], 2)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
                             start_new_session=True, stderr=subprocess.PIPE, text=True)
-    time.sleep(5)  # the workers are stepping
+    from parallel_helpers import wait_for_files
+
+    wait_for_files([Path(f"{p}.started") for p in saved])  # the workers are stepping
     start = time.monotonic()
     if signal_group:
         os.killpg(proc.pid, signal.SIGTERM)
