@@ -29,3 +29,11 @@ def wait_for_files(paths: list[Path], timeout: float = 60.0) -> None:
     while not all(p.exists() for p in paths):
         assert time.monotonic() < deadline, f"jobs did not start within {timeout:g} s"
         time.sleep(0.1)
+
+
+def as_from_a_shell() -> None:
+    """``preexec_fn`` for a command under test: the default Ctrl-C and SIGTERM handling a shell gives it, whatever
+    an earlier test in this process left ignored or blocked (both are inherited across exec)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})

@@ -54,14 +54,14 @@ def test_ctrl_c_stops_the_workers_and_the_command(tmp_path):
     import time
     from pathlib import Path
 
-    from parallel_helpers import wait_for_files
+    from parallel_helpers import as_from_a_shell, wait_for_files
 
     marks = [tmp_path / "job0", tmp_path / "job1"]
     code = ("import sys\nsys.path.insert(0, 'tests')\nfrom runtime.parallel import run_jobs\n"
             "from parallel_helpers import sleep_after_marking\n"
             f"run_jobs(sleep_after_marking, [({str(marks[0])!r}, 60), ({str(marks[1])!r}, 60)], 2)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
-                            start_new_session=True, stderr=subprocess.PIPE, text=True)
+                            start_new_session=True, stderr=subprocess.PIPE, text=True, preexec_fn=as_from_a_shell)
     wait_for_files(marks)  # the workers are sleeping
     start = time.monotonic()
     os.killpg(proc.pid, signal.SIGINT)
@@ -85,12 +85,14 @@ def _stopped_job_run(tmp_path, signal_group: bool) -> tuple[int, str, list[str],
     import time
     from pathlib import Path
 
+    from parallel_helpers import as_from_a_shell
+
     saved = [tmp_path / "job0", tmp_path / "job1"]
     code = ("import sys\nsys.path.insert(0, 'tests')\nimport runtime.parallel as P\nP.GRACE_SECONDS = 2.0\n"
             "from parallel_helpers import step_until_stopped\nwith P.sigterm_as_ctrl_c():\n"
             f"    P.run_jobs(step_until_stopped, [({str(saved[0])!r}, 3.0), ({str(saved[1])!r}, 3.0)], 2)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
-                            start_new_session=True, stderr=subprocess.PIPE, text=True)
+                            start_new_session=True, stderr=subprocess.PIPE, text=True, preexec_fn=as_from_a_shell)
     from parallel_helpers import wait_for_files
 
     wait_for_files([Path(f"{p}.started") for p in saved])  # the workers are stepping
