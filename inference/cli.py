@@ -34,6 +34,7 @@ from inference.generate import (
     DEFAULT_STEPS,
     PRECISIONS,
     GenerationOptions,
+    distilled_guidance_note,
     generate_dataset,
     load_pipeline,
     sampling_defaults,
@@ -164,10 +165,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             if opts.guidance_interval else ""
         low = f", low frequencies (box {opts.guidance_low[1]}) {opts.guidance_low[0]:g}" if opts.guidance_low else ""
         print(f"sampling: {opts.sampler} {opts.steps} steps, guidance {opts.guidance_scale:g}{interval}{low}")
-        distilled = pipe.models.extra.get("metadata", {}).get("teacher_guidance")
-        if distilled and opts.guidance_scale != 1:
-            print(f"note: this model was distilled to give its teacher's {distilled} unguided; guidance "
-                  f"{opts.guidance_scale:g} on top extrapolates from a branch it was not trained for")
+        note = distilled_guidance_note(pipe, opts.guidance_scale)
+        if note:
+            print(f"note: {note}")
     progress = tqdm_progress(f"generating ({opts.sampler}, {opts.steps} steps)", rank == 0)
     root = generate_dataset(pipe, spec, args.out or Path(args.folder) / args.save_folder_name, opts,
                             background=args.background or args.init_image, rank=rank, world=world,

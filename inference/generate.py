@@ -210,6 +210,15 @@ def check_options(pipe: DefFillerPipeline, opts: GenerationOptions) -> None:
                         f"{pipe.dtype}; load it with precision={opts.precision!r}")
 
 
+def distilled_guidance_note(pipe: DefFillerPipeline, guidance_scale: float) -> Optional[str]:
+    """A warning when a guidance-distilled model is sampled with guidance other than 1, else None."""
+    teacher = pipe.models.extra.get("metadata", {}).get("teacher_guidance")
+    if not teacher or guidance_scale == 1:
+        return None
+    return (f"this model was distilled to give its teacher's {teacher} unguided; guidance {guidance_scale:g} on "
+            "top extrapolates from a branch it was not trained for")
+
+
 def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
     """B x C x H x W in [0, 1] -> B x C x size x size (bicubic, antialiased, clamped)."""
     if images.shape[-1] == size and images.shape[-2] == size:

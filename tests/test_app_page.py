@@ -187,3 +187,21 @@ def test_a_huge_upload_and_a_damaged_kept_record_are_one_line(page, tmp_path):
     (kept.root / "generation.json").write_text("[]")
     with pytest.raises(UserError, match="not a generation record"):
         kept.items()
+
+
+def test_a_distilled_model_sampled_with_guidance_says_so(tiny, tmp_path):
+    from ldm.checkpoint import read_checkpoint, save_checkpoint
+
+    plain = read_checkpoint(tiny["ckpt"])
+    ckpt = save_checkpoint(tmp_path / "student.safetensors", plain.sections, plain.config,
+                           metadata={"teacher_guidance": "guidance 3"})
+    page = Page(Engine(ckpt, device="cpu"), KeptPairs(tmp_path / "kept", {}), tmp_path / "out")
+    mask = np.zeros((page.engine.size,) * 2, bool)
+    mask[4:12, 4:20] = True
+    timing = {g: page.generate(editor_value(mask, page.engine.size), "canvas", "inclusion", GEN, None, 0.8, "ddim",
+                               2, g, 0, 1, progress=no_progress)[1] for g in (1.0, 3.0)}
+    assert "Note" not in timing[1.0]
+    assert "**Note:** this model was distilled to give its teacher's guidance 3 unguided; guidance 3 on" in timing[3.0]
+    note, _ = page.batch(str(tiny["masks"]), 0, "b", 1, [], GEN, None, "", 0.8, "ddim", 2, 2.0, 0,
+                         progress=no_progress)
+    assert note.startswith("3 pairs") and "guidance 2 on top" in note

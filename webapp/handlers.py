@@ -19,7 +19,7 @@ import gradio as gr
 import torch
 
 from dataset.files import IMAGES_DIR
-from inference.generate import DEFAULT_STEPS, MODES
+from inference.generate import DEFAULT_STEPS, MODES, GenerationOptions, distilled_guidance_note
 from runtime.errors import UserError
 from webapp.canvas import editor_value, mask_from_editor, mask_from_upload, with_outline
 from webapp.engine import Engine
@@ -119,6 +119,12 @@ def _mode(label: str) -> str:
     return mode
 
 
+def _noted(engine: Engine, opts: GenerationOptions) -> str:
+    """The distilled-model warning as a second paragraph of a status line, else nothing."""
+    note = distilled_guidance_note(engine.pipe, opts.guidance_scale)
+    return f"\n\n**Note:** {note}" if note else ""
+
+
 class Page:
     """The handlers, bound to one engine and one kept-pairs folder."""
 
@@ -172,7 +178,8 @@ class Page:
         records = [engine.record(origin or "canvas", cat, s, opts, source) for s in seeds]
         result = {"images": images.cpu().numpy(), "mask": mask, "records": records, "prefix": cat.prefix}
         timing = (f"{n} image(s) in {seconds:.2f} s ({sampler}, {opts.steps} steps"
-                  f"{', ' + MODE_LABELS[mode] if mode != 'generate' else ''}); pick one and press Keep")
+                  f"{', ' + MODE_LABELS[mode] if mode != 'generate' else ''}); pick one and press Keep"
+                  + _noted(engine, opts))
         return shown, timing, result, 0
 
     # -- kept pairs -----------------------------------------------------------------------------
@@ -233,7 +240,8 @@ class Page:
         seconds = time.perf_counter() - start
         count = len(list((root / IMAGES_DIR).glob("*.png")))
         preview = root / "preview.png"
-        return (f"{count} pairs in `{root}` ({seconds:.1f} s)", str(preview) if preview.is_file() else None)
+        return (f"{count} pairs in `{root}` ({seconds:.1f} s)" + _noted(engine, opts),
+                str(preview) if preview.is_file() else None)
 
     # -- settings -------------------------------------------------------------------------------
     def default_steps(self, sampler: str) -> int:
