@@ -363,3 +363,92 @@ def test_grid_refuses_sets_without_common_masks(real, tmp_path):
     with pytest.raises(UserError, match="no mask is in the real set"):
         grid.main(["--real", str(real), "--generated", str(other), "--out", str(tmp_path / "g.png")])
     assert not (tmp_path / "g.png").exists()
+
+
+# -- what a real sample scores ---------------------------------------------------------------------------------
+def _groups(cats, n):
+    return {c: np.arange(i * n, (i + 1) * n) for i, c in enumerate(cats)} | {"overall": np.arange(len(cats) * n)}
+
+
+def test_real_sample_reference_scores_new_real_images_as_the_generated_set_is_scored():
+    from evaluation.realism.reference import reference_table
+
+    cats, rng = ["inclusion", "patches", "scratches"], np.random.default_rng(0)
+    real_b, real_cnr = rng.normal(0.5, 0.1, 90), rng.normal(2.0, 0.5, 90)
+    train_b, train_cnr = rng.normal(0.5, 0.1, 900), rng.normal(2.0, 0.5, 900)
+    train_b[600:] += 0.3                                          # training scratches: another kind of steel
+    table, warnings = reference_table(real_b, real_cnr, _groups(cats, 30), train_b, train_cnr, _groups(cats, 300),
+                                      {c: 30 for c in cats}, seed=1, draws=100)
+    rows = table["rows"]
+    assert not warnings and table["draws"] == 100
+    assert rows["inclusion"]["n"] == 30 and rows["inclusion"]["pool"] == 300
+    assert rows["overall"]["n"] == 90 and rows["overall"]["pool"] == 900
+    # same distribution: KS at n = 30 vs 30 misses 0.2 often, the spread and CNR lines rarely
+    assert 0.3 < rows["inclusion"]["ks_met"] < 0.95 and 0.15 < rows["inclusion"]["ks_median"] < 0.25
+    assert 0.85 < rows["patches"]["spread_ratio_median"] < 1.15 and rows["patches"]["cnr_ratio_met"] > 0.9
+    assert rows["scratches"]["ks_met"] == 0.0 and rows["scratches"]["ks_median"] > 0.8
+    t = table["targets_met"]
+    assert t["of"] == 12 and t["p5"] <= t["mean"] <= t["p95"] <= 12
+    again, _ = reference_table(real_b, real_cnr, _groups(cats, 30), train_b, train_cnr, _groups(cats, 300),
+                               {c: 30 for c in cats}, seed=1, draws=100)
+    assert again == table
+
+
+def test_real_sample_reference_leaves_out_a_category_without_enough_training_images():
+    from evaluation.realism.reference import reference_table
+
+    cats, rng = ["inclusion", "patches"], np.random.default_rng(0)
+    groups = {"inclusion": np.arange(0, 40), "patches": np.arange(40, 50), "overall": np.arange(50)}
+    table, warnings = reference_table(rng.random(20), np.full(20, np.nan), _groups(cats, 10), rng.random(50),
+                                      np.full(50, np.nan), groups, {"inclusion": 10, "patches": 20}, draws=20)
+    assert len(warnings) == 1 and "patches" in warnings[0] and "10 training image(s) for 20" in warnings[0]
+    assert np.isnan(table["rows"]["patches"]["ks_met"]) and table["rows"]["overall"]["n"] == 10
+    assert np.isnan(table["rows"]["inclusion"]["cnr_ratio_met"])          # no masks: no CNR reference
+    assert table["targets_met"]["of"] == 4                                 # KS and spread of inclusion and overall
+
+
+def test_card_reports_the_real_sample_reference_from_the_split_training_pairs(tmp_path, capsys):
+    stems = [f"{c}_{i}" for c in ("In", "Pa", "Sc") for i in range(1, 21)]
+    root = make_set(tmp_path / "all", 0, stems=stems)
+    split = make_split(stems, 0.3, seed=0)
+    path = save_split(split, tmp_path / "split.json")
+    n_sc = sum(s.startswith("Sc") for s in split["test"])
+    gen = tmp_path / "gen"
+    for stem in split["test"]:
+        write_pair(gen, stem, *sample(np.random.default_rng(hash(stem) % 1000), stem))
+    out = tmp_path / "card"
+    assert realism.main(["--real", str(root), "--real_split", str(path), "--generated", str(gen), "--out", str(out),
+                         "--ref_draws", "30", "--fwd_draws", "1"]) == 0
+    card = json.loads((out / "realism.json").read_text())
+    ref = card["reference"]
+    assert ref["draws"] == 30 and ref["rows"]["scratches"]["n"] == n_sc and ref["rows"]["scratches"]["pool"] == 20 - n_sc
+    assert ref["targets_met"]["of"] == 12                       # the split's training pairs have masks: CNR too
+    met = sum(t["met"] is True for t in card["targets"] if not t["target"].startswith(("same-size", "no possible")))
+    from evaluation.realism.reference import generated_met
+    assert generated_met(card) == met
+    text = (out / "realism.md").read_text()
+    assert "## What a real sample scores" in text and f"the generated set meets {met}." in text
+    rows = list(csv.DictReader((out / "realism.csv").open()))
+    assert any(r["metric"] == "real_sample_ks_met" and r["category"] == "overall" for r in rows)
+    assert "a real sample of the same size meets" in capsys.readouterr().out
+    assert realism.main(["--real", str(root), "--real_split", str(path), "--generated", str(gen), "--out",
+                         str(tmp_path / "none"), "--ref_draws", "0", "--fwd_draws", "1"]) == 0
+    assert json.loads((tmp_path / "none" / "realism.json").read_text())["reference"] is None
+    assert "What a real sample" not in (tmp_path / "none" / "realism.md").read_text()
+
+
+def test_compare_shows_the_real_sample_reference_where_a_card_has_one(tmp_path):
+    from evaluation.realism import compare
+
+    plain, with_ref = _fake_card(0.5), _fake_card(0.125)
+    row = {"ks_met": 0.5, "spread_ratio_met": 1.0, "cnr_ratio_met": 1.0}
+    with_ref["reference"] = {"draws": 10, "rows": {"inclusion": row, "overall": row},
+                             "targets_met": {"mean": 4.5, "p5": 3, "p95": 6, "of": 6}}
+    for name, card in (("a", plain), ("b", with_ref)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "realism.json").write_text(json.dumps(card))
+    assert compare.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "cmp")]) == 0
+    lines = (tmp_path / "cmp.md").read_text().splitlines()
+    assert lines[0].endswith("| targets met | brightness and CNR targets: this set / a real sample |")
+    # b: KS 0.125 met, spread 0.5 not, CNR 1.25 met, in both rows
+    assert lines[2].endswith("| 2/3 | – |") and lines[3].endswith("| 2/3 | 4/6 vs 4.5 |")

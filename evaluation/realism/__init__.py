@@ -25,6 +25,10 @@ Per category and overall:
    training image (1 - correlation at 64 px); median, 5th percentile and the fraction of generated
    images nearer than the real 5th percentile, flagged "possible memorisation" above 10 %. A real image
    pixel-identical to a training image is reported as a split leak.
+6. what a real sample scores (with training images; ``--ref_draws``, default 200): seeded sets of
+   training images, as many per category as there are generated ones, scored against the real set as
+   the generated set is; per brightness and CNR target the median value and how often such a set meets
+   it, and how many of those targets a real sample meets on average (``evaluation.realism.reference``).
 
 Brightness, contrast and FWD use the images resized to ``--size`` (default: the real images' side);
 CNR uses the native images. Writes ``realism.md``, ``realism.csv`` (category, metric, real,

@@ -13,9 +13,11 @@ from dataset.files import source_stem
 from dataset.io import write_json_atomic
 from runtime.atomic import savefig_atomic, write_text_atomic
 
-from .build import CNR_MIN, KS_MAX, SPREAD_MIN, Stacks
+from .build import Stacks
 from .data import OVERALL, ImageSet
 from .fwd import FLOOR_FACTOR
+from .reference import COLUMNS, generated_met
+from .thresholds import CNR_MIN, KS_MAX, SPREAD_MIN
 
 FILES = ("realism.md", "realism.csv", "realism.json", "realism.png")
 TILES = 4
@@ -90,6 +92,7 @@ def markdown(card: dict) -> str:
     lines += _table(["category", "FWD(real, gen) [n vs m]", "floor FWD(A, B) [|A| vs |B|]", "same-size FWD(A, gen B)",
                      "ratio", "target"], [_fwd(c, card["fwd"][c]) for c in cats])
     lines += _memo_lines(card)
+    lines += reference_lines(card)
     lines += ["", "## Targets", ""]
     lines += _table(["category", "target", "value", "result"],
                     [[t["category"], t["target"], _f(t["value"]), _met(t["met"])] for t in card["targets"]])
@@ -115,6 +118,31 @@ def _memo_lines(card: dict) -> list[str]:
           "–" if m["possible_memorisation"] is None else ("**possible memorisation**" if m["possible_memorisation"]
                                                            else "none")]
          for c, m in ((c, card["memorisation"][c]) for c in card["categories"])])
+
+
+def _share(x: float) -> str:
+    return "–" if not math.isfinite(x) else f"{100 * x:.0f} %"
+
+
+def reference_lines(card: dict) -> list[str]:
+    """The real-sample reference section: how often random real training sets meet each target."""
+    ref = card.get("reference")
+    if not ref or not ref["targets_met"]:
+        return []
+    t = ref["targets_met"]
+    lines = ["", "## What a real sample scores", "",
+             f"{ref['draws']} seeded draws of real training images, as many per category as there are generated "
+             "ones (overall: their union), each scored against the real set as the generated set is; per target "
+             "the median value and how often a draw meets it. This is what new real images, i.e. a perfect "
+             "generator, would score at these set sizes (the FWD floor is the same idea for FWD).", ""]
+    header = ["category", "n (of pool)", f"KS median (<= {KS_MAX} in)", f"spread ratio median (>= {SPREAD_MIN} in)",
+              f"CNR ratio median (>= {CNR_MIN} in)"]
+    rows = [[c, f"{r['n']} ({r['pool']})"] + [f"{_f(r[f'{col}_median'], 2)} ({_share(r[f'{col}_met'])})"
+                                               for col in COLUMNS]
+            for c, r in ref["rows"].items()]
+    lines += _table(header, rows)
+    return lines + ["", f"Of these {t['of']} targets a real sample meets {t['mean']:.1f} on average (5th-95th "
+                        f"percentile {t['p5']:.0f}-{t['p95']:.0f}); the generated set meets {generated_met(card)}."]
 
 
 def csv_rows(card: dict) -> list[dict]:
@@ -144,6 +172,11 @@ def csv_rows(card: dict) -> list[dict]:
             add(c, "memo_fraction_below_real_p5", m["expected_fraction"], m["fraction_below_real_p5"],
                 int(bool(m["possible_memorisation"])))
             add(c, "memo_binomial_p", value=m["binomial_p"])
+        ref = (card.get("reference") or {}).get("rows", {}).get(c)
+        if ref is not None:
+            for col in COLUMNS:
+                add(c, f"real_sample_{col}_median", value=ref[f"{col}_median"])
+                add(c, f"real_sample_{col}_met", value=ref[f"{col}_met"])
     return rows
 
 

@@ -8,13 +8,14 @@ from typing import Optional
 
 from dataset.categories import categories_from_config
 from dataset.splits import load_split
-from runtime.cli import add_seed, add_threads, positive_int
+from runtime.cli import add_seed, add_threads, non_negative_int, positive_int
 from runtime.errors import UserError
 
 from .build import Inputs, build_card, stacks
 from .card import write_card
-from .data import ImageSet, category_order, check_categories, default_side, list_set, read_set
+from .data import ImageSet, category_order, check_categories, default_side, has_mask_folder, list_set, read_set
 from .fwd import auto_level
+from .reference import DRAWS, generated_met
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wavelet packet level (default: 4, deeper above 128 px so packets stay <= 8 px)")
     p.add_argument("--fwd_draws", type=positive_int, default=3,
                    help="random real halves for the FWD floor (default: %(default)s)")
+    p.add_argument("--ref_draws", type=non_negative_int, default=DRAWS,
+                   help="draws of real training sets for the real-sample reference (default: %(default)s; 0: none)")
     p.add_argument("--ring", type=positive_int, default=6, help="CNR ring width at 256 px (default: %(default)s)")
     add_seed(p, help="seed of the real halves and the example tiles")
     add_threads(p)
@@ -56,13 +59,14 @@ def load_inputs(args: argparse.Namespace) -> Inputs:
     check_categories(real, generated)
     train: Optional[ImageSet] = None
     if args.train is not None or train_stems is not None:
-        train = list_set(args.train or args.real, "training", cats, train_stems, with_masks=False)
+        root = args.train or args.real
+        train = list_set(root, "training", cats, train_stems, with_masks=has_mask_folder(root))
     for image_set in (real, generated, train):
         if image_set is not None:
             read_set(image_set)
     size = args.size or default_side(real.images)
     return Inputs(real, generated, train, category_order(cats, real.categories), size,
-                  args.fwd_level or auto_level(size), args.seed, args.fwd_draws, args.ring)
+                  args.fwd_level or auto_level(size), args.seed, args.fwd_draws, args.ring, args.ref_draws)
 
 
 def summary(card: dict) -> str:
@@ -75,6 +79,10 @@ def summary(card: dict) -> str:
         lines.append(f"{c:12s} {b['ks']:6.2f} {b['spread_ratio']:7.2f} {n['ratio']:6.2f} {f['ratio']:9.2f} {memo:>6s}")
     missed = [f"{t['category']}: {t['target']}" for t in card["targets"] if t["met"] is False]
     lines.append(f"targets not met: {len(missed)} of {len(card['targets'])}")
+    ref = (card.get("reference") or {}).get("targets_met")
+    if ref:
+        lines.append(f"a real sample of the same size meets {ref['mean']:.1f} of {ref['of']} brightness and CNR "
+                     f"targets on average ({ref['p5']:.0f}-{ref['p95']:.0f}); this set meets {generated_met(card)}")
     return "\n".join(lines + [f"warning: {w}" for w in card["warnings"]])
 
 

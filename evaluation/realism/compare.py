@@ -17,6 +17,10 @@ from typing import Optional, Sequence
 from runtime.atomic import write_text_atomic
 from runtime.errors import UserError, run_cli
 
+from .fwd import FLOOR_FACTOR
+from .reference import generated_met
+from .thresholds import CNR_MIN, KS_MAX, SPREAD_MIN
+
 SHORT = {"inclusion": "In", "patches": "Pa", "scratches": "Sc", "overall": "all"}
 # (column, card section, field, format)
 COLUMNS = (("brightness KS", "brightness", "ks", "{:.2f}"),
@@ -47,6 +51,14 @@ def met(card: dict) -> tuple[int, int]:
     return sum(bool(t.get("met")) for t in targets), len(targets)
 
 
+def reference_cell(card: dict) -> Optional[str]:
+    """``"9/12 vs 10.1"``: the brightness and CNR targets the set meets against a real sample's mean."""
+    ref = (card.get("reference") or {}).get("targets_met")
+    if not ref:
+        return None
+    return f"{generated_met(card)}/{ref['of']} vs {ref['mean']:.1f}"
+
+
 def rows(cards: Sequence[dict], labels: Sequence[str]) -> list[dict]:
     """One flat row per card: ``{"run": label, "<column> <cat>": value, ..., "targets met": "k/n"}``."""
     out = []
@@ -57,6 +69,8 @@ def rows(cards: Sequence[dict], labels: Sequence[str]) -> list[dict]:
                 row[f"{column} {SHORT.get(cat, cat)}"] = card[section].get(cat, {}).get(key)
         k, n = met(card)
         row["targets met"] = f"{k}/{n}"
+        if any(reference_cell(c) for c in cards):
+            row[REFERENCE] = reference_cell(card)
         out.append(row)
     return out
 
@@ -64,7 +78,9 @@ def rows(cards: Sequence[dict], labels: Sequence[str]) -> list[dict]:
 def markdown(cards: Sequence[dict], labels: Sequence[str]) -> str:
     """The comparison as a Markdown table, categories as ``a / b / c`` within each column."""
     cats = cards[0].get("categories", []) if cards else []
-    head = ["run"] + [f"{c} ({' / '.join(SHORT.get(x, x) for x in cats)})" for c, *_ in COLUMNS] + ["targets met"]
+    with_ref = any(reference_cell(c) for c in cards)
+    head = (["run"] + [f"{c} ({' / '.join(SHORT.get(x, x) for x in cats)})" for c, *_ in COLUMNS] + ["targets met"]
+            + [REFERENCE] * with_ref)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for card, label in zip(cards, labels):
         cells = [label]
@@ -73,11 +89,15 @@ def markdown(cards: Sequence[dict], labels: Sequence[str]) -> str:
             cells.append(" / ".join("–" if v is None else fmt.format(v) for v in values))
         k, n = met(card)
         cells.append(f"{k}/{n}")
+        if with_ref:
+            cells.append(reference_cell(card) or "–")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-TARGET_LINES = {"brightness KS": 0.2, "spread ratio": 0.8, "CNR ratio": 0.9, "FWD / floor": 2.0, "contrast ratio": 1.0}
+TARGET_LINES = {"brightness KS": KS_MAX, "spread ratio": SPREAD_MIN, "CNR ratio": CNR_MIN, "FWD / floor": FLOOR_FACTOR,
+                "contrast ratio": 1.0}
+REFERENCE = "brightness and CNR targets: this set / a real sample"
 
 
 def curve(cards: Sequence[dict], xs: Sequence[float], path: Path, xlabel: str = "training iterations") -> Path:

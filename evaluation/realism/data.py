@@ -67,6 +67,11 @@ def list_set(root: str | Path, what: str, categories: Sequence[Category], stems:
                     files=[images[s] for s in keep], mask_files=[masks.get(s) for s in keep])
 
 
+def has_mask_folder(root: str | Path) -> bool:
+    """Whether ``root`` has a ``Ground_truth/`` (or ``Ground truth/``) mask subfolder."""
+    return mask_folder(root) != Path(root)
+
+
 def read_set(image_set: ImageSet) -> ImageSet:
     """Read the listed images (grey, native size) and masks; unreadable files raise :class:`UserError`."""
     reader = MaskReader()

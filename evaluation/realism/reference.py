@@ -1,0 +1,101 @@
+"""What a real sample scores: the card's brightness and CNR targets met by random sets of training images.
+
+A perfect generator's images would be new real images of the same kind. Drawing, per category, as many
+training images as there are generated ones and scoring them against the real set exactly as the generated
+set is scored shows how often such a set meets each target at these set sizes: the reference that the FWD
+floor already is for the FWD target. The overall set of a draw is the union of its category draws, so it is
+composed as the generated set is. Training images are not paired with the real set's masks; their CNR is
+their own masks' CNR, which is what the card's whole-set CNR ratio compares.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+
+from .data import OVERALL
+from .metrics import brightness_summary, cnr_summary
+from .thresholds import met as _met
+
+DRAWS = 200
+COLUMNS = ("ks", "spread_ratio", "cnr_ratio")
+
+
+def _nan_row(n: int, draws: int) -> dict:
+    row: dict = {"n": n, "draws": draws, "pool": 0}
+    for col in COLUMNS:
+        row[f"{col}_median"] = float("nan")
+        row[f"{col}_met"] = float("nan")
+    return row
+
+
+def _score(real_b: np.ndarray, real_cnr: np.ndarray, b: np.ndarray, cnr: np.ndarray) -> dict[str, float]:
+    s, c = brightness_summary(real_b, b), cnr_summary(real_cnr, cnr)
+    return {"ks": s["ks"], "spread_ratio": s["spread_ratio"], "cnr_ratio": c["ratio"]}
+
+
+def reference_table(real_b: np.ndarray, real_cnr: np.ndarray, real_groups: dict[str, np.ndarray],
+                    train_b: np.ndarray, train_cnr: np.ndarray, train_groups: dict[str, np.ndarray],
+                    sizes: dict[str, int], seed: int = 0, draws: int = DRAWS) -> tuple[dict, list[str]]:
+    """Score ``draws`` seeded sets of ``sizes[category]`` training images per category against the real set.
+
+    Returns ``({"draws", "rows", "targets_met"}, warnings)``: per category (and overall) the median KS, spread
+    ratio and CNR ratio and the fraction of draws meeting each target; the mean, 5th and 95th percentile of
+    the number of targets a draw meets, and of how many. A category with fewer training images than
+    ``sizes`` asks for is left out (NaN) with a warning.
+    """
+    cats = [c for c in real_groups if c != OVERALL]
+    warnings, drawable = [], []
+    for c in cats:
+        pool, n = len(train_groups.get(c, ())), sizes.get(c, 0)
+        if n and pool >= n:
+            drawable.append(c)
+        elif n:
+            warnings.append(f"real-sample reference, {c}: {pool} training image(s) for {n} generated; left out")
+    groups = drawable + [OVERALL] if drawable else []
+    real_of = {c: real_groups[c] for c in drawable}
+    if drawable:
+        real_of[OVERALL] = np.concatenate([real_groups[c] for c in drawable])
+    values = {c: {col: np.full(draws, np.nan) for col in COLUMNS} for c in groups}
+    rng = np.random.default_rng(seed)
+    for d in range(draws if drawable else 0):
+        picks = {c: rng.choice(train_groups[c], sizes[c], replace=False) for c in drawable}
+        picks[OVERALL] = np.concatenate([picks[c] for c in drawable])
+        for c, idx in picks.items():
+            r = real_of[c]
+            for col, v in _score(real_b[r], real_cnr[r], train_b[idx], train_cnr[idx]).items():
+                values[c][col][d] = v
+    rows = {c: _row(values.get(c), sizes, c, drawable, train_groups, draws) for c in cats + [OVERALL]}
+    counts = sum((np.nan_to_num([_met(col, x) for x in values[c][col]]) for c in groups for col in COLUMNS
+                  if np.isfinite(rows[c][f"{col}_met"])), np.zeros(draws))
+    of = sum(np.isfinite(rows[c][f"{col}_met"]) for c in groups for col in COLUMNS)
+    summary = {"mean": float(np.mean(counts)), "p5": float(np.percentile(counts, 5)),
+               "p95": float(np.percentile(counts, 95)), "of": int(of)} if groups else None
+    return {"draws": draws, "rows": rows, "targets_met": summary}, warnings
+
+
+def _row(values: Optional[dict], sizes: dict[str, int], c: str, drawable: list[str],
+         train_groups: dict[str, np.ndarray], draws: int) -> dict:
+    if values is None:
+        return _nan_row(sizes.get(c, 0), draws)
+    members = drawable if c == OVERALL else [c]
+    row: dict = {"n": int(sum(sizes[k] for k in members)), "draws": draws,
+                 "pool": int(sum(len(train_groups[k]) for k in members))}
+    for col in COLUMNS:
+        finite = values[col][np.isfinite(values[col])]
+        row[f"{col}_median"] = float(np.median(finite)) if len(finite) else float("nan")
+        row[f"{col}_met"] = float(np.mean([_met(col, x) for x in finite])) if len(finite) else float("nan")
+    return row
+
+
+def generated_met(card: dict) -> Optional[int]:
+    """How many of the reference's targets the card's generated set meets (None without a reference)."""
+    ref = card.get("reference")
+    if not ref or not ref["targets_met"]:
+        return None
+    b, n, met = card["brightness"], card["cnr"], 0
+    for c, row in ref["rows"].items():
+        generated = {"ks": b[c]["ks"], "spread_ratio": b[c]["spread_ratio"], "cnr_ratio": n[c]["ratio"]}
+        met += sum(_met(col, generated[col]) == 1.0 for col in COLUMNS if math.isfinite(row[f"{col}_met"]))
+    return int(met)

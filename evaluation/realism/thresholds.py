@@ -1,0 +1,17 @@
+"""The card's target lines for brightness and mask adherence, in one place."""
+from __future__ import annotations
+
+import math
+
+KS_MAX = 0.2
+SPREAD_MIN = 0.8
+CNR_MIN = 0.9
+
+
+def met(metric: str, value: float) -> float:
+    """1.0 if ``value`` of ``metric`` (``ks``, ``spread_ratio`` or ``cnr_ratio``) meets its line, else 0.0;
+    NaN when the value is not finite."""
+    if not math.isfinite(value):
+        return float("nan")
+    lines = {"ks": value <= KS_MAX, "spread_ratio": value >= SPREAD_MIN, "cnr_ratio": value >= CNR_MIN}
+    return float(lines[metric])
