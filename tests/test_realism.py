@@ -389,6 +389,7 @@ def test_real_sample_reference_scores_new_real_images_as_the_generated_set_is_sc
     assert rows["scratches"]["ks_met"] == 0.0 and rows["scratches"]["ks_median"] > 0.8
     t = table["targets_met"]
     assert t["of"] == 12 and t["p5"] <= t["mean"] <= t["p95"] <= 12
+    assert 0 <= t["all_met"] <= rows["scratches"]["ks_met"] == 0.0          # scratch KS never met: never all
     again, _ = reference_table(real_b, real_cnr, _groups(cats, 30), train_b, train_cnr, _groups(cats, 300),
                                {c: 30 for c in cats}, seed=1, draws=100)
     assert again == table

@@ -142,7 +142,8 @@ def reference_lines(card: dict) -> list[str]:
             for c, r in ref["rows"].items()]
     lines += _table(header, rows)
     return lines + ["", f"Of these {t['of']} targets a real sample meets {t['mean']:.1f} on average (5th-95th "
-                        f"percentile {t['p5']:.0f}-{t['p95']:.0f}); the generated set meets {generated_met(card)}."]
+                        f"percentile {t['p5']:.0f}-{t['p95']:.0f}; all {t['of']} in {_share(t['all_met'])} of draws); "
+                        f"the generated set meets {generated_met(card)}."]
 
 
 def csv_rows(card: dict) -> list[dict]:

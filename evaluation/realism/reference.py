@@ -42,8 +42,8 @@ def reference_table(real_b: np.ndarray, real_cnr: np.ndarray, real_groups: dict[
 
     Returns ``({"draws", "rows", "targets_met"}, warnings)``: per category (and overall) the median KS, spread
     ratio and CNR ratio and the fraction of draws meeting each target; the mean, 5th and 95th percentile of
-    the number of targets a draw meets, and of how many. A category with fewer training images than
-    ``sizes`` asks for is left out (NaN) with a warning.
+    the number of targets a draw meets, of how many, and the fraction of draws meeting all of them. A
+    category with fewer training images than ``sizes`` asks for is left out (NaN) with a warning.
     """
     cats = [c for c in real_groups if c != OVERALL]
     warnings, drawable = [], []
@@ -71,7 +71,8 @@ def reference_table(real_b: np.ndarray, real_cnr: np.ndarray, real_groups: dict[
                   if np.isfinite(rows[c][f"{col}_met"])), np.zeros(draws))
     of = sum(np.isfinite(rows[c][f"{col}_met"]) for c in groups for col in COLUMNS)
     summary = {"mean": float(np.mean(counts)), "p5": float(np.percentile(counts, 5)),
-               "p95": float(np.percentile(counts, 95)), "of": int(of)} if groups else None
+               "p95": float(np.percentile(counts, 95)), "of": int(of),
+               "all_met": float(np.mean(counts == of))} if groups else None
     return {"draws": draws, "rows": rows, "targets_met": summary}, warnings
 
 
