@@ -443,7 +443,8 @@ def test_compare_shows_the_real_sample_reference_where_a_card_has_one(tmp_path):
 
     plain, with_ref = _fake_card(0.5), _fake_card(0.125)
     row = {"ks_met": 0.5, "spread_ratio_met": 1.0, "cnr_ratio_met": 1.0}
-    with_ref["reference"] = {"draws": 10, "rows": {"inclusion": row, "overall": row},
+    unknown = {"ks_met": None, "spread_ratio_met": None, "cnr_ratio_met": None}     # NaN, as JSON stores it
+    with_ref["reference"] = {"draws": 10, "rows": {"inclusion": row, "overall": row, "patches": unknown},
                              "targets_met": {"mean": 4.5, "p5": 3, "p95": 6, "of": 6}}
     for name, card in (("a", plain), ("b", with_ref)):
         (tmp_path / name).mkdir()

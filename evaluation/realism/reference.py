@@ -90,13 +90,25 @@ def _row(values: Optional[dict], sizes: dict[str, int], c: str, drawable: list[s
     return row
 
 
+def _number(x: Optional[float]) -> float:
+    return float("nan") if x is None else float(x)
+
+
+def _known(x: Optional[float]) -> bool:
+    """A finite value (a card read back from JSON has ``None`` where it computed NaN)."""
+    return math.isfinite(_number(x))
+
+
 def generated_met(card: dict) -> Optional[int]:
     """How many of the reference's targets the card's generated set meets (None without a reference)."""
     ref = card.get("reference")
     if not ref or not ref["targets_met"]:
         return None
-    b, n, met = card["brightness"], card["cnr"], 0
+    where = {"ks": ("brightness", "ks"), "spread_ratio": ("brightness", "spread_ratio"), "cnr_ratio": ("cnr", "ratio")}
+    met = 0
     for c, row in ref["rows"].items():
-        generated = {"ks": b[c]["ks"], "spread_ratio": b[c]["spread_ratio"], "cnr_ratio": n[c]["ratio"]}
-        met += sum(_met(col, generated[col]) == 1.0 for col in COLUMNS if math.isfinite(row[f"{col}_met"]))
+        for col in COLUMNS:
+            if _known(row[f"{col}_met"]):
+                section, key = where[col]
+                met += _met(col, _number(card[section][c][key])) == 1.0
     return int(met)
