@@ -454,3 +454,17 @@ def test_compare_shows_the_real_sample_reference_where_a_card_has_one(tmp_path):
     assert lines[0].endswith("| targets met | brightness and CNR targets: this set / a real sample |")
     # b: KS 0.125 met, spread 0.5 not, CNR 1.25 met, in both rows
     assert lines[2].endswith("| 2/3 | – |") and lines[3].endswith("| 2/3 | 4/6 vs 4.5 |")
+
+
+def test_training_folder_masks_are_used_where_they_exist_and_no_image_is_dropped(real, tmp_path):
+    train = make_train(tmp_path / "train", 7, n=30)
+    rng = np.random.default_rng(5)
+    for stem in ("In_100", "Sc_102", "Pa_104"):                    # masks for three training images only
+        write_pair(train, stem, *sample(rng, stem))
+    (train / "Ground_truth" / "In_999.png").write_bytes((train / "Ground_truth" / "In_100.png").read_bytes())
+    args = realism.build_parser().parse_args(["--real", str(real), "--generated", str(copy_set(real, tmp_path / "g")),
+                                              "--train", str(train), "--ref_draws", "10"])
+    inputs = realism.load_inputs(args)
+    assert len(inputs.train) == 30 and sum(m is not None for m in inputs.train.masks) == 3
+    card = realism.build_card(inputs)
+    assert card["inputs"]["n_train"] == 30 and card["reference"]["targets_met"] is not None

@@ -13,7 +13,7 @@ from runtime.errors import UserError
 
 from .build import Inputs, build_card, stacks
 from .card import write_card
-from .data import ImageSet, category_order, check_categories, default_side, has_mask_folder, list_set, read_set
+from .data import ImageSet, attach_masks, category_order, check_categories, default_side, list_set, read_set
 from .fwd import auto_level
 from .reference import DRAWS, generated_met
 
@@ -59,8 +59,7 @@ def load_inputs(args: argparse.Namespace) -> Inputs:
     check_categories(real, generated)
     train: Optional[ImageSet] = None
     if args.train is not None or train_stems is not None:
-        root = args.train or args.real
-        train = list_set(root, "training", cats, train_stems, with_masks=has_mask_folder(root))
+        train = attach_masks(list_set(args.train or args.real, "training", cats, train_stems, with_masks=False))
     for image_set in (real, generated, train):
         if image_set is not None:
             read_set(image_set)

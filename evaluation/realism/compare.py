@@ -61,7 +61,7 @@ def reference_cell(card: dict) -> Optional[str]:
 
 def rows(cards: Sequence[dict], labels: Sequence[str]) -> list[dict]:
     """One flat row per card: ``{"run": label, "<column> <cat>": value, ..., "targets met": "k/n"}``."""
-    out = []
+    out, with_ref = [], any(reference_cell(c) for c in cards)
     for card, label in zip(cards, labels):
         row: dict = {"run": label}
         for column, section, key, _ in COLUMNS:
@@ -69,7 +69,7 @@ def rows(cards: Sequence[dict], labels: Sequence[str]) -> list[dict]:
                 row[f"{column} {SHORT.get(cat, cat)}"] = card[section].get(cat, {}).get(key)
         k, n = met(card)
         row["targets met"] = f"{k}/{n}"
-        if any(reference_cell(c) for c in cards):
+        if with_ref:
             row[REFERENCE] = reference_cell(card)
         out.append(row)
     return out

@@ -67,9 +67,14 @@ def list_set(root: str | Path, what: str, categories: Sequence[Category], stems:
                     files=[images[s] for s in keep], mask_files=[masks.get(s) for s in keep])
 
 
-def has_mask_folder(root: str | Path) -> bool:
-    """Whether ``root`` has a ``Ground_truth/`` (or ``Ground truth/``) mask subfolder."""
-    return mask_folder(root) != Path(root)
+def attach_masks(image_set: ImageSet) -> ImageSet:
+    """Give the listed images the masks of the same name in ``root``'s ``Ground_truth/`` (or ``Ground truth/``)
+    where there are any; images without one keep none and stay in the set."""
+    folder = mask_folder(image_set.root)
+    if folder != image_set.root:
+        masks = list_by_stem(folder, MASK_EXTS, f"{image_set.what} mask", strict=False)
+        image_set.mask_files = [masks.get(s) for s in image_set.stems]
+    return image_set
 
 
 def read_set(image_set: ImageSet) -> ImageSet:

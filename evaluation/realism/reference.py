@@ -66,17 +66,17 @@ def reference_table(real_b: np.ndarray, real_cnr: np.ndarray, real_groups: dict[
             r = real_of[c]
             for col, v in _score(real_b[r], real_cnr[r], train_b[idx], train_cnr[idx]).items():
                 values[c][col][d] = v
-    rows = {c: _row(values.get(c), sizes, c, drawable, train_groups, draws) for c in cats + [OVERALL]}
-    counts = sum((np.nan_to_num([_met(col, x) for x in values[c][col]]) for c in groups for col in COLUMNS
-                  if np.isfinite(rows[c][f"{col}_met"])), np.zeros(draws))
-    of = sum(np.isfinite(rows[c][f"{col}_met"]) for c in groups for col in COLUMNS)
+    hits = {c: {col: np.array([_met(col, v) for v in values[c][col]]) for col in COLUMNS} for c in groups}
+    rows = {c: _row(values.get(c), hits.get(c), sizes, c, drawable, train_groups, draws) for c in cats + [OVERALL]}
+    counted = [hits[c][col] for c in groups for col in COLUMNS if np.isfinite(rows[c][f"{col}_met"])]
+    counts = np.nansum(counted, axis=0) if counted else np.zeros(draws)
     summary = {"mean": float(np.mean(counts)), "p5": float(np.percentile(counts, 5)),
-               "p95": float(np.percentile(counts, 95)), "of": int(of),
-               "all_met": float(np.mean(counts == of))} if groups else None
+               "p95": float(np.percentile(counts, 95)), "of": len(counted),
+               "all_met": float(np.mean(counts == len(counted)))} if groups else None
     return {"draws": draws, "rows": rows, "targets_met": summary}, warnings
 
 
-def _row(values: Optional[dict], sizes: dict[str, int], c: str, drawable: list[str],
+def _row(values: Optional[dict], hits: Optional[dict], sizes: dict[str, int], c: str, drawable: list[str],
          train_groups: dict[str, np.ndarray], draws: int) -> dict:
     if values is None:
         return _nan_row(sizes.get(c, 0), draws)
@@ -84,9 +84,9 @@ def _row(values: Optional[dict], sizes: dict[str, int], c: str, drawable: list[s
     row: dict = {"n": int(sum(sizes[k] for k in members)), "draws": draws,
                  "pool": int(sum(len(train_groups[k]) for k in members))}
     for col in COLUMNS:
-        finite = values[col][np.isfinite(values[col])]
-        row[f"{col}_median"] = float(np.median(finite)) if len(finite) else float("nan")
-        row[f"{col}_met"] = float(np.mean([_met(col, x) for x in finite])) if len(finite) else float("nan")
+        finite = np.isfinite(values[col])
+        row[f"{col}_median"] = float(np.median(values[col][finite])) if finite.any() else float("nan")
+        row[f"{col}_met"] = float(np.mean(hits[col][finite])) if finite.any() else float("nan")
     return row
 
 
