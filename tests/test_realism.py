@@ -468,3 +468,27 @@ def test_training_folder_masks_are_used_where_they_exist_and_no_image_is_dropped
     assert len(inputs.train) == 30 and sum(m is not None for m in inputs.train.masks) == 3
     card = realism.build_card(inputs)
     assert card["inputs"]["n_train"] == 30 and card["reference"]["targets_met"] is not None
+
+
+def test_compare_groups_give_the_mean_targets_met_and_the_targets_missed_in_some_cards(tmp_path, capsys):
+    from evaluation.realism import compare
+
+    names = ("brightness KS <= 0.2", "CNR >= 0.9 x real", "same-size FWD <= 2 x real-vs-real floor")
+    hits = {"a0": (1, 1, 1), "a1": (1, 0, 1), "b0": (0, 1, 1), "b1": (0, 1, 0), "b2": (0, 1, 1)}
+    for i, (name, pattern) in enumerate(hits.items()):
+        card = _fake_card(0.5)
+        card["fwd"]["overall"]["ratio"] = 1.0 + i / 10
+        card["targets"] = [{"category": "scratches", "target": t, "met": bool(h)} for t, h in zip(names, pattern)]
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "realism.json").write_text(json.dumps(card))
+    cards = [str(tmp_path / n) for n in hits]
+    assert compare.main(cards + ["--groups", "A=2", "B x=3", "--out", str(tmp_path / "cmp")]) == 0
+    lines = (tmp_path / "cmp_groups.md").read_text().splitlines()
+    assert lines[2] == "| A | 2 | 2.50 of 3 (2–3, 0.71) | 1.05 | Sc CNR 1/2 |"
+    assert lines[3] == "| B x | 3 | 1.67 of 3 (1–2, 0.58) | 1.30 | Sc KS 0/3; Sc same-size FWD 2/3 |"
+    assert (tmp_path / "cmp_groups.csv").read_text().startswith("group,cards,targets met mean,min,max,sd,of,")
+    assert "| B x | 3 |" in capsys.readouterr().out
+    for bad, message in ((["A=2", "B=2"], "4 cards in the groups for 5"), (["A2", "B=3"], "NAME=N"),
+                         (["A=0", "B=5"], "NAME=N")):
+        with pytest.raises(UserError, match=message):
+            compare.main(cards + ["--groups", *bad])

@@ -2,15 +2,20 @@
 
     python -m evaluation.realism.compare OUTPUT/val/A/realism OUTPUT/val/B/realism [--labels A B] [--out STEM]
     python -m evaluation.realism.compare C1000 C2000 C3000 --curve 1000 2000 3000 --out STEM
+    python -m evaluation.realism.compare A_s0 A_s1 B_s0 B_s1 --groups A=2 B=2 --out STEM
 
 Each argument is a card folder (or its ``realism.json``). Prints a Markdown table; with ``--out``
 writes ``STEM.md`` and ``STEM.csv`` atomically, and with ``--curve X...`` (one number per card, e.g.
 training iterations) also ``STEM.png``: each column's value per category against X, the target drawn.
+With ``--groups NAME=N ...`` (consecutive cards, e.g. one model's generation seeds) a second table
+follows: per group the mean, range and spread of the targets met, the mean overall FWD/floor, and each
+target met in fewer than all of the group's cards with how many.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -100,6 +105,62 @@ TARGET_LINES = {"brightness KS": KS_MAX, "spread ratio": SPREAD_MIN, "CNR ratio"
 REFERENCE = "brightness and CNR targets: this set / a real sample"
 
 
+def _target_name(t: dict) -> str:
+    short = str(t.get("target", "?")).split(" <=")[0].split(" >=")[0].replace("brightness ", "")
+    return f"{SHORT.get(t.get('category'), t.get('category'))} {short}"
+
+
+def group_rows(cards: Sequence[dict], groups: Sequence[tuple[str, int]]) -> list[dict]:
+    """Per group of consecutive cards: mean, min, max and sd of the targets met, the mean overall FWD/floor,
+    and each target not met in every card of the group as ``"Sc CNR 2/4"`` (a target unmeasured on a card
+    counts as not met there)."""
+    out, start = [], 0
+    for name, n in groups:
+        part = cards[start:start + n]
+        start += n
+        counts = [met(c)[0] for c in part]
+        hits: dict[str, int] = {}
+        for card in part:
+            for t in card.get("targets", []):
+                if isinstance(t, dict):
+                    hits[_target_name(t)] = hits.get(_target_name(t), 0) + bool(t.get("met"))
+        fwd = [c["fwd"].get("overall", {}).get("ratio") for c in part]
+        fwd = [float(v) for v in fwd if isinstance(v, (int, float))]
+        out.append({"group": name, "cards": len(part), "targets met mean": statistics.mean(counts),
+                    "min": min(counts), "max": max(counts),
+                    "sd": statistics.stdev(counts) if len(counts) > 1 else 0.0,
+                    "of": max(met(c)[1] for c in part),
+                    "overall FWD/floor mean": sum(fwd) / len(fwd) if len(fwd) == len(part) else None,
+                    "met in fewer than all cards": "; ".join(f"{k} {v}/{len(part)}" for k, v in hits.items()
+                                                            if v < len(part))})
+    return out
+
+
+def groups_markdown(table: list[dict]) -> str:
+    """The group table as Markdown."""
+    lines = ["| group | cards | targets met: mean (min–max, sd) | overall FWD/floor, mean | met in fewer than all "
+             "cards |", "|---|---|---|---|---|"]
+    for r in table:
+        fwd = "–" if r["overall FWD/floor mean"] is None else f"{r['overall FWD/floor mean']:.2f}"
+        count = f"{r['targets met mean']:.2f} of {r['of']} ({r['min']}–{r['max']}, {r['sd']:.2f})"
+        lines.append(f"| {r['group']} | {r['cards']} | {count} | {fwd} | {r['met in fewer than all cards'] or '–'} |")
+    return "\n".join(lines) + "\n"
+
+
+def parse_groups(specs: Sequence[str], n_cards: int) -> list[tuple[str, int]]:
+    """``["A=4", "B=4"]`` -> ``[("A", 4), ("B", 4)]``, their sizes adding up to the number of cards."""
+    groups = []
+    for spec in specs:
+        name, _, size = spec.rpartition("=")
+        if not name or not size.isdigit() or int(size) < 1:
+            raise UserError(f"--groups {spec!r}: give NAME=N, N the number of consecutive cards in the group")
+        groups.append((name, int(size)))
+    if sum(n for _, n in groups) != n_cards:
+        raise UserError(f"--groups: {sum(n for _, n in groups)} cards in the groups for {n_cards} given; "
+                        "the groups must cover every card, in order")
+    return groups
+
+
 def curve(cards: Sequence[dict], xs: Sequence[float], path: Path, xlabel: str = "training iterations") -> Path:
     """Each column's value per category against ``xs``, one panel per column, targets dashed."""
     import matplotlib
@@ -144,19 +205,29 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--curve", type=float, nargs="+", default=None, metavar="X",
                    help="one number per card (e.g. iterations): also draw STEM.png against it (needs --out)")
     p.add_argument("--xlabel", default="training iterations", help="the curve's x axis (default: %(default)s)")
+    p.add_argument("--groups", nargs="+", default=None, metavar="NAME=N",
+                   help="consecutive cards as groups (e.g. one model's generation seeds): also a table of each "
+                        "group's mean targets met (with --out: STEM_groups.md and .csv)")
     args = p.parse_args(argv)
     if args.curve is not None and (args.out is None or len(args.curve) != len(args.cards)):
         raise UserError(f"--curve needs --out and one number per card ({len(args.cards)})")
     if args.labels is not None and len(args.labels) != len(args.cards):
         raise UserError(f"--labels: {len(args.labels)} labels for {len(args.cards)} cards; give one per card")
+    groups = parse_groups(args.groups, len(args.cards)) if args.groups else None
     cards = [read_card(c) for c in args.cards]
     labels = args.labels or [Path(c).parent.name if Path(c).name in ("realism", "realism.json") else Path(c).name
                              for c in args.cards]
     text = markdown(cards, labels)
     print(text, end="")
+    grouped = group_rows(cards, groups) if groups else None
+    if grouped:
+        print("\n" + groups_markdown(grouped), end="")
     if args.out is not None:
         write_text_atomic(text, Path(f"{args.out}.md"))
         write_text_atomic(to_csv(rows(cards, labels)), Path(f"{args.out}.csv"))
+        if grouped:
+            write_text_atomic(groups_markdown(grouped), Path(f"{args.out}_groups.md"))
+            write_text_atomic(to_csv(grouped), Path(f"{args.out}_groups.csv"))
         if args.curve is not None:
             curve(cards, args.curve, Path(f"{args.out}.png"), args.xlabel)
     return 0
