@@ -144,6 +144,51 @@ def test_frechet_distance_matches_pytorchfwd(real):
     assert realism.fwd_sets(a_img, b_img, 4) == pytest.approx(expected, rel=1e-6)
 
 
+def test_frechet_distance_of_a_set_smaller_than_its_packets_agrees_with_the_full_covariance():
+    """Sets of fewer images than coefficients per packet take the n x n route; the value is the D x D one's."""
+    rng = np.random.default_rng(3)
+    small, large = rng.uniform(0, 1, (6, 64, 64)), rng.uniform(0, 1, (40, 64, 64)) ** 2   # 16 coefficients a packet
+    a, b, c = packet_stats(large, 4), packet_stats(small, 4), packet_stats(large[::-1].copy() ** 1.5, 4)
+    assert b.factor is not None and a.factor is None and b.factor.shape == (256, 6, 16)
+    assert np.allclose(b.factor.transpose(0, 2, 1) @ b.factor, b.sigma)
+    full = rfwd.PacketStats(b.mu, b.sigma, b.n)                                  # the same statistics, no factor
+    # a singular D x D covariance's zero eigenvalues come out as +-1e-16, each adding its square root
+    assert np.allclose(frechet_distances(a, b), frechet_distances(a, full), rtol=1e-6, atol=1e-7)
+    assert np.allclose(frechet_distances(b, a), frechet_distances(full, a), rtol=1e-6, atol=1e-7)
+    assert np.allclose(frechet_distances(c, a), frechet_distances(rfwd.PacketStats(c.mu, c.sigma, c.n), a))
+    assert frechet_distances(a, b).min() > 0 and np.allclose(frechet_distances(b, b), 0, atol=1e-7)
+
+
+def test_real_sample_fwd_reference_scores_training_sets_against_the_real_halves_and_floor(real, tmp_path):
+    """Training images like the real ones stay near the floor; unlike ones do not; too few give NaN."""
+    cats = ["inclusion", "patches", "scratches"]
+    real_set = realism.read_set(realism.list_set(real, "real", realism.cli.categories_from_config(None)))
+    real_x = realism.data.resized(real_set.images, SIDE)
+    like = realism.read_set(realism.list_set(make_train(tmp_path / "like", 3, n=60), "training",
+                                             realism.cli.categories_from_config(None), with_masks=False))
+    pool_x = realism.data.resized(like.images, SIDE)
+    pool_groups = realism.data.group_indices(like, cats)
+    floors = {name: row["floor"] for name, row in card_for(real, copy_set(real, tmp_path / "g"),
+                                                             "--fwd_draws", 2)["fwd"].items()}
+    ratios = rfwd.sample_ratios(real_set, real_x, pool_x, pool_groups, cats, floors, 4, seed=0, halves_draws=2,
+                                draws=12)
+    assert set(ratios) == {*cats, "overall"} and all(len(r) == 12 and np.isfinite(r).all() for r in ratios.values())
+    assert 0.5 < np.median(ratios["overall"]) < 2.0 and len(set(ratios["overall"])) > 1
+    noise = np.random.default_rng(0).uniform(0, 1, pool_x.shape)
+    far = rfwd.sample_ratios(real_set, real_x, noise, pool_groups, cats, floors, 4, 0, 2, 12)
+    assert far["overall"].min() > 2 * ratios["overall"].max() and far["overall"].min() > 2
+    again = rfwd.sample_ratios(real_set, real_x, pool_x, pool_groups, cats, floors, 4, 0, 2, 12)
+    assert all(np.array_equal(again[k], ratios[k]) for k in ratios)
+    short = {c: idx[:3] for c, idx in pool_groups.items()}                     # half B has 4 images a category
+    assert all(np.isnan(r).all() for r in rfwd.sample_ratios(real_set, real_x, pool_x, short, cats, floors, 4, 0, 2,
+                                                              5).values())
+    from evaluation.realism.reference import fwd_rows
+    rows = fwd_rows(far | {"inclusion": np.array([1.0, 3.0, np.nan, 1.5])})
+    assert rows["overall"]["met"] == 0.0 and rows["overall"]["draws"] == 12
+    assert rows["inclusion"] == {"draws": 3, "median": 1.5, "p5": pytest.approx(1.05), "p95": pytest.approx(2.85),
+                                 "met": pytest.approx(2 / 3)}
+
+
 def test_haar_packets_are_the_orthonormal_two_by_two_transform():
     """Level 1 of the packet transform on 2x2 blocks: the mean and the three differences, orthonormal."""
     img = np.array([[[1.0, 2.0], [3.0, 5.0]]])
@@ -431,9 +476,22 @@ def test_card_reports_the_real_sample_reference_from_the_split_training_pairs(tm
     assert "## What a real sample scores" in text and f"the generated set meets {met}." in text
     rows = list(csv.DictReader((out / "realism.csv").open()))
     assert any(r["metric"] == "real_sample_ks_met" and r["category"] == "overall" for r in rows)
-    assert "a real sample of the same size meets" in capsys.readouterr().out
+    assert {r["metric"] for r in rows if r["category"] == "inclusion"} >= {"real_sample_fwd_ratio_median",
+                                                                           "real_sample_fwd_ratio_met"}
+    fwd_ref = ref["fwd"]
+    assert set(fwd_ref) == {"inclusion", "patches", "scratches", "overall"}
+    assert all(r["draws"] == 30 and 0 <= r["met"] <= 1 and r["p5"] <= r["median"] <= r["p95"] for r in fwd_ref.values())
+    assert "real sample FWD/floor median (p5-p95)" in text
+    printed = capsys.readouterr().out
+    assert "a real sample of the same size meets" in printed and "a real sample's FWD/floor" in printed
     assert realism.main(["--real", str(root), "--real_split", str(path), "--generated", str(gen), "--out",
-                         str(tmp_path / "none"), "--ref_draws", "0", "--fwd_draws", "1"]) == 0
+                         str(tmp_path / "fwd_only"), "--ref_draws", "0", "--ref_fwd_draws", "5", "--fwd_draws", "1"]) == 0
+    only = json.loads((tmp_path / "fwd_only" / "realism.json").read_text())["reference"]
+    assert only["targets_met"] is None and only["fwd"]["overall"]["draws"] == 5
+    text = (tmp_path / "fwd_only" / "realism.md").read_text()
+    assert "## What a real sample scores" in text and "KS median" not in text and "FWD/floor median" in text
+    assert realism.main(["--real", str(root), "--real_split", str(path), "--generated", str(gen), "--out",
+                         str(tmp_path / "none"), "--ref_draws", "0", "--ref_fwd_draws", "0", "--fwd_draws", "1"]) == 0
     assert json.loads((tmp_path / "none" / "realism.json").read_text())["reference"] is None
     assert "What a real sample" not in (tmp_path / "none" / "realism.md").read_text()
 

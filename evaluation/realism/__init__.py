@@ -28,7 +28,9 @@ Per category and overall:
 6. what a real sample scores (with training images; ``--ref_draws``, default 200): seeded sets of
    training images, as many per category as there are generated ones, scored against the real set as
    the generated set is; per brightness and CNR target the median value and how often such a set meets
-   it, and how many of those targets a real sample meets on average (``evaluation.realism.reference``).
+   it, and how many of those targets a real sample meets on average (``evaluation.realism.reference``);
+   and, with ``--ref_fwd_draws`` (default 30) training sets in place of the generated images, the same-size
+   FWD/floor a real sample scores and how often it is within 2 x the floor.
 
 Brightness, contrast and FWD use the images resized to ``--size`` (default: the real images' side);
 CNR uses the native images. Writes ``realism.md``, ``realism.csv`` (category, metric, real,

@@ -8,7 +8,7 @@ from typing import Optional
 import numpy as np
 
 from .data import OVERALL, ImageSet, group_indices, resized
-from .fwd import FLOOR_FACTOR, WAVELET, fwd_table
+from .fwd import WAVELET, fwd_table, sample_ratios
 from .metrics import (
     MEMO_SIDE,
     brightness_summary,
@@ -20,8 +20,8 @@ from .metrics import (
     memo_vectors,
     nearest,
 )
-from .reference import DRAWS, reference_table
-from .thresholds import CNR_MIN, KS_MAX, SPREAD_MIN, met
+from .reference import DRAWS, FWD_DRAWS, fwd_rows, reference_table
+from .thresholds import CNR_MIN, FLOOR_FACTOR, KS_MAX, SPREAD_MIN, met
 
 
 @dataclass
@@ -38,6 +38,7 @@ class Inputs:
     draws: int = 1
     ring: int = 6
     ref_draws: int = DRAWS
+    ref_fwd_draws: int = FWD_DRAWS
 
 
 @dataclass
@@ -82,17 +83,25 @@ def _memorisation(inputs: Inputs, s: Stacks, warnings: list[str]) -> tuple[Optio
     return table, per_image
 
 
-def _reference(inputs: Inputs, s: Stacks, real_b: np.ndarray, real_cnr: np.ndarray,
+def _reference(inputs: Inputs, s: Stacks, real_b: np.ndarray, real_cnr: np.ndarray, fwd: dict[str, dict],
                warnings: list[str]) -> Optional[dict]:
-    """What random sets of training images score on the brightness and CNR targets (:mod:`.reference`)."""
-    if inputs.train is None or not inputs.ref_draws:
+    """What random sets of training images score on the brightness, CNR and FWD targets (:mod:`.reference`)."""
+    if inputs.train is None or not (inputs.ref_draws or inputs.ref_fwd_draws):
         return None
-    train_b = resized(inputs.train.images, inputs.size).mean(axis=(1, 2))
+    train_x = resized(inputs.train.images, inputs.size)
+    train_groups = group_indices(inputs.train, inputs.categories)
     sizes = {name: len(idx) for name, idx in s.gen_groups.items() if name != OVERALL}
-    table, notes = reference_table(real_b, real_cnr, s.real_groups, train_b, image_cnrs(inputs.train, inputs.ring),
-                                   group_indices(inputs.train, inputs.categories), sizes, inputs.seed,
-                                   inputs.ref_draws)
-    warnings.extend(notes)
+    table: dict = {"draws": 0, "rows": {}, "targets_met": None}
+    if inputs.ref_draws:
+        table, notes = reference_table(real_b, real_cnr, s.real_groups, train_x.mean(axis=(1, 2)),
+                                       image_cnrs(inputs.train, inputs.ring), train_groups, sizes, inputs.seed,
+                                       inputs.ref_draws)
+        warnings.extend(notes)
+    if inputs.ref_fwd_draws:
+        ratios = sample_ratios(inputs.real, s.real_x, train_x, train_groups, inputs.categories,
+                               {name: row["floor"] for name, row in fwd.items()}, inputs.level, inputs.seed,
+                               inputs.draws, inputs.ref_fwd_draws)
+        table["fwd"] = fwd_rows(ratios)
     return table
 
 
@@ -137,6 +146,8 @@ def build_card(inputs: Inputs, s: Optional[Stacks] = None) -> dict:
     real_c, gen_c = s.real_x.std(axis=(1, 2)), s.gen_x.std(axis=(1, 2))
     real_cnr, gen_cnr = image_cnrs(inputs.real, inputs.ring), image_cnrs(inputs.generated, inputs.ring)
     memo, memo_images = _memorisation(inputs, s, warnings)
+    fwd = fwd_table(inputs.real, s.real_x, inputs.generated, s.gen_x, s.real_groups, s.gen_groups,
+                    inputs.categories, inputs.level, inputs.seed, inputs.draws)
     card = {
         "inputs": {"real": str(inputs.real.root), "generated": str(inputs.generated.root),
                    "train": str(inputs.train.root) if inputs.train else None, "n_real": len(inputs.real),
@@ -148,10 +159,9 @@ def build_card(inputs: Inputs, s: Optional[Stacks] = None) -> dict:
         "brightness": _per_group(s, real_b, gen_b, brightness_summary),
         "contrast": _per_group(s, real_c, gen_c, contrast_summary),
         "cnr": _per_group(s, real_cnr, gen_cnr, cnr_summary),
-        "fwd": fwd_table(inputs.real, s.real_x, inputs.generated, s.gen_x, s.real_groups, s.gen_groups,
-                         inputs.categories, inputs.level, inputs.seed, inputs.draws),
+        "fwd": fwd,
         "memorisation": memo,
-        "reference": _reference(inputs, s, real_b, real_cnr, warnings),
+        "reference": _reference(inputs, s, real_b, real_cnr, fwd, warnings),
         "warnings": warnings,
     }
     for name, row in card["fwd"].items():

@@ -15,9 +15,8 @@ from runtime.atomic import savefig_atomic, write_text_atomic
 
 from .build import Stacks
 from .data import OVERALL, ImageSet
-from .fwd import FLOOR_FACTOR
 from .reference import COLUMNS, generated_met
-from .thresholds import CNR_MIN, KS_MAX, SPREAD_MIN
+from .thresholds import CNR_MIN, FLOOR_FACTOR, KS_MAX, SPREAD_MIN
 
 FILES = ("realism.md", "realism.csv", "realism.json", "realism.png")
 TILES = 4
@@ -127,23 +126,39 @@ def _share(x: float) -> str:
 def reference_lines(card: dict) -> list[str]:
     """The real-sample reference section: how often random real training sets meet each target."""
     ref = card.get("reference")
-    if not ref or not ref["targets_met"]:
+    if not ref:
         return []
+    lines = ["", "## What a real sample scores", ""]
     t = ref["targets_met"]
-    lines = ["", "## What a real sample scores", "",
-             f"{ref['draws']} seeded draws of real training images, as many per category as there are generated "
-             "ones (overall: their union), each scored against the real set as the generated set is; per target "
-             "the median value and how often a draw meets it. This is what new real images, i.e. a perfect "
-             "generator, would score at these set sizes (the FWD floor is the same idea for FWD).", ""]
-    header = ["category", "n (of pool)", f"KS median (<= {KS_MAX} in)", f"spread ratio median (>= {SPREAD_MIN} in)",
-              f"CNR ratio median (>= {CNR_MIN} in)"]
-    rows = [[c, f"{r['n']} ({r['pool']})"] + [f"{_f(r[f'{col}_median'], 2)} ({_share(r[f'{col}_met'])})"
-                                               for col in COLUMNS]
-            for c, r in ref["rows"].items()]
-    lines += _table(header, rows)
-    return lines + ["", f"Of these {t['of']} targets a real sample meets {t['mean']:.1f} on average (5th-95th "
-                        f"percentile {t['p5']:.0f}-{t['p95']:.0f}; all {t['of']} in {_share(t['all_met'])} of draws); "
-                        f"the generated set meets {generated_met(card)}."]
+    if t:
+        lines += [f"{ref['draws']} seeded draws of real training images, as many per category as there are generated "
+                  "ones (overall: their union), each scored against the real set as the generated set is; per target "
+                  "the median value and how often a draw meets it. This is what new real images, i.e. a perfect "
+                  "generator, would score at these set sizes.", ""]
+        header = ["category", "n (of pool)", f"KS median (<= {KS_MAX} in)",
+                  f"spread ratio median (>= {SPREAD_MIN} in)", f"CNR ratio median (>= {CNR_MIN} in)"]
+        rows = [[c, f"{r['n']} ({r['pool']})"] + [f"{_f(r[f'{col}_median'], 2)} ({_share(r[f'{col}_met'])})"
+                                                   for col in COLUMNS]
+                for c, r in ref["rows"].items()]
+        lines += _table(header, rows)
+        lines += ["", f"Of these {t['of']} targets a real sample meets {t['mean']:.1f} on average (5th-95th "
+                      f"percentile {t['p5']:.0f}-{t['p95']:.0f}; all {t['of']} in {_share(t['all_met'])} of draws); "
+                      f"the generated set meets {generated_met(card)}.", ""]
+    return lines + _fwd_reference_lines(card)
+
+
+def _fwd_reference_lines(card: dict) -> list[str]:
+    rows = (card.get("reference") or {}).get("fwd")
+    if not rows:
+        return []
+    draws = max(r["draws"] for r in rows.values())
+    lines = [f"Same-size FWD of {draws} seeded training sets in place of the generated images (the card's real "
+             f"halves and floor): the FWD/floor a real sample scores, and how often it is within {FLOOR_FACTOR:g} x "
+             "the floor.", ""]
+    return lines + _table(["category", "real sample FWD/floor median (p5-p95)", f"<= {FLOOR_FACTOR:g} x floor in",
+                           "generated"],
+                          [[c, f"{_f(r['median'], 2)} ({_f(r['p5'], 2)}-{_f(r['p95'], 2)})", _share(r["met"]),
+                            _f(card["fwd"][c]["ratio"], 2)] for c, r in rows.items()])
 
 
 def csv_rows(card: dict) -> list[dict]:
@@ -178,6 +193,10 @@ def csv_rows(card: dict) -> list[dict]:
             for col in COLUMNS:
                 add(c, f"real_sample_{col}_median", value=ref[f"{col}_median"])
                 add(c, f"real_sample_{col}_met", value=ref[f"{col}_met"])
+        ref_fwd = ((card.get("reference") or {}).get("fwd") or {}).get(c)
+        if ref_fwd is not None:
+            add(c, "real_sample_fwd_ratio_median", value=ref_fwd["median"])
+            add(c, "real_sample_fwd_ratio_met", value=ref_fwd["met"])
     return rows
 
 

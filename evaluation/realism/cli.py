@@ -15,7 +15,7 @@ from .build import Inputs, build_card, stacks
 from .card import write_card
 from .data import ImageSet, attach_masks, category_order, check_categories, default_side, list_set, read_set
 from .fwd import auto_level
-from .reference import DRAWS, generated_met
+from .reference import DRAWS, FWD_DRAWS, generated_met
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="random real halves for the FWD floor (default: %(default)s)")
     p.add_argument("--ref_draws", type=non_negative_int, default=DRAWS,
                    help="draws of real training sets for the real-sample reference (default: %(default)s; 0: none)")
+    p.add_argument("--ref_fwd_draws", type=non_negative_int, default=FWD_DRAWS,
+                   help="draws of real training sets for the real-sample FWD reference (default: %(default)s; "
+                        "0: none)")
     p.add_argument("--ring", type=positive_int, default=6, help="CNR ring width at 256 px (default: %(default)s)")
     add_seed(p, help="seed of the real halves and the example tiles")
     add_threads(p)
@@ -65,7 +68,8 @@ def load_inputs(args: argparse.Namespace) -> Inputs:
             read_set(image_set)
     size = args.size or default_side(real.images)
     return Inputs(real, generated, train, category_order(cats, real.categories), size,
-                  args.fwd_level or auto_level(size), args.seed, args.fwd_draws, args.ring, args.ref_draws)
+                  args.fwd_level or auto_level(size), args.seed, args.fwd_draws, args.ring, args.ref_draws,
+                  args.ref_fwd_draws)
 
 
 def summary(card: dict) -> str:
@@ -82,6 +86,10 @@ def summary(card: dict) -> str:
     if ref:
         lines.append(f"a real sample of the same size meets {ref['mean']:.1f} of {ref['of']} brightness and CNR "
                      f"targets on average ({ref['p5']:.0f}-{ref['p95']:.0f}); this set meets {generated_met(card)}")
+    ref_fwd = (card.get("reference") or {}).get("fwd")
+    if ref_fwd:
+        lines.append("a real sample's FWD/floor, median (within the line in % of draws): " + ", ".join(
+            f"{c} {r['median']:.2f} ({100 * r['met']:.0f} %)" for c, r in ref_fwd.items() if r["draws"]))
     return "\n".join(lines + [f"warning: {w}" for w in card["warnings"]])
 
 

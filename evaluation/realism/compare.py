@@ -22,9 +22,8 @@ from typing import Optional, Sequence
 from runtime.atomic import write_text_atomic
 from runtime.errors import UserError, run_cli
 
-from .fwd import FLOOR_FACTOR
 from .reference import generated_met
-from .thresholds import CNR_MIN, KS_MAX, SPREAD_MIN
+from .thresholds import CNR_MIN, FLOOR_FACTOR, KS_MAX, SPREAD_MIN
 
 SHORT = {"inclusion": "In", "patches": "Pa", "scratches": "Sc", "overall": "all"}
 # (column, card section, field, format)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Optional, Sequence
 
 import numpy as np
@@ -28,12 +29,12 @@ from dataset.files import source_stem
 from runtime.seeds import mix_seed
 
 from .data import OVERALL, ImageSet
+from .thresholds import FLOOR_FACTOR
 
 WAVELET = "Haar"
 RGB_FACTOR = 3.0
 PACKET_SIDE = 8          # the automatic level makes packets at most this many pixels wide
 MIN_LEVEL = 4            # pytorchfwd's default level
-FLOOR_FACTOR = 2.0       # target: same-size FWD at most this many times the real-vs-real floor
 
 
 def auto_level(side: int) -> int:
@@ -41,13 +42,22 @@ def auto_level(side: int) -> int:
     return max(MIN_LEVEL, math.ceil(math.log2(max(side, 1) / PACKET_SIDE)))
 
 
-@dataclass
+@dataclass(eq=False)
 class PacketStats:
-    """Per-packet mean ``(P, D)`` and covariance ``(P, D, D)`` of one image set."""
+    """Per-packet mean ``(P, D)`` and covariance ``(P, D, D)`` of one image set; for sets of fewer images than
+    coefficients also ``factor`` ``(P, n, D)``, the centred coefficients / sqrt(n - 1), so that
+    ``sigma = factor.T @ factor``."""
 
     mu: np.ndarray
     sigma: np.ndarray
     n: int
+    factor: Optional[np.ndarray] = None
+
+    @cached_property
+    def root(self) -> np.ndarray:
+        """The symmetric square root of each packet's covariance (computed once per set)."""
+        w, v = np.linalg.eigh(self.sigma)
+        return (v * np.sqrt(np.clip(w, 0, None))[:, None, :]) @ v.transpose(0, 2, 1)
 
 
 def packets(images: np.ndarray, level: int, wavelet: str = WAVELET, batch_size: int = 64) -> np.ndarray:
@@ -73,8 +83,9 @@ def stats_of(coefficients: np.ndarray, idx: Optional[np.ndarray] = None) -> Pack
     x = coefficients if idx is None else coefficients[:, idx]
     mu = x.mean(axis=1)
     centred = x - mu[:, None]
-    sigma = centred.transpose(0, 2, 1) @ centred / max(x.shape[1] - 1, 1)
-    return PacketStats(mu, sigma, x.shape[1])
+    factor = centred / math.sqrt(max(x.shape[1] - 1, 1))
+    sigma = factor.transpose(0, 2, 1) @ factor
+    return PacketStats(mu, sigma, x.shape[1], factor if x.shape[1] < x.shape[2] else None)
 
 
 def packet_stats(images: np.ndarray, level: int, wavelet: str = WAVELET) -> PacketStats:
@@ -87,11 +98,17 @@ def frechet_distances(a: PacketStats, b: PacketStats) -> np.ndarray:
 
     The formula of ``pytorchfwd.freq_math.calculate_frechet_distance``, batched over packets, with
     ``tr (S1 S2)^(1/2)`` as the sum of the square roots of the eigenvalues of ``S1^(1/2) S2 S1^(1/2)``
-    (symmetric, so exact for the singular covariances of small sets, and ~10x faster than ``sqrtm``).
+    (symmetric, so exact for the singular covariances of small sets, and ~10x faster than ``sqrtm``). When ``b``
+    has fewer images than coefficients, ``S2 = F.T F`` and those eigenvalues are the nonzero ones of the
+    ``n x n`` matrix ``(F S1^(1/2)) (F S1^(1/2)).T``, which is what is decomposed.
     """
-    w, v = np.linalg.eigh(a.sigma)
-    root = (v * np.sqrt(np.clip(w, 0, None))[:, None, :]) @ v.transpose(0, 2, 1)
-    tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh(root @ b.sigma @ root), 0, None)).sum(axis=-1)
+    root = a.root
+    if b.factor is not None:
+        m = b.factor @ root
+        eigenvalues = np.linalg.eigvalsh(m @ m.transpose(0, 2, 1))
+    else:
+        eigenvalues = np.linalg.eigvalsh(root @ b.sigma @ root)
+    tr_covmean = np.sqrt(np.clip(eigenvalues, 0, None)).sum(axis=-1)
     diff = a.mu - b.mu
     return (np.einsum("pd,pd->p", diff, diff) + np.trace(a.sigma, axis1=1, axis2=2)
             + np.trace(b.sigma, axis1=1, axis2=2) - 2 * tr_covmean)
@@ -167,6 +184,35 @@ def fwd_table(real: ImageSet, real_x: np.ndarray, generated: ImageSet, gen_x: np
                      "same_size": same_mean, "same_size_sd": _nansd(same), "floor_draws": floors,
                      "same_size_draws": same, "paired": bool(all(paired)), "ratio": ratio,
                      "met": bool(ratio <= FLOOR_FACTOR) if math.isfinite(ratio) else None}
+    return out
+
+
+def sample_ratios(real: ImageSet, real_x: np.ndarray, pool_x: np.ndarray, pool_groups: dict[str, np.ndarray],
+                  categories: Sequence[str], floors: dict[str, float], level: int, seed: int = 0, halves_draws: int = 1,
+                  draws: int = 30, wavelet: str = WAVELET) -> dict[str, np.ndarray]:
+    """Per group, ``draws`` same-size FWD/floor ratios with random sets of ``pool_x`` images (e.g. real training
+    images) in place of the generated ones: what new real images score on the card's FWD target.
+
+    Each draw replaces half B of every one of the card's ``halves_draws`` real splits by as many pool images of
+    each category as B has, and divides the mean FWD(A, pool set) by the card's ``floors[group]``, as
+    :func:`fwd_table` does for the generated images. A group whose pool is smaller than its half B is all NaN.
+    """
+    real_p, pool_p = packets(real_x, level, wavelet), packets(pool_x, level, wavelet)
+    splits = [halves(real, categories, seed, d) for d in range(halves_draws)]
+    rng = np.random.default_rng(mix_seed(seed, len(real), draws))
+    out: dict[str, np.ndarray] = {}
+    for name in [*categories, OVERALL]:
+        members = list(categories) if name == OVERALL else [name]
+        ratios = np.full(draws, np.nan)
+        out[name] = ratios
+        if any(len(pool_groups.get(c, ())) < len(splits[0][c][1]) for c in members) or not floors.get(name, 0) > 0:
+            continue
+        stats_a = [stats_of(real_p, split[name][0]) for split in splits]
+        for k in range(draws):
+            same = [frechet_wavelet_distance(a, stats_of(pool_p, np.concatenate(
+                [rng.choice(pool_groups[c], len(split[c][1]), replace=False) for c in members])))
+                for a, split in zip(stats_a, splits)]
+            ratios[k] = _nanmean(same) / floors[name]
     return out
 
 

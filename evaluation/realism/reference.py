@@ -3,9 +3,13 @@
 A perfect generator's images would be new real images of the same kind. Drawing, per category, as many
 training images as there are generated ones and scoring them against the real set exactly as the generated
 set is scored shows how often such a set meets each target at these set sizes: the reference that the FWD
-floor already is for the FWD target. The overall set of a draw is the union of its category draws, so it is
+floor is for FWD within the real set. The overall set of a draw is the union of its category draws, so it is
 composed as the generated set is. Training images are not paired with the real set's masks; their CNR is
 their own masks' CNR, which is what the card's whole-set CNR ratio compares.
+
+The FWD target gets the same reference with fewer draws (each is a few Fréchet distances): training sets stand
+in for the generated images against the card's real halves and floor (:func:`.fwd.sample_ratios`). The floor
+comes from halves of one small real set, so how often a real sample stays within its line varies by category.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from .metrics import brightness_summary, cnr_summary
 from .thresholds import met as _met
 
 DRAWS = 200
+FWD_DRAWS = 30
 COLUMNS = ("ks", "spread_ratio", "cnr_ratio")
 
 
@@ -74,6 +79,18 @@ def reference_table(real_b: np.ndarray, real_cnr: np.ndarray, real_groups: dict[
                "p95": float(np.percentile(counts, 95)), "of": len(counted),
                "all_met": float(np.mean(counts == len(counted)))} if groups else None
     return {"draws": draws, "rows": rows, "targets_met": summary}, warnings
+
+
+def fwd_rows(ratios: dict[str, np.ndarray]) -> dict:
+    """Per group: median, 5th and 95th percentile of real-sample FWD/floor ratios and the fraction within the line."""
+    rows = {}
+    for name, r in ratios.items():
+        r = r[np.isfinite(r)]
+        rows[name] = {"draws": int(len(r)), "median": float(np.median(r)) if len(r) else float("nan"),
+                      "p5": float(np.percentile(r, 5)) if len(r) else float("nan"),
+                      "p95": float(np.percentile(r, 95)) if len(r) else float("nan"),
+                      "met": float(np.mean([_met("fwd_ratio", v) for v in r])) if len(r) else float("nan")}
+    return rows
 
 
 def _row(values: Optional[dict], hits: Optional[dict], sizes: dict[str, int], c: str, drawable: list[str],
