@@ -496,6 +496,28 @@ def test_card_reports_the_real_sample_reference_from_the_split_training_pairs(tm
     assert "What a real sample" not in (tmp_path / "none" / "realism.md").read_text()
 
 
+def test_real_sample_cli_scores_a_split_before_anything_is_generated(tmp_path, capsys):
+    from evaluation.realism import real_sample
+
+    stems = [f"{c}_{i}" for c in ("In", "Pa", "Sc") for i in range(1, 21)]
+    root = make_set(tmp_path / "all", 0, stems=stems)
+    path = save_split(make_split(stems, 0.3, seed=0), tmp_path / "split.json")
+    assert real_sample.main(["--real", str(root), "--real_split", str(path), "--ref_draws", "20",
+                             "--ref_fwd_draws", "6", "--fwd_draws", "1"]) == 0
+    result = json.loads((tmp_path / "real_sample_split.json").read_text())
+    ref = result["reference"]
+    assert ref["draws"] == 20 and ref["targets_met"]["of"] == 12 and result["inputs"]["n_train"] == 60 - 18
+    assert ref["fwd"]["overall"]["draws"] == 6 and set(result["floors"]) == {"inclusion", "patches", "scratches",
+                                                                             "overall"}
+    text = (tmp_path / "real_sample_split.md").read_text()
+    assert "KS median" in text and "FWD/floor median" in text and "generated set meets" not in text
+    assert "| generated |" not in text and text in capsys.readouterr().out
+    with pytest.raises(UserError, match="both 0"):
+        real_sample.main(["--real", str(root), "--real_split", str(path), "--ref_draws", "0", "--ref_fwd_draws", "0",
+                          "--out", str(tmp_path / "none")])
+    assert not list(tmp_path.glob("none*"))
+
+
 def test_compare_shows_the_real_sample_reference_where_a_card_has_one(tmp_path):
     from evaluation.realism import compare
 

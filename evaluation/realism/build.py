@@ -83,7 +83,7 @@ def _memorisation(inputs: Inputs, s: Stacks, warnings: list[str]) -> tuple[Optio
     return table, per_image
 
 
-def _reference(inputs: Inputs, s: Stacks, real_b: np.ndarray, real_cnr: np.ndarray, fwd: dict[str, dict],
+def real_sample_reference(inputs: Inputs, s: Stacks, real_b: np.ndarray, real_cnr: np.ndarray, fwd: dict[str, dict],
                warnings: list[str]) -> Optional[dict]:
     """What random sets of training images score on the brightness, CNR and FWD targets (:mod:`.reference`)."""
     if inputs.train is None or not (inputs.ref_draws or inputs.ref_fwd_draws):
@@ -161,7 +161,7 @@ def build_card(inputs: Inputs, s: Optional[Stacks] = None) -> dict:
         "cnr": _per_group(s, real_cnr, gen_cnr, cnr_summary),
         "fwd": fwd,
         "memorisation": memo,
-        "reference": _reference(inputs, s, real_b, real_cnr, fwd, warnings),
+        "reference": real_sample_reference(inputs, s, real_b, real_cnr, fwd, warnings),
         "warnings": warnings,
     }
     for name, row in card["fwd"].items():

@@ -124,16 +124,23 @@ def _share(x: float) -> str:
 
 
 def reference_lines(card: dict) -> list[str]:
-    """The real-sample reference section: how often random real training sets meet each target."""
+    """The card's real-sample reference section: how often random real training sets meet each target."""
     ref = card.get("reference")
     if not ref:
         return []
-    lines = ["", "## What a real sample scores", ""]
+    return ["", "## What a real sample scores", ""] + real_sample_lines(
+        ref, generated_met(card), {c: row["ratio"] for c, row in card["fwd"].items()})
+
+
+def real_sample_lines(ref: dict, met: Optional[int] = None, generated_fwd: Optional[dict] = None) -> list[str]:
+    """Markdown of a real-sample reference (:func:`.build.real_sample_reference`); with ``met`` and
+    ``generated_fwd`` also what the generated set scores."""
+    lines = []
     t = ref["targets_met"]
     if t:
-        lines += [f"{ref['draws']} seeded draws of real training images, as many per category as there are generated "
-                  "ones (overall: their union), each scored against the real set as the generated set is; per target "
-                  "the median value and how often a draw meets it. This is what new real images, i.e. a perfect "
+        lines += [f"{ref['draws']} seeded draws of real training images, as many per category as the scored set has "
+                  "(overall: their union), each scored against the real set as a generated set is; per target the "
+                  "median value and how often a draw meets it. This is what new real images, i.e. a perfect "
                   "generator, would score at these set sizes.", ""]
         header = ["category", "n (of pool)", f"KS median (<= {KS_MAX} in)",
                   f"spread ratio median (>= {SPREAD_MIN} in)", f"CNR ratio median (>= {CNR_MIN} in)"]
@@ -142,23 +149,22 @@ def reference_lines(card: dict) -> list[str]:
                 for c, r in ref["rows"].items()]
         lines += _table(header, rows)
         lines += ["", f"Of these {t['of']} targets a real sample meets {t['mean']:.1f} on average (5th-95th "
-                      f"percentile {t['p5']:.0f}-{t['p95']:.0f}; all {t['of']} in {_share(t['all_met'])} of draws); "
-                      f"the generated set meets {generated_met(card)}.", ""]
-    return lines + _fwd_reference_lines(card)
-
-
-def _fwd_reference_lines(card: dict) -> list[str]:
-    rows = (card.get("reference") or {}).get("fwd")
-    if not rows:
-        return []
-    draws = max(r["draws"] for r in rows.values())
-    lines = [f"Same-size FWD of {draws} seeded training sets in place of the generated images (the card's real "
-             f"halves and floor): the FWD/floor a real sample scores, and how often it is within {FLOOR_FACTOR:g} x "
-             "the floor.", ""]
-    return lines + _table(["category", "real sample FWD/floor median (p5-p95)", f"<= {FLOOR_FACTOR:g} x floor in",
-                           "generated"],
-                          [[c, f"{_f(r['median'], 2)} ({_f(r['p5'], 2)}-{_f(r['p95'], 2)})", _share(r["met"]),
-                            _f(card["fwd"][c]["ratio"], 2)] for c, r in rows.items()])
+                      f"percentile {t['p5']:.0f}-{t['p95']:.0f}; all {t['of']} in {_share(t['all_met'])} of draws)"
+                      + ("." if met is None else f"; the generated set meets {met}."), ""]
+    fwd = ref.get("fwd")
+    if not fwd:
+        return lines
+    draws = max(r["draws"] for r in fwd.values())
+    lines += [f"Same-size FWD of {draws} seeded training sets in place of the generated images (the card's real "
+              f"halves and floor): the FWD/floor a real sample scores, and how often it is within {FLOOR_FACTOR:g} x "
+              "the floor.", ""]
+    header = ["category", "real sample FWD/floor median (p5-p95)", f"<= {FLOOR_FACTOR:g} x floor in"]
+    rows = [[c, f"{_f(r['median'], 2)} ({_f(r['p5'], 2)}-{_f(r['p95'], 2)})", _share(r["met"])]
+            for c, r in fwd.items()]
+    if generated_fwd is not None:
+        header.append("generated")
+        rows = [row + [_f(generated_fwd.get(c), 2)] for row, c in zip(rows, fwd)]
+    return lines + _table(header, rows)
 
 
 def csv_rows(card: dict) -> list[dict]:
