@@ -64,12 +64,11 @@ def test_official_layout_loads_strictly(tmp_path, tiny_cfg, tiny_sections):
             assert torch.equal(value, tiny_sections[part][key]), f"{part}.{key} not loaded"
 
 
-def test_check_checkpoint_cli_ok(tmp_path, tiny_cfg, tiny_sections):
+def test_check_checkpoint_cli_ok(tmp_path, monkeypatch, capsys, tiny_cfg, tiny_sections):
     path = write_official(tmp_path / "official.bin", tiny_sections, tiny_cfg)
-    out = subprocess.run([sys.executable, str(REPO / "tools" / "check_checkpoint.py"), str(path)],
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    lines = [line for line in out.stdout.splitlines() if line.strip().endswith("ok")]
+    code, out = run_tool(monkeypatch, capsys, path)
+    assert code == 0, out.err
+    lines = [line for line in out.out.splitlines() if line.strip().endswith("ok")]
     assert [line.split()[0] for line in lines] == ["model", "autoencoder", "text_encoder", "diffusion"]
 
 
