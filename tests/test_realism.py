@@ -550,6 +550,24 @@ def test_training_folder_masks_are_used_where_they_exist_and_no_image_is_dropped
     assert card["inputs"]["n_train"] == 30 and card["reference"]["targets_met"] is not None
 
 
+def test_compare_groups_name_targets_by_their_key_whatever_the_wording(real, tmp_path):
+    from evaluation.realism import compare
+
+    card = card_for(real, make_set(tmp_path / "gen", 0, contrast=0.5))          # halved CNR: CNR targets missed
+    assert [t["key"] for t in card["targets"][:4]] == ["KS", "spread ratio", "CNR", "same-size FWD"]
+    reworded = json.loads(json.dumps(card))
+    for t in reworded["targets"]:
+        t["target"] = "reworded: " + t["target"]
+    old = json.loads(json.dumps(card))
+    for t in old["targets"]:
+        del t["key"]                                                            # a card written before the keys
+    for c in (card, reworded, old):
+        c["targets"] = [t for t in c["targets"] if t["category"] == "scratches"]
+    rows = compare.group_rows([card, reworded, old, json.loads(json.dumps(card))], [("x", 2), ("y", 2)])
+    assert rows[0]["met in fewer than all cards"] == rows[1]["met in fewer than all cards"]
+    assert "Sc CNR 0/2" in rows[0]["met in fewer than all cards"]
+
+
 def test_compare_groups_give_the_mean_targets_met_and_the_targets_missed_in_some_cards(tmp_path, capsys):
     from evaluation.realism import compare
 

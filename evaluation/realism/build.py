@@ -106,23 +106,27 @@ def real_sample_reference(inputs: Inputs, s: Stacks, real_b: np.ndarray, real_cn
 
 
 def targets(card: dict) -> list[dict]:
-    """One row per category and target: value, threshold, met (None when not measurable)."""
+    """One row per category and target: a short key, the target's wording, value, threshold, met (None when not
+    measurable)."""
     rows = []
 
-    def add(cat: str, target: str, value: float, threshold: float, ok: Optional[bool]) -> None:
+    def add(cat: str, key: str, target: str, value: float, threshold: float, ok: Optional[bool]) -> None:
         met = ok if value is not None and math.isfinite(value) else None
-        rows.append({"category": cat, "target": target, "value": value, "threshold": threshold, "met": met})
+        rows.append({"category": cat, "key": key, "target": target, "value": value, "threshold": threshold,
+                     "met": met})
 
     for cat in card["categories"]:
         b, c, f = card["brightness"][cat], card["cnr"][cat], card["fwd"][cat]
-        add(cat, f"brightness KS <= {KS_MAX}", b["ks"], KS_MAX, met("ks", b["ks"]) == 1.0)
-        add(cat, f"brightness spread ratio >= {SPREAD_MIN}", b["spread_ratio"], SPREAD_MIN,
+        add(cat, "KS", f"brightness KS <= {KS_MAX}", b["ks"], KS_MAX, met("ks", b["ks"]) == 1.0)
+        add(cat, "spread ratio", f"brightness spread ratio >= {SPREAD_MIN}", b["spread_ratio"], SPREAD_MIN,
             met("spread_ratio", b["spread_ratio"]) == 1.0)
-        add(cat, f"CNR >= {CNR_MIN} x real", c["ratio"], CNR_MIN, met("cnr_ratio", c["ratio"]) == 1.0)
-        add(cat, f"same-size FWD <= {FLOOR_FACTOR:g} x real-vs-real floor", f["ratio"], FLOOR_FACTOR, f["met"])
+        add(cat, "CNR", f"CNR >= {CNR_MIN} x real", c["ratio"], CNR_MIN, met("cnr_ratio", c["ratio"]) == 1.0)
+        add(cat, "same-size FWD", f"same-size FWD <= {FLOOR_FACTOR:g} x real-vs-real floor", f["ratio"], FLOOR_FACTOR,
+            f["met"])
         if card["memorisation"] is not None:
             m = card["memorisation"][cat]
-            add(cat, "no possible memorisation", m["fraction_below_real_p5"], 2 * m["expected_fraction"],
+            add(cat, "no possible memorisation", "no possible memorisation", m["fraction_below_real_p5"],
+                2 * m["expected_fraction"],
                 None if m["possible_memorisation"] is None else not m["possible_memorisation"])
     return rows
 

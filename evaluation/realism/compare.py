@@ -105,8 +105,10 @@ REFERENCE = "brightness and CNR targets: this set / a real sample"
 
 
 def _target_name(t: dict) -> str:
-    short = str(t.get("target", "?")).split(" <=")[0].split(" >=")[0].replace("brightness ", "")
-    return f"{SHORT.get(t.get('category'), t.get('category'))} {short}"
+    """``"Sc CNR"``: the category's short name and the target's key (cards written before targets had keys: the
+    key read off the target's wording)."""
+    key = t.get("key") or str(t.get("target", "?")).split(" <=")[0].split(" >=")[0].replace("brightness ", "")
+    return f"{SHORT.get(t.get('category'), t.get('category'))} {key}"
 
 
 def group_rows(cards: Sequence[dict], groups: Sequence[tuple[str, int]]) -> list[dict]:
