@@ -84,7 +84,7 @@ def _memorisation(inputs: Inputs, s: Stacks, warnings: list[str]) -> tuple[Optio
 
 
 def real_sample_reference(inputs: Inputs, s: Stacks, real_b: np.ndarray, real_cnr: np.ndarray, fwd: dict[str, dict],
-               warnings: list[str]) -> Optional[dict]:
+                          warnings: list[str]) -> Optional[dict]:
     """What random sets of training images score on the brightness, CNR and FWD targets (:mod:`.reference`)."""
     if inputs.train is None or not (inputs.ref_draws or inputs.ref_fwd_draws):
         return None
