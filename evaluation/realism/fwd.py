@@ -35,6 +35,7 @@ WAVELET = "Haar"
 RGB_FACTOR = 3.0
 PACKET_SIDE = 8          # the automatic level makes packets at most this many pixels wide
 MIN_LEVEL = 4            # pytorchfwd's default level
+SAMPLE_STREAM = 0x5EED_F3D   # seeds the real-sample draws apart from the halves (mix_seed(seed, draw), draw from 0)
 
 
 def auto_level(side: int) -> int:
@@ -199,7 +200,7 @@ def sample_ratios(real: ImageSet, real_x: np.ndarray, pool_x: np.ndarray, pool_g
     """
     real_p, pool_p = packets(real_x, level, wavelet), packets(pool_x, level, wavelet)
     splits = [halves(real, categories, seed, d) for d in range(halves_draws)]
-    rng = np.random.default_rng(mix_seed(seed, len(real), draws))
+    rng = np.random.default_rng(mix_seed(seed, SAMPLE_STREAM))
     out: dict[str, np.ndarray] = {}
     for name in [*categories, OVERALL]:
         members = list(categories) if name == OVERALL else [name]
