@@ -484,6 +484,14 @@ def test_card_reports_the_real_sample_reference_from_the_split_training_pairs(tm
     assert "real sample FWD/floor median (p5-p95)" in text
     printed = capsys.readouterr().out
     assert "a real sample of the same size meets" in printed and "a real sample's FWD/floor" in printed
+    from evaluation.realism.reference import counted_met
+    rate = {"KS": lambda c: ref["rows"][c]["ks_met"], "spread ratio": lambda c: ref["rows"][c]["spread_ratio_met"],
+            "CNR": lambda c: ref["rows"][c]["cnr_ratio_met"], "same-size FWD": lambda c: fwd_ref[c]["met"],
+            "no possible memorisation": lambda c: None}
+    assert all(t["real_sample_met"] == rate[t["key"]](t["category"]) for t in card["targets"])
+    k, n = counted_met(card)
+    assert n == 20 - sum(t["real_sample_met"] is not None and t["real_sample_met"] < 0.5 for t in card["targets"])
+    assert f"the generated set meets {k} of {n}." in text and f"(and memorisation): this set meets {k} of {n}" in printed
     assert realism.main(["--real", str(root), "--real_split", str(path), "--generated", str(gen), "--out",
                          str(tmp_path / "fwd_only"), "--ref_draws", "0", "--ref_fwd_draws", "5", "--fwd_draws", "1"]) == 0
     only = json.loads((tmp_path / "fwd_only" / "realism.json").read_text())["reference"]
@@ -531,9 +539,10 @@ def test_compare_shows_the_real_sample_reference_where_a_card_has_one(tmp_path):
         (tmp_path / name / "realism.json").write_text(json.dumps(card))
     assert compare.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "cmp")]) == 0
     lines = (tmp_path / "cmp.md").read_text().splitlines()
-    assert lines[0].endswith("| targets met | brightness and CNR targets: this set / a real sample |")
+    assert lines[0].endswith("| targets met | brightness and CNR targets: this set / a real sample | targets met of "
+                             "those a real sample meets in ≥ 50 % of draws |")
     # b: KS 0.125 met, spread 0.5 not, CNR 1.25 met, in both rows
-    assert lines[2].endswith("| 2/3 | – |") and lines[3].endswith("| 2/3 | 4/6 vs 4.5 |")
+    assert lines[2].endswith("| 2/3 | – | – |") and lines[3].endswith("| 2/3 | 4/6 vs 4.5 | 2/3 |")
 
 
 def test_training_folder_masks_are_used_where_they_exist_and_no_image_is_dropped(real, tmp_path):
@@ -590,3 +599,35 @@ def test_compare_groups_give_the_mean_targets_met_and_the_targets_missed_in_some
                          (["A=0", "B=5"], "NAME=N")):
         with pytest.raises(UserError, match=message):
             compare.main(cards + ["--groups", *bad])
+
+
+def test_counted_targets_leave_out_those_a_real_sample_misses_in_most_draws(tmp_path, capsys):
+    from evaluation.realism import compare
+    from evaluation.realism.reference import counted_met
+
+    def card(ks_met: bool) -> dict:
+        c = _fake_card(0.5)
+        c["reference"] = {"draws": 10, "targets_met": {"mean": 4.0, "p5": 3, "p95": 5, "of": 5},
+                          "rows": {"inclusion": {"ks_met": 0.2, "spread_ratio_met": 0.9, "cnr_ratio_met": 0.5},
+                                   "overall": {"ks_met": 1.0, "spread_ratio_met": 1.0, "cnr_ratio_met": None}},
+                          "fwd": {"inclusion": {"met": 0.4}, "overall": {"met": 1.0}}}
+        c["targets"] = [{"category": "inclusion", "key": "KS", "met": ks_met},              # 20 %: left out
+                        {"category": "inclusion", "key": "spread ratio", "met": False},     # 90 %: counted
+                        {"category": "inclusion", "key": "CNR", "met": True},               # 50 %: counted
+                        {"category": "inclusion", "key": "same-size FWD", "met": False},    # 40 %: left out
+                        {"category": "inclusion", "key": "no possible memorisation", "met": True},  # no rate
+                        {"category": "overall", "target": "CNR >= 0.9 x real", "met": True}]  # no key, rate unknown
+        return c
+
+    assert counted_met(card(True)) == (3, 4) == counted_met(card(False))
+    assert counted_met(_fake_card(0.5)) is None
+    for name, ks in (("a", True), ("b", False)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "realism.json").write_text(json.dumps(card(ks)))
+    assert compare.main([str(tmp_path / "a"), str(tmp_path / "b"), "--groups", "x=2", "--out", str(tmp_path / "c")]) == 0
+    lines = (tmp_path / "c.md").read_text().splitlines()
+    assert lines[0].endswith("| targets met of those a real sample meets in ≥ 50 % of draws |")
+    assert lines[2].endswith("| 4/6 | 1/5 vs 4.0 | 3/4 |") and lines[3].endswith("| 3/6 | 1/5 vs 4.0 | 3/4 |")
+    groups = (tmp_path / "c_groups.md").read_text().splitlines()
+    assert "| targets met of those a real sample meets in ≥ 50 % of draws, mean |" in groups[0]
+    assert groups[2].startswith("| x | 2 | 3.50 of 6 (3–4, 0.71) | 3.00 of 4 | 1.25 |")

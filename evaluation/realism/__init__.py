@@ -30,7 +30,8 @@ Per category and overall:
    the generated set is; per brightness and CNR target the median value and how often such a set meets
    it, and how many of those targets a real sample meets on average (``evaluation.realism.reference``);
    and, with ``--ref_fwd_draws`` (default 30) training sets in place of the generated images, the same-size
-   FWD/floor a real sample scores and how often it is within 2 x the floor.
+   FWD/floor a real sample scores and how often it is within 2 x the floor. Each target row carries that
+   rate, and the card counts the targets met of those a real sample meets in at least half its draws.
 
 Brightness, contrast and FWD use the images resized to ``--size`` (default: the real images' side);
 CNR uses the native images. Writes ``realism.md``, ``realism.csv`` (category, metric, real,

@@ -20,7 +20,7 @@ from .metrics import (
     memo_vectors,
     nearest,
 )
-from .reference import DRAWS, FWD_DRAWS, fwd_rows, reference_table
+from .reference import DRAWS, FWD_DRAWS, fwd_rows, real_sample_rate, reference_table
 from .thresholds import CNR_MIN, FLOOR_FACTOR, KS_MAX, SPREAD_MIN, met
 
 
@@ -107,7 +107,7 @@ def real_sample_reference(inputs: Inputs, s: Stacks, real_b: np.ndarray, real_cn
 
 def targets(card: dict) -> list[dict]:
     """One row per category and target: a short key, the target's wording, value, threshold, met (None when not
-    measurable)."""
+    measurable) and how often a real sample meets it (None without a reference for it)."""
     rows = []
 
     def add(cat: str, key: str, target: str, value: float, threshold: float, ok: Optional[bool]) -> None:
@@ -128,6 +128,8 @@ def targets(card: dict) -> list[dict]:
             add(cat, "no possible memorisation", "no possible memorisation", m["fraction_below_real_p5"],
                 2 * m["expected_fraction"],
                 None if m["possible_memorisation"] is None else not m["possible_memorisation"])
+    for row in rows:
+        row["real_sample_met"] = real_sample_rate(card, row)
     return rows
 
 

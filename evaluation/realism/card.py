@@ -15,8 +15,8 @@ from runtime.atomic import savefig_atomic, write_text_atomic
 
 from .build import Stacks
 from .data import OVERALL, ImageSet
-from .reference import COLUMNS, generated_met
-from .thresholds import CNR_MIN, FLOOR_FACTOR, KS_MAX, SPREAD_MIN
+from .reference import COLUMNS, counted_met, generated_met
+from .thresholds import CNR_MIN, COUNTED_RATE, FLOOR_FACTOR, KS_MAX, SPREAD_MIN
 
 FILES = ("realism.md", "realism.csv", "realism.json", "realism.png")
 TILES = 4
@@ -92,12 +92,24 @@ def markdown(card: dict) -> str:
                      "ratio", "target"], [_fwd(c, card["fwd"][c]) for c in cats])
     lines += _memo_lines(card)
     lines += reference_lines(card)
-    lines += ["", "## Targets", ""]
-    lines += _table(["category", "target", "value", "result"],
-                    [[t["category"], t["target"], _f(t["value"]), _met(t["met"])] for t in card["targets"]])
+    lines += ["", "## Targets", ""] + _target_lines(card)
     if card["warnings"]:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in card["warnings"]]
     return "\n".join(lines) + "\n"
+
+
+def _target_lines(card: dict) -> list[str]:
+    """The targets table; with a real-sample reference also how often a real sample meets each target, and the
+    count over the targets it meets in at least half its draws."""
+    counted = counted_met(card)
+    if counted is None:
+        return _table(["category", "target", "value", "result"],
+                      [[t["category"], t["target"], _f(t["value"]), _met(t["met"])] for t in card["targets"]])
+    rows = [[t["category"], t["target"], _f(t["value"]), _met(t["met"]),
+             "–" if t.get("real_sample_met") is None else _share(t["real_sample_met"])] for t in card["targets"]]
+    return _table(["category", "target", "value", "result", "a real sample meets it in"], rows) + [
+        "", f"Counted (targets a real sample meets in at least {100 * COUNTED_RATE:.0f} % of its draws, and those "
+            f"without a real-sample rate): the generated set meets {counted[0]} of {counted[1]}."]
 
 
 def _memo_lines(card: dict) -> list[str]:

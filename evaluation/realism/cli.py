@@ -15,7 +15,8 @@ from .build import Inputs, build_card, stacks
 from .card import write_card
 from .data import ImageSet, attach_masks, category_order, check_categories, default_side, list_set, read_set
 from .fwd import auto_level
-from .reference import DRAWS, FWD_DRAWS, generated_met
+from .reference import DRAWS, FWD_DRAWS, counted_met, generated_met
+from .thresholds import COUNTED_RATE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,6 +91,10 @@ def summary(card: dict) -> str:
     if ref_fwd:
         lines.append("a real sample's FWD/floor, median (within the line in % of draws): " + ", ".join(
             f"{c} {r['median']:.2f} ({100 * r['met']:.0f} %)" for c, r in ref_fwd.items() if r["draws"]))
+    counted = counted_met(card)
+    if counted:
+        lines.append(f"targets that a real sample meets in at least {100 * COUNTED_RATE:.0f} % of draws (and "
+                     f"memorisation): this set meets {counted[0]} of {counted[1]}")
     return "\n".join(lines + [f"warning: {w}" for w in card["warnings"]])
 
 

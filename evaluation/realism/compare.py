@@ -9,7 +9,9 @@ writes ``STEM.md`` and ``STEM.csv`` atomically, and with ``--curve X...`` (one n
 training iterations) also ``STEM.png``: each column's value per category against X, the target drawn.
 With ``--groups NAME=N ...`` (consecutive cards, e.g. one model's generation seeds) a second table
 follows: per group the mean, range and spread of the targets met, the mean overall FWD/floor, and each
-target met in fewer than all of the group's cards with how many.
+target met in fewer than all of the group's cards with how many. Cards made with training images also show
+the brightness and CNR targets a real sample meets, and how many targets the set meets of those that a real
+sample meets in at least half its draws (targets without a real-sample rate, such as memorisation, count).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from typing import Optional, Sequence
 from runtime.atomic import write_text_atomic
 from runtime.errors import UserError, run_cli
 
-from .reference import generated_met
+from .reference import counted_met, generated_met, target_key
 from .thresholds import CNR_MIN, FLOOR_FACTOR, KS_MAX, SPREAD_MIN
 
 SHORT = {"inclusion": "In", "patches": "Pa", "scratches": "Sc", "overall": "all"}
@@ -75,6 +77,7 @@ def rows(cards: Sequence[dict], labels: Sequence[str]) -> list[dict]:
         row["targets met"] = f"{k}/{n}"
         if with_ref:
             row[REFERENCE] = reference_cell(card)
+            row[COUNTED] = counted_cell(card)
         out.append(row)
     return out
 
@@ -84,7 +87,7 @@ def markdown(cards: Sequence[dict], labels: Sequence[str]) -> str:
     cats = cards[0].get("categories", []) if cards else []
     with_ref = any(reference_cell(c) for c in cards)
     head = (["run"] + [f"{c} ({' / '.join(SHORT.get(x, x) for x in cats)})" for c, *_ in COLUMNS] + ["targets met"]
-            + [REFERENCE] * with_ref)
+            + [REFERENCE, COUNTED] * with_ref)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for card, label in zip(cards, labels):
         cells = [label]
@@ -94,7 +97,7 @@ def markdown(cards: Sequence[dict], labels: Sequence[str]) -> str:
         k, n = met(card)
         cells.append(f"{k}/{n}")
         if with_ref:
-            cells.append(reference_cell(card) or "–")
+            cells += [reference_cell(card) or "–", counted_cell(card) or "–"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -102,13 +105,19 @@ def markdown(cards: Sequence[dict], labels: Sequence[str]) -> str:
 TARGET_LINES = {"brightness KS": KS_MAX, "spread ratio": SPREAD_MIN, "CNR ratio": CNR_MIN, "FWD / floor": FLOOR_FACTOR,
                 "contrast ratio": 1.0}
 REFERENCE = "brightness and CNR targets: this set / a real sample"
+COUNTED = "targets met of those a real sample meets in ≥ 50 % of draws"
 
 
 def _target_name(t: dict) -> str:
-    """``"Sc CNR"``: the category's short name and the target's key (cards written before targets had keys: the
-    key read off the target's wording)."""
-    key = t.get("key") or str(t.get("target", "?")).split(" <=")[0].split(" >=")[0].replace("brightness ", "")
-    return f"{SHORT.get(t.get('category'), t.get('category'))} {key}"
+    """``"Sc CNR"``: the category's short name and the target's key."""
+    return f"{SHORT.get(t.get('category'), t.get('category'))} {target_key(t)}"
+
+
+def counted_cell(card: dict) -> Optional[str]:
+    """``"16/19"``: the targets met of those a real sample meets in at least half its draws (None without a
+    reference)."""
+    counted = counted_met(card)
+    return None if counted is None else f"{counted[0]}/{counted[1]}"
 
 
 def group_rows(cards: Sequence[dict], groups: Sequence[tuple[str, int]]) -> list[dict]:
@@ -125,6 +134,7 @@ def group_rows(cards: Sequence[dict], groups: Sequence[tuple[str, int]]) -> list
             for t in card.get("targets", []):
                 if isinstance(t, dict):
                     hits[_target_name(t)] = hits.get(_target_name(t), 0) + bool(t.get("met"))
+        counted = [counted_met(c) for c in part]
         fwd = [c["fwd"].get("overall", {}).get("ratio") for c in part]
         fwd = [float(v) for v in fwd if isinstance(v, (int, float))]
         out.append({"group": name, "cards": len(part), "targets met mean": statistics.mean(counts),
@@ -133,18 +143,25 @@ def group_rows(cards: Sequence[dict], groups: Sequence[tuple[str, int]]) -> list
                     "of": max(met(c)[1] for c in part),
                     "overall FWD/floor mean": sum(fwd) / len(fwd) if len(fwd) == len(part) else None,
                     "met in fewer than all cards": "; ".join(f"{k} {v}/{len(part)}" for k, v in hits.items()
-                                                            if v < len(part))})
+                                                            if v < len(part)),
+                    "counted met mean": (statistics.mean(k for k, _ in counted) if all(counted) else None),
+                    "counted of": max(n for _, n in counted) if all(counted) else None})
     return out
 
 
 def groups_markdown(table: list[dict]) -> str:
-    """The group table as Markdown."""
-    lines = ["| group | cards | targets met: mean (min–max, sd) | overall FWD/floor, mean | met in fewer than all "
-             "cards |", "|---|---|---|---|---|"]
+    """The group table as Markdown (the counted column where a group's cards all have a real-sample reference)."""
+    with_counted = any(r["counted met mean"] is not None for r in table)
+    head = ["group", "cards", "targets met: mean (min–max, sd)"] + [f"{COUNTED}, mean"] * with_counted + [
+        "overall FWD/floor, mean", "met in fewer than all cards"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table:
         fwd = "–" if r["overall FWD/floor mean"] is None else f"{r['overall FWD/floor mean']:.2f}"
         count = f"{r['targets met mean']:.2f} of {r['of']} ({r['min']}–{r['max']}, {r['sd']:.2f})"
-        lines.append(f"| {r['group']} | {r['cards']} | {count} | {fwd} | {r['met in fewer than all cards'] or '–'} |")
+        cells = [r["group"], str(r["cards"]), count]
+        if with_counted:
+            cells.append("–" if r["counted met mean"] is None else f"{r['counted met mean']:.2f} of {r['counted of']}")
+        lines.append("| " + " | ".join(cells + [fwd, r["met in fewer than all cards"] or "–"]) + " |")
     return "\n".join(lines) + "\n"
 
 

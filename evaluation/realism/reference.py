@@ -20,6 +20,7 @@ import numpy as np
 
 from .data import OVERALL
 from .metrics import brightness_summary, cnr_summary
+from .thresholds import COUNTED_RATE
 from .thresholds import met as _met
 
 DRAWS = 200
@@ -129,3 +130,35 @@ def generated_met(card: dict) -> Optional[int]:
                 section, key = where[col]
                 met += _met(col, _number(card[section][c][key])) == 1.0
     return int(met)
+
+
+RATE_OF_KEY = {"KS": "ks", "spread ratio": "spread_ratio", "CNR": "cnr_ratio"}
+
+
+def target_key(t: dict) -> str:
+    """A target row's short key (cards written before targets had keys: read off the target's wording)."""
+    return t.get("key") or str(t.get("target", "?")).split(" <=")[0].split(" >=")[0].replace("brightness ", "")
+
+
+def real_sample_rate(card: dict, t: dict) -> Optional[float]:
+    """How often a real sample meets target row ``t`` in the card's reference draws; None where the card has no
+    reference for it (the memorisation targets never have one)."""
+    ref, key, cat = card.get("reference") or {}, target_key(t), t.get("category")
+    if key in RATE_OF_KEY:
+        rate = ((ref.get("rows") or {}).get(cat) or {}).get(f"{RATE_OF_KEY[key]}_met")
+    elif key == "same-size FWD":
+        rate = ((ref.get("fwd") or {}).get(cat) or {}).get("met")
+    else:
+        return None
+    return float(rate) if _known(rate) else None
+
+
+def counted_met(card: dict, min_rate: float = COUNTED_RATE) -> Optional[tuple[int, int]]:
+    """``(met, of)`` over the targets a real sample meets in at least ``min_rate`` of its draws, and those the
+    reference has no rate for; None for a card without a reference."""
+    if not card.get("reference"):
+        return None
+    targets = [t for t in card.get("targets", []) if isinstance(t, dict)]
+    rates = [real_sample_rate(card, t) for t in targets]
+    counted = [t for t, r in zip(targets, rates) if r is None or r >= min_rate]
+    return sum(bool(t.get("met")) for t in counted), len(counted)

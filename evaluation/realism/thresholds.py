@@ -7,6 +7,7 @@ KS_MAX = 0.2
 SPREAD_MIN = 0.8
 CNR_MIN = 0.9
 FLOOR_FACTOR = 2.0       # same-size FWD at most this many times the real-vs-real floor
+COUNTED_RATE = 0.5       # a target counts when a real sample meets it in at least this share of draws
 
 
 def met(metric: str, value: float) -> float:
