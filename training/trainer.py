@@ -58,6 +58,7 @@ from training.data import (
     write_held_out_procedural,
 )
 from training.distill import Teacher, check_teacher_unchanged
+from training.divergence import DivergenceWatch
 from training.ema import EMA
 from training.lr_schedule import WarmupSchedule
 from training.metrics import MetricsLog, gate_stats
@@ -363,6 +364,8 @@ class Trainer:
         self.grid = (grid_batch(self.dataset, opts.num_samples, opts.seed)
                      if self.main and not opts.disable_inference_in_training else None)
         self.metrics = MetricsLog(self.run_dir) if self.main else None
+        self.divergence = DivergenceWatch()  # watches the windows trained from here on
+        self._before_rise: Optional[Saved] = self.last_saved
         if self.metrics is not None and resume is not None:
             self.metrics.truncate_after(self.iteration)
         if self.main:
@@ -504,6 +507,7 @@ class Trainer:
                 if self.iteration % opts.log_every == 0 or self.iteration == opts.total_iters:
                     elapsed = time.perf_counter() - window_start
                     self._log(window_loss / window_n, grad_norm, window_n / max(elapsed, 1e-9))
+                    self._watch_divergence(window_loss / window_n, self.iteration - window_n, bar)
                     window_loss, window_n, window_start = 0.0, 0, time.perf_counter()
                 done = self.iteration == opts.total_iters
                 sample_every = opts.sample_every_iters or opts.save_every_iters
@@ -558,6 +562,14 @@ class Trainer:
               f" parameters ({self.opts.trainable}) | weights: {self.init_source}"
               + (f" | resuming at iteration {self.iteration}" if self.iteration else ""), flush=True)
 
+    def _watch_divergence(self, loss: float, window_start: int, bar) -> None:
+        """Rank 0 warns once when the window losses have left their level (:mod:`training.divergence`)."""
+        if not self.main:
+            return
+        if self.divergence.update(self.iteration, loss, window_start):
+            bar.write(self.divergence.message(loss, self._before_rise.weights if self._before_rise else None),
+                      file=sys.stderr)
+
     def _log(self, loss: float, grad_norm: float, it_per_s: float) -> None:
         if self.metrics is None:
             return
@@ -605,6 +617,8 @@ class Trainer:
         else:
             self.last_saved = Saved(self.iteration, self.checkpoints.dir / weights_name(self.iteration),
                                     self.checkpoints.dir / state_name(self.iteration))
+        if self.divergence.above == 0:  # saved while the loss was still at its level
+            self._before_rise = self.last_saved
         D.barrier(self.info)
 
     # -- graceful stop (Ctrl-C / SIGTERM): finish the step, save, exit --------------------------
