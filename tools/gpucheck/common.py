@@ -189,8 +189,10 @@ def median(values: Sequence[float]) -> float:
 
 
 def free_memory() -> None:
-    gc.collect()
+    """Hand the GPU's cached blocks back before the next measurement of peak memory (nothing to do without one:
+    the collection alone takes a quarter of a second a call)."""
     if torch.cuda.is_available():
+        gc.collect()
         torch.cuda.empty_cache()
 
 
