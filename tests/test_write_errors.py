@@ -123,15 +123,16 @@ def test_a_file_size_limit_is_one_line_and_resumable(tmp_path):
 def test_training_under_a_file_size_limit_is_one_line_and_reruns(tmp_path):
     """main.py: the checkpoint is what outgrows the limit; one line naming it, no partial file, then the same
     command with the limit lifted trains the run to its end."""
-    from train_helpers import tiny_train_config
+    from train_helpers import run_main, tiny_train_config
 
-    argv = ["main", "--yaml_file", str(tiny_train_config(tmp_path)), "--OUTPUT_ROOT", str(tmp_path / "runs"),
-            "--name", "run", "--no_progress"]
+    config = tiny_train_config(tmp_path)
+    argv = ["main", "--yaml_file", str(config), "--OUTPUT_ROOT", str(tmp_path / "runs"), "--name", "run",
+            "--no_progress"]
     line = one_line(run("-c", LIMITED, "200000", *argv))
     assert "cannot write the run folder" in line and "ckpt_00000002.safetensors: File too large" in line, line
     assert "raise the file-size limit (ulimit -f), then rerun the same command to resume" in line, line
     assert not list((tmp_path / "runs").rglob("*.tmp"))
-    assert run("main.py", *argv[1:]).returncode == 0
+    assert run_main(config, tmp_path / "runs", "run", "--no_progress") == 0   # the same command, in this process
     assert (tmp_path / "runs" / "run" / "checkpoints" / "latest.safetensors").is_file()
 
 
