@@ -9,8 +9,9 @@ DEMO = REPO / "configs" / "demo.yaml"
 
 
 def test_demo_loss_falls_clearly_over_its_first_steps(tmp_path):
-    # measured (10-step means): 0.91, 0.72, 0.47, 0.20, 0.08 over the first 50 steps, then about 0.07
-    steps = 50
+    # measured (10-step means): 0.91, 0.72, 0.47, 0.20, 0.08 over the first 50 steps, then about 0.07; the first
+    # four are the same in a 40-step run (the warm-up is 100 steps)
+    steps = 40
     tr = make_trainer(DEMO, tmp_path, "demo", "--total_iters", str(steps), "--workers", "0",
                       "--disable_inference_in_training", "--save_every_iters", str(steps))
     assert tr.opts.trainable == "all" and tr.opts.ckpt is None  # the demo trains from scratch
