@@ -25,7 +25,7 @@ from runtime.atomic import write_text_atomic
 from runtime.errors import UserError, run_cli
 
 from .reference import counted_met, generated_met, target_key
-from .thresholds import CNR_MIN, FLOOR_FACTOR, KS_MAX, SPREAD_MIN
+from .thresholds import CNR_MIN, COUNTED_RATE, FLOOR_FACTOR, KS_MAX, SPREAD_MIN
 
 SHORT = {"inclusion": "In", "patches": "Pa", "scratches": "Sc", "overall": "all"}
 # (column, card section, field, format)
@@ -105,7 +105,7 @@ def markdown(cards: Sequence[dict], labels: Sequence[str]) -> str:
 TARGET_LINES = {"brightness KS": KS_MAX, "spread ratio": SPREAD_MIN, "CNR ratio": CNR_MIN, "FWD / floor": FLOOR_FACTOR,
                 "contrast ratio": 1.0}
 REFERENCE = "brightness and CNR targets: this set / a real sample"
-COUNTED = "targets met of those a real sample meets in ≥ 50 % of draws"
+COUNTED = f"targets met of those a real sample meets in ≥ {100 * COUNTED_RATE:.0f} % of draws"
 
 
 def _target_name(t: dict) -> str:
