@@ -73,8 +73,8 @@ def draw_stroke(pg) -> None:
     cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     pg.mouse.move(cx - 60, cy - 20)
     pg.mouse.down()
-    for k in range(21):
-        pg.mouse.move(cx - 60 + 6 * k, cy - 20 + 2 * k)
+    for k in range(7):  # each move repaints the editor (about 0.25 s headless), so few long segments
+        pg.mouse.move(cx - 60 + 20 * k, cy - 20 + 7 * k)
     pg.mouse.up()
 
 
