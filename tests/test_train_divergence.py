@@ -49,3 +49,33 @@ def test_a_training_run_whose_loss_leaves_its_level_warns_once_with_the_checkpoi
     lines = [line for line in capsys.readouterr().err.splitlines() if "the loss rose" in line]
     assert len(lines) == 1, lines
     assert "rose after iteration 4" in lines[0] and "up/checkpoints/ckpt_00000004.safetensors" in lines[0]
+
+
+def test_a_resumed_run_replays_its_log_so_a_blow_up_across_the_stop_is_still_told(tmp_path, monkeypatch, capsys):
+    real = trainer_module.Trainer.compute_loss
+
+    def blowing_up(self, batch, gen):
+        loss = real(self, batch, gen)
+        return loss * 1000 if self.iteration >= 4 else loss
+
+    monkeypatch.setattr(trainer_module.Trainer, "compute_loss", blowing_up)
+    config = tiny_train_config(tmp_path)
+
+    def warnings_of(total: int) -> list[str]:
+        run_main(config, tmp_path / "out", "up", "--total_iters", str(total), "--save_every_iters", "2")
+        return [line for line in capsys.readouterr().err.splitlines() if "the loss rose" in line]
+
+    assert warnings_of(6) == []           # stopped two windows into the rise: not yet three
+    told = warnings_of(8)                 # the third window up is the first one after the resume
+    assert len(told) == 1 and "rose after iteration 4" in told[0]
+    assert "up/checkpoints/ckpt_00000004.safetensors" in told[0]  # from the folder, not the checkpoint resumed
+    again = warnings_of(10)               # resumed after the warning: told again, at the start
+    assert len(again) == 1 and "ckpt_00000004.safetensors" in again[0]
+
+
+def test_replay_reads_only_the_loss_windows_of_a_log():
+    watch = DivergenceWatch()
+    rows = [{"iteration": 25 * (i + 1), "loss": loss} for i, loss in enumerate(LEVEL + BLOWN[:2])]
+    rows.insert(3, {"iteration": 80, "fid": 12.0})
+    assert not watch.replay(rows) and watch.above == 2 and watch.rose_at == 25 * len(LEVEL)
+    assert watch.replay([{"iteration": 25 * (len(LEVEL) + 3), "loss": BLOWN[2]}])

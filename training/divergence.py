@@ -3,13 +3,14 @@
 Diffusion training at a constant learning rate can blow up after thousands of steady iterations (a gradient
 spike, then a loss several times its level that never comes back); the EMA weights follow the broken ones
 within a few hundred iterations. The watch reads the loss averaged over each logging window: once
-``PATIENCE`` windows in a row are more than ``FACTOR`` times the lowest window so far, it says so once.
+``PATIENCE`` windows in a row are more than ``FACTOR`` times the lowest window so far, it says so once. A resumed
+run first replays the windows of its log, so a run resumed in the middle of a blow-up is told at once.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Iterable, Mapping, Optional
 
 FACTOR = 3.0    # a window's mean loss this many times the best window's
 PATIENCE = 3    # consecutive windows above it
@@ -42,6 +43,16 @@ class DivergenceWatch:
         if loss < self.best:
             self.best, self.best_iteration = loss, iteration
         return False
+
+    def replay(self, rows: Iterable[Mapping[str, Any]]) -> bool:
+        """Read the windows of a run's earlier log (the ``metrics.jsonl`` rows that carry a ``loss``), as a resumed
+        run does; True if they show a run that had already diverged."""
+        start = 0
+        for row in rows:
+            if "loss" in row:
+                self.update(int(row["iteration"]), float(row["loss"]), start)
+                start = int(row["iteration"])
+        return self.warned
 
     def message(self, loss: float, checkpoint: Optional[str]) -> str:
         """The warning, one line; ``checkpoint``: the newest one saved before the rise."""

@@ -364,10 +364,11 @@ class Trainer:
         self.grid = (grid_batch(self.dataset, opts.num_samples, opts.seed)
                      if self.main and not opts.disable_inference_in_training else None)
         self.metrics = MetricsLog(self.run_dir) if self.main else None
-        self.divergence = DivergenceWatch()  # watches the windows trained from here on
+        self.divergence = DivergenceWatch()
         self._before_rise: Optional[Saved] = self.last_saved
         if self.metrics is not None and resume is not None:
             self.metrics.truncate_after(self.iteration)
+            self._replay_divergence()
         if self.main:
             with output_errors(self.run_dir):
                 if resume is not None and self.config_changes:
@@ -569,6 +570,20 @@ class Trainer:
         if self.divergence.update(self.iteration, loss, window_start):
             bar.write(self.divergence.message(loss, self._before_rise.weights if self._before_rise else None),
                       file=sys.stderr)
+
+    def _replay_divergence(self) -> None:
+        """Rank 0 of a resumed run reads its logged windows; a log that shows a blow-up warns now, naming the
+        newest checkpoint still in the folder from before the rise."""
+        rows = [row for row in self.metrics.jsonl.rows() if "loss" in row]
+        diverged = self.divergence.replay(rows)
+        if self.divergence.above or diverged:
+            before = [i for i in self.checkpoints.complete_iterations() if i <= self.divergence.rose_at]
+            self._before_rise = (Saved(before[-1], self.checkpoints.dir / weights_name(before[-1]),
+                                       self.checkpoints.dir / state_name(before[-1])) if before else None)
+        if diverged:
+            print(self.divergence.message(float(rows[-1]["loss"]),
+                                          self._before_rise.weights if self._before_rise else None),
+                  file=sys.stderr, flush=True)
 
     def _log(self, loss: float, grad_norm: float, it_per_s: float) -> None:
         if self.metrics is None:
