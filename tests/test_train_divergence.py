@@ -1,11 +1,14 @@
 """training.divergence: a run whose loss leaves its level warns once, naming the checkpoint saved before the rise."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from train_helpers import run_main, tiny_train_config
 
 from training import trainer as trainer_module
 from training.divergence import DivergenceWatch
+from training.run_folder import Saved
 
 # window means of a 96 px run that blew up at iteration 3049 (vpred96s_729_t1, logged every 25 iterations)
 LEVEL = [0.668, 0.414, 0.274, 0.233, 0.198, 0.198, 0.19, 0.176, 0.159, 0.168, 0.177, 0.157, 0.181, 0.133, 0.17,
@@ -21,9 +24,11 @@ def test_the_watch_fires_once_after_three_windows_above_three_times_the_best():
     watch = DivergenceWatch()
     assert feed(watch, LEVEL + BLOWN) == [25 * (len(LEVEL) + 3)]           # the third window up, and only then
     assert watch.rose_at == 25 * len(LEVEL) and watch.best == 0.129 and watch.best_iteration == 25 * 17
-    line = watch.message(0.877, "RUN/checkpoints/ckpt_00000450.safetensors")
+    line = watch.message(0.877, Saved(450, Path("RUN/checkpoints/ckpt_00000450.safetensors"),
+                                      Path("RUN/checkpoints/state_00000450.json")))
     assert "\n" not in line and "rose after iteration 450" in line and "6.8x its best 0.129" in line
-    assert "ckpt_00000450.safetensors" in line and "grad_clip" in line
+    assert "ckpt_00000450.safetensors" in line and "python -m training.rewind RUN --to 450" in line
+    assert "grad_clip" in watch.message(0.877, None) and "rewind" not in watch.message(0.877, None)
 
 
 @pytest.mark.parametrize("losses", [

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional
 
+from training.run_folder import Saved
+
 FACTOR = 3.0    # a window's mean loss this many times the best window's
 PATIENCE = 3    # consecutive windows above it
 
@@ -54,11 +56,15 @@ class DivergenceWatch:
                 start = int(row["iteration"])
         return self.warned
 
-    def message(self, loss: float, checkpoint: Optional[str]) -> str:
-        """The warning, one line; ``checkpoint``: the newest one saved before the rise."""
-        back = (f"the last checkpoint saved before it is {checkpoint} (infer.py --ckpt takes it)" if checkpoint
-                else "no checkpoint was saved before it")
+    def message(self, loss: float, before: Optional[Saved]) -> str:
+        """The warning, one line; ``before``: the newest checkpoint saved before the rise."""
+        if before is not None:
+            run = before.weights.parent.parent
+            back = (f"the last checkpoint saved before it is {before.weights} (infer.py --ckpt takes it); go back "
+                    f"to it with `python -m training.rewind {run} --to {before.iteration}` and continue the run with "
+                    "--set train.grad_clip=1.0")
+        else:
+            back = "no checkpoint was saved before it; train again with --set train.grad_clip=1.0"
         return (f"warning: the loss rose after iteration {self.rose_at} and stayed up: {loss:.4g} over the last "
                 f"window, {loss / self.best:.1f}x its best {self.best:.4g} (iteration {self.best_iteration}); the run "
-                f"has probably diverged and its EMA weights will follow; {back}; train again with "
-                "--set train.grad_clip=1.0 or a lower --base_learning_rate")
+                f"has probably diverged and its EMA weights will follow; {back}")

@@ -115,25 +115,10 @@ class RunFolder:
         write_state(state_path, {"format": STATE_FORMAT, "version": STATE_VERSION, "trainer": self.trainer,
                                  "iteration": iteration, "weights": weights.name, **state})
         fsync_dir(self.dir)
-        pointer = {"iteration": iteration, "weights": f"checkpoints/{weights.name}",
-                   "state": f"checkpoints/{state_path.name}", "trainer": self.trainer,
-                   "saved_at": time.strftime("%Y-%m-%d %H:%M:%S")}
-        write_text_atomic(json.dumps(pointer, indent=2) + "\n", self.run_dir / POINTER)
-        fsync_dir(self.run_dir)
-        self.after_save(weights)
+        write_pointer(self.run_dir, iteration, weights, state_path, self.trainer)
+        link_latest(weights)
         self._prune(iteration)
         return Saved(iteration, weights, state_path)
-
-    def after_save(self, weights: Path) -> None:
-        """Point the convenience symlink ``checkpoints/latest.safetensors`` at the newest weights."""
-        link = self.dir / "latest.safetensors"
-        tmp = self.dir / ".latest.safetensors.link.tmp"
-        try:
-            tmp.unlink(missing_ok=True)
-            os.symlink(weights.name, tmp)
-            os.replace(tmp, link)
-        except OSError:  # no symlinks here (some Windows set-ups): latest.json is the pointer
-            tmp.unlink(missing_ok=True)
 
     def _prune(self, newest: int) -> None:
         if self.keep <= 0:
@@ -173,7 +158,7 @@ class RunFolder:
         older = [it for it in sorted(self.complete_iterations(), reverse=True)
                  if pointed is None or it < pointed.iteration]
         candidates = ([pointed] if pointed is not None else []) + [
-            Saved(it, self.dir / weights_name(it), _state_of(self.dir, it) or self.dir / state_name(it))
+            Saved(it, self.dir / weights_name(it), complete_state(self.dir, it) or self.dir / state_name(it))
             for it in older]
         problems: list[tuple[int, str]] = []
         for saved in candidates:
@@ -197,11 +182,32 @@ class RunFolder:
         return None
 
 
+def write_pointer(run_dir: Path, iteration: int, weights: Path, state: Path, trainer: str) -> None:
+    """Point ``latest.json`` at one checkpoint's files (atomically, then the folder is synced)."""
+    pointer = {"iteration": iteration, "weights": f"checkpoints/{weights.name}",
+               "state": f"checkpoints/{state.name}", "trainer": trainer,
+               "saved_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+    write_text_atomic(json.dumps(pointer, indent=2) + "\n", run_dir / POINTER)
+    fsync_dir(run_dir)
+
+
+def link_latest(weights: Path) -> None:
+    """Point the convenience symlink ``checkpoints/latest.safetensors`` at ``weights`` (in the same folder)."""
+    link = weights.parent / "latest.safetensors"
+    tmp = weights.parent / ".latest.safetensors.link.tmp"
+    try:
+        tmp.unlink(missing_ok=True)
+        os.symlink(weights.name, tmp)
+        os.replace(tmp, link)
+    except OSError:  # no symlinks here (some Windows set-ups): latest.json is the pointer
+        tmp.unlink(missing_ok=True)
+
+
 class WrongTrainer(UserError):
     """A run folder written by another trainer."""
 
 
-def _state_of(folder: Path, iteration: int) -> Optional[Path]:
+def complete_state(folder: Path, iteration: int) -> Optional[Path]:
     """The complete training state of checkpoint ``iteration`` in ``folder`` (JSON + tensors, or legacy .pt)."""
     state = folder / state_name(iteration)
     if state.is_file() and state_tensors(state).is_file():
@@ -218,7 +224,7 @@ def complete_iterations(folder: str | Path) -> list[int]:
     found = []
     for path in folder.iterdir():
         match = _CKPT_RE.match(path.name)
-        if match and _state_of(folder, int(match.group(1))) is not None:
+        if match and complete_state(folder, int(match.group(1))) is not None:
             found.append(int(match.group(1)))
     return sorted(found)
 

@@ -568,7 +568,7 @@ class Trainer:
         if not self.main:
             return
         if self.divergence.update(self.iteration, loss, window_start):
-            bar.write(self.divergence.message(loss, self._before_rise.weights if self._before_rise else None),
+            bar.write(self.divergence.message(loss, self._before_rise),
                       file=sys.stderr)
 
     def _replay_divergence(self) -> None:
@@ -581,9 +581,7 @@ class Trainer:
             self._before_rise = (Saved(before[-1], self.checkpoints.dir / weights_name(before[-1]),
                                        self.checkpoints.dir / state_name(before[-1])) if before else None)
         if diverged:
-            print(self.divergence.message(float(rows[-1]["loss"]),
-                                          self._before_rise.weights if self._before_rise else None),
-                  file=sys.stderr, flush=True)
+            print(self.divergence.message(float(rows[-1]["loss"]), self._before_rise), file=sys.stderr, flush=True)
 
     def _log(self, loss: float, grad_norm: float, it_per_s: float) -> None:
         if self.metrics is None:
