@@ -12,11 +12,13 @@ from runtime.lock import locked
 from training import rewind as rewind_cli
 
 
-@pytest.fixture
-def trained(tmp_path):
-    config = tiny_train_config(tmp_path)
-    run_main(config, tmp_path / "out", "run", "--total_iters", "6", "--save_every_iters", "2")
-    return config, tmp_path / "out" / "run"
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny run of 6 iterations, checkpoints every 2 (the bad-input test runs first: the other rewinds it)."""
+    root = tmp_path_factory.mktemp("rewind")
+    config = tiny_train_config(root)
+    run_main(config, root / "out", "run", "--total_iters", "6", "--save_every_iters", "2")
+    return config, root / "out" / "run"
 
 
 def one_line(argv: list[str], capsys) -> str:
@@ -26,6 +28,18 @@ def one_line(argv: list[str], capsys) -> str:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: "), err
     return err[0]
+
+
+def test_bad_input_is_one_line(trained, tmp_path, capsys):
+    _, run = trained
+    assert "no complete checkpoint of iteration 3; it has 3 checkpoints: 2, 4, 6" in one_line(
+        [str(run), "--to", "3"], capsys)
+    assert "no such run folder" in one_line([str(tmp_path / "missing"), "--to", "2"], capsys)
+    (tmp_path / "empty").mkdir()
+    assert "no complete checkpoint in it" in one_line([str(tmp_path / "empty"), "--to", "2"], capsys)
+    with locked(run):  # a training still writing the run
+        assert "stop the training that is writing it first" in one_line([str(run), "--to", "2"], capsys)
+    assert json.loads((run / "latest.json").read_text())["iteration"] == 6  # nothing was touched
 
 
 def test_a_rewound_run_continues_from_the_checkpoint_and_reaches_the_same_weights(trained, capsys):
@@ -50,15 +64,3 @@ def test_a_rewound_run_continues_from_the_checkpoint_and_reaches_the_same_weight
     assert (ckpts / "after_00000004" / "ckpt_00000006.safetensors").is_file()
     assert rewind_cli.main([str(run), "--to", "2"]) == 0
     assert sorted(p.name for p in ckpts.glob("after_*")) == ["after_00000002", "after_00000002_2", "after_00000004"]
-
-
-def test_bad_input_is_one_line(trained, tmp_path, capsys):
-    _, run = trained
-    assert "no complete checkpoint of iteration 3; it has 3 checkpoints: 2, 4, 6" in one_line(
-        [str(run), "--to", "3"], capsys)
-    assert "no such run folder" in one_line([str(tmp_path / "missing"), "--to", "2"], capsys)
-    (tmp_path / "empty").mkdir()
-    assert "no complete checkpoint in it" in one_line([str(tmp_path / "empty"), "--to", "2"], capsys)
-    with locked(run):  # a training still writing the run
-        assert "stop the training that is writing it first" in one_line([str(run), "--to", "2"], capsys)
-    assert json.loads((run / "latest.json").read_text())["iteration"] == 6  # nothing was touched
