@@ -109,7 +109,9 @@ def test_a_file_size_limit_is_one_line_and_resumable(tmp_path):
     line = one_line(run("-c", LIMITED, "20000", *argv))
     assert ".safetensors: cannot write (File too large); raise the file-size limit" in line, line
     assert not list((tmp_path / "run").rglob("*.tmp"))
-    assert run("-m", *argv).returncode == 0
+    from maskgen.train import main as maskgen_main
+
+    assert maskgen_main(argv[1:]) == 0  # the same command without the limit, in this process
     assert (tmp_path / "run" / "latest.json").is_file()
 
     images = tmp_path / "data_root" / "Source_Images"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import importlib.util
 import json
 import os
 import tempfile
@@ -31,11 +32,10 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 
 def _bpe_file() -> Path:
-    try:
-        import open_clip
-    except ImportError as exc:  # pragma: no cover - open_clip_torch is a requirement
-        raise UserError("open_clip_torch is not installed; run `pip install -r requirements.txt`") from exc
-    path = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
+    spec = importlib.util.find_spec("open_clip")  # the package's folder, without importing it (seconds)
+    if spec is None or not spec.origin:  # pragma: no cover - open_clip_torch is a requirement
+        raise UserError("open_clip_torch is not installed; run `pip install -r requirements.txt`")
+    path = Path(spec.origin).parent / "bpe_simple_vocab_16e6.txt.gz"
     if not path.is_file():
         raise UserError(f"{path} is missing from open_clip_torch; reinstall it (`pip install -U open_clip_torch`)")
     return path
