@@ -50,10 +50,13 @@ def test_a_training_run_whose_loss_leaves_its_level_warns_once_with_the_checkpoi
 
     monkeypatch.setattr(trainer_module.Trainer, "compute_loss", blowing_up)
     config = tiny_train_config(tmp_path)                     # logs every iteration
-    run_main(config, tmp_path / "out", "up", "--total_iters", "9", "--save_every_iters", "2")
+    run_main(config, tmp_path / "out", "up", "--total_iters", "9", "--save_every_iters", "2",
+             "--set", "train.keep_checkpoints=1")
     lines = [line for line in capsys.readouterr().err.splitlines() if "the loss rose" in line]
     assert len(lines) == 1, lines
     assert "rose after iteration 4" in lines[0] and "up/checkpoints/ckpt_00000004.safetensors" in lines[0]
+    kept = sorted(p.name for p in (tmp_path / "out" / "up" / "checkpoints").glob("ckpt_*.safetensors"))
+    assert kept == ["ckpt_00000004.safetensors", "ckpt_00000009.safetensors"]  # the one named is spared pruning
 
 
 def test_a_resumed_run_replays_its_log_so_a_blow_up_across_the_stop_is_still_told(tmp_path, monkeypatch, capsys):
@@ -81,6 +84,6 @@ def test_a_resumed_run_replays_its_log_so_a_blow_up_across_the_stop_is_still_tol
 def test_replay_reads_only_the_loss_windows_of_a_log():
     watch = DivergenceWatch()
     rows = [{"iteration": 25 * (i + 1), "loss": loss} for i, loss in enumerate(LEVEL + BLOWN[:2])]
-    rows.insert(3, {"iteration": 80, "fid": 12.0})
+    rows[3:3] = [{"iteration": 80, "fid": 12.0}, {"iteration": 81, "loss": None}, {"iteration": 82, "loss": "x"}]
     assert not watch.replay(rows) and watch.above == 2 and watch.rose_at == 25 * len(LEVEL)
     assert watch.replay([{"iteration": 25 * (len(LEVEL) + 3), "loss": BLOWN[2]}])

@@ -7,7 +7,7 @@ import pytest
 from safetensors.torch import load_file
 from train_helpers import run_main, tiny_train_config
 
-from runtime.errors import run_cli
+from runtime.errors import UserError, run_cli
 from runtime.lock import locked
 from training import rewind as rewind_cli
 
@@ -55,6 +55,8 @@ def test_a_rewound_run_continues_from_the_checkpoint_and_reaches_the_same_weight
         for kind, ext in (("ckpt", "safetensors"), ("ckpt", "yaml"), ("state", "json"), ("state", "safetensors")))
     assert not list(ckpts.glob("*_00000004.*")) and not list(ckpts.glob("*_00000006.*"))
     assert max(json.loads(line)["iteration"] for line in (run / "metrics.jsonl").read_text().splitlines()) == 2
+    with pytest.raises(UserError, match=r"an earlier rewind moved it to checkpoints/after_00000002: move its files"):
+        rewind_cli.rewind(run, 6)
 
     run_main(config, run.parent, "run", "--total_iters", "6", "--save_every_iters", "2")  # the run's command
     again = load_file(str(ckpts / "ckpt_00000006.safetensors"))

@@ -9,6 +9,7 @@ run first replays the windows of its log, so a run resumed in the middle of a bl
 from __future__ import annotations
 
 import math
+import shlex
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional
 
@@ -27,11 +28,15 @@ class DivergenceWatch:
     above: int = 0
     rose_at: Optional[int] = None   # the end of the last window at the level, where the rise began
     warned: bool = False
+    last: float = math.nan          # the last window's loss read
 
     def update(self, iteration: int, loss: float, window_start: int) -> bool:
         """Read one window's mean ``loss`` (iterations ``window_start + 1 .. iteration``); True the first time
         the run looks diverged (from then on it stays quiet)."""
-        if self.warned or not math.isfinite(loss):
+        if not math.isfinite(loss):
+            return False
+        self.last = loss
+        if self.warned:
             return False
         if loss > self.factor * self.best:
             if self.above == 0:
@@ -51,9 +56,12 @@ class DivergenceWatch:
         run does; True if they show a run that had already diverged."""
         start = 0
         for row in rows:
-            if "loss" in row:
-                self.update(int(row["iteration"]), float(row["loss"]), start)
-                start = int(row["iteration"])
+            try:
+                loss = float(row["loss"])
+            except (KeyError, TypeError, ValueError):  # another kind of row, or a hand-edited one
+                continue
+            self.update(int(row["iteration"]), loss, start)
+            start = int(row["iteration"])
         return self.warned
 
     def message(self, loss: float, before: Optional[Saved]) -> str:
@@ -61,8 +69,8 @@ class DivergenceWatch:
         if before is not None:
             run = before.weights.parent.parent
             back = (f"the last checkpoint saved before it is {before.weights} (infer.py --ckpt takes it); go back "
-                    f"to it with `python -m training.rewind {run} --to {before.iteration}` and continue the run with "
-                    "--set train.grad_clip=1.0")
+                    f"to it with `python -m training.rewind {shlex.quote(str(run))} --to {before.iteration}` and "
+                    "continue the run with --set train.grad_clip=1.0")
         else:
             back = "no checkpoint was saved before it; train again with --set train.grad_clip=1.0"
         return (f"warning: the loss rose after iteration {self.rose_at} and stayed up: {loss:.4g} over the last "

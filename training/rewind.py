@@ -1,9 +1,10 @@
 """Going back in a run: ``python -m training.rewind RUN --to N`` makes checkpoint N the run's latest again.
 
 The checkpoints after N move to ``RUN/checkpoints/after_N/`` (kept, never deleted), ``latest.json`` points at N
-and ``metrics.jsonl`` is cut at N. The run's own training command then continues from N, for instance with
-``--set train.grad_clip=1.0`` after a blow-up (the change is recorded in ``config_changes.jsonl``). Any trainer's
-run folder (``main.py``, the mask producer, the detector) can be rewound; a run that is training is refused.
+and ``metrics.jsonl`` is cut at N; the sample grids past N stay until the continued run writes its own. The run's
+own training command then continues from N, for instance with ``--set train.grad_clip=1.0`` after a blow-up (the
+change is recorded in ``config_changes.jsonl``). Any trainer's run folder (``main.py``, the mask producer, the
+detector) can be rewound; a run that is training is refused.
 """
 from __future__ import annotations
 
@@ -40,14 +41,16 @@ def rewind(run_dir: str | Path, iteration: int) -> Rewound:
         raise UserError(f"{run_dir}: no complete checkpoint in it; give a run folder a trainer wrote "
                         "(OUTPUT_ROOT/<name>)")
     if iteration not in done:
-        raise UserError(f"{run_dir}: no complete checkpoint of iteration {iteration}; it has {_listing(done)}")
+        moved = sorted(str(p.parent.relative_to(run_dir)) for p in folder.glob(f"after_*/{weights_name(iteration)}"))
+        where = f" (an earlier rewind moved it to {', '.join(moved)}: move its files back first)" if moved else ""
+        raise UserError(f"{run_dir}: no complete checkpoint of iteration {iteration}{where}; it has {_listing(done)}")
     state = complete_state(folder, iteration)
     weights = folder / weights_name(iteration)
-    write_pointer(run_dir, iteration, weights, state, _trainer_of(run_dir, state))  # first: a kill here is safe
+    trainer = _trainer_of(run_dir, state)
     later = sorted({int(m.group(1)) for p in folder.iterdir()
                     if (m := _CHECKPOINT_FILE.match(p.name)) and int(m.group(1)) > iteration})
     aside = None
-    if later:
+    if later:  # first: killed before the pointer moves, a resume finds the pointed files gone and takes N anyway
         aside = _free(folder / f"after_{iteration:08d}")
         aside.mkdir()
         for path in sorted(folder.iterdir()):
@@ -56,6 +59,7 @@ def rewind(run_dir: str | Path, iteration: int) -> Rewound:
                 os.replace(path, aside / path.name)
         fsync_dir(aside)
         fsync_dir(folder)
+    write_pointer(run_dir, iteration, weights, state, trainer)
     link_latest(weights)
     JsonlLog(run_dir).truncate_after(iteration)
     return Rewound(iteration, later, aside)
@@ -63,7 +67,8 @@ def rewind(run_dir: str | Path, iteration: int) -> Rewound:
 
 def _listing(iterations: list[int]) -> str:
     shown = ", ".join(str(i) for i in iterations[-8:])
-    return f"{len(iterations)} checkpoints: " + ("..., " if len(iterations) > 8 else "") + shown
+    noun = "checkpoint" if len(iterations) == 1 else "checkpoints"
+    return f"{len(iterations)} {noun}: " + ("..., " if len(iterations) > 8 else "") + shown
 
 
 def _free(path: Path) -> Path:
@@ -77,9 +82,11 @@ def _free(path: Path) -> Path:
 
 def _trainer_of(run_dir: Path, state: Path) -> str:
     """The trainer named by the run's pointer, else by the checkpoint's state JSON, else ``main``."""
-    for source, key in ((run_dir / POINTER, "trainer"), (state, "trainer")):
+    for source in (run_dir / POINTER, state):
+        if source.suffix != ".json":  # a legacy state_N.pt
+            continue
         try:
-            return str(json.loads(source.read_text(encoding="utf-8"))[key])
+            return str(json.loads(source.read_text(encoding="utf-8"))["trainer"])
         except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
             continue
     return "main"
@@ -87,6 +94,7 @@ def _trainer_of(run_dir: Path, state: Path) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(
+        prog="python -m training.rewind",
         description="Make an earlier checkpoint of a training run its latest again, so that the run's training "
                     "command continues from there. Later checkpoints are moved to checkpoints/after_N/, not "
                     "deleted; metrics.jsonl is cut at N.",

@@ -106,8 +106,9 @@ class RunFolder:
 
     # -- saving -----------------------------------------------------------------------------------
     def save(self, iteration: int, sections: Mapping[str, Mapping[str, torch.Tensor]], config: Any,
-             state: Mapping[str, Any], metadata: Optional[Mapping[str, Any]] = None) -> Saved:
-        """Write checkpoint ``iteration`` (weights, state, then the pointer) and prune old ones."""
+             state: Mapping[str, Any], metadata: Optional[Mapping[str, Any]] = None,
+             spare: Optional[int] = None) -> Saved:
+        """Write checkpoint ``iteration`` (weights, state, then the pointer) and prune old ones, never ``spare``."""
         self.dir.mkdir(parents=True, exist_ok=True)
         weights = self.dir / weights_name(iteration)
         state_path = self.dir / state_name(iteration)
@@ -117,15 +118,15 @@ class RunFolder:
         fsync_dir(self.dir)
         write_pointer(self.run_dir, iteration, weights, state_path, self.trainer)
         link_latest(weights)
-        self._prune(iteration)
+        self._prune(iteration, spare)
         return Saved(iteration, weights, state_path)
 
-    def _prune(self, newest: int) -> None:
+    def _prune(self, newest: int, spare: Optional[int] = None) -> None:
         if self.keep <= 0:
             return
         done = sorted(self.complete_iterations(), reverse=True)
         for iteration in done[self.keep:]:
-            if iteration == newest:
+            if iteration in (newest, spare):
                 continue
             state = self.dir / state_name(iteration)
             for path in (*self.weight_files(iteration), state, state_tensors(state),

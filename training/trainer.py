@@ -64,6 +64,7 @@ from training.lr_schedule import WarmupSchedule
 from training.metrics import MetricsLog, gate_stats
 from training.options import CLI_ONLY, DEFAULT_CKPT, RELEASE_URL, TrainOptions
 from training.resume_rule import refuse_changes
+from training.run_folder import complete_state
 from training.sample_grid import write_grid
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -574,14 +575,14 @@ class Trainer:
     def _replay_divergence(self) -> None:
         """Rank 0 of a resumed run reads its logged windows; a log that shows a blow-up warns now, naming the
         newest checkpoint still in the folder from before the rise."""
-        rows = [row for row in self.metrics.jsonl.rows() if "loss" in row]
+        rows = self.metrics.jsonl.rows()
         diverged = self.divergence.replay(rows)
         if self.divergence.above or diverged:
             before = [i for i in self.checkpoints.complete_iterations() if i <= self.divergence.rose_at]
             self._before_rise = (Saved(before[-1], self.checkpoints.dir / weights_name(before[-1]),
-                                       self.checkpoints.dir / state_name(before[-1])) if before else None)
+                                       complete_state(self.checkpoints.dir, before[-1])) if before else None)
         if diverged:
-            print(self.divergence.message(float(rows[-1]["loss"]), self._before_rise), file=sys.stderr, flush=True)
+            print(self.divergence.message(self.divergence.last, self._before_rise), file=sys.stderr, flush=True)
 
     def _log(self, loss: float, grad_norm: float, it_per_s: float) -> None:
         if self.metrics is None:
@@ -626,7 +627,8 @@ class Trainer:
                      "seed": self.opts.seed, "trainable": [n for n, _ in self.named_params]}
             self.last_saved = self.checkpoints.save(self.iteration, sections, self.cfg, state,
                                                     {"run": self.opts.name, "init": self.init_source,
-                                                     **self.provenance})
+                                                     **self.provenance},
+                                                    spare=self._before_rise.iteration if self._before_rise else None)
         else:
             self.last_saved = Saved(self.iteration, self.checkpoints.dir / weights_name(self.iteration),
                                     self.checkpoints.dir / state_name(self.iteration))
