@@ -62,7 +62,11 @@ def test_a_rewound_run_continues_from_the_checkpoint_and_reaches_the_same_weight
     again = load_file(str(ckpts / "ckpt_00000006.safetensors"))
     assert again.keys() == final.keys() and all((again[k] == final[k]).all() for k in final)
 
+    aside = ckpts / "after_00000004"  # a rewind killed after moving one file: run again, it finishes in one folder
+    aside.mkdir()
+    (ckpts / "state_00000006.json").rename(aside / "state_00000006.json")
     assert rewind_cli.main([str(run), "--to", "4"]) == 0  # a second rewind keeps the first one's files
+    assert len(list(aside.iterdir())) == 4 and not list(ckpts.glob("*_00000006.*"))
     assert (ckpts / "after_00000004" / "ckpt_00000006.safetensors").is_file()
     assert rewind_cli.main([str(run), "--to", "2"]) == 0
     assert sorted(p.name for p in ckpts.glob("after_*")) == ["after_00000002", "after_00000002_2", "after_00000004"]

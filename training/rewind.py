@@ -51,12 +51,12 @@ def rewind(run_dir: str | Path, iteration: int) -> Rewound:
                     if (m := _CHECKPOINT_FILE.match(p.name)) and int(m.group(1)) > iteration})
     aside = None
     if later:  # first: killed before the pointer moves, a resume finds the pointed files gone and takes N anyway
-        aside = _free(folder / f"after_{iteration:08d}")
-        aside.mkdir()
-        for path in sorted(folder.iterdir()):
-            match = _CHECKPOINT_FILE.match(path.name)
-            if match and int(match.group(1)) > iteration:
-                os.replace(path, aside / path.name)
+        moving = [p for p in sorted(folder.iterdir())
+                  if (m := _CHECKPOINT_FILE.match(p.name)) and int(m.group(1)) > iteration]
+        aside = _free(folder / f"after_{iteration:08d}", [p.name for p in moving])
+        aside.mkdir(exist_ok=True)
+        for path in moving:
+            os.replace(path, aside / path.name)
         fsync_dir(aside)
         fsync_dir(folder)
     write_pointer(run_dir, iteration, weights, state, trainer)
@@ -71,10 +71,11 @@ def _listing(iterations: list[int]) -> str:
     return f"{len(iterations)} {noun}: " + ("..., " if len(iterations) > 8 else "") + shown
 
 
-def _free(path: Path) -> Path:
-    """``path``, or ``path_2``, ``path_3`` ... if taken (an earlier rewind to the same iteration)."""
+def _free(path: Path, names: list[str]) -> Path:
+    """``path``, or ``path_2``, ``path_3`` ... where one of ``names`` is already there (an earlier rewind to the same
+    iteration); a folder without them is reused (the same rewind, killed midway and run again)."""
     n, candidate = 1, path
-    while candidate.exists():
+    while any((candidate / name).exists() for name in names):
         n += 1
         candidate = path.with_name(f"{path.name}_{n}")
     return candidate
