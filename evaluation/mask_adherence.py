@@ -58,24 +58,26 @@ def defect_contrast(image: np.ndarray, mask: np.ndarray, ring: int = 6, where: s
 
 
 def folder_contrasts(root: str | Path, categories, ring: int = 6,
-                     transform: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> dict[str, tuple[str, Contrast]]:
-    """stem -> (category name, contrast) for every image/mask pair of a paired folder.
+                     transform: Optional[Callable[[np.ndarray, np.ndarray], np.ndarray]] = None,
+                     stems: Optional[Sequence[str]] = None) -> dict[str, tuple[str, Contrast]]:
+    """stem -> (category name, contrast) for every image/mask pair of a paired folder (or those in ``stems``).
 
-    ``transform`` (grey array -> grey array of the same size) is applied to each image first.
+    ``transform`` (grey array, bool mask -> grey array of the same size) is applied to each image first.
     """
     images = list_by_stem(image_folder(root), IMAGE_EXTS, "image", strict=False)
     masks = list_by_stem(mask_folder(root), MASK_EXTS, "mask", strict=False)
     matched = match_by_stem(images, masks, "image", "mask")
+    wanted = matched.stems if stems is None else [s for s in matched.stems if s in set(stems)]
     reader = MaskReader()
     out = {}
-    for stem in matched.stems:
-        image = read_gray(images[stem])
+    for stem in wanted:
+        image, mask = read_gray(images[stem]), reader(masks[stem])
         if transform is not None:
             try:
-                image = transform(image)
+                image = transform(image, mask)
             except UserError as exc:
                 raise UserError(f"{images[stem]}: {exc}") from None
-        c = defect_contrast(image, reader(masks[stem]), ring, where=str(images[stem]))
+        c = defect_contrast(image, mask, ring, where=str(images[stem]))
         if c is not None:
             out[stem] = (category_of(stem, categories), c)
     reader.report()

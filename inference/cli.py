@@ -38,6 +38,7 @@ from inference.generate import (
     generate_dataset,
     load_pipeline,
     sampling_defaults,
+    use_upscaler,
 )
 from inference.jobs import JobSpec
 from inference.writer import RECORD
@@ -79,6 +80,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="base seed; each image's seed derives from it")
     p.add_argument("--num_per_mask", type=int, default=1, help="images per mask")
     p.add_argument("--output_size", type=int, default=None, help="output side in pixels (e.g. 200)")
+    p.add_argument("--upscaler", default="auto", metavar="auto|none|FILE",
+                   help="above the model's size, sharpen along the mask: auto (the checkpoint's mask-guided upscaler, "
+                        "if it has one), none (bicubic only) or a file from python -m training.upscaler "
+                        "(default: %(default)s)")
     add_device(p, default_text="auto; under torchrun, this rank's GPU")
     add_threads(p, 0, note="; under torchrun on a CPU the cores are shared out between the ranks")
     p.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32",
@@ -157,6 +162,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"checkpoint {ckpt}")
     pipe = load_pipeline(ckpt, device=info.device, precision=args.precision, weights=args.weights,
                          config=args.config)
+    use_upscaler(pipe, args.upscaler)
     opts = options_from_args(args, pipe.models.config)
     if rank == 0:
         if pipe.models.extra["weights"] == "ema":
@@ -165,6 +171,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             if opts.guidance_interval else ""
         low = f", low frequencies (box {opts.guidance_low[1]}) {opts.guidance_low[0]:g}" if opts.guidance_low else ""
         print(f"sampling: {opts.sampler} {opts.steps} steps, guidance {opts.guidance_scale:g}{interval}{low}")
+        if pipe.models.upscaler is not None and (opts.output_size or 0) > pipe.image_size:
+            print(f"upscaling: mask-guided to {pipe.models.upscaler.size} px (--upscaler none for bicubic only)")
         note = distilled_guidance_note(pipe, opts.guidance_scale)
         if note:
             print(f"note: {note}")

@@ -22,6 +22,10 @@ API (everything raises :class:`runtime.errors.UserError`, one line naming the ``
         backgrounds: B x 3 x H x W in [0, 1] at the model size (implant/sdedit);
         returns B x C x H x W in [0, 1] at the model size; no file I/O
     resize_images(images, size) -> torch.Tensor    to the output size (bicubic, antialiased)
+    use_upscaler(pipe, choice) -> None
+        "auto": the checkpoint's mask-guided upscaler if it has one; "none": plain bicubic; a file written by
+        ``python -m training.upscaler``: that one (ldm.modules.mask_upscaler); used for output sizes above
+        the model's
     generate_dataset(pipe, jobs, out_dir, opts, background=None, rank=0, world=1, progress=None,
                      preview=True) -> Path
         jobs: JobSpec(mask_dir, num_per_mask=1, seed=0, prompt=None, skip_empty=False);
@@ -49,7 +53,6 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from dataset.categories import categories_from_config
 from dataset.sem_dataset import one_hot_sem
@@ -64,9 +67,10 @@ from inference.implant import (
 from inference.jobs import Job, JobSpec, build_jobs, mask_tensor, seed_noise, shard
 from inference.preview import write_preview
 from inference.writer import INFER_FIX, PairedWriter, prepare_folder, prepare_root
-from ldm.checkpoint import load_models
+from ldm.checkpoint import load_models, read_upscaler
 from ldm.diffusion.guidance import DEFAULT_GUIDANCE_SCALE, check_interval, check_low
 from ldm.diffusion.samplers import SAMPLERS, start_timestep
+from ldm.modules.mask_upscaler import resize_images, upscale_images
 from ldm.pipeline import DefFillerPipeline, gate_schedule
 from runtime.device import cpu_has_bf16, pick_device
 from runtime.digest import file_sha256
@@ -198,6 +202,22 @@ def load_pipeline(ckpt: str | Path, device: Optional[str | torch.device] = None,
     return DefFillerPipeline(models, device, PRECISIONS[precision])
 
 
+def use_upscaler(pipe: DefFillerPipeline, choice: str | Path = "auto") -> None:
+    """Set the pipeline's mask-guided upscaler: ``auto`` (the checkpoint's, if any), ``none`` or a file."""
+    if str(choice) == "auto":
+        return
+    if str(choice) == "none":
+        pipe.models.upscaler = None
+        pipe.models.extra.pop("upscaler", None)
+        return
+    upscaler = read_upscaler(choice).to(pipe.device)
+    if upscaler.side != pipe.image_size:
+        raise UserError(f"--upscaler {choice} was trained for a {upscaler.side} px generator, this one draws "
+                        f"{pipe.image_size} px; train one with python -m training.upscaler --side {pipe.image_size}")
+    pipe.models.upscaler = upscaler
+    pipe.models.extra["upscaler"] = f"{Path(choice).name} sha256 {file_sha256(choice)[:16]}"
+
+
 def check_options(pipe: DefFillerPipeline, opts: GenerationOptions) -> None:
     """What only the loaded model can tell: step counts its schedule holds, fp16 on CUDA only."""
     try:  # e.g. UniPC beyond its 981 start
@@ -217,13 +237,6 @@ def distilled_guidance_note(pipe: DefFillerPipeline, guidance_scale: float) -> O
         return None
     return (f"this model was distilled to give its teacher's {teacher} unguided; guidance {guidance_scale:g} on "
             "top extrapolates from a branch it was not trained for")
-
-
-def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
-    """B x C x H x W in [0, 1] -> B x C x size x size (bicubic, antialiased, clamped)."""
-    if images.shape[-1] == size and images.shape[-2] == size:
-        return images
-    return F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
 
 
 @torch.no_grad()
@@ -291,6 +304,8 @@ def settings_for(pipe: DefFillerPipeline, opts: GenerationOptions, spec: Optiona
                     dilate=opts.dilate if opts.mode == "implant" else None,
                     background=str(Path(background).resolve()) if background is not None else None,
                     precision=opts.precision, weights=extra.get("weights"), grayscale=opts.grayscale)
+    if pipe.models.upscaler is not None and settings["output_size"] > pipe.image_size:
+        settings["upscaler"] = extra.get("upscaler", "embedded")
     if spec is not None:
         settings.update(spec.settings())
     return settings
@@ -394,7 +409,9 @@ def _generate_batches(pipe: DefFillerPipeline, all_jobs: list[Job], root: Path, 
         backgrounds = _background_batch(picked, size) if extras else None
         images = generate_batch(pipe, masks, [j.category.index for j in batch], [j.prompt for j in batch],
                                 [j.seed for j in batch], opts, backgrounds)
-        images = resize_images(images, out_size)
+        ups = pipe.models.upscaler if out_size > size else None
+        big = torch.stack([mask_tensor(j.mask_path, ups.size) for j in batch]) if ups is not None else None
+        images = upscale_images(images, out_size, big, ups)
         for j, img, source in zip(batch, images, picked):
             record = record_for(j.mask_path, j.category.name, j.prompt, j.seed, opts, source)
             writer.write(j.name, img, mask_tensor(j.mask_path, out_size), record, opts.grayscale)
@@ -407,4 +424,4 @@ def _generate_batches(pipe: DefFillerPipeline, all_jobs: list[Job], root: Path, 
 __all__ = ["DEFAULT_STEPS", "MODES", "PRECISIONS", "FolderLock", "GenerationOptions", "JobSpec", "PairedWriter",
            "check_options",
            "generate_batch", "generate_dataset", "load_pipeline", "recommended_sampling", "record_for",
-           "resize_images", "sampling_defaults", "settings_for"]
+           "resize_images", "sampling_defaults", "settings_for", "upscale_images", "use_upscaler"]

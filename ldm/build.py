@@ -15,13 +15,14 @@ from ldm.modules.unet import UNetModel
 
 @dataclass
 class DefFillerModels:
-    """The four parts of a GLIGEN-sem checkpoint (text encoder / autoencoder may be absent)."""
+    """The parts of a GLIGEN-sem checkpoint (text encoder / autoencoder / mask upscaler may be absent)."""
 
     config: DictConfig
     model: UNetModel
     diffusion: NoiseSchedule
     autoencoder: Optional[nn.Module] = None
     text_encoder: Optional[nn.Module] = None
+    upscaler: Optional[nn.Module] = None
     extra: dict = field(default_factory=dict)
 
     def parts(self) -> dict[str, nn.Module]:
@@ -52,4 +53,5 @@ def build_models(cfg: DictConfig, parts: Iterable[str] = PARTS, device: Optional
         autoencoder = instantiate(cfg.autoencoder) if "autoencoder" in cfg and "autoencoder" in wanted else None
         text_encoder = (instantiate(cfg.text_encoder) if "text_encoder" in cfg and "text_encoder" in wanted
                         else None)
-    return DefFillerModels(cfg, model, diffusion, autoencoder, text_encoder)
+        upscaler = instantiate(cfg.upscaler) if "upscaler" in cfg and "upscaler" in wanted else None
+    return DefFillerModels(cfg, model, diffusion, autoencoder, text_encoder, upscaler)

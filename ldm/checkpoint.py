@@ -26,9 +26,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save_bytes
+from torch import nn
 
 from ldm.build import DefFillerModels, build_models
-from ldm.config import PARTS, config_from_mapping, config_from_text, to_original_targets
+from ldm.config import PARTS, config_from_mapping, config_from_text, instantiate, to_original_targets
 from ldm.diffusion.schedule import BUFFER_NAMES
 from ldm.modules.unet import is_gligen_layer
 from runtime.atomic import write_bytes_atomic, write_text_atomic
@@ -315,14 +316,28 @@ def models_from_checkpoint(ckpt: Checkpoint, config: Optional[Union[DictConfig, 
     return models.to(device).eval()
 
 
+def read_upscaler(path: Union[str, Path]) -> nn.Module:
+    """The mask-guided upscaler of a file with an ``upscaler`` section and config (``python -m training.upscaler``,
+    or a release file that embeds one), loaded strictly on the CPU in eval mode."""
+    ckpt = read_checkpoint(path)
+    cfg = ckpt.config
+    if "upscaler" not in ckpt.sections or cfg is None or "upscaler" not in cfg:
+        raise CheckpointError(f"{path} holds no mask-guided upscaler; write one with python -m training.upscaler")
+    try:
+        module = instantiate(cfg.upscaler)
+        module.load_state_dict({k: v.float() for k, v in ckpt.sections["upscaler"].items()}, strict=True)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: its upscaler does not fit its config ({' '.join(str(exc).split())[:160]}); "
+                              "write it again with python -m training.upscaler") from None
+    return module.eval()
+
+
 PROCESS_KEYS = ("parameterization", "zero_terminal_snr", "snr_shift", "offset_noise", "uncond_drop")
 
 
 def check_diffusion(cfg: DictConfig, ckpt: Checkpoint) -> None:
     """Refuse a config whose diffusion process differs from the one the checkpoint was trained with: its
     schedule (the ``alphas_cumprod`` the checkpoint stores) or what its model predicts and was trained on."""
-    from ldm.config import instantiate
-
     process = instantiate(cfg["diffusion"])
     given = ckpt.sections.get("diffusion", {}).get("alphas_cumprod")
     if given is not None and not torch.allclose(given.float(), process.alphas_cumprod, rtol=1e-4, atol=1e-7):

@@ -18,6 +18,7 @@ from runtime import options as O
 from runtime.errors import UserError, require_file
 
 REGISTRY = {
+    "ldm.modules.mask_upscaler.MaskUpscaler",
     "ldm.modules.unet.UNetModel",
     "ldm.modules.grounding.PositionNet",
     "ldm.modules.grounding.GroundingDownsampler",
@@ -39,10 +40,10 @@ ORIGINAL_TARGETS = {
 }
 OUR_TO_ORIGINAL = {ours: orig for orig, ours in ORIGINAL_TARGETS.items()}
 
-PARTS = ("model", "autoencoder", "text_encoder", "diffusion")
+PARTS = ("model", "autoencoder", "text_encoder", "diffusion", "upscaler")
 
 
-# top-level sections: the four parts, the training sections (checked by training/options.py), the
+# top-level sections: the parts, the training sections (checked by training/options.py), the
 # recommended sampling settings (values checked by inference.generate.recommended_sampling) and the
 # original DefFiller/GLIGEN keys that original config files carry (read by nothing here)
 SECTIONS = (*PARTS, "data", "train", "sampling")
