@@ -23,11 +23,13 @@ import torch
 from omegaconf import OmegaConf
 
 from inference.generate import recommended_sampling
+from ldm.build import build_models
 from ldm.checkpoint import (
     PROVENANCE_KEYS,
     apply_weights_choice,
     load_models,
     read_checkpoint,
+    read_upscaler,
     save_checkpoint,
 )
 from ldm.config import SAMPLING_SCHEMA
@@ -42,8 +44,11 @@ RELEASE_KEYS = {"source_checkpoint", "source_sha256", "weights"}  # what only a 
 
 
 def export_release(ckpt: str | Path, out: str | Path, sampling: Optional[dict] = None, weights: str = "auto",
-                   dtype: str = "fp16", max_mb: Optional[float] = None) -> Path:
-    """Write the release file ``out`` from ``ckpt`` and check that it loads; returns ``out``."""
+                   dtype: str = "fp16", max_mb: Optional[float] = None, upscaler: Optional[str | Path] = None) -> Path:
+    """Write the release file ``out`` from ``ckpt`` and check that it loads; returns ``out``.
+
+    ``upscaler``: a mask-guided upscaler file to embed (``python -m training.upscaler``), ``"none"`` to leave out
+    one ``ckpt`` embeds, ``None`` to keep what ``ckpt`` has."""
     if dtype not in DTYPES:
         raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     out = Path(out)
@@ -59,6 +64,17 @@ def export_release(ckpt: str | Path, out: str | Path, sampling: Optional[dict] =
     if sampling:
         config.sampling = {**(OmegaConf.to_container(config.sampling) if "sampling" in config else {}), **sampling}
     recommended_sampling(config)  # a bad sampling value is refused before anything is written
+    upscaler_note = source.metadata.get("upscaler")  # which upscaler file a release embeds
+    if upscaler is not None:
+        source.sections.pop("upscaler", None)
+        config.pop("upscaler", None)
+        upscaler_note = None
+    if upscaler is not None and str(upscaler) != "none":
+        side = build_models(config, parts=("model", "autoencoder"), device="meta").image_size
+        module = read_upscaler(upscaler, side)
+        source.sections["upscaler"] = module.state_dict()
+        config.upscaler = read_checkpoint(upscaler).config.upscaler
+        upscaler_note = f"{Path(upscaler).name} sha256 {file_sha256(upscaler)[:16]}"
     sections = {part: {k: v.to(DTYPES[dtype]) if v.is_floating_point() and part not in KEEP_FP32 else v
                        for k, v in tensors.items()}
                 for part, tensors in source.sections.items() if part != "ema"}
@@ -67,6 +83,8 @@ def export_release(ckpt: str | Path, out: str | Path, sampling: Optional[dict] =
                 "dtype": dtype, "split": str(train.get("split")),
                 "iteration": str(source.metadata.get("iteration", "")), "init": str(source.metadata.get("init", "")),
                 **{k: str(source.metadata.get(k, "")) for k in PROVENANCE_KEYS if k != "split"}}
+    if upscaler_note:
+        metadata["upscaler"] = upscaler_note
     if RELEASE_KEYS <= set(source.metadata):  # a release re-exported (new sampling): it keeps its training origin
         metadata.update({k: source.metadata[k] for k in RELEASE_KEYS},
                         previous_release_sha256=metadata["source_sha256"])
@@ -100,8 +118,12 @@ def main(argv: Optional[list[str]] = None) -> int:
                    help="EMA or trained weights; auto: EMA when the checkpoint has them (default)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp16", help="weight precision (default: %(default)s)")
     p.add_argument("--max_mb", type=float, default=None, help="refuse a release file larger than this")
+    p.add_argument("--upscaler", default=None, metavar="FILE|none",
+                   help="embed this mask-guided upscaler (python -m training.upscaler); none: leave out the one --ckpt "
+                        "has (default: keep it)")
     args = p.parse_args(argv)
-    out = export_release(args.ckpt, args.out, parse_sampling(args.sampling), args.weights, args.dtype, args.max_mb)
+    out = export_release(args.ckpt, args.out, parse_sampling(args.sampling), args.weights, args.dtype, args.max_mb,
+                         args.upscaler)
     meta = json.dumps({"MB": round(out.stat().st_size / 2**20, 2), "sha256": file_sha256(out)[:16]})
     print(f"wrote {out} {meta}")
     return 0

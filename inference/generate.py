@@ -210,11 +210,7 @@ def use_upscaler(pipe: DefFillerPipeline, choice: str | Path = "auto") -> None:
         pipe.models.upscaler = None
         pipe.models.extra.pop("upscaler", None)
         return
-    upscaler = read_upscaler(choice).to(pipe.device)
-    if upscaler.side != pipe.image_size:
-        raise UserError(f"--upscaler {choice} was trained for a {upscaler.side} px generator, this one draws "
-                        f"{pipe.image_size} px; train one with python -m training.upscaler --side {pipe.image_size}")
-    pipe.models.upscaler = upscaler
+    pipe.models.upscaler = read_upscaler(choice, pipe.image_size).to(pipe.device)
     pipe.models.extra["upscaler"] = f"{Path(choice).name} sha256 {file_sha256(choice)[:16]}"
 
 
@@ -305,7 +301,7 @@ def settings_for(pipe: DefFillerPipeline, opts: GenerationOptions, spec: Optiona
                     background=str(Path(background).resolve()) if background is not None else None,
                     precision=opts.precision, weights=extra.get("weights"), grayscale=opts.grayscale)
     if pipe.models.upscaler is not None and settings["output_size"] > pipe.image_size:
-        settings["upscaler"] = extra.get("upscaler", "embedded")
+        settings["upscaler"] = extra.get("upscaler") or extra.get("metadata", {}).get("upscaler", "embedded")
     if spec is not None:
         settings.update(spec.settings())
     return settings

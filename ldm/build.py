@@ -25,6 +25,11 @@ class DefFillerModels:
     upscaler: Optional[nn.Module] = None
     extra: dict = field(default_factory=dict)
 
+    @property
+    def image_size(self) -> int:
+        """Side of the images the model draws (the UNet's side times the autoencoder's downscale)."""
+        return self.model.image_size * getattr(self.autoencoder, "downscale", 8)
+
     def parts(self) -> dict[str, nn.Module]:
         """Checkpoint section name -> module, for the parts that exist."""
         return {name: getattr(self, name) for name in PARTS if getattr(self, name) is not None}

@@ -316,9 +316,10 @@ def models_from_checkpoint(ckpt: Checkpoint, config: Optional[Union[DictConfig, 
     return models.to(device).eval()
 
 
-def read_upscaler(path: Union[str, Path]) -> nn.Module:
+def read_upscaler(path: Union[str, Path], side: Optional[int] = None) -> nn.Module:
     """The mask-guided upscaler of a file with an ``upscaler`` section and config (``python -m training.upscaler``,
-    or a release file that embeds one), loaded strictly on the CPU in eval mode."""
+    or a release file that embeds one), loaded strictly on the CPU in eval mode; with ``side``, refused unless it
+    was trained for a generator of that side."""
     ckpt = read_checkpoint(path)
     cfg = ckpt.config
     if "upscaler" not in ckpt.sections or cfg is None or "upscaler" not in cfg:
@@ -329,6 +330,9 @@ def read_upscaler(path: Union[str, Path]) -> nn.Module:
     except (RuntimeError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: its upscaler does not fit its config ({' '.join(str(exc).split())[:160]}); "
                               "write it again with python -m training.upscaler") from None
+    if side is not None and module.side != side:
+        raise CheckpointError(f"{path} was trained for a {module.side} px generator, this one draws {side} px; train "
+                              f"one with python -m training.upscaler --side {side}")
     return module.eval()
 
 

@@ -60,7 +60,7 @@ class DefFillerPipeline:
 
     @property
     def image_size(self) -> int:
-        return self.unet.image_size * getattr(self.models.autoencoder, "downscale", 8)
+        return self.models.image_size
 
     @torch.no_grad()
     def encode_text(self, prompts: Sequence[str]) -> torch.Tensor:

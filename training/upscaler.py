@@ -105,9 +105,9 @@ def train_upscaler(inputs: torch.Tensor, masks: torch.Tensor, targets: torch.Ten
         loss.backward()
         opt.step()
         if it >= iters - max(1, iters // 10):
-            tail.append(float(loss))
+            tail.append(loss.item())
         if it % 50 == 0:
-            bar.set_postfix(loss=f"{float(loss):.4f}")
+            bar.set_postfix(loss=f"{loss.item():.4f}")
     return net.eval(), float(np.mean(tail))
 
 

@@ -52,6 +52,7 @@ def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
 
 
+@torch.no_grad()
 def upscale_images(images: torch.Tensor, size: int, masks: Optional[torch.Tensor] = None,
                    upscaler: Optional[MaskUpscaler] = None) -> torch.Tensor:
     """Generated B x C x h x w images in [0, 1] -> B x C x size x size.
