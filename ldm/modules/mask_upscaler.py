@@ -35,14 +35,14 @@ class MaskUpscaler(nn.Module):
 
     def forward(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """``images`` B x C x H x W in [0, 1] (already resized to the stored size), ``masks`` B x H x W in {0, 1}
-        -> B x C x H x W in [0, 1]; each channel is sharpened alone."""
-        b, c, h, w = images.shape
+        -> B x C x H x W in [0, 1]; the residual is computed from the channels' mean (the grey level) and added
+        to every channel."""
+        b, _, h, w = images.shape
         if tuple(masks.shape) != (b, h, w):
             raise ValueError(f"masks must be {b} x {h} x {w} to match the images, got {tuple(masks.shape)}")
-        x = images.reshape(b * c, 1, h, w)
-        m = masks.to(images.dtype)[:, None].repeat_interleave(c, dim=0)
-        out = x + self.net(torch.cat([x * 2 - 1, m * 2 - 1], dim=1))
-        return out.clamp(0, 1).reshape(b, c, h, w)
+        grey = images.mean(1, keepdim=True)
+        residual = self.net(torch.cat([grey * 2 - 1, masks.to(images.dtype)[:, None] * 2 - 1], dim=1))
+        return (images + residual).clamp(0, 1)
 
 
 def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
