@@ -22,6 +22,7 @@ def test_release_is_small_half_precision_and_names_its_training_split():
     with safe_open(str(SHIPPED), "pt") as f:
         meta = f.metadata()
         dtypes = {f.get_slice(k).get_dtype() for k in f.keys() if not k.startswith("diffusion.")}
+        assert any(k.startswith("upscaler.") for k in f.keys())
     assert meta["format"] == "deffiller" and meta["weights"] == "ema" and dtypes <= {"F16", "I64"}
     assert meta["split"].endswith("SD-saliency-900_9-1_seed0.json") and meta["init"].startswith("random")
     assert "parameterization: v" in meta["config"] and "zero_terminal_snr: true" in meta["config"]
@@ -37,7 +38,9 @@ def test_distilled_release_names_its_teacher_and_samples_unguided():
         dtypes = {f.get_slice(k).get_dtype() for k in f.keys() if not k.startswith("diffusion.")}
     assert meta["format"] == "deffiller" and meta["weights"] == "ema" and dtypes <= {"F16", "I64"}
     assert meta["split"].endswith("SD-saliency-900_9-1_seed0.json")
-    assert meta["teacher_sha256"] == file_sha256(SHIPPED) and meta["init"].startswith("models/sd900_vpred.safetensors")
+    with safe_open(str(SHIPPED), "pt") as f:  # the teacher: the guided file, or the release it was re-exported from
+        teachers = {file_sha256(SHIPPED), f.metadata().get("previous_release_sha256")}
+    assert meta["teacher_sha256"] in teachers and meta["init"].startswith("models/sd900_vpred.safetensors")
     assert meta["teacher_guidance"] == "guidance 3, low frequencies (box 5) 1"
     assert "sampling:\n  sampler: unipc\n  steps: 20\n  guidance_scale: 1.0" in meta["config"]
 
@@ -59,6 +62,7 @@ def test_infer_draws_grey_steel_with_the_defect_where_the_mask_is(tmp_path, rele
                        "--steps", "10", "--output_size", "200"]) == 0
     settings = json.loads((out / "generation.json").read_text())["settings"]
     assert (settings["sampler"], settings["guidance_scale"]) == ("unipc", guidance)
+    assert settings["upscaler"].startswith("ups810.safetensors sha256 ")  # the embedded mask-guided upscaler
     images = {p.stem: np.asarray(Image.open(p).convert("L"), np.float32) / 255
               for p in (out / "Source_Images").glob("*.png")}
     assert set(images) == {"Sc_1", "In_1"}
