@@ -86,7 +86,8 @@ def error_table(root: str | Path, upscaler: MaskUpscaler,
                 errors.setdefault(name, {}).setdefault(group, []).append(float(np.sqrt((diff ** 2).mean())))
     if not errors:
         raise UserError(f"{root}: no image/mask pair to measure (check --split and --subset)")
-    return {name: {g: float(np.mean(v)) for g, v in row.items()} for name, row in errors.items()}
+    order = ["all"] + [c.name for c in cats]
+    return {name: {g: float(np.mean(row[g])) for g in order if g in row} for name, row in errors.items()}
 
 
 def format_table(table: dict[str, dict[str, float]], digits: int = 2) -> str:
