@@ -22,11 +22,11 @@ COMMANDS = [
     "main", "infer", "process_json", "app",
     "evaluation.fid", "evaluation.sod_eval", "evaluation.detector.train", "evaluation.detector.predict",
     "evaluation.protocols", "evaluation.sample_filter", "evaluation.guidance_sweep", "evaluation.mask_adherence",
-    "evaluation.resolution_ceiling", "evaluation.study",
+    "evaluation.resolution_ceiling", "evaluation.study", "training.upscaler",
     "maskgen.train", "maskgen.sample", "maskgen.calibrate", "maskgen.report",
     "tools/check_checkpoint.py", "tools/check_fixture.py", "tools/gpu_check.py",
     "benchmarks/bench_infer.py", "benchmarks/bench_grids.py", "benchmarks/bench_infer_fullsize.py",
-    "benchmarks/bench_train.py", "benchmarks/bench_unet.py",
+    "benchmarks/bench_train.py", "benchmarks/bench_unet.py", "benchmarks/bench_upscaler.py",
 ]
 
 #: the original DefFiller/GLIGEN spellings, kept as aliases (never the canonical, first name)
