@@ -34,6 +34,7 @@ from inference.generate import (
     DEFAULT_STEPS,
     PRECISIONS,
     GenerationOptions,
+    check_upscaler_choice,
     distilled_guidance_note,
     generate_dataset,
     load_pipeline,
@@ -152,6 +153,7 @@ def stop_on_sigterm() -> None:
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     options_from_args(args)  # bad flags are refused before the checkpoint loads
+    check_upscaler_choice(args.upscaler)
     spec = JobSpec(Path(args.mask_dir), args.num_per_mask, args.seed, args.prompt, args.skip_empty_masks)
     info = init_distributed(args.device)
     if args.threads > 0:

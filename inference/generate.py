@@ -202,6 +202,17 @@ def load_pipeline(ckpt: str | Path, device: Optional[str | torch.device] = None,
     return DefFillerPipeline(models, device, PRECISIONS[precision])
 
 
+def check_upscaler_choice(choice: str | Path) -> None:
+    """``auto``, ``none`` or an existing ``.safetensors`` file; one line naming ``--upscaler`` otherwise."""
+    if str(choice) in ("auto", "none"):
+        return
+    path = Path(choice)
+    if path.suffix != ".safetensors" or not path.is_file():
+        what = "not found" if not path.exists() else "not a .safetensors file"
+        raise UserError(f"--upscaler {choice}: {what}; give auto, none or a file written by "
+                        "python -m training.upscaler")
+
+
 def use_upscaler(pipe: DefFillerPipeline, choice: str | Path = "auto") -> None:
     """Set the pipeline's mask-guided upscaler: ``auto`` (the checkpoint's, if any), ``none`` or a file."""
     if str(choice) == "auto":
@@ -210,6 +221,7 @@ def use_upscaler(pipe: DefFillerPipeline, choice: str | Path = "auto") -> None:
         pipe.models.upscaler = None
         pipe.models.extra.pop("upscaler", None)
         return
+    check_upscaler_choice(choice)
     pipe.models.upscaler = read_upscaler(choice, pipe.image_size).to(pipe.device)
     pipe.models.extra["upscaler"] = f"{Path(choice).name} sha256 {file_sha256(choice)[:16]}"
 
@@ -301,7 +313,7 @@ def settings_for(pipe: DefFillerPipeline, opts: GenerationOptions, spec: Optiona
                     background=str(Path(background).resolve()) if background is not None else None,
                     precision=opts.precision, weights=extra.get("weights"), grayscale=opts.grayscale)
     if pipe.models.upscaler is not None and settings["output_size"] > pipe.image_size:
-        settings["upscaler"] = extra.get("upscaler") or extra.get("metadata", {}).get("upscaler", "embedded")
+        settings["upscaler"] = extra.get("upscaler") or f"embedded: {extra.get('metadata', {}).get('upscaler', '?')}"
     if spec is not None:
         settings.update(spec.settings())
     return settings

@@ -23,7 +23,7 @@ from runtime.errors import UserError
 RECORD = "generation.json"
 SETTING_KEYS = ("checkpoint_sha256", "config_sha256", "weights", "precision", "mask_dir", "num_per_mask", "seed",
                 "prompt", "negative_prompt", "sampler", "steps", "guidance_scale", "guidance_interval", "guidance_low",
-                "alpha_type", "mode", "strength", "dilate", "background", "output_size", "grayscale")
+                "alpha_type", "mode", "strength", "dilate", "background", "output_size", "grayscale", "upscaler")
 INFER_FIX = "choose another --folder / --save_folder_name"
 TEMP_GLOB = ".*.tmp"  # unfinished atomic writes (runtime.atomic) of a killed run
 

@@ -303,6 +303,8 @@ def models_from_checkpoint(ckpt: Checkpoint, config: Optional[Union[DictConfig, 
     cfg = config if config is not None else ckpt.config
     if cfg is None:
         raise CheckpointError(f"{path} carries no config; pass one with --config (e.g. configs/sd_saliency_900.yaml)")
+    if "upscaler" in ckpt.sections and "upscaler" not in cfg and "upscaler" in (ckpt.config or {}):
+        cfg = OmegaConf.merge(cfg, {"upscaler": ckpt.config.upscaler})  # a given config keeps the embedded upscaler
     # parts without weights (the pixel-space IdentityAutoencoder) have no section but are still built
     parts = [p for p in parts if p in PARTS and (p in ("model", "diffusion") or p in ckpt.sections
                                                  or (p in cfg and cfg[p].get("target") in WEIGHTLESS_TARGETS))]

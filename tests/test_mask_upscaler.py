@@ -15,7 +15,7 @@ from inference.export import export_release
 from ldm.checkpoint import read_checkpoint, read_upscaler
 from ldm.modules.mask_upscaler import MaskUpscaler, resize_images, upscale_images
 from runtime.errors import UserError
-from tools.tiny_model import make_tiny_checkpoint, write_masks
+from tools.tiny_model import TINY, make_tiny_checkpoint, write_masks
 from training import upscaler as tu
 
 SIZE, SIDE = 48, 32  # stored pairs of 48 px; the tiny generator draws 32 px
@@ -132,9 +132,16 @@ def test_infer_and_the_release_use_it(trained, tmp_path):
     release = export_release(ckpt, tmp_path / "rel.safetensors", upscaler=ups)
     assert read_checkpoint(release).metadata["upscaler"].startswith("ups.safetensors sha256 ")
     auto, s_auto = run("auto", "--output_size", str(SIZE), ck=release)                # embedded: used by default
-    assert s_auto["upscaler"] == read_checkpoint(release).metadata["upscaler"]
+    assert s_auto["upscaler"] == "embedded: " + read_checkpoint(release).metadata["upscaler"]
     bare, _ = run("bare", "--output_size", str(SIZE), "--upscaler", "none", ck=release)
     assert np.abs(auto - bare).max() > 0
+    given, s_given = run("given", "--output_size", str(SIZE), "--config", str(TINY), ck=release)  # a config given
+    assert np.array_equal(given, auto) and s_given["upscaler"] == s_auto["upscaler"]        # keeps the embedded one
+    (tmp_path / "plain" / "Source_Images" / "Sc_1.png").unlink()  # a resume with another upscaler is refused
+    with pytest.raises(UserError, match="other settings|different settings|upscaler"):
+        run("plain", "--output_size", str(SIZE), "--upscaler", str(ups))
+    with pytest.raises(UserError, match=r"--upscaler .*missing.safetensors: not found; give auto, none or a file"):
+        run("x", "--upscaler", str(tmp_path / "missing.safetensors"))
     kept = export_release(release, tmp_path / "kept.safetensors", {"steps": 2})  # re-exported: kept
     assert "upscaler" in read_checkpoint(kept).sections
     dropped = export_release(release, tmp_path / "dropped.safetensors", upscaler="none")
@@ -163,3 +170,15 @@ def test_bad_inputs_are_one_line(trained, tmp_path):
         tu.main(["--data_root", str(odd), "--split", str(odd_split), "--side", "16",
                  "--out", str(tmp_path / "o.safetensors")])
     assert not (tmp_path / "o.safetensors").exists()
+
+
+def test_a_training_config_with_an_upscaler_section_trains_the_generator_alone(tmp_path):
+    from omegaconf import OmegaConf
+    from train_helpers import make_trainer, tiny_train_config
+
+    path = tiny_train_config(tmp_path)
+    cfg = OmegaConf.load(path)
+    cfg.upscaler = {"target": "ldm.modules.mask_upscaler.MaskUpscaler", "params": {"side": 32, "size": 48}}
+    OmegaConf.save(cfg, path)
+    trainer = make_trainer(path, tmp_path / "out")
+    assert trainer.models.upscaler is None and "upscaler" not in trainer.models.parts()

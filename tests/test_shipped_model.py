@@ -62,7 +62,7 @@ def test_infer_draws_grey_steel_with_the_defect_where_the_mask_is(tmp_path, rele
                        "--steps", "10", "--output_size", "200"]) == 0
     settings = json.loads((out / "generation.json").read_text())["settings"]
     assert (settings["sampler"], settings["guidance_scale"]) == ("unipc", guidance)
-    assert settings["upscaler"].startswith("ups810.safetensors sha256 ")  # the embedded mask-guided upscaler
+    assert settings["upscaler"].startswith("embedded: ups810.safetensors sha256 ")  # the embedded mask-guided upscaler
     images = {p.stem: np.asarray(Image.open(p).convert("L"), np.float32) / 255
               for p in (out / "Source_Images").glob("*.png")}
     assert set(images) == {"Sc_1", "In_1"}

@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from ldm.build import DefFillerModels, build_models
 from ldm.checkpoint import check_diffusion, load_into, model_sections, read_checkpoint
+from ldm.config import PARTS
 from ldm.diffusion.schedule import min_snr_weight
 from ldm.modules.unet import is_gligen_layer
 from ldm.pipeline import DefFillerPipeline, grounding_inputs
@@ -69,6 +70,7 @@ from training.sample_grid import write_grid
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 FIRST_CONV = "input_blocks.0.0.weight"
+GENERATOR_PARTS = tuple(p for p in PARTS if p != "upscaler")
 
 
 class NonFiniteLoss(UserError):
@@ -317,7 +319,7 @@ class Trainer:
 
         # 2. models: build, initial weights (unless resuming), freeze all but the trained parameters
         torch.manual_seed(opts.seed)  # from-scratch weights: identical on every rank
-        self.models = build_models(cfg)
+        self.models = build_models(cfg, parts=GENERATOR_PARTS)  # a mask upscaler trains apart (training.upscaler)
         resume = self.checkpoints.latest()
         if resume is None:
             if opts.ckpt is None and self.teacher is None and opts.trainable == "grounding":
