@@ -141,7 +141,7 @@ def random_weight_trainer(device: torch.device) -> Iterator[Any]:
 
     on = build_device(device)
     with mock.patch.object(trainer, "initial_weights", random_initial_weights), \
-            mock.patch.object(trainer, "build_models", lambda cfg: build_models(cfg, device=on)):
+            mock.patch.object(trainer, "build_models", lambda cfg, **kw: build_models(cfg, device=on, **kw)):
         yield trainer
 
 
