@@ -35,6 +35,7 @@ def test_cpu_tiny_dry_run_passes_every_section(tmp_path, keep_threads):
     assert fig["resume"]["bitwise_equal"]  # on a CPU the resumed step is exactly the uninterrupted one
     assert fig["ddp"]["wrapper"] == "DistributedDataParallel" and fig["ddp"]["backend"] == "gloo"
     assert fig["infer_sharded"]["images"] == fig["infer_sharded"]["masks"]
+    assert fig["generation"]["upscaler"]["ok"] and fig["generation"]["upscaler"]["max_abs_diff_vs_cpu"] == 0
     rows = fig["generation"]["rows"]
     assert {(r["precision"], r["sampler"], r["batch"]) for r in rows} == {
         (p, s, b) for p in ("fp32", "bf16") for s in ("plms 10", "unipc 5") for b in (1, 2)}
