@@ -31,6 +31,7 @@ from ldm.checkpoint import (
     read_checkpoint,
     read_upscaler,
     save_checkpoint,
+    upscaler_label,
 )
 from ldm.config import SAMPLING_SCHEMA
 from runtime import options as O
@@ -74,7 +75,7 @@ def export_release(ckpt: str | Path, out: str | Path, sampling: Optional[dict] =
         module = read_upscaler(upscaler, side)
         source.sections["upscaler"] = module.state_dict()
         config.upscaler = read_checkpoint(upscaler).config.upscaler
-        upscaler_note = f"{Path(upscaler).name} sha256 {file_sha256(upscaler)[:16]}"
+        upscaler_note = upscaler_label(upscaler)
     sections = {part: {k: v.to(DTYPES[dtype]) if v.is_floating_point() and part not in KEEP_FP32 else v
                        for k, v in tensors.items()}
                 for part, tensors in source.sections.items() if part != "ema"}

@@ -67,7 +67,7 @@ from inference.implant import (
 from inference.jobs import Job, JobSpec, build_jobs, mask_tensor, seed_noise, shard
 from inference.preview import write_preview
 from inference.writer import INFER_FIX, PairedWriter, prepare_folder, prepare_root
-from ldm.checkpoint import load_models, read_upscaler
+from ldm.checkpoint import load_models, read_upscaler, upscaler_label
 from ldm.diffusion.guidance import DEFAULT_GUIDANCE_SCALE, check_interval, check_low
 from ldm.diffusion.samplers import SAMPLERS, start_timestep
 from ldm.modules.mask_upscaler import resize_images, upscale_images
@@ -223,7 +223,7 @@ def use_upscaler(pipe: DefFillerPipeline, choice: str | Path = "auto") -> None:
         return
     check_upscaler_choice(choice)
     pipe.models.upscaler = read_upscaler(choice, pipe.image_size).to(pipe.device)
-    pipe.models.extra["upscaler"] = f"{Path(choice).name} sha256 {file_sha256(choice)[:16]}"
+    pipe.models.extra["upscaler"] = upscaler_label(choice)
 
 
 def check_options(pipe: DefFillerPipeline, opts: GenerationOptions) -> None:

@@ -318,6 +318,11 @@ def models_from_checkpoint(ckpt: Checkpoint, config: Optional[Union[DictConfig, 
     return models.to(device).eval()
 
 
+def upscaler_label(path: Union[str, Path]) -> str:
+    """How records name an upscaler file: its name and the start of its SHA-256."""
+    return f"{Path(path).name} sha256 {file_sha256(path)[:16]}"
+
+
 def read_upscaler(path: Union[str, Path], side: Optional[int] = None) -> nn.Module:
     """The mask-guided upscaler of a file with an ``upscaler`` section and config (``python -m training.upscaler``,
     or a release file that embeds one), loaded strictly on the CPU in eval mode; with ``side``, refused unless it

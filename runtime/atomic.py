@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable
 
-from runtime.errors import UserError
+from runtime.errors import UserError, write_error_message
 
 _UMASK: int | None = None
 
@@ -63,6 +63,20 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], Any], make_paren
         if isinstance(exc, OSError) and exc.filename is None:
             exc.filename = str(path)  # the one-line message names the file
         raise
+    return path
+
+
+def check_writable(path: str | Path) -> Path:
+    """Create ``path``'s folder and make sure a file can be written there, before any long work that ends in
+    writing ``path``; a folder that cannot be made or written is a one-line :class:`UserError`."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as exc:
+        exc.filename = str(path)
+        raise UserError(write_error_message(exc)) from None
     return path
 
 

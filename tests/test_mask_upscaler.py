@@ -160,6 +160,15 @@ def test_bad_inputs_are_one_line(trained, tmp_path):
     with pytest.raises(UserError, match="not above --side 64"):
         tu.main(["--data_root", str(root / "data"), "--split", str(split), "--side", "64",
                  "--out", str(tmp_path / "u.safetensors")])
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(UserError, match="a_file/u.safetensors: cannot write"):  # refused before any training
+        tu.main(["--data_root", str(root / "data"), "--split", str(split), "--side", "32",
+                 "--out", str(blocker / "u.safetensors")])
+    no_train = save_split({**json.loads(split.read_text()), "train": []}, tmp_path / "no_train.json")
+    with pytest.raises(UserError, match="no train pairs"):
+        tu.main(["--data_root", str(root / "data"), "--split", str(no_train), "--side", "32",
+                 "--out", str(tmp_path / "u.safetensors")])
     odd = tmp_path / "odd"
     stems = line_pairs(odd, n=4)
     Image.fromarray(np.full((40, 40), 100, np.uint8)).save(odd / "Source_Images" / "Pa_1.png")

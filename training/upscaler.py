@@ -6,9 +6,10 @@
 Each training image is resized to ``--side`` exactly as the generator's training data is (centre crop,
 bicubic), resized back to its stored size (bicubic, as ``infer.py --output_size``), and the network learns
 to give back the stored image from that and the stored mask (L1 on random crops, most of them on the
-defect). Only the split's ``train`` pairs are read. It takes a few minutes on one CPU core; the file it
-writes is attached to a generator with ``infer.py --upscaler FILE`` or embedded in a release with
-``python -m inference.export --upscaler FILE``.
+defect). Only the split's ``train`` pairs are read. It takes a few minutes on one CPU core and writes its one file
+at the end, atomically (a stop loses the run, never a half-written file; the output folder is checked for writing
+before training starts). The file is attached to a generator with ``infer.py --upscaler FILE`` or embedded in a
+release with ``python -m inference.export --upscaler FILE``.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from dataset.sem_dataset import center_crop_square, prepare_sample
 from dataset.splits import load_split, subset_pairs
 from ldm.checkpoint import save_checkpoint
 from ldm.modules.mask_upscaler import MaskUpscaler, resize_images
+from runtime.atomic import check_writable
 from runtime.cli import add_threads, image_side, int_in
 from runtime.digest import file_sha256
 from runtime.errors import UserError, run_cli
@@ -148,6 +150,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     split = load_split(args.split)
+    if not split["train"]:
+        raise UserError(f"{args.split}: the split has no train pairs to learn from; use a split with training pairs")
+    check_writable(out)  # before minutes of training, not after
     start = time.time()
     inputs, masks, targets = round_trip_pairs(args.data_root, list(split["train"]), args.side)
     print(f"{len(inputs)} training pairs of {args.split}, {args.side} px -> {inputs.shape[-1]} px")
